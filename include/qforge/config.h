@@ -1,0 +1,171 @@
+// The experiment: one struct is the truth. yaml-cpp fills it (config_yaml),
+// it validates itself, and it is written back, resolved, beside the outputs.
+// Every field maps to a clika_compile argument or to a cluster setting; the
+// YAML key of each field is given in its comment and documented in README.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qforge {
+
+enum class Device { Cpu, Cuda, Auto };
+enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch };
+enum class Granularity { Tensor, Channel, Group };
+enum class Observer { MinMax, Percentile, Entropy, Mse };
+enum class TransformOp { Cast, Scale, Normalize };
+enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
+
+// model:
+struct ModelSettings {
+  std::string path;              // path: TorchScript file (torch.jit.save)
+  std::string method = "forward";  // method: method compiled (seed's module_or_func)
+};
+
+// tracing_inputs: samples whose shapes define the traced graph and its dynamic axes.
+struct TracingSettings {
+  std::vector<std::string> files;     // files: HDF5 files; empty = calibration files
+  std::vector<std::string> groups;    // groups: shape groups to use; empty = all
+  std::vector<int64_t> batch_sizes = {1};  // batch_sizes: two differing sizes make axis 0 dynamic
+};
+
+// calibration_inputs: the calibration set, sharded across ranks.
+struct CalibrationSettings {
+  std::vector<std::string> files;   // files: HDF5 files (layout in README)
+  std::vector<std::string> groups;  // groups: shape groups to use; empty = all
+  int64_t batch_size = 8;           // batch_size: rows per model call
+  int64_t max_samples = 0;          // max_samples: 0 = every row
+  int64_t prefetch = 2;             // prefetch: batches read ahead (bounds memory)
+  bool check_finite = true;         // check_finite: reject NaN/Inf rows
+};
+
+// data_transform: one step of the seed's data_transform_fn.
+struct TransformStep {
+  TransformOp op = TransformOp::Cast;  // op: cast | scale | normalize
+  std::vector<std::string> inputs;     // inputs: input names it applies to; empty = all
+  DType dtype = DType::Float32;        // dtype: target of cast
+  double factor = 1.0;                 // factor: multiplier of scale
+  std::vector<double> mean;            // mean: per channel, for normalize
+  std::vector<double> std;             // std: per channel, for normalize
+  int64_t axis = 1;                    // axis: channel axis of the batched tensor
+};
+
+// forward: the seed's forward_fn, as extra static keyword arguments.
+struct ForwardSettings {
+  std::map<std::string, std::string> kwargs;  // kwargs: name -> YAML scalar (bool/int/float/str)
+};
+
+// deployment_settings:
+struct DeploymentSettings {
+  Target target = Target::None;  // target: tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch
+};
+
+// One tensor's quantization scheme (weights or activations).
+struct TensorQuantSettings {
+  bool enabled = true;                         // enabled: false keeps it floating point
+  int64_t bits = 8;                            // bits: 2..8
+  Granularity granularity = Granularity::Tensor;  // granularity: tensor | channel | group
+  int64_t group_size = 128;                    // group_size: inputs per group (granularity group)
+  bool symmetric = true;                       // symmetric: zero point fixed at 0
+  bool is_signed = true;                       // signed: int range (else unsigned)
+  Observer observer = Observer::MinMax;        // observer: minmax | percentile | entropy | mse
+  double percentile = 99.99;                   // percentile: for observer percentile
+  int64_t histogram_bins = 2048;               // histogram_bins: for entropy / percentile / mse
+};
+
+// quantization_settings:
+struct QuantizationSettings {
+  TensorQuantSettings weights{true, 8, Granularity::Channel, 128, true, true, Observer::MinMax};
+  TensorQuantSettings activations{true, 8, Granularity::Tensor, 128, false, false, Observer::MinMax};
+  std::optional<double> sensitivity_threshold;  // sensitivity_threshold: relative error above which a layer stays FP
+};
+
+// Per-layer override: every field unset inherits the global setting.
+struct TensorQuantOverride {
+  std::optional<bool> enabled;
+  std::optional<int64_t> bits;
+  std::optional<Granularity> granularity;
+  std::optional<int64_t> group_size;
+  std::optional<bool> symmetric;
+  std::optional<bool> is_signed;
+  std::optional<Observer> observer;
+  std::optional<double> percentile;
+};
+
+// layer_quantization_settings: <layer name or glob>:
+struct LayerQuantizationSettings {
+  bool skip = false;              // skip: keep this layer in floating point
+  TensorQuantOverride weights;    // weights: overrides of quantization_settings.weights
+  TensorQuantOverride activations;  // activations: overrides of quantization_settings.activations
+};
+
+// compile_options.fine_tune: QA-LoRA (issue: fine-tuning).
+struct FineTuneSettings {
+  bool enabled = false;
+  int64_t steps = 100;
+  double learning_rate = 1e-3;
+  int64_t lora_rank = 8;
+  double lora_alpha = 16.0;
+};
+
+// compile_options: the seed's clika_compile_options.
+struct CompileOptions {
+  bool ptq = true;                 // ptq: post-training calibration
+  bool sensitivity = false;        // sensitivity: per-layer sensitivity analysis
+  FineTuneSettings fine_tune;      // fine_tune:
+  int64_t checkpoint_every = 0;    // checkpoint_every: steps; 0 = none
+  int64_t eval_samples = 0;        // eval_samples: held-out rows for FP-vs-compiled accuracy
+};
+
+// resources: what a SLURM submission asks for.
+struct Resources {
+  int64_t nodes = 1;
+  int64_t tasks_per_node = 1;
+  int64_t gpus_per_node = 0;
+  int64_t cpus_per_task = 1;
+  std::string memory;     // e.g. "16G"
+  std::string time;       // e.g. "01:00:00"
+  std::string partition;
+  std::string account;
+};
+
+struct ExperimentConfig {
+  ModelSettings model;
+  std::string graph_name;          // graph_name: name carried into artifacts
+  std::string out_dir = "qforge_out";  // out_dir:
+  std::string logs_dir;            // logs_dir: default <out_dir>/logs
+  int64_t seed = 0;                // seed:
+  Device device = Device::Cpu;     // device: cpu | cuda | auto
+  std::optional<TracingSettings> tracing_inputs;
+  std::optional<CalibrationSettings> calibration_inputs;
+  std::vector<TransformStep> data_transform;
+  ForwardSettings forward;
+  std::optional<DeploymentSettings> deployment_settings;
+  std::optional<QuantizationSettings> quantization_settings;
+  std::map<std::string, LayerQuantizationSettings> layer_quantization_settings;
+  CompileOptions compile_options;
+  bool discard_input_model = true;
+  bool is_model_pretrained = true;
+  bool is_dry_run = false;
+  bool skip_eval_set_mode = false;
+  bool fullgraph = true;
+  bool dynamic = true;
+  bool disable = false;
+  Resources resources;
+
+  // Effective logs directory.
+  std::string effective_logs_dir() const;
+  // Checks that need no file access (ranges, contradictions); throws ConfigError.
+  void validate() const;
+};
+
+// Names used in YAML for the enums (e.g. "tensorrt_llm"), and their parsing.
+template <class E> const char* to_string(E value);
+template <class E> E enum_from_string(const std::string& text, const std::string& key_path);
+
+// Bytes of one element of dtype.
+int64_t dtype_size(DType dtype);
+
+}  // namespace qforge

@@ -1,0 +1,83 @@
+// A TorchScript model as qforge sees it: its layers (named submodules), the
+// signature of the method to compile, and how one batch of samples is bound
+// to that signature and run.
+#pragma once
+#include <torch/script.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qforge/dataset.h"
+#include "qforge/sample_reader.h"
+
+namespace qforge {
+
+struct LayerInfo {
+  std::string name;          // "layer1.0.conv1": the key of per-layer settings
+  std::string type;          // "Conv2d" (TorchScript class, without module path or mangling)
+  std::string qualified_type;
+  int64_t parameters = 0;    // this module's own parameters (not its children's)
+  std::vector<int64_t> weight_shape;  // empty when it has no 'weight'
+  bool has_children = false;
+  bool quantizable = false;
+  std::string reason;        // why it is not quantizable (empty when it is)
+};
+
+// The class name without "__torch__." and "___torch_mangle_N" parts: "Conv2d".
+std::string short_type_name(const std::string& qualified);
+// Layer types qforge quantizes: Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, Embedding, EmbeddingBag.
+bool is_quantizable_type(const std::string& short_type);
+
+struct MethodArgument {
+  std::string name;
+  std::string type;  // TorchScript type, e.g. "Tensor", "Dict(str, Tensor)"
+  bool has_default = false;
+};
+
+struct MethodSignature {
+  std::string method;
+  std::vector<MethodArgument> arguments;  // without self
+  std::string returns;
+  std::string to_string() const;  // "forward(x: Tensor, mask: Tensor=None) -> Tensor"
+};
+
+// How a sample of the data is passed to the method: positional, keyword, or
+// one Dict[str, Tensor] argument; plus the static keyword arguments from YAML.
+struct CallBinding {
+  enum class Mode { Positional, Keyword, DictArgument } mode = Mode::Positional;
+  std::vector<std::string> names;  // input names, in data order
+  std::map<std::string, c10::IValue> static_kwargs;
+};
+
+class Model {
+ public:
+  // Loads with torch::jit::load; ModelError names the file and why.
+  static Model load(const std::string& path, const std::string& method = "forward");
+
+  torch::jit::Module& module() { return module_; }
+  const torch::jit::Module& module() const { return module_; }
+  const std::string& path() const { return path_; }
+  const std::string& method() const { return method_; }
+
+  // Every named submodule, in definition order (the root excluded).
+  std::vector<LayerInfo> layers() const;
+  MethodSignature signature() const;
+  int64_t parameter_count() const;
+  int64_t parameter_bytes() const;
+
+  // Checks that samples of `data` fit the method and how to pass them;
+  // `kwargs` are YAML scalars converted to the argument's type. ModelError
+  // names the method, the argument and the input.
+  CallBinding bind(const DatasetInfo& data, const std::map<std::string, std::string>& kwargs) const;
+
+  // Runs the method on one batch. Errors name the method and the batch's first sample.
+  c10::IValue run(const CallBinding& binding, const Batch& batch);
+
+ private:
+  torch::jit::Module module_;
+  std::string path_;
+  std::string method_;
+};
+
+}  // namespace qforge

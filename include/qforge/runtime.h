@@ -1,0 +1,58 @@
+// The process runtime: MPI lifecycle, who this rank is, and the coordination
+// that keeps a failure on one rank from leaving the others hanging.
+//
+// Lifecycle (see src/cli/main.cpp): Runtime::init once at start; on success
+// finalize(); on an error every rank reached together (a collective phase)
+// all ranks exit cleanly with the failing rank's message; on any other error
+// abort(), which brings the whole job down.
+#pragma once
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace qforge {
+
+class Runtime {
+ public:
+  // Initializes MPI once; works without a launcher (world size 1).
+  static Runtime& init(int* argc, char*** argv);
+  // The initialized runtime; throws if init was not called.
+  static Runtime& get();
+  static bool initialized();
+  // This rank, or `fallback` before init (used in error locations).
+  static int global_rank_or(int fallback);
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const std::string& host() const { return host_; }
+  bool is_root() const { return rank_ == 0; }
+
+  void barrier() const;
+  // Small metadata over MPI (coordination, not the tensor path).
+  std::vector<std::string> all_gather_strings(const std::string& mine) const;
+  std::string broadcast_string(const std::string& value, int root) const;
+  std::vector<long long> all_gather_int(long long mine) const;
+
+  // Runs `body` on every rank, then agrees on the outcome: if any rank threw,
+  // rank 0 prints each distinct message with the ranks that raised it and
+  // every rank throws PeerFailed (exit code of the first failing rank). With
+  // one rank the original exception propagates unchanged. `body` must not
+  // itself enter collectives, or a failing rank would leave the others in them.
+  void collective_phase(const std::string& phase, const std::function<void()>& body) const;
+
+  // Clean shutdown; only after success.
+  void finalize();
+  // Brings down every rank of the job with `code` (MPI_Abort).
+  [[noreturn]] void abort(int code) const;
+
+ private:
+  Runtime() = default;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+  std::string host_;
+  bool finalized_ = false;
+};
+
+}  // namespace qforge

@@ -1,0 +1,83 @@
+// Reads one rank's shard of the calibration set, batch by batch, with a
+// bounded prefetch queue filled by a background thread: at most `prefetch`
+// batches are held, so memory does not grow with the file.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "qforge/dataset.h"
+#include "qforge/shard.h"
+
+namespace qforge {
+
+struct Batch {
+  std::vector<at::Tensor> inputs;  // in DatasetInfo::input_names order
+  at::Tensor labels;               // undefined when the file has none
+  int group = 0;                   // index into DatasetInfo::groups
+  int64_t global_begin = 0;        // global index of the first row
+  int64_t rows() const { return inputs.empty() ? 0 : inputs[0].size(0); }
+};
+
+// The seed's data_transform_fn: edits a batch in place before the model sees it.
+using DataTransformFn = std::function<void(Batch&, const DatasetInfo&)>;
+
+// The YAML transform list (cast, scale, normalize) as a DataTransformFn.
+// Names in a step's `inputs` must be input names of the data (DataError if not).
+DataTransformFn make_transform(const std::vector<TransformStep>& steps, const DatasetInfo& info);
+
+struct SampleReaderOptions {
+  int64_t batch_size = 8;
+  int64_t prefetch = 2;
+  bool check_finite = true;
+  DataTransformFn transform;  // may be empty
+};
+
+class SampleReader {
+ public:
+  SampleReader(DatasetInfo info, RowRange rows, SampleReaderOptions options);
+  ~SampleReader();
+  SampleReader(const SampleReader&) = delete;
+  SampleReader& operator=(const SampleReader&) = delete;
+
+  // The next batch, or nullopt at the end of the shard. Rethrows a read error
+  // (DataError naming file, dataset and row) from the prefetch thread.
+  std::optional<Batch> next();
+
+  const DatasetInfo& info() const { return info_; }
+  const RowRange& rows() const { return rows_; }
+  size_t batch_count() const { return slices_.size(); }
+  // Most batches held at once so far (queue + the one being read): <= prefetch + 1.
+  size_t peak_buffered() const;
+
+ private:
+  void produce();
+  Batch read_slice(const BatchSlice& slice, int64_t file);  // file: an open HDF5 id
+
+  DatasetInfo info_;
+  RowRange rows_;
+  SampleReaderOptions options_;
+  std::vector<BatchSlice> slices_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Batch> queue_;
+  size_t next_slice_ = 0;
+  size_t peak_ = 0;
+  bool done_ = false;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread worker_;
+};
+
+// Reads the whole of `rows` of `info` in one batch per group slice; for
+// small sets (tracing samples, tests).
+std::vector<Batch> read_all(const DatasetInfo& info, RowRange rows, int64_t batch_size);
+
+}  // namespace qforge

@@ -1,0 +1,304 @@
+#include "cli/commands.h"
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "qforge/config_yaml.h"
+#include "qforge/errors.h"
+#include "qforge/logger.h"
+#include "qforge/model.h"
+#include "qforge/plan.h"
+#include "qforge/runtime.h"
+#include "qforge/version.h"
+#include "util/json.h"
+
+namespace qforge::cli {
+namespace {
+
+const char* kMainHelp = R"(qforge: compile PyTorch models into quantized, deployable models on clusters
+
+usage: qforge <command> [options]
+
+commands:
+  compile CONFIG      compile the experiment CONFIG (YAML); under mpirun/srun, in parallel
+  inspect MODEL       list a TorchScript model's layers and its method's inputs
+  data check FILE...  validate calibration HDF5 files (optionally against a model)
+  config keys         list every experiment key with its default
+  config show CONFIG  print the resolved experiment (defaults and --set applied)
+
+options:
+  -h, --help          help (also after a command: qforge compile --help)
+  --version           versions of qforge and the libraries it links
+
+exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 data, 5 model, 6 library (MPI/HDF5)
+)";
+
+const char* kCompileHelp = R"(usage: qforge compile CONFIG [--set KEY=VALUE]... [--dry-run]
+
+Compiles the experiment CONFIG. Launch with mpirun -np N (or srun) to run on N ranks.
+
+  --set KEY=VALUE   override a key of CONFIG, e.g. --set calibration_inputs.batch_size=16;
+                    keys holding dots go in brackets: --set 'layer_quantization_settings[fc.0].skip=true'
+  --dry-run         validate config, data and model on every rank, print the plan, and write
+                    only <out_dir>/plan.json and the logs (same as is_dry_run: true)
+)";
+
+const char* kInspectHelp = R"(usage: qforge inspect MODEL [--method NAME] [--json]
+
+Lists every named submodule of the TorchScript model MODEL (name, type, parameters, weight
+shape, quantizable or why not) and the inputs of the method (default forward).
+)";
+
+const char* kDataHelp = R"(usage: qforge data check FILE... [--model MODEL] [--method NAME] [--batch-size N]
+
+Validates calibration HDF5 files: layout, dtypes, row counts, and that every row is finite.
+With --model, also checks that the samples fit the model's method and runs one batch of each
+shape group through it.
+)";
+
+const char* kConfigHelp = R"(usage: qforge config keys
+       qforge config show CONFIG [--set KEY=VALUE]...
+
+keys: every key of the experiment schema with its default and meaning.
+show: the experiment as qforge resolves it.
+)";
+
+// A minimal option parser: positionals, flags, and repeated --key value / --key=value.
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::vector<std::string>> options;
+  bool flag(const std::string& name) const { return options.count(name) > 0; }
+  std::string value(const std::string& name, const std::string& fallback = "") const {
+    auto it = options.find(name);
+    return it == options.end() || it->second.empty() ? fallback : it->second.back();
+  }
+};
+
+Args parse(const std::vector<std::string>& argv, const std::vector<std::string>& flags,
+           const std::vector<std::string>& valued, const std::string& command) {
+  Args args;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a.rfind("--", 0) != 0 && a != "-h") {
+      args.positional.push_back(a);
+      continue;
+    }
+    std::string name = a == "-h" ? "--help" : a;
+    std::string inline_value;
+    bool has_inline = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline = true;
+    }
+    if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
+      args.options[name];
+    } else if (std::find(valued.begin(), valued.end(), name) != valued.end()) {
+      if (has_inline) args.options[name].push_back(inline_value);
+      else if (i + 1 < argv.size()) args.options[name].push_back(argv[++i]);
+      else throw UsageError(command + ": option " + name + " needs a value");
+    } else {
+      std::vector<std::string> all = flags;
+      all.insert(all.end(), valued.begin(), valued.end());
+      const auto near = nearest_names(name, all, 1);
+      throw UsageError(command + ": unknown option " + name + (near.empty() ? "" : "; did you mean " + near[0] + "?") +
+                       " (" + command + " --help)");
+    }
+  }
+  return args;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int cmd_compile(const std::vector<std::string>& argv) {
+  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set"}, "qforge compile");
+  if (args.flag("--help")) {
+    std::cout << kCompileHelp;
+    return kExitOk;
+  }
+  if (args.positional.size() != 1) throw UsageError("qforge compile: expected one CONFIG file (qforge compile --help)");
+  Runtime& rt = Runtime::get();
+  Logger::instance().set_console(rt.is_root());
+  ExperimentConfig config;
+  rt.collective_phase("config", [&] {
+    const auto sets = args.options.count("--set") ? args.options.at("--set") : std::vector<std::string>{};
+    config = load_config(args.positional[0], sets);
+    if (args.flag("--dry-run")) config.is_dry_run = true;
+    Logger::instance().open(config.effective_logs_dir(), rt.rank());
+  });
+  log::debug("qforge " + version() + " rank " + std::to_string(rt.rank()) + " of " + std::to_string(rt.size()) +
+             " on " + rt.host() + " (local rank " + std::to_string(rt.local_rank()) + ")");
+  if (config.disable) {
+    log::info("disable: true: the model is returned unchanged; nothing to do");
+    return kExitOk;
+  }
+  if (!config.is_dry_run)
+    throw UsageError("qforge compile: this version runs the dry run only; pass --dry-run or set is_dry_run: true");
+  dry_run(config);
+  return kExitOk;
+}
+
+int cmd_inspect(const std::vector<std::string>& argv) {
+  const Args args = parse(argv, {"--help", "--json"}, {"--method"}, "qforge inspect");
+  if (args.flag("--help")) {
+    std::cout << kInspectHelp;
+    return kExitOk;
+  }
+  if (args.positional.size() != 1) throw UsageError("qforge inspect: expected one MODEL file (qforge inspect --help)");
+  Model model = Model::load(args.positional[0], args.value("--method", "forward"));
+  const auto layers = model.layers();
+  const auto sig = model.signature();
+  if (args.flag("--json")) {
+    json::object root;
+    root["model"] = model.path();
+    root["method"] = sig.to_string();
+    json::array inputs;
+    for (const auto& a : sig.arguments) {
+      json::object o;
+      o["name"] = a.name;
+      o["type"] = a.type;
+      o["has_default"] = a.has_default;
+      inputs.push_back(o);
+    }
+    root["inputs"] = inputs;
+    root["parameters"] = model.parameter_count();
+    json::array list;
+    for (const auto& l : layers) {
+      json::object o;
+      o["name"] = l.name;
+      o["type"] = l.type;
+      o["parameters"] = l.parameters;
+      o["weight_shape"] = json::array(l.weight_shape.begin(), l.weight_shape.end());
+      o["quantizable"] = l.quantizable;
+      if (!l.quantizable) o["reason"] = l.reason;
+      list.push_back(o);
+    }
+    root["layers"] = list;
+    std::cout << pretty_json(root);
+    return kExitOk;
+  }
+  std::cout << model.path() << ": " << sig.to_string() << "\n";
+  std::cout << "inputs:\n";
+  for (const auto& a : sig.arguments)
+    std::cout << "  " << a.name << ": " << a.type << (a.has_default ? " (has a default)" : "") << "\n";
+  int quantizable = 0;
+  for (const auto& l : layers) quantizable += l.quantizable;
+  std::cout << "layers: " << layers.size() << " modules, " << quantizable << " quantizable, "
+            << model.parameter_count() << " parameters\n";
+  std::cout << "  " << std::left << std::setw(36) << "name" << std::setw(20) << "type" << std::setw(10) << "params"
+            << std::setw(20) << "weight" << "quantizable\n";
+  for (const auto& l : layers)
+    std::cout << "  " << std::left << std::setw(36) << l.name << std::setw(20) << l.type << std::setw(10)
+              << l.parameters << std::setw(20) << (l.weight_shape.empty() ? "-" : shape_text(l.weight_shape))
+              << (l.quantizable ? "yes" : "no: " + l.reason) << "\n";
+  return kExitOk;
+}
+
+int cmd_data(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+    std::cout << kDataHelp;
+    return argv.empty() ? kExitUsage : kExitOk;
+  }
+  if (argv[0] != "check") throw UsageError("qforge data: unknown subcommand '" + argv[0] + "' (qforge data --help)");
+  const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--model", "--method", "--batch-size"},
+                          "qforge data check");
+  if (args.flag("--help")) {
+    std::cout << kDataHelp;
+    return kExitOk;
+  }
+  if (args.positional.empty()) throw UsageError("qforge data check: expected at least one HDF5 FILE");
+  const DatasetInfo info = inspect_dataset(args.positional);
+  std::cout << "inputs: " << to_string(info.kind) << " (";
+  for (size_t i = 0; i < info.input_names.size(); ++i) std::cout << (i ? ", " : "") << info.input_names[i];
+  std::cout << "), " << info.total_rows() << " rows in " << info.groups.size() << " shape group(s)\n";
+  for (const auto& g : info.groups) {
+    std::cout << "  " << g.path() << ": " << g.rows << " rows";
+    for (const auto& in : g.inputs) std::cout << ", " << in.name << " " << shape_text(in.row_shape) << " " << to_string(in.dtype);
+    if (g.has_labels) std::cout << ", labels " << shape_text(g.labels.row_shape) << " " << to_string(g.labels.dtype);
+    std::cout << "\n";
+  }
+  int64_t batch_size = 64;
+  try {
+    batch_size = std::stoll(args.value("--batch-size", "64"));
+  } catch (const std::exception&) {
+    throw UsageError("qforge data check: --batch-size expects a positive integer");
+  }
+  if (batch_size < 1) throw UsageError("qforge data check: --batch-size expects a positive integer");
+  std::optional<Model> model;
+  CallBinding binding;
+  if (args.flag("--model")) {
+    model = Model::load(args.value("--model"), args.value("--method", "forward"));
+    model->module().eval();
+    binding = model->bind(info, {});
+  }
+  SampleReader reader(info, {0, info.total_rows()}, {batch_size, 2, true, {}});
+  int last_group = -1;
+  while (auto batch = reader.next()) {
+    if (model && batch->group != last_group) {
+      const auto out = model->run(binding, *batch);
+      std::cout << "  " << info.groups[batch->group].name << ": " << model->method() << " ran on rows "
+                << batch->global_begin << ".." << batch->global_begin + batch->rows() - 1 << "\n";
+      last_group = batch->group;
+    }
+  }
+  std::cout << "ok: every row is readable" << " and finite" << (model ? ", and the samples fit " + model->signature().to_string() : "")
+            << "\n";
+  return kExitOk;
+}
+
+int cmd_config(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+    std::cout << kConfigHelp;
+    return argv.empty() ? kExitUsage : kExitOk;
+  }
+  if (argv[0] == "keys") {
+    const Args args = parse({argv.begin() + 1, argv.end()}, {"--help", "--markdown"}, {}, "qforge config keys");
+    const bool md = args.flag("--markdown");
+    if (md) std::cout << "| key | default | meaning |\n| --- | --- | --- |\n";
+    for (const auto& k : config_key_reference()) {
+      if (md) std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | " << k.doc << " |\n";
+      else std::cout << std::left << std::setw(58) << k.key << std::setw(14) << k.default_value << k.doc << "\n";
+    }
+    return kExitOk;
+  }
+  if (argv[0] == "show") {
+    const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--set"}, "qforge config show");
+    if (args.positional.size() != 1) throw UsageError("qforge config show: expected one CONFIG file");
+    const auto sets = args.options.count("--set") ? args.options.at("--set") : std::vector<std::string>{};
+    std::cout << config_to_yaml(load_config(args.positional[0], sets));
+    return kExitOk;
+  }
+  throw UsageError("qforge config: unknown subcommand '" + argv[0] + "' (qforge config --help)");
+}
+
+}  // namespace
+
+int run_command_line(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    std::cerr << kMainHelp;
+    return kExitUsage;
+  }
+  const std::string& command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::cout << kMainHelp;
+    return kExitOk;
+  }
+  if (command == "--version") {
+    std::cout << build_info() << "\n";
+    return kExitOk;
+  }
+  if (command == "compile") return cmd_compile(rest);
+  if (command == "inspect") return cmd_inspect(rest);
+  if (command == "data") return cmd_data(rest);
+  if (command == "config") return cmd_config(rest);
+  const auto near = nearest_names(command, {"compile", "inspect", "data", "config"}, 1);
+  throw UsageError("unknown command '" + command + "'; did you mean '" + near[0] + "'? (qforge --help)");
+}
+
+}  // namespace qforge::cli

@@ -1,0 +1,37 @@
+// The MPI lifecycle of every qforge process: init once, catch everything,
+// finalize only on success. An error every rank reached together exits
+// cleanly on all ranks with the message printed once (Runtime::collective_phase);
+// any other error aborts the whole job, so no rank is left waiting.
+#include <iostream>
+
+#include "cli/commands.h"
+#include "qforge/errors.h"
+#include "qforge/runtime.h"
+
+int main(int argc, char** argv) {
+  qforge::Runtime* runtime = nullptr;
+  try {
+    runtime = &qforge::Runtime::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::cerr << "qforge: error: cannot start MPI: " << e.what() << std::endl;
+    return qforge::kExitLibrary;
+  }
+  int code = qforge::kExitOk;
+  try {
+    code = qforge::cli::run_command_line(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const qforge::PeerFailed& e) {
+    code = e.exit_code();  // rank 0 already printed every rank's message
+  } catch (const qforge::Error& e) {
+    std::cerr << "qforge: error" << (runtime->size() > 1 ? " on rank " + std::to_string(runtime->rank()) : "")
+              << ": " << e.what() << std::endl;
+    if (runtime->size() > 1) runtime->abort(e.exit_code());
+    code = e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "qforge: internal error" << (runtime->size() > 1 ? " on rank " + std::to_string(runtime->rank()) : "")
+              << ": " << e.what() << std::endl;
+    if (runtime->size() > 1) runtime->abort(qforge::kExitFailure);
+    code = qforge::kExitFailure;
+  }
+  runtime->finalize();
+  return code;
+}

@@ -1,0 +1,80 @@
+// Checks of the experiment that need no file access.
+#include "qforge/config.h"
+
+#include "qforge/errors.h"
+
+namespace qforge {
+namespace {
+
+void check(bool ok, const std::string& key, const std::string& expected) {
+  if (!ok) throw ConfigError(key + ": expected " + expected);
+}
+
+void check_tensor_settings(const TensorQuantSettings& s, const std::string& key) {
+  check(s.bits >= 2 && s.bits <= 8, key + ".bits", "a width from 2 to 8, got " + std::to_string(s.bits));
+  check(s.group_size > 0, key + ".group_size", "a positive size");
+  check(s.percentile > 0 && s.percentile <= 100, key + ".percentile", "a percentile in (0, 100]");
+  check(s.histogram_bins >= 16, key + ".histogram_bins", "at least 16 bins");
+}
+
+}  // namespace
+
+std::string ExperimentConfig::effective_logs_dir() const {
+  return logs_dir.empty() ? out_dir + "/logs" : logs_dir;
+}
+
+void ExperimentConfig::validate() const {
+  check(!model.path.empty(), "model.path", "the path of a TorchScript model file");
+  check(!model.method.empty(), "model.method", "a method name, e.g. forward");
+  check(!out_dir.empty(), "out_dir", "an output directory");
+  if (calibration_inputs) {
+    const auto& c = *calibration_inputs;
+    check(!c.files.empty(), "calibration_inputs.files", "at least one HDF5 file");
+    check(c.batch_size > 0, "calibration_inputs.batch_size", "a positive batch size");
+    check(c.max_samples >= 0, "calibration_inputs.max_samples", "0 (all) or a positive count");
+    check(c.prefetch >= 1, "calibration_inputs.prefetch", "at least 1 batch");
+  }
+  if (tracing_inputs) {
+    check(!tracing_inputs->batch_sizes.empty(), "tracing_inputs.batch_sizes", "at least one batch size");
+    for (auto b : tracing_inputs->batch_sizes)
+      check(b > 0, "tracing_inputs.batch_sizes", "positive batch sizes");
+    check(!tracing_inputs->files.empty() || calibration_inputs, "tracing_inputs.files",
+          "tracing files, or calibration_inputs to trace with");
+  }
+  for (size_t i = 0; i < data_transform.size(); ++i) {
+    const auto& step = data_transform[i];
+    const std::string key = "data_transform[" + std::to_string(i) + "]";
+    if (step.op == TransformOp::Normalize) {
+      check(!step.mean.empty() && step.mean.size() == step.std.size(), key,
+            "normalize with 'mean' and 'std' lists of the same length");
+      for (double s : step.std) check(s > 0, key + ".std", "positive standard deviations");
+    }
+  }
+  if (quantization_settings) {
+    // The seed's ValueError: quantization needs a target and data, before any work.
+    if (!deployment_settings || deployment_settings->target == Target::None)
+      throw ConfigError("quantization_settings is set but deployment_settings.target is not; "
+                        "choose one of tensorrt, onnxruntime, openvino, tensorrt_llm, libtorch");
+    if (!calibration_inputs)
+      throw ConfigError("quantization_settings is set but calibration_inputs is not; "
+                        "calibration data is required to quantize");
+    check_tensor_settings(quantization_settings->weights, "quantization_settings.weights");
+    check_tensor_settings(quantization_settings->activations, "quantization_settings.activations");
+    if (quantization_settings->sensitivity_threshold)
+      check(*quantization_settings->sensitivity_threshold >= 0, "quantization_settings.sensitivity_threshold",
+            "a non-negative relative error");
+  }
+  for (const auto& [pattern, layer] : layer_quantization_settings) {
+    const std::string key = "layer_quantization_settings[" + pattern + "]";
+    check(!pattern.empty(), "layer_quantization_settings", "non-empty layer names or globs");
+    for (const auto* o : {&layer.weights, &layer.activations}) {
+      if (o->bits) check(*o->bits >= 2 && *o->bits <= 8, key, "bits from 2 to 8");
+      if (o->group_size) check(*o->group_size > 0, key, "a positive group_size");
+    }
+  }
+  check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");
+  check(compile_options.eval_samples >= 0, "compile_options.eval_samples", "0 or a row count");
+  check(resources.nodes >= 1 && resources.tasks_per_node >= 1, "resources", "at least 1 node and 1 task per node");
+}
+
+}  // namespace qforge

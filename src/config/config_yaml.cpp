@@ -1,0 +1,360 @@
+// YAML <-> ExperimentConfig, driven by the one schema in schema.h.
+#include "qforge/config_yaml.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <type_traits>
+
+#include "config/schema.h"
+#include "qforge/errors.h"
+
+namespace qforge {
+namespace {
+
+template <class T> struct is_optional : std::false_type {};
+template <class T> struct is_optional<std::optional<T>> : std::true_type {};
+template <class T> struct is_vector : std::false_type {};
+template <class T> struct is_vector<std::vector<T>> : std::true_type {};
+template <class T> struct is_map : std::false_type {};
+template <class T> struct is_map<std::map<std::string, T>> : std::true_type {};
+template <class T> constexpr bool is_scalar_v =
+    std::is_same_v<T, bool> || std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
+    std::is_same_v<T, std::string> || std::is_enum_v<T>;
+// A list of sections (data_transform), as opposed to a list of scalars.
+template <class T> struct is_section_list : std::false_type {};
+template <class T> struct is_section_list<std::vector<T>> : std::bool_constant<!is_scalar_v<T>> {};
+
+std::string join_path(const std::string& parent, const std::string& key) {
+  return parent.empty() ? key : parent + "." + key;
+}
+
+std::string where(const YAML::Node& node) {
+  const auto mark = node.Mark();
+  return mark.line >= 0 ? " (line " + std::to_string(mark.line + 1) + ")" : "";
+}
+
+// ---- Reader ----------------------------------------------------------------
+
+class Reader {
+ public:
+  Reader(const std::string& source, const YAML::Node& node, std::string path)
+      : source_(source), node_(node), path_(std::move(path)) {}
+
+  template <class T> void operator()(const char* key, T& value, const char* /*doc*/) {
+    known_.emplace_back(key);
+    const YAML::Node child = node_[key];
+    if (!child.IsDefined()) return;
+    read(child, value, join_path(path_, key));
+  }
+
+  // Every key of this map must be one the schema described.
+  void finish() const {
+    for (const auto& entry : node_) {
+      const auto key = entry.first.as<std::string>();
+      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+      const auto near = nearest_names(key, known_, 1);
+      std::string valid;
+      for (const auto& k : known_) valid += (valid.empty() ? "" : ", ") + k;
+      throw ConfigError(source_ + ": unknown key '" + join_path(path_, key) + "'" + where(entry.first) +
+                        (near.empty() ? "" : "; did you mean '" + join_path(path_, near[0]) + "'?") +
+                        " Valid keys here: " + valid);
+    }
+  }
+
+  template <class T> void read(const YAML::Node& node, T& value, const std::string& path) {
+    if constexpr (is_optional<T>::value) {
+      if (node.IsNull()) { value.reset(); return; }
+      if (!value) value.emplace();
+      read(node, *value, path);
+    } else if constexpr (is_scalar_v<T>) {
+      read_scalar(node, value, path);
+    } else if constexpr (is_vector<T>::value) {
+      value.clear();
+      if (node.IsNull()) return;
+      if (node.IsScalar() && is_scalar_v<typename T::value_type>) {  // "files: a.h5" means [a.h5]
+        value.emplace_back();
+        read(node, value.back(), path);
+        return;
+      }
+      if (!node.IsSequence()) fail(node, path, "a list");
+      for (size_t i = 0; i < node.size(); ++i) {
+        value.emplace_back();
+        read(node[i], value.back(), path + "[" + std::to_string(i) + "]");
+      }
+    } else if constexpr (is_map<T>::value) {
+      value.clear();
+      if (node.IsNull()) return;
+      if (!node.IsMap()) fail(node, path, "a mapping");
+      for (const auto& entry : node) {
+        const auto key = entry.first.as<std::string>();
+        read(entry.second, value[key], path + "[" + key + "]");
+      }
+    } else {  // a section described in schema.h
+      if (node.IsNull()) return;
+      if (!node.IsMap()) fail(node, path, "a mapping");
+      Reader section(source_, node, path);
+      schema::describe(section, value);
+      section.finish();
+    }
+  }
+
+ private:
+  template <class T> void read_scalar(const YAML::Node& node, T& value, const std::string& path) {
+    if (!node.IsScalar()) fail(node, path, expected_name<T>());
+    const std::string text = node.Scalar();
+    try {
+      if constexpr (std::is_enum_v<T>) {
+        value = enum_from_string<T>(text, source_ + ": " + path);
+      } else if constexpr (std::is_same_v<T, std::string>) {
+        value = text;
+      } else {
+        value = node.as<T>();
+      }
+    } catch (const YAML::BadConversion&) {
+      fail(node, path, expected_name<T>());
+    }
+  }
+
+  template <class T> static const char* expected_name() {
+    if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_same_v<T, int64_t>) return "an integer";
+    else if constexpr (std::is_same_v<T, double>) return "a number";
+    else return "a single value";
+  }
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& path, const std::string& expected) const {
+    std::string got = node.IsScalar() ? "'" + node.Scalar() + "'"
+                      : node.IsSequence() ? std::string("a list")
+                      : node.IsMap() ? std::string("a mapping") : std::string("nothing");
+    throw ConfigError(source_ + ": " + path + where(node) + ": expected " + expected + ", got " + got);
+  }
+
+  std::string source_;
+  YAML::Node node_;
+  std::string path_;
+  std::vector<std::string> known_;
+};
+
+// ---- Writer ----------------------------------------------------------------
+
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& out) : out_(out) {}
+
+  template <class T> void operator()(const char* key, T& value, const char* /*doc*/) {
+    out_ << YAML::Key << key << YAML::Value;
+    write(value);
+  }
+
+  template <class T> void write(T& value) {
+    if constexpr (is_optional<T>::value) {
+      if (value) write(*value); else out_ << YAML::Null;
+    } else if constexpr (std::is_enum_v<T>) {
+      out_ << to_string(value);
+    } else if constexpr (is_scalar_v<T>) {
+      out_ << value;
+    } else if constexpr (is_vector<T>::value) {
+      out_ << YAML::Flow << YAML::BeginSeq;
+      if constexpr (!is_scalar_v<typename T::value_type>) out_ << YAML::Block;
+      for (auto& item : value) write(item);
+      out_ << YAML::EndSeq;
+    } else if constexpr (is_map<T>::value) {
+      out_ << YAML::BeginMap;
+      for (auto& [k, v] : value) {
+        out_ << YAML::Key << k << YAML::Value;
+        write(v);
+      }
+      out_ << YAML::EndMap;
+    } else {
+      out_ << YAML::BeginMap;
+      schema::describe(*this, value);
+      out_ << YAML::EndMap;
+    }
+  }
+
+ private:
+  YAML::Emitter& out_;
+};
+
+// ---- Key reference ---------------------------------------------------------
+
+class KeyLister {
+ public:
+  KeyLister(std::vector<ConfigKeyDoc>& docs, std::string path) : docs_(docs), path_(std::move(path)) {}
+
+  template <class T> void operator()(const char* key, T& value, const char* doc) {
+    const std::string path = join_path(path_, key);
+    using Inner = std::conditional_t<is_optional<T>::value, typename is_optional_inner<T>::type, T>;
+    if constexpr (!is_scalar_v<Inner> && !is_vector<Inner>::value && !is_map<Inner>::value) {
+      docs_.push_back({path, "", doc});
+      Inner section{};
+      if constexpr (is_optional<T>::value) { if (value) section = *value; } else { section = value; }
+      KeyLister nested(docs_, path);
+      schema::describe(nested, section);
+    } else if constexpr (is_map<Inner>::value && !std::is_same_v<Inner, std::map<std::string, std::string>>) {
+      docs_.push_back({path, "{}", doc});
+      typename Inner::mapped_type section{};
+      KeyLister nested(docs_, path + "[<name>]");
+      schema::describe(nested, section);
+    } else if constexpr (is_section_list<Inner>::value) {
+      docs_.push_back({path, "[]", doc});
+      typename Inner::value_type section{};
+      KeyLister nested(docs_, path + "[]");
+      schema::describe(nested, section);
+    } else {
+      YAML::Emitter out;
+      out << YAML::Flow;
+      Writer(out).write(value);
+      docs_.push_back({path, out.c_str(), doc});
+    }
+  }
+
+ private:
+  template <class T> struct is_optional_inner { using type = T; };
+  template <class T> struct is_optional_inner<std::optional<T>> { using type = T; };
+  std::vector<ConfigKeyDoc>& docs_;
+  std::string path_;
+};
+
+// ---- --set overrides ---------------------------------------------------------
+
+// "a.b[c.d].e" -> {"a", "b", "c.d", "e"}
+std::vector<std::string> split_key(const std::string& key, const std::string& original) {
+  std::vector<std::string> parts;
+  std::string current;
+  for (size_t i = 0; i < key.size(); ++i) {
+    const char ch = key[i];
+    if (ch == '.') {
+      if (!current.empty()) parts.push_back(current);
+      current.clear();
+    } else if (ch == '[') {
+      if (!current.empty()) parts.push_back(current);
+      current.clear();
+      const auto close = key.find(']', i);
+      if (close == std::string::npos) throw UsageError("--set " + original + ": '[' without ']'");
+      parts.push_back(key.substr(i + 1, close - i - 1));
+      i = close;
+    } else {
+      current += ch;
+    }
+  }
+  if (!current.empty()) parts.push_back(current);
+  if (parts.empty()) throw UsageError("--set " + original + ": empty key");
+  return parts;
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw UsageError("--set " + assignment + ": expected key=value, e.g. --set calibration_inputs.batch_size=16");
+  const auto parts = split_key(assignment.substr(0, eq), assignment);
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    throw UsageError("--set " + assignment + ": value is not valid YAML: " + e.msg);
+  }
+  // Walk with the node API: yaml-cpp nodes are handles, so assigning through
+  // a copied handle edits the tree in place.
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node parent = chain.back();
+    if (!parent.IsMap() && !parent.IsNull())
+      throw UsageError("--set " + assignment + ": '" + parts[i] + "' is inside a value that is not a mapping");
+    YAML::Node child = parent[parts[i]];
+    if (!child.IsDefined() || child.IsNull()) {
+      parent[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      child = parent[parts[i]];
+    }
+    chain.push_back(child);
+  }
+  YAML::Node parent = chain.back();
+  if (!parent.IsMap() && !parent.IsNull())
+    throw UsageError("--set " + assignment + ": the parent of '" + parts.back() + "' is not a mapping");
+  parent[parts.back()] = value;
+}
+
+}  // namespace
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::vector<std::string> nearest_names(const std::string& word, const std::vector<std::string>& candidates,
+                                       size_t count) {
+  std::vector<std::pair<size_t, std::string>> scored;
+  for (const auto& c : candidates) scored.emplace_back(edit_distance(word, c), c);
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::vector<std::string> out;
+  for (size_t i = 0; i < scored.size() && i < count; ++i) out.push_back(scored[i].second);
+  return out;
+}
+
+ExperimentConfig parse_config(const std::string& yaml_text, const std::string& source,
+                              const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source + ": not valid YAML: " + e.what());
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(source + ": the experiment must be a YAML mapping of keys");
+  for (const auto& assignment : overrides) apply_override(root, assignment);
+
+  ExperimentConfig config;
+  Reader reader(source, root, "");
+  schema::describe(reader, config);
+  reader.finish();
+  try {
+    config.validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError(source + ": " + e.what());
+  }
+  return config;
+}
+
+ExperimentConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open the experiment file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path, overrides);
+}
+
+std::string config_to_yaml(const ExperimentConfig& config) {
+  YAML::Emitter out;
+  ExperimentConfig copy = config;  // describe() takes non-const references
+  Writer(out).write(copy);
+  return std::string(out.c_str()) + "\n";
+}
+
+std::vector<ConfigKeyDoc> config_key_reference() {
+  std::vector<ConfigKeyDoc> docs;
+  ExperimentConfig defaults;
+  defaults.quantization_settings.emplace();  // document the sections' defaults
+  defaults.calibration_inputs.emplace();
+  defaults.tracing_inputs.emplace();
+  defaults.deployment_settings.emplace();
+  KeyLister lister(docs, "");
+  schema::describe(lister, defaults);
+  return docs;
+}
+
+}  // namespace qforge

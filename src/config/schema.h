@@ -1,0 +1,136 @@
+// The schema of the YAML experiment, described once. The same describe()
+// functions drive the reader, the writer of the resolved config and the key
+// reference in README, so the three cannot drift apart.
+#pragma once
+#include "qforge/config.h"
+
+namespace qforge::schema {
+
+template <class V> void describe(V& v, ModelSettings& s) {
+  v("path", s.path, "TorchScript model file (saved with torch.jit.save)");
+  v("method", s.method, "method to compile (the seed's module_or_func)");
+}
+
+template <class V> void describe(V& v, TracingSettings& s) {
+  v("files", s.files, "HDF5 files of tracing samples; empty = calibration files");
+  v("groups", s.groups, "shape groups to trace with; empty = all");
+  v("batch_sizes", s.batch_sizes, "batch sizes traced; two differing sizes make axis 0 dynamic");
+}
+
+template <class V> void describe(V& v, CalibrationSettings& s) {
+  v("files", s.files, "HDF5 calibration files (layout in README), sharded across ranks");
+  v("groups", s.groups, "shape groups to use; empty = all");
+  v("batch_size", s.batch_size, "rows per model call");
+  v("max_samples", s.max_samples, "rows used in total; 0 = all");
+  v("prefetch", s.prefetch, "batches read ahead per rank (bounds memory)");
+  v("check_finite", s.check_finite, "reject rows holding NaN or Inf");
+}
+
+template <class V> void describe(V& v, TransformStep& s) {
+  v("op", s.op, "cast | scale | normalize");
+  v("inputs", s.inputs, "input names the step applies to; empty = all");
+  v("dtype", s.dtype, "cast: float32 | float64 | float16 | bfloat16 | int64 | int32 | int16 | int8 | uint8 | bool");
+  v("factor", s.factor, "scale: multiplier");
+  v("mean", s.mean, "normalize: per-channel mean");
+  v("std", s.std, "normalize: per-channel standard deviation");
+  v("axis", s.axis, "normalize: channel axis of the batched tensor");
+}
+
+template <class V> void describe(V& v, ForwardSettings& s) {
+  v("kwargs", s.kwargs, "extra static keyword arguments of every call (the seed's forward_fn)");
+}
+
+template <class V> void describe(V& v, DeploymentSettings& s) {
+  v("target", s.target, "none | tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch");
+}
+
+template <class V> void describe(V& v, TensorQuantSettings& s) {
+  v("enabled", s.enabled, "false keeps these tensors in floating point");
+  v("bits", s.bits, "bit width, 2..8");
+  v("granularity", s.granularity, "tensor | channel | group");
+  v("group_size", s.group_size, "input elements per group (granularity group)");
+  v("symmetric", s.symmetric, "zero point fixed at 0");
+  v("signed", s.is_signed, "signed integer range (else unsigned)");
+  v("observer", s.observer, "minmax | percentile | entropy | mse");
+  v("percentile", s.percentile, "percentile kept by observer percentile");
+  v("histogram_bins", s.histogram_bins, "histogram bins of entropy / percentile / mse observers");
+}
+
+template <class V> void describe(V& v, QuantizationSettings& s) {
+  v("weights", s.weights, "weight quantization");
+  v("activations", s.activations, "activation quantization");
+  v("sensitivity_threshold", s.sensitivity_threshold,
+    "relative output error above which a layer stays in floating point; null = off");
+}
+
+template <class V> void describe(V& v, TensorQuantOverride& s) {
+  v("enabled", s.enabled, "override of enabled");
+  v("bits", s.bits, "override of bits");
+  v("granularity", s.granularity, "override of granularity");
+  v("group_size", s.group_size, "override of group_size");
+  v("symmetric", s.symmetric, "override of symmetric");
+  v("signed", s.is_signed, "override of signed");
+  v("observer", s.observer, "override of observer");
+  v("percentile", s.percentile, "override of percentile");
+}
+
+template <class V> void describe(V& v, LayerQuantizationSettings& s) {
+  v("skip", s.skip, "keep the layer in floating point");
+  v("weights", s.weights, "overrides of quantization_settings.weights");
+  v("activations", s.activations, "overrides of quantization_settings.activations");
+}
+
+template <class V> void describe(V& v, FineTuneSettings& s) {
+  v("enabled", s.enabled, "run quantization-aware LoRA fine-tuning");
+  v("steps", s.steps, "optimizer steps");
+  v("learning_rate", s.learning_rate, "peak learning rate");
+  v("lora_rank", s.lora_rank, "LoRA rank");
+  v("lora_alpha", s.lora_alpha, "LoRA alpha (scale = alpha / rank)");
+}
+
+template <class V> void describe(V& v, CompileOptions& s) {
+  v("ptq", s.ptq, "post-training calibration");
+  v("sensitivity", s.sensitivity, "per-layer sensitivity analysis");
+  v("fine_tune", s.fine_tune, "quantization-aware LoRA fine-tuning");
+  v("checkpoint_every", s.checkpoint_every, "steps between checkpoints; 0 = none");
+  v("eval_samples", s.eval_samples, "held-out rows for the FP-vs-compiled comparison; 0 = none");
+}
+
+template <class V> void describe(V& v, Resources& s) {
+  v("nodes", s.nodes, "SLURM nodes");
+  v("tasks_per_node", s.tasks_per_node, "ranks per node");
+  v("gpus_per_node", s.gpus_per_node, "GPUs per node (one rank per GPU)");
+  v("cpus_per_task", s.cpus_per_task, "CPU cores per rank");
+  v("memory", s.memory, "memory per node, e.g. 16G");
+  v("time", s.time, "time limit, e.g. 01:00:00");
+  v("partition", s.partition, "SLURM partition");
+  v("account", s.account, "SLURM account");
+}
+
+template <class V> void describe(V& v, ExperimentConfig& c) {
+  v("model", c.model, "the model to compile");
+  v("graph_name", c.graph_name, "name carried into artifacts; default: the model file's stem");
+  v("out_dir", c.out_dir, "where rank 0 writes artifacts");
+  v("logs_dir", c.logs_dir, "per-rank logs; default <out_dir>/logs");
+  v("seed", c.seed, "seed of every random choice");
+  v("device", c.device, "cpu | cuda | auto");
+  v("tracing_inputs", c.tracing_inputs, "samples that define the graph and its dynamic axes; null = calibration inputs");
+  v("calibration_inputs", c.calibration_inputs, "the calibration set");
+  v("data_transform", c.data_transform, "steps applied to every sample (the seed's data_transform_fn)");
+  v("forward", c.forward, "how a sample is fed to the method (the seed's forward_fn)");
+  v("deployment_settings", c.deployment_settings, "target runtime preset; required with quantization_settings");
+  v("quantization_settings", c.quantization_settings, "global quantization settings; null = no quantization");
+  v("layer_quantization_settings", c.layer_quantization_settings,
+    "per-layer overrides keyed by layer name or glob (layer4.*)");
+  v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the seed's clika_compile_options)");
+  v("discard_input_model", c.discard_input_model, "false keeps the caller's module untouched (C++ API)");
+  v("is_model_pretrained", c.is_model_pretrained, "the model carries trained weights");
+  v("is_dry_run", c.is_dry_run, "validate and plan; write only the plan and logs");
+  v("skip_eval_set_mode", c.skip_eval_set_mode, "do not switch the module to eval()");
+  v("fullgraph", c.fullgraph, "fail on layers qforge cannot handle instead of leaving them in floating point");
+  v("dynamic", c.dynamic, "honour dynamic axes found in the tracing inputs");
+  v("disable", c.disable, "return the model unchanged");
+  v("resources", c.resources, "cluster resources of a SLURM submission");
+}
+
+}  // namespace qforge::schema

@@ -1,0 +1,210 @@
+// Loading a TorchScript model and binding samples to its method.
+#include "qforge/model.h"
+
+#include <filesystem>
+#include <set>
+
+#include "qforge/errors.h"
+
+namespace qforge {
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+bool is_tensor_type(const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::TensorType) return true;
+  if (type->kind() == c10::TypeKind::OptionalType)
+    return type->expectRef<c10::OptionalType>().getElementType()->kind() == c10::TypeKind::TensorType;
+  return false;
+}
+
+bool is_dict_of_tensors(const c10::TypePtr& type) {
+  if (type->kind() != c10::TypeKind::DictType) return false;
+  const auto& dict = type->expectRef<c10::DictType>();
+  return dict.getKeyType()->kind() == c10::TypeKind::StringType &&
+         dict.getValueType()->kind() == c10::TypeKind::TensorType;
+}
+
+// A YAML scalar (as text) converted to the argument's TorchScript type.
+c10::IValue convert_kwarg(const std::string& text, const c10::TypePtr& declared, const std::string& where) {
+  c10::TypePtr type = declared;
+  if (type->kind() == c10::TypeKind::OptionalType) {
+    if (text == "null" || text == "~" || text.empty()) return c10::IValue();
+    type = type->expectRef<c10::OptionalType>().getElementType();
+  }
+  try {
+    switch (type->kind()) {
+      case c10::TypeKind::BoolType:
+        if (text == "true" || text == "True") return true;
+        if (text == "false" || text == "False") return false;
+        break;
+      case c10::TypeKind::IntType: {
+        size_t used = 0;
+        const long long v = std::stoll(text, &used);
+        if (used == text.size()) return static_cast<int64_t>(v);
+        break;
+      }
+      case c10::TypeKind::FloatType: {
+        size_t used = 0;
+        const double v = std::stod(text, &used);
+        if (used == text.size()) return v;
+        break;
+      }
+      case c10::TypeKind::StringType:
+        return text;
+      default:
+        throw ModelError(where + ": arguments of type " + declared->str() +
+                         " cannot be given as static kwargs (bool, int, float and str can)");
+    }
+  } catch (const std::logic_error&) {  // stoll/stod
+  }
+  throw ModelError(where + ": '" + text + "' is not a value of type " + type->str());
+}
+
+}  // namespace
+
+std::string MethodSignature::to_string() const {
+  std::string out = method + "(";
+  for (size_t i = 0; i < arguments.size(); ++i)
+    out += (i ? ", " : "") + arguments[i].name + ": " + arguments[i].type + (arguments[i].has_default ? "=..." : "");
+  return out + ") -> " + returns;
+}
+
+Model Model::load(const std::string& path, const std::string& method) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw ModelError(path + ": no such model file");
+  Model model;
+  model.path_ = path;
+  model.method_ = method;
+  try {
+    model.module_ = torch::jit::load(path, torch::kCPU);
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    if (why.size() > 400) why = why.substr(0, 400) + "...";
+    throw ModelError(path + ": not a loadable TorchScript model (save it with torch.jit.trace/script(...).save()): " +
+                     why);
+  }
+  if (!model.module_.find_method(method)) {
+    std::vector<std::string> names;
+    for (const auto& m : model.module_.get_methods()) names.push_back(m.name());
+    throw ModelError(path + ": the model has no method '" + method + "'; it has: " + join(names));
+  }
+  return model;
+}
+
+MethodSignature Model::signature() const {
+  const auto& schema = module_.get_method(method_).function().getSchema();
+  MethodSignature sig;
+  sig.method = method_;
+  const auto& args = schema.arguments();
+  for (size_t i = 1; i < args.size(); ++i)  // 0 is self
+    sig.arguments.push_back({args[i].name(), args[i].type()->str(), args[i].default_value().has_value()});
+  std::vector<std::string> returns;
+  for (const auto& r : schema.returns()) returns.push_back(r.type()->str());
+  sig.returns = join(returns);
+  return sig;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : module_.parameters()) n += p.numel();
+  return n;
+}
+
+int64_t Model::parameter_bytes() const {
+  int64_t n = 0;
+  for (const auto& p : module_.parameters()) n += p.numel() * static_cast<int64_t>(p.element_size());
+  return n;
+}
+
+CallBinding Model::bind(const DatasetInfo& data, const std::map<std::string, std::string>& kwargs) const {
+  const auto& schema = module_.get_method(method_).function().getSchema();
+  const auto& args = schema.arguments();
+  const std::string where = path_ + ": " + signature().to_string();
+  std::map<std::string, const c10::Argument*> by_name;
+  for (size_t i = 1; i < args.size(); ++i) by_name[args[i].name()] = &args[i];
+
+  CallBinding binding;
+  binding.names = data.input_names;
+  std::set<std::string> given;  // arguments the data or kwargs provide
+  if (data.kind == InputKind::Dict && args.size() == 2 && is_dict_of_tensors(args[1].type())) {
+    binding.mode = CallBinding::Mode::DictArgument;
+    given.insert(args[1].name());
+  } else if (data.kind == InputKind::Dict) {
+    binding.mode = CallBinding::Mode::Keyword;
+    for (const auto& name : data.input_names) {
+      auto it = by_name.find(name);
+      if (it == by_name.end())
+        throw ModelError(where + ": the data's input '" + name + "' is not an argument of the method");
+      if (!is_tensor_type(it->second->type()))
+        throw ModelError(where + ": argument '" + name + "' is " + it->second->type()->str() +
+                         ", the data's input '" + name + "' is a tensor");
+      given.insert(name);
+    }
+  } else {
+    binding.mode = CallBinding::Mode::Positional;
+    if (data.input_names.size() > args.size() - 1)
+      throw ModelError(where + ": the data has " + std::to_string(data.input_names.size()) + " inputs (" +
+                       join(data.input_names) + ") but the method takes " + std::to_string(args.size() - 1) +
+                       " arguments");
+    for (size_t i = 0; i < data.input_names.size(); ++i) {
+      const auto& arg = args[i + 1];
+      if (!is_tensor_type(arg.type()))
+        throw ModelError(where + ": argument " + std::to_string(i) + " '" + arg.name() + "' is " + arg.type()->str() +
+                         ", the data's input '" + data.input_names[i] + "' is a tensor");
+      given.insert(arg.name());
+    }
+  }
+  for (const auto& [name, text] : kwargs) {
+    auto it = by_name.find(name);
+    if (it == by_name.end())
+      throw ModelError(where + ": forward.kwargs names '" + name + "', which is not an argument of the method");
+    if (given.count(name))
+      throw ModelError(where + ": forward.kwargs sets '" + name + "', which the data already provides");
+    binding.static_kwargs[name] = convert_kwarg(text, it->second->type(), where + ": forward.kwargs." + name);
+    given.insert(name);
+  }
+  for (size_t i = 1; i < args.size(); ++i)
+    if (!args[i].default_value() && !given.count(args[i].name()))
+      throw ModelError(where + ": argument '" + args[i].name() + "' has no default and neither the data (inputs: " +
+                       join(data.input_names) + ") nor forward.kwargs provide it");
+  return binding;
+}
+
+c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
+  std::vector<c10::IValue> stack;
+  torch::jit::Kwargs kwargs(binding.static_kwargs.begin(), binding.static_kwargs.end());
+  switch (binding.mode) {
+    case CallBinding::Mode::Positional:
+      for (const auto& t : batch.inputs) stack.emplace_back(t);
+      break;
+    case CallBinding::Mode::Keyword:
+      for (size_t i = 0; i < batch.inputs.size(); ++i) kwargs[binding.names[i]] = batch.inputs[i];
+      break;
+    case CallBinding::Mode::DictArgument: {
+      c10::Dict<std::string, at::Tensor> dict;
+      for (size_t i = 0; i < batch.inputs.size(); ++i) dict.insert(binding.names[i], batch.inputs[i]);
+      stack.emplace_back(dict);
+      break;
+    }
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    return module_.get_method(method_)(std::move(stack), kwargs);
+  } catch (const c10::Error& e) {
+    std::string shapes;
+    for (size_t i = 0; i < batch.inputs.size(); ++i)
+      shapes += (i ? ", " : "") + binding.names[i] + " " + c10::str(batch.inputs[i].sizes()) + " " +
+                c10::toString(batch.inputs[i].scalar_type());
+    std::string why = e.what_without_backtrace();
+    if (why.size() > 600) why = why.substr(0, 600) + "...";
+    throw ModelError(path_ + ": " + method_ + " failed on sample " + std::to_string(batch.global_begin) + " (" +
+                     shapes + "): " + why);
+  }
+}
+
+}  // namespace qforge

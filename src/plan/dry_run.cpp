@@ -1,0 +1,296 @@
+// The dry run: every rank validates what it will touch; rank 0 reports.
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "qforge/config_yaml.h"
+#include "qforge/errors.h"
+#include "qforge/logger.h"
+#include "qforge/plan.h"
+#include "qforge/runtime.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+namespace qforge {
+namespace {
+
+// Peak resident memory of this process so far (VmHWM), in bytes.
+int64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+
+std::string mib(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << bytes / (1024.0 * 1024.0) << " MiB";
+  return out.str();
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+json::array to_json_array(const std::vector<int64_t>& v) { return json::array(v.begin(), v.end()); }
+
+std::string default_graph_name(const ExperimentConfig& config) {
+  return config.graph_name.empty() ? std::filesystem::path(config.model.path).stem().string() : config.graph_name;
+}
+
+// Tracing samples: the first `b` rows of each tracing group, for each batch size b.
+std::vector<Batch> tracing_batches(const ExperimentConfig& config, const DatasetInfo& calibration,
+                                   const DataTransformFn& transform, DatasetInfo* info_out) {
+  const auto& tracing = config.tracing_inputs;
+  const std::vector<int64_t> sizes = tracing ? tracing->batch_sizes : std::vector<int64_t>{1};
+  DatasetInfo info = tracing && !tracing->files.empty() ? inspect_dataset(tracing->files, tracing->groups)
+                     : tracing && !tracing->groups.empty()
+                         ? inspect_dataset(config.calibration_inputs->files, tracing->groups)
+                         : calibration;
+  if (info.kind != calibration.kind || info.input_names != calibration.input_names)
+    throw DataError("tracing_inputs: the tracing files describe other inputs than the calibration files");
+  std::vector<Batch> out;
+  int64_t group_start = 0;
+  for (size_t g = 0; g < info.groups.size(); ++g) {
+    for (int64_t b : sizes) {
+      if (b > info.groups[g].rows)
+        throw DataError(info.groups[g].path() + ": tracing batch size " + std::to_string(b) + " needs " +
+                        std::to_string(b) + " rows, the group has " + std::to_string(info.groups[g].rows));
+      auto batches = read_all(info, {group_start, group_start + b}, b);
+      for (auto& batch : batches) {
+        if (transform) transform(batch, info);
+        out.push_back(std::move(batch));
+      }
+    }
+    group_start += info.groups[g].rows;
+  }
+  *info_out = info;
+  return out;
+}
+
+json::object layer_json(const LayerPlan& p) {
+  json::object o;
+  o["name"] = p.layer.name;
+  o["type"] = p.layer.type;
+  o["parameters"] = p.layer.parameters;
+  o["weight_shape"] = to_json_array(p.layer.weight_shape);
+  o["decision"] = p.quantize ? "quantize" : "skip";
+  if (!p.quantize) o["reason"] = p.reason;
+  if (p.quantize) {
+    auto scheme = [](const TensorQuantSettings& s) {
+      json::object t;
+      t["enabled"] = s.enabled;
+      t["bits"] = s.bits;
+      t["granularity"] = to_string(s.granularity);
+      if (s.granularity == Granularity::Group) t["group_size"] = s.group_size;
+      t["symmetric"] = s.symmetric;
+      t["signed"] = s.is_signed;
+      t["observer"] = to_string(s.observer);
+      return t;
+    };
+    o["weights"] = scheme(p.weights);
+    o["activations"] = scheme(p.activations);
+  }
+  json::array matched;
+  for (const auto& m : p.matched) matched.emplace_back(m);
+  o["matched_settings"] = matched;
+  return o;
+}
+
+}  // namespace
+
+std::string Plan::to_json() const {
+  json::object root;
+  root["graph_name"] = graph_name;
+  root["method"] = signature.to_string();
+  root["parameters"] = parameters;
+  root["parameter_bytes"] = parameter_bytes;
+  json::object data_json;
+  data_json["input_kind"] = to_string(data.kind);
+  json::array names(data.input_names.begin(), data.input_names.end());
+  data_json["input_names"] = names;
+  data_json["rows"] = data.total_rows();
+  json::array groups;
+  for (const auto& g : data.groups) {
+    json::object go;
+    go["path"] = g.path();
+    go["rows"] = g.rows;
+    json::array inputs;
+    for (const auto& in : g.inputs) {
+      json::object io;
+      io["name"] = in.name;
+      io["dtype"] = to_string(in.dtype);
+      io["row_shape"] = to_json_array(in.row_shape);
+      inputs.push_back(io);
+    }
+    go["inputs"] = inputs;
+    go["labels"] = g.has_labels;
+    groups.push_back(go);
+  }
+  data_json["groups"] = groups;
+  root["data"] = data_json;
+  json::array shard_json;
+  for (const auto& s : shards) {
+    json::object so;
+    so["rank"] = s.rank;
+    so["host"] = s.host;
+    so["first_row"] = s.rows.begin;
+    so["rows"] = s.rows.size();
+    so["batches"] = s.batches;
+    so["peak_rss_bytes"] = s.peak_rss_bytes;
+    shard_json.push_back(so);
+  }
+  root["shards"] = shard_json;
+  json::array axes_json;
+  for (const auto& a : axes) {
+    json::object ao;
+    ao["input"] = a.input;
+    ao["dynamic_axes"] = to_json_array(a.dynamic);
+    ao["min_shape"] = to_json_array(a.min_shape);
+    ao["max_shape"] = to_json_array(a.max_shape);
+    axes_json.push_back(ao);
+  }
+  root["tracing"] = axes_json;
+  json::array layer_list;
+  for (const auto& l : layers) layer_list.push_back(layer_json(l));
+  root["layers"] = layer_list;
+  json::array other;
+  for (const auto& l : all_layers) {
+    if (l.quantizable) continue;
+    json::object o;
+    o["name"] = l.name;
+    o["type"] = l.type;
+    o["reason"] = l.reason;
+    other.push_back(o);
+  }
+  root["not_quantizable"] = other;
+  root["estimated_bytes_per_rank"] = estimated_bytes_per_rank;
+  return pretty_json(root);
+}
+
+std::string Plan::to_text() const {
+  std::ostringstream out;
+  int quantized = 0;
+  for (const auto& l : layers) quantized += l.quantize;
+  out << "plan for '" << graph_name << "': " << signature.to_string() << "\n";
+  out << "  model: " << parameters << " parameters (" << mib(parameter_bytes) << ")\n";
+  out << "  data: " << data.total_rows() << " rows in " << data.groups.size() << " shape group(s), "
+      << to_string(data.kind) << " samples (" << [&] {
+           std::string s;
+           for (const auto& n : data.input_names) s += (s.empty() ? "" : ", ") + n;
+           return s;
+         }() << ")\n";
+  out << "  ranks: " << shards.size() << "\n";
+  for (const auto& s : shards)
+    out << "    rank " << s.rank << " on " << s.host << ": rows " << s.rows.begin << ".." << s.rows.end - 1 << " ("
+        << s.rows.size() << " rows, " << s.batches << " batches), peak memory " << mib(s.peak_rss_bytes) << "\n";
+  for (const auto& a : axes)
+    out << "  input '" << a.input << "': shape " << shape_text(a.min_shape)
+        << (a.dynamic.empty() ? std::string(", static") : " .. " + shape_text(a.max_shape) + ", dynamic axes " + shape_text(a.dynamic))
+        << "\n";
+  out << "  layers: " << quantized << " to quantize, " << layers.size() - quantized << " quantizable kept in floating point, "
+      << all_layers.size() - layers.size() << " other modules\n";
+  out << "    " << std::left << std::setw(32) << "layer" << std::setw(18) << "type" << std::setw(10) << "params"
+      << std::setw(20) << "weight" << "decision\n";
+  for (const auto& l : layers) {
+    std::string decision = l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
+                                            (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
+                                      : "skip: " + l.reason;
+    out << "    " << std::left << std::setw(32) << l.layer.name << std::setw(18) << l.layer.type << std::setw(10)
+        << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
+  }
+  out << "  estimated memory per rank: " << mib(estimated_bytes_per_rank) << "\n";
+  return out.str();
+}
+
+Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) {
+  Runtime& rt = Runtime::get();
+  Plan plan;
+  plan.graph_name = default_graph_name(config);
+  std::optional<Model> model;
+  CallBinding binding;
+  DataTransformFn transform;
+  RowRange mine;
+
+  rt.collective_phase("load", [&] {
+    if (!config.calibration_inputs)
+      throw ConfigError("calibration_inputs: a dry run needs calibration data to validate and shard");
+    model = Model::load(config.model.path, config.model.method);
+    if (!config.skip_eval_set_mode) model->module().eval();
+    plan.signature = model->signature();
+    plan.parameters = model->parameter_count();
+    plan.parameter_bytes = model->parameter_bytes();
+    plan.all_layers = model->layers();
+    plan.layers = plan_layers(plan.all_layers, config);
+    const auto& cal = *config.calibration_inputs;
+    plan.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
+    binding = model->bind(plan.data, config.forward.kwargs);
+    transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, plan.data);
+    mine = shard_rows(plan.data.total_rows(), rt.rank(), rt.size());
+    log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +
+               std::to_string(mine.end - 1));
+  });
+
+  RankShard shard{rt.rank(), rt.host(), mine, 0, 0};
+  rt.collective_phase("data", [&] {
+    const auto& cal = *config.calibration_inputs;
+    SampleReaderOptions options{cal.batch_size, cal.prefetch, cal.check_finite, transform};
+    SampleReader reader(plan.data, mine, options);
+    shard.batches = static_cast<int64_t>(reader.batch_count());
+    int last_group = -1;
+    while (auto batch = reader.next()) {
+      if (batch->group != last_group) {  // one model call per shape group validates the fit
+        model->run(binding, *batch);
+        last_group = batch->group;
+      }
+    }
+    shard.peak_rss_bytes = peak_rss_bytes();
+    log::info("rank " + std::to_string(rt.rank()) + ": read and checked " + std::to_string(mine.size()) + " rows");
+  });
+
+  rt.collective_phase("trace", [&] {
+    DatasetInfo tracing_info;
+    const auto batches = tracing_batches(config, plan.data, transform, &tracing_info);
+    std::vector<std::vector<std::vector<int64_t>>> shapes;
+    for (const auto& batch : batches) {
+      model->run(binding, batch);
+      std::vector<std::vector<int64_t>> sample;
+      for (const auto& t : batch.inputs) sample.push_back(t.sizes().vec());
+      shapes.push_back(sample);
+    }
+    plan.axes = find_dynamic_axes(plan.data.input_names, shapes);
+  });
+
+  // Shards of every rank, for the report on rank 0.
+  const auto rows_begin = rt.all_gather_int(shard.rows.begin);
+  const auto rows_end = rt.all_gather_int(shard.rows.end);
+  const auto batches = rt.all_gather_int(shard.batches);
+  const auto rss = rt.all_gather_int(shard.peak_rss_bytes);
+  const auto hosts = rt.all_gather_strings(shard.host);
+  for (int r = 0; r < rt.size(); ++r)
+    plan.shards.push_back({r, hosts[r], {rows_begin[r], rows_end[r]}, batches[r], rss[r]});
+
+  // Estimate: FP model + compiled copy + observers (a histogram per activation
+  // point) + prefetched batches; the measured peak of the dry run covers activations.
+  const auto& cal = *config.calibration_inputs;
+  const int64_t observers = static_cast<int64_t>(plan.layers.size()) *
+                            (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
+  const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();
+  int64_t measured = 0;
+  for (const auto& s : plan.shards) measured = std::max(measured, s.peak_rss_bytes);
+  plan.estimated_bytes_per_rank = std::max(measured, 2 * plan.parameter_bytes + observers + buffers);
+
+  if (rt.is_root()) {
+    log::info(plan.to_text());
+    const std::string path = config.out_dir + "/plan.json";
+    write_file_atomic(path, plan.to_json());
+    log::info("plan written to " + path);
+  }
+  return plan;
+}
+
+}  // namespace qforge

@@ -1,0 +1,102 @@
+// MPI backend of Communicator: CPU tensors, in place where MPI allows.
+#include <mpi.h>
+
+#include <climits>
+
+#include "qforge/communicator.h"
+#include "qforge/runtime.h"
+#include "runtime/mpi_check.h"
+
+namespace qforge {
+namespace {
+
+MPI_Datatype mpi_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kLong: return MPI_INT64_T;
+    case at::kInt: return MPI_INT32_T;
+    case at::kShort: return MPI_INT16_T;
+    case at::kChar: return MPI_INT8_T;
+    case at::kByte: return MPI_UINT8_T;
+    case at::kBool: return MPI_C_BOOL;
+    default:
+      throw Error(std::string("communicator backend mpi does not support dtype ") +
+                  c10::toString(t.scalar_type()));
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return MPI_SUM;
+    case ReduceOp::Min: return MPI_MIN;
+    case ReduceOp::Max: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+
+void require_cpu(const at::Tensor& t, const char* what) {
+  if (!t.device().is_cpu())
+    throw Error(std::string("communicator backend mpi does not support ") + what +
+                " on device " + t.device().str() + "; CUDA tensors use the nccl backend");
+}
+
+// MPI counts are int: large tensors travel in pieces.
+constexpr int64_t kMaxChunk = INT_MAX / 8;
+
+class MpiCommunicator final : public Communicator {
+ public:
+  std::string backend() const override { return "mpi"; }
+  int rank() const override { return Runtime::get().rank(); }
+  int size() const override { return Runtime::get().size(); }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
+    require_cpu(tensor, "all_reduce");
+    at::Tensor work = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    auto* bytes = static_cast<char*>(work.data_ptr());
+    const MPI_Datatype type = mpi_type(work);
+    const int64_t element = static_cast<int64_t>(work.element_size());
+    for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
+      const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, work.numel() - offset));
+      QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + offset * element, count, type, mpi_op(op),
+                                     MPI_COMM_WORLD));
+    }
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  void broadcast(at::Tensor& tensor, int root) override {
+    require_cpu(tensor, "broadcast");
+    at::Tensor work = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    auto* bytes = static_cast<char*>(work.data_ptr());
+    const int64_t element = static_cast<int64_t>(work.element_size());
+    for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
+      const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, work.numel() - offset));
+      QFORGE_MPI_CHECK(MPI_Bcast(bytes + offset * element, count, mpi_type(work), root, MPI_COMM_WORLD));
+    }
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  at::Tensor all_gather(const at::Tensor& tensor) override {
+    require_cpu(tensor, "all_gather");
+    const at::Tensor mine = tensor.contiguous();
+    if (mine.numel() > kMaxChunk) throw Error("communicator backend mpi: all_gather tensor too large");
+    std::vector<int64_t> shape{size()};
+    for (auto d : mine.sizes()) shape.push_back(d);
+    at::Tensor out = at::empty(shape, mine.options());
+    QFORGE_MPI_CHECK(MPI_Allgather(mine.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
+                                   out.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
+                                   MPI_COMM_WORLD));
+    return out;
+  }
+
+  void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  Runtime::get();  // must be initialized
+  return std::make_unique<MpiCommunicator>();
+}
+
+}  // namespace qforge

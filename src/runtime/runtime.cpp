@@ -1,0 +1,136 @@
+#include "qforge/runtime.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+
+#include "qforge/errors.h"
+#include "runtime/mpi_check.h"
+
+namespace qforge {
+namespace {
+Runtime* g_runtime = nullptr;
+}
+
+Runtime& Runtime::init(int* argc, char*** argv) {
+  if (g_runtime) return *g_runtime;
+  int already = 0;
+  MPI_Initialized(&already);
+  if (!already) {
+    // FUNNELED: only the main thread calls MPI (the HDF5 prefetch thread never does).
+    int provided = 0;
+    QFORGE_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  }
+  // Errors come back as codes so QFORGE_MPI_CHECK can report them with context.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  static Runtime runtime;
+  QFORGE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &runtime.rank_));
+  QFORGE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &runtime.size_));
+  MPI_Comm node_comm;
+  QFORGE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime.rank_, MPI_INFO_NULL,
+                                       &node_comm));
+  QFORGE_MPI_CHECK(MPI_Comm_rank(node_comm, &runtime.local_rank_));
+  QFORGE_MPI_CHECK(MPI_Comm_size(node_comm, &runtime.local_size_));
+  MPI_Comm_free(&node_comm);
+  char name[MPI_MAX_PROCESSOR_NAME] = "";
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  runtime.host_.assign(name, static_cast<size_t>(len));
+  g_runtime = &runtime;
+  return runtime;
+}
+
+Runtime& Runtime::get() {
+  if (!g_runtime) throw Error("qforge::Runtime::get() before Runtime::init()");
+  return *g_runtime;
+}
+
+bool Runtime::initialized() { return g_runtime != nullptr; }
+
+int Runtime::global_rank_or(int fallback) { return g_runtime ? g_runtime->rank_ : fallback; }
+
+void Runtime::barrier() const { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+
+std::vector<std::string> Runtime::all_gather_strings(const std::string& mine) const {
+  int my_len = static_cast<int>(mine.size());
+  std::vector<int> lens(size_), offsets(size_);
+  QFORGE_MPI_CHECK(MPI_Allgather(&my_len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD));
+  int total = 0;
+  for (int r = 0; r < size_; ++r) {
+    offsets[r] = total;
+    total += lens[r];
+  }
+  std::string all(static_cast<size_t>(total), '\0');
+  QFORGE_MPI_CHECK(MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(), offsets.data(),
+                                  MPI_CHAR, MPI_COMM_WORLD));
+  std::vector<std::string> out;
+  for (int r = 0; r < size_; ++r) out.push_back(all.substr(offsets[r], lens[r]));
+  return out;
+}
+
+std::string Runtime::broadcast_string(const std::string& value, int root) const {
+  long long len = static_cast<long long>(value.size());
+  QFORGE_MPI_CHECK(MPI_Bcast(&len, 1, MPI_LONG_LONG, root, MPI_COMM_WORLD));
+  std::string out = rank_ == root ? value : std::string(static_cast<size_t>(len), '\0');
+  QFORGE_MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(len), MPI_CHAR, root, MPI_COMM_WORLD));
+  return out;
+}
+
+std::vector<long long> Runtime::all_gather_int(long long mine) const {
+  std::vector<long long> all(size_);
+  QFORGE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, all.data(), 1, MPI_LONG_LONG, MPI_COMM_WORLD));
+  return all;
+}
+
+void Runtime::collective_phase(const std::string& phase, const std::function<void()>& body) const {
+  std::exception_ptr error;
+  int code = 0;
+  std::string message;
+  try {
+    body();
+  } catch (const Error& e) {
+    error = std::current_exception();
+    code = e.exit_code();
+    message = e.what();
+  } catch (const std::exception& e) {
+    error = std::current_exception();
+    code = kExitFailure;
+    message = e.what();
+  }
+  if (size_ == 1) {
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  // Every rank reaches this point, failed or not: agree on the outcome.
+  const auto codes = all_gather_int(code);
+  const auto first_failed = std::find_if(codes.begin(), codes.end(), [](long long c) { return c != 0; });
+  if (first_failed == codes.end()) return;
+  const auto messages = all_gather_strings(message);
+  if (rank_ == 0) {
+    std::map<std::string, std::vector<int>> ranks_by_message;  // print each distinct error once
+    for (int r = 0; r < size_; ++r)
+      if (codes[r] != 0) ranks_by_message[messages[r]].push_back(r);
+    for (const auto& [text, ranks] : ranks_by_message) {
+      std::string list;
+      for (int r : ranks) list += (list.empty() ? "" : ",") + std::to_string(r);
+      std::cerr << "qforge: error (" << phase << ", rank" << (ranks.size() > 1 ? "s " : " ") << list
+                << "): " << text << std::endl;
+    }
+  }
+  throw PeerFailed(phase + " failed on rank " + std::to_string(first_failed - codes.begin()),
+                   static_cast<int>(*first_failed));
+}
+
+void Runtime::finalize() {
+  if (finalized_) return;
+  finalized_ = true;
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) MPI_Finalize();
+}
+
+void Runtime::abort(int code) const { MPI_Abort(MPI_COMM_WORLD, code == 0 ? 1 : code); std::abort(); }
+
+}  // namespace qforge
