@@ -190,10 +190,10 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   for (const auto& l : layers) quantizable += l.quantizable;
   std::cout << "layers: " << layers.size() << " modules, " << quantizable << " quantizable, "
             << model.parameter_count() << " parameters\n";
-  std::cout << "  " << std::left << std::setw(36) << "name" << std::setw(20) << "type" << std::setw(10) << "params"
+  std::cout << "  " << std::left << std::setw(36) << "name" << std::setw(24) << "type" << std::setw(10) << "params"
             << std::setw(20) << "weight" << "quantizable\n";
   for (const auto& l : layers)
-    std::cout << "  " << std::left << std::setw(36) << l.name << std::setw(20) << l.type << std::setw(10)
+    std::cout << "  " << std::left << std::setw(36) << l.name << std::setw(24) << l.type << std::setw(10)
               << l.parameters << std::setw(20) << (l.weight_shape.empty() ? "-" : shape_text(l.weight_shape))
               << (l.quantizable ? "yes" : "no: " + l.reason) << "\n";
   return kExitOk;
@@ -260,9 +260,12 @@ int cmd_config(const std::vector<std::string>& argv) {
     const Args args = parse({argv.begin() + 1, argv.end()}, {"--help", "--markdown"}, {}, "qforge config keys");
     const bool md = args.flag("--markdown");
     if (md) std::cout << "| key | default | meaning |\n| --- | --- | --- |\n";
-    for (const auto& k : config_key_reference()) {
+    const auto keys = config_key_reference();
+    size_t width = 0;
+    for (const auto& k : keys) width = std::max(width, k.key.size() + 2);
+    for (const auto& k : keys) {
       if (md) std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | " << k.doc << " |\n";
-      else std::cout << std::left << std::setw(58) << k.key << std::setw(14) << k.default_value << k.doc << "\n";
+      else std::cout << std::left << std::setw(static_cast<int>(width)) << k.key << std::setw(14) << k.default_value << k.doc << "\n";
     }
     return kExitOk;
   }

@@ -132,6 +132,7 @@ std::string read_string_attribute(hid_t object, const std::string& name, const s
     char* text = nullptr;
     const hid_t mem = H5Tcopy(H5T_C_S1);
     H5Tset_size(mem, H5T_VARIABLE);
+    H5Tset_cset(mem, H5Tget_cset(type));  // h5py writes UTF-8; HDF5 will not convert between sets
     ok = H5Aread(attr, mem, &text) >= 0;
     if (ok && text) value = text;
     if (text) H5free_memory(text);

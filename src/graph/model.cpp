@@ -65,6 +65,18 @@ c10::IValue convert_kwarg(const std::string& text, const c10::TypePtr& declared,
   throw ModelError(where + ": '" + text + "' is not a value of type " + type->str());
 }
 
+// The TorchScript interpreter's message carries two tracebacks; the cause is
+// its last line ("RuntimeError: mat1 and mat2 shapes cannot be multiplied ...").
+std::string interpreter_error_summary(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10_error ? c10_error->what_without_backtrace() : e.what();
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  const auto last = text.rfind('\n');
+  if (last != std::string::npos) text = text.substr(last + 1);
+  if (text.size() > 600) text = text.substr(0, 600) + "...";
+  return text;
+}
+
 }  // namespace
 
 std::string MethodSignature::to_string() const {
@@ -195,15 +207,13 @@ c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
   try {
     torch::NoGradGuard no_grad;
     return module_.get_method(method_)(std::move(stack), kwargs);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     std::string shapes;
     for (size_t i = 0; i < batch.inputs.size(); ++i)
       shapes += (i ? ", " : "") + binding.names[i] + " " + c10::str(batch.inputs[i].sizes()) + " " +
                 c10::toString(batch.inputs[i].scalar_type());
-    std::string why = e.what_without_backtrace();
-    if (why.size() > 600) why = why.substr(0, 600) + "...";
     throw ModelError(path_ + ": " + method_ + " failed on sample " + std::to_string(batch.global_begin) + " (" +
-                     shapes + "): " + why);
+                     shapes + "): " + interpreter_error_summary(e));
   }
 }
 

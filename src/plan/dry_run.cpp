@@ -194,13 +194,13 @@ std::string Plan::to_text() const {
         << "\n";
   out << "  layers: " << quantized << " to quantize, " << layers.size() - quantized << " quantizable kept in floating point, "
       << all_layers.size() - layers.size() << " other modules\n";
-  out << "    " << std::left << std::setw(32) << "layer" << std::setw(18) << "type" << std::setw(10) << "params"
+  out << "    " << std::left << std::setw(32) << "layer" << std::setw(24) << "type" << std::setw(10) << "params"
       << std::setw(20) << "weight" << "decision\n";
   for (const auto& l : layers) {
     std::string decision = l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
                                             (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
                                       : "skip: " + l.reason;
-    out << "    " << std::left << std::setw(32) << l.layer.name << std::setw(18) << l.layer.type << std::setw(10)
+    out << "    " << std::left << std::setw(32) << l.layer.name << std::setw(24) << l.layer.type << std::setw(10)
         << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }
   out << "  estimated memory per rank: " << mib(estimated_bytes_per_rank) << "\n";
@@ -224,11 +224,11 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
     plan.signature = model->signature();
     plan.parameters = model->parameter_count();
     plan.parameter_bytes = model->parameter_bytes();
-    plan.all_layers = model->layers();
-    plan.layers = plan_layers(plan.all_layers, config);
     const auto& cal = *config.calibration_inputs;
     plan.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
-    binding = model->bind(plan.data, config.forward.kwargs);
+    binding = model->bind(plan.data, config.forward.kwargs);  // does the data fit the model at all?
+    plan.all_layers = model->layers();
+    plan.layers = plan_layers(plan.all_layers, config);
     transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, plan.data);
     mine = shard_rows(plan.data.total_rows(), rt.rank(), rt.size());
     log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +

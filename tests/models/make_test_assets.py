@@ -1,0 +1,111 @@
+"""Test models and data for qforge's tests, made from code nobody here wrote
+(torchvision) and from small multi-input models. Usage: make_test_assets.py OUTDIR"""
+import os
+import shutil
+import sys
+from typing import Dict
+
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "jobs"))
+from qforge_h5 import write_samples  # noqa: E402
+
+
+class TupleModel(torch.nn.Module):
+    """Token ids + attention mask, positional (a tiny text classifier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, 16)
+        self.proj = torch.nn.Linear(16, 32)
+        self.norm = torch.nn.LayerNorm(32)
+        self.head = torch.nn.Linear(32, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.norm(torch.relu(self.proj(self.embed(ids))))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+class DictModel(torch.nn.Module):
+    """One Dict[str, Tensor] argument, as the seed's dict inputs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.inner(batch["input_ids"], batch["attention_mask"])
+
+
+class KwargsModel(torch.nn.Module):
+    """Static keyword arguments (the seed's forward_fn example)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0, use_relu: bool = False) -> torch.Tensor:
+        y = self.fc(x) * scale
+        if use_relu:
+            y = torch.relu(y)
+        return y
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    resnet = torchvision.models.resnet18(num_classes=10).eval()
+    torch.jit.trace(resnet, torch.randn(1, 3, 32, 32)).save(f"{out}/resnet18_traced.pt")
+    mobilenet = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    torch.jit.script(mobilenet).save(f"{out}/mobilenet_v2_scripted.pt")
+    ids = torch.randint(0, 100, (2, 12))
+    tuple_model = TupleModel().eval()
+    torch.jit.trace(tuple_model, (ids, torch.ones_like(ids))).save(f"{out}/tuple_model.pt")
+    # Same weights as tuple_model: both bindings must give the same outputs.
+    torch.jit.script(DictModel(tuple_model).eval()).save(f"{out}/dict_model.pt")
+    torch.jit.script(KwargsModel().eval()).save(f"{out}/kwargs_model.pt")
+
+    # Images in two shape groups (dynamic spatial axes), with labels.
+    images = {"s32": {"x": rng.standard_normal((23, 3, 32, 32), dtype=np.float32)},
+              "s40": {"x": rng.standard_normal((14, 3, 40, 40), dtype=np.float32)}}
+    write_samples(f"{out}/images.h5", "tensor", ["x"], images,
+                  labels={k: rng.integers(0, 10, len(v["x"])) for k, v in images.items()})
+    # Text: ids + mask, two sequence lengths, as tuple and as dict.
+    text = {}
+    for length, rows in ((12, 17), (20, 9)):
+        text[f"len{length}"] = {"ids": rng.integers(0, 100, (rows, length)).astype(np.int64),
+                                "mask": (rng.random((rows, length)) > 0.2).astype(np.uint8)}
+    write_samples(f"{out}/text_tuple.h5", "tuple", ["ids", "mask"], text)
+    dict_text = {g: {"input_ids": v["ids"], "attention_mask": v["mask"]} for g, v in text.items()}
+    write_samples(f"{out}/text_dict.h5", "dict", ["input_ids", "attention_mask"], dict_text)
+    write_samples(f"{out}/vectors.h5", "tensor", ["x"], {"all": {"x": rng.standard_normal((10, 8), dtype=np.float32)}})
+
+    # Broken files, one fault each.
+    bad = rng.standard_normal((10, 3, 32, 32), dtype=np.float32)
+    bad[7, 1, 2, 3] = np.nan
+    write_samples(f"{out}/nan.h5", "tensor", ["x"], {"s32": {"x": bad}})
+    write_samples(f"{out}/rows_disagree.h5", "tuple", ["ids", "mask"],
+                  {"g": {"ids": np.zeros((5, 4), np.int64), "mask": np.zeros((6, 4), np.uint8)}})
+    import h5py
+    with h5py.File(f"{out}/bad_dtype.h5", "w") as f:
+        f.attrs["qforge_format"] = 1
+        f.attrs["input_kind"] = "tensor"
+        f.attrs["input_names"] = "x"
+        f.create_dataset("samples/g/x", data=np.array([b"a", b"b"], dtype="S1"))
+    with h5py.File(f"{out}/no_layout.h5", "w") as f:
+        f.create_dataset("x", data=np.zeros((4, 3), np.float32))
+    shutil.copy(f"{out}/images.h5", f"{out}/truncated.h5")
+    size = os.path.getsize(f"{out}/truncated.h5")
+    with open(f"{out}/truncated.h5", "r+b") as f:
+        f.truncate(size // 2)
+    with open(f"{out}/not_a_model.pt", "wb") as f:
+        f.write(b"this is not a TorchScript archive")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
