@@ -4,6 +4,8 @@
 #include <mpi.h>
 #include <torch/version.h>
 
+#include "qforge_version_config.h"
+
 namespace qforge {
 
 std::string version() { return QFORGE_VERSION; }

@@ -54,6 +54,7 @@ struct Plan {
   std::vector<RankShard> shards;
   std::vector<InputAxes> axes;
   int64_t estimated_bytes_per_rank = 0;
+  std::string resolved_config;  // the experiment as resolved (YAML), recorded in plan.json
   std::string to_text() const;
   std::string to_json() const;
 };

@@ -169,6 +169,7 @@ std::string Plan::to_json() const {
   }
   root["not_quantizable"] = other;
   root["estimated_bytes_per_rank"] = estimated_bytes_per_rank;
+  root["config"] = resolved_config;
   return pretty_json(root);
 }
 
@@ -211,6 +212,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
   Runtime& rt = Runtime::get();
   Plan plan;
   plan.graph_name = default_graph_name(config);
+  plan.resolved_config = config_to_yaml(config);
   std::optional<Model> model;
   CallBinding binding;
   DataTransformFn transform;
@@ -219,6 +221,8 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
   rt.collective_phase("load", [&] {
     if (!config.calibration_inputs)
       throw ConfigError("calibration_inputs: a dry run needs calibration data to validate and shard");
+    if (config.device == Device::Cuda && !torch::cuda::is_available())
+      throw ConfigError("device: cuda, but no CUDA device is available to this LibTorch build; use cpu or auto");
     model = Model::load(config.model.path, config.model.method);
     if (!config.skip_eval_set_mode) model->module().eval();
     plan.signature = model->signature();

@@ -68,6 +68,7 @@ def dry_run_resnet(ranks):
     check(decisions["layer4.0.conv1"]["decision"] == "skip", "layer4.* is skipped")
     check(decisions["fc"]["weights"]["bits"] == 4, "fc override applies")
     check(plan["tracing"][0]["dynamic_axes"] == [0, 2, 3], f"dynamic axes: {plan['tracing']}")
+    check("batch_size: 4" in plan["config"], "plan.json records the resolved experiment")
     for r in range(max(ranks, 1)):
         contains(out, f"rank {r} on")
     contains(out, "dynamic axes [0, 2, 3]", "plan written to")
@@ -203,6 +204,12 @@ def case_error_layer_glob_matches_nothing():
     out = run(["compile", image_config(), "--dry-run", "--set", "layer_quantization_settings[layer9.*].skip=true"],
               expect=3)
     contains(out, "layer_quantization_settings[layer9.*]", "matches no layer", "closest layer names")
+
+
+def case_error_cuda_without_gpu():
+    has_gpu = "CUDA available" in run(["--version"])
+    out = run(["compile", image_config(), "--dry-run", "--set", "device=cuda"], expect=0 if has_gpu else 3)
+    contains(out, "plan written to" if has_gpu else "no CUDA device")
 
 
 def case_error_quantization_without_target():

@@ -1,0 +1,72 @@
+// Activation observers, reduced across ranks so that any number of ranks
+// gives bit-identical quantization parameters:
+//   pass 1: every rank tracks min and max; all-reduce MIN / MAX.
+//   pass 2 (percentile, entropy, mse only): every rank counts values into int64
+//           bins of a grid fixed by the reduced range; all-reduce SUM.
+// The range is then chosen from the reduced statistics alone, identically on
+// every rank. Nothing averages per-rank values, so the result is the one a
+// single rank computes over all the data.
+#pragma once
+#include <ATen/Tensor.h>
+
+#include <vector>
+
+#include "qforge/communicator.h"
+#include "qforge/config.h"
+#include "qforge/quantization.h"
+
+namespace qforge {
+
+class ActivationObserver {
+ public:
+  explicit ActivationObserver(const TensorQuantSettings& settings);
+
+  // Pass 1 before begin_histogram(), pass 2 after.
+  void observe(const at::Tensor& x);
+  void reduce_range(Communicator* comm);  // null: this process holds all the data
+  bool needs_histogram() const;
+  void begin_histogram();
+  void reduce_histogram(Communicator* comm);
+
+  // The chosen float range and its quantization parameters.
+  struct Result {
+    double lo = 0, hi = 0;
+    QParams qparams;
+  };
+  Result compute() const;
+
+  double observed_min() const { return min_; }
+  double observed_max() const { return max_; }
+  const std::vector<int64_t>& histogram() const { return counts_; }
+
+ private:
+  TensorQuantSettings settings_;
+  double min_, max_;
+  bool histogram_started_ = false;
+  double grid_lo_ = 0, grid_hi_ = 0;  // the histogram's edges
+  std::vector<int64_t> counts_;
+};
+
+// Range choices on a histogram of `counts` over [lo, hi] (equal-width bins).
+// Symmetric histograms are of |x| over [0, amax].
+double percentile_threshold(const std::vector<int64_t>& counts, double lo, double hi, double percentile);
+// TensorRT's entropy calibration: the |x| threshold whose quantized
+// distribution is closest (KL divergence) to the observed one.
+double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_t bits);
+// The range that minimizes the expected squared quantization error over the histogram.
+std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, const QuantRange& range,
+                                    bool symmetric);
+
+// Weights need no reduction (every rank holds the same ones): per tensor,
+// per output channel (axis 0), or per group of `group_size` inputs, where the
+// weight is viewed as [out * in/group_size, group_size] and quantized per row.
+struct WeightQuant {
+  QParams qparams;
+  int64_t axis = -1;                 // -1 per tensor, 0 per channel/row
+  std::vector<int64_t> view_shape;   // group granularity: the 2-D view quantized per row
+};
+WeightQuant observe_weight(const at::Tensor& weight, const TensorQuantSettings& settings);
+// The weight rounded onto its grid (same shape as `weight`).
+at::Tensor fake_quantize_weight(const at::Tensor& weight, const WeightQuant& q, const TensorQuantSettings& settings);
+
+}  // namespace qforge

@@ -1,0 +1,261 @@
+#include "qforge/observer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "qforge/errors.h"
+
+namespace qforge {
+
+ActivationObserver::ActivationObserver(const TensorQuantSettings& settings)
+    : settings_(settings),
+      min_(std::numeric_limits<double>::infinity()),
+      max_(-std::numeric_limits<double>::infinity()) {}
+
+bool ActivationObserver::needs_histogram() const { return settings_.observer != Observer::MinMax; }
+
+void ActivationObserver::observe(const at::Tensor& x_in) {
+  const at::Tensor x = x_in.detach().to(at::kDouble).reshape({-1});
+  if (x.numel() == 0) return;
+  if (!histogram_started_) {
+    min_ = std::min(min_, x.min().item<double>());
+    max_ = std::max(max_, x.max().item<double>());
+    return;
+  }
+  const int64_t bins = static_cast<int64_t>(counts_.size());
+  const at::Tensor v = settings_.symmetric ? x.abs() : x;
+  const double width = grid_hi_ - grid_lo_;
+  at::Tensor index = width > 0 ? at::floor((v - grid_lo_) * (static_cast<double>(bins) / width))
+                               : at::zeros_like(v);
+  index = at::clamp(index, 0, static_cast<double>(bins - 1)).to(at::kLong);
+  const at::Tensor counted = at::bincount(index, {}, bins);
+  const int64_t* c = counted.data_ptr<int64_t>();
+  for (int64_t b = 0; b < bins; ++b) counts_[b] += c[b];
+}
+
+void ActivationObserver::reduce_range(Communicator* comm) {
+  if (!comm) return;
+  at::Tensor lo = at::full({1}, min_, at::kDouble), hi = at::full({1}, max_, at::kDouble);
+  comm->all_reduce(lo, ReduceOp::Min);
+  comm->all_reduce(hi, ReduceOp::Max);
+  min_ = lo.item<double>();
+  max_ = hi.item<double>();
+}
+
+void ActivationObserver::begin_histogram() {
+  if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");
+  histogram_started_ = true;
+  grid_lo_ = settings_.symmetric ? 0.0 : min_;
+  grid_hi_ = settings_.symmetric ? std::max(std::abs(min_), std::abs(max_)) : max_;
+  counts_.assign(static_cast<size_t>(settings_.histogram_bins), 0);
+}
+
+void ActivationObserver::reduce_histogram(Communicator* comm) {
+  if (!comm) return;
+  at::Tensor t = at::from_blob(counts_.data(), {static_cast<int64_t>(counts_.size())}, at::kLong).clone();
+  comm->all_reduce(t, ReduceOp::Sum);
+  std::copy(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel(), counts_.begin());
+}
+
+ActivationObserver::Result ActivationObserver::compute() const {
+  if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");
+  const QuantRange range = quant_range(settings_.bits, settings_.is_signed);
+  Result r;
+  r.lo = min_;
+  r.hi = max_;
+  if (needs_histogram()) {
+    if (!histogram_started_) throw Error("observer " + std::string(to_string(settings_.observer)) + " needs a histogram pass");
+    switch (settings_.observer) {
+      case Observer::Percentile:
+        if (settings_.symmetric) {
+          const double t = percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile);
+          r.lo = -t;
+          r.hi = t;
+        } else {
+          r.lo = percentile_threshold(counts_, grid_lo_, grid_hi_, 100.0 - settings_.percentile);
+          r.hi = percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile);
+        }
+        break;
+      case Observer::Entropy: {
+        // KL calibration works on |x|; an asymmetric scheme keeps the sign's side.
+        const double t = settings_.symmetric ? entropy_threshold(counts_, grid_hi_, settings_.bits)
+                                             : std::max(std::abs(min_), std::abs(max_));
+        r.lo = settings_.symmetric ? -t : std::max(min_, -t);
+        r.hi = settings_.symmetric ? t : std::min(max_, t);
+        break;
+      }
+      case Observer::Mse: {
+        const auto [lo, hi] = mse_range(counts_, grid_lo_, grid_hi_, range, settings_.symmetric);
+        r.lo = settings_.symmetric ? -hi : lo;
+        r.hi = hi;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  r.qparams = qparams_from_range(at::full({1}, r.lo, at::kDouble), at::full({1}, r.hi, at::kDouble), range,
+                                 settings_.symmetric);
+  return r;
+}
+
+double percentile_threshold(const std::vector<int64_t>& counts, double lo, double hi, double percentile) {
+  int64_t total = 0;
+  for (auto c : counts) total += c;
+  if (total == 0) return hi;
+  const double width = (hi - lo) / static_cast<double>(counts.size());
+  const double target = percentile / 100.0 * static_cast<double>(total);
+  int64_t cumulative = 0;
+  for (size_t b = 0; b < counts.size(); ++b) {
+    cumulative += counts[b];
+    if (static_cast<double>(cumulative) >= target) return lo + width * static_cast<double>(b + 1);
+  }
+  return hi;
+}
+
+double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_t bits) {
+  const int64_t bins = static_cast<int64_t>(counts.size());
+  const int64_t levels = int64_t{1} << (bits - 1);  // positive levels of a symmetric signed grid
+  if (bins <= levels) return amax;
+  const double width = amax / static_cast<double>(bins);
+  double best_kl = std::numeric_limits<double>::infinity();
+  int64_t best_i = bins;
+  std::vector<double> p, q;
+  for (int64_t i = levels; i <= bins; ++i) {
+    // P: the first i bins, outliers folded into the last one.
+    p.assign(counts.begin(), counts.begin() + i);
+    double outliers = 0;
+    for (int64_t b = i; b < bins; ++b) outliers += static_cast<double>(counts[b]);
+    p[i - 1] += outliers;
+    // Q: the i bins merged into `levels` levels, each spread back evenly over its non-empty bins.
+    q.assign(static_cast<size_t>(i), 0.0);
+    const double per_level = static_cast<double>(i) / static_cast<double>(levels);
+    for (int64_t l = 0; l < levels; ++l) {
+      const int64_t start = static_cast<int64_t>(std::floor(l * per_level));
+      const int64_t stop = l == levels - 1 ? i : static_cast<int64_t>(std::floor((l + 1) * per_level));
+      double sum = 0;
+      int64_t nonzero = 0;
+      for (int64_t b = start; b < stop; ++b) {
+        sum += static_cast<double>(counts[b]);
+        nonzero += counts[b] != 0;
+      }
+      for (int64_t b = start; b < stop; ++b)
+        if (counts[b] != 0) q[b] = sum / static_cast<double>(nonzero);
+    }
+    double p_sum = 0, q_sum = 0;
+    for (int64_t b = 0; b < i; ++b) {
+      p_sum += p[b];
+      q_sum += q[b];
+    }
+    if (p_sum == 0 || q_sum == 0) continue;
+    double kl = 0;
+    for (int64_t b = 0; b < i; ++b) {
+      if (p[b] == 0) continue;
+      const double pb = p[b] / p_sum;
+      const double qb = q[b] / q_sum;
+      kl += qb > 0 ? pb * std::log(pb / qb) : pb * 1e9;  // mass Q cannot represent
+    }
+    if (kl < best_kl) {
+      best_kl = kl;
+      best_i = i;
+    }
+  }
+  return width * (static_cast<double>(best_i) + 0.5) > amax ? amax : width * (static_cast<double>(best_i) + 0.5);
+}
+
+std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, const QuantRange& range,
+                                    bool symmetric) {
+  const int64_t bins = static_cast<int64_t>(counts.size());
+  const double width = (hi - lo) / static_cast<double>(bins);
+  const double levels = static_cast<double>(range.qmax - range.qmin);
+  // Candidates shrink the observed range in 1% steps down to 20% of it.
+  double best_error = std::numeric_limits<double>::infinity();
+  std::pair<double, double> best{lo, hi};
+  for (int step = 100; step >= 20; --step) {
+    const double f = step / 100.0;
+    const double c_lo = symmetric ? 0.0 : std::min(lo * f, 0.0);
+    const double c_hi = std::max(hi * f, 0.0);
+    double scale, zero;
+    if (symmetric) {
+      scale = std::max(c_hi / std::floor(levels / 2.0), 1e-30);
+      zero = range.qmin < 0 ? 0.0 : static_cast<double>((range.qmin + range.qmax + 1) / 2);
+    } else {
+      scale = std::max((c_hi - c_lo) / levels, 1e-30);
+      zero = std::clamp(static_cast<double>(range.qmin) - std::nearbyint(c_lo / scale), static_cast<double>(range.qmin),
+                        static_cast<double>(range.qmax));
+    }
+    double error = 0;
+    for (int64_t b = 0; b < bins; ++b) {
+      if (counts[b] == 0) continue;
+      const double x = lo + width * (static_cast<double>(b) + 0.5);
+      const double code = std::clamp(std::nearbyint(x / scale) + zero, static_cast<double>(range.qmin),
+                                     static_cast<double>(range.qmax));
+      const double y = (code - zero) * scale;
+      // symmetric histograms hold |x|: the negative side mirrors the positive one
+      error += static_cast<double>(counts[b]) * (x - y) * (x - y);
+    }
+    if (error < best_error) {
+      best_error = error;
+      best = {c_lo, c_hi};
+    }
+  }
+  return best;
+}
+
+WeightQuant observe_weight(const at::Tensor& weight, const TensorQuantSettings& settings) {
+  const QuantRange range = quant_range(settings.bits, settings.is_signed);
+  const at::Tensor w = weight.detach().to(at::kDouble);
+  WeightQuant out;
+  at::Tensor rows;  // the view whose rows get one scale each
+  if (settings.granularity == Granularity::Tensor) {
+    rows = w.reshape({1, -1});
+  } else if (settings.granularity == Granularity::Channel || w.dim() < 2) {
+    rows = w.reshape({w.size(0), -1});
+    out.axis = 0;
+  } else {
+    const int64_t inputs = w.numel() / w.size(0);
+    if (inputs % settings.group_size != 0)
+      throw Error("weight of shape " + c10::str(w.sizes()) + ": " + std::to_string(inputs) +
+                  " inputs per output channel are not a multiple of group_size " + std::to_string(settings.group_size));
+    rows = w.reshape({-1, settings.group_size});
+    out.axis = 0;
+    out.view_shape = rows.sizes().vec();
+  }
+  at::Tensor lo = std::get<0>(rows.min(1)), hi = std::get<0>(rows.max(1));
+  if (settings.observer == Observer::Mse) {
+    // Per row, the shrink factor that minimizes the squared error of the row itself.
+    at::Tensor best_err = at::full(lo.sizes(), std::numeric_limits<double>::infinity(), at::kDouble);
+    at::Tensor best_lo = lo.clone(), best_hi = hi.clone();
+    for (int step = 100; step >= 50; step -= 2) {
+      const double f = step / 100.0;
+      const auto q = qparams_from_range(lo * f, hi * f, range, settings.symmetric);
+      const at::Tensor fq = fake_quantize(rows.to(at::kFloat), q, range, 0).to(at::kDouble);
+      const at::Tensor err = (fq - rows).pow(2).sum(1);
+      const at::Tensor better = err < best_err;
+      best_err = at::where(better, err, best_err);
+      best_lo = at::where(better, lo * f, best_lo);
+      best_hi = at::where(better, hi * f, best_hi);
+    }
+    lo = best_lo;
+    hi = best_hi;
+  } else if (settings.observer != Observer::MinMax) {
+    throw Error(std::string("weights take the minmax or mse observer, not ") + to_string(settings.observer));
+  }
+  out.qparams = qparams_from_range(lo, hi, range, settings.symmetric);
+  if (settings.granularity == Granularity::Tensor) {
+    out.qparams.scale = out.qparams.scale.reshape({1});
+    out.qparams.zero_point = out.qparams.zero_point.reshape({1});
+  }
+  return out;
+}
+
+at::Tensor fake_quantize_weight(const at::Tensor& weight, const WeightQuant& q, const TensorQuantSettings& settings) {
+  const QuantRange range = quant_range(settings.bits, settings.is_signed);
+  if (q.axis < 0) return fake_quantize(weight, q.qparams, range, -1);
+  const at::Tensor rows = q.view_shape.empty() ? weight.reshape({weight.size(0), -1}) : weight.reshape(q.view_shape);
+  return fake_quantize(rows, q.qparams, range, 0).reshape(weight.sizes());
+}
+
+}  // namespace qforge

@@ -1,0 +1,166 @@
+#include <torch/torch.h>
+
+#include "qforge/observer.h"
+#include "qforge/quantization.h"
+#include "test_helpers.h"
+
+using namespace qforge;
+
+namespace {
+TensorQuantSettings activation(Observer observer, bool symmetric, int64_t bits = 8) {
+  TensorQuantSettings s;
+  s.observer = observer;
+  s.symmetric = symmetric;
+  s.is_signed = symmetric;
+  s.bits = bits;
+  return s;
+}
+
+ActivationObserver::Result observe_all(const TensorQuantSettings& s, const std::vector<torch::Tensor>& batches) {
+  ActivationObserver obs(s);
+  for (const auto& b : batches) obs.observe(b);
+  if (obs.needs_histogram()) {
+    obs.begin_histogram();
+    for (const auto& b : batches) obs.observe(b);
+  }
+  return obs.compute();
+}
+}  // namespace
+
+TEST(Quantization, IntegerRangesAtEveryWidth) {
+  for (int64_t bits = 2; bits <= 8; ++bits) {
+    const auto s = quant_range(bits, true);
+    const auto u = quant_range(bits, false);
+    EXPECT_EQ(s.qmin, -(1 << (bits - 1)));
+    EXPECT_EQ(s.qmax, (1 << (bits - 1)) - 1);
+    EXPECT_EQ(u.qmin, 0);
+    EXPECT_EQ(u.qmax, (1 << bits) - 1);
+  }
+  EXPECT_THROW(quant_range(1, true), std::exception);
+  EXPECT_THROW(quant_range(9, true), std::exception);
+}
+
+TEST(Quantization, ClosedFormScalesAndZeroPoints) {
+  const auto lo = torch::tensor({-1.0}, torch::kDouble), hi = torch::tensor({2.0}, torch::kDouble);
+  auto q = qparams_from_range(lo, hi, quant_range(8, true), true);
+  EXPECT_FLOAT_EQ(q.scale.item<float>(), 2.0f / 127.0f);
+  EXPECT_EQ(q.zero_point.item<int>(), 0);
+  q = qparams_from_range(lo, hi, quant_range(8, false), false);
+  EXPECT_FLOAT_EQ(q.scale.item<float>(), 3.0f / 255.0f);
+  EXPECT_EQ(q.zero_point.item<int>(), 85);  // 0 - round(-1 / (3/255)) = 85
+  q = qparams_from_range(lo, hi, quant_range(4, false), true);
+  EXPECT_FLOAT_EQ(q.scale.item<float>(), 2.0f / 7.0f);
+  EXPECT_EQ(q.zero_point.item<int>(), 8);
+  // A range that excludes zero is widened to contain it.
+  q = qparams_from_range(torch::tensor({1.0}, torch::kDouble), torch::tensor({3.0}, torch::kDouble),
+                         quant_range(8, false), false);
+  EXPECT_EQ(q.zero_point.item<int>(), 0);
+  EXPECT_FLOAT_EQ(q.scale.item<float>(), 3.0f / 255.0f);
+}
+
+TEST(Quantization, RoundTripAtEveryWidthSignedAndUnsigned) {
+  torch::manual_seed(0);
+  for (int64_t bits = 2; bits <= 8; ++bits) {
+    for (bool sym : {true, false}) {
+      const auto range = quant_range(bits, sym);
+      const auto x = torch::randn({1000}) * 3;
+      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}), x.max().to(torch::kDouble).reshape({1}),
+                                        range, sym);
+      const auto y = fake_quantize(x, q, range);
+      // Values already on the grid survive unchanged; the rest move by at most half a step.
+      EXPECT_TRUE(torch::equal(fake_quantize(y, q, range), y)) << bits << " bits";
+      EXPECT_LE((y - x).abs().max().item<float>(), q.scale.item<float>() * 0.5001f) << bits << " bits";
+      const auto codes = quantize_codes(x, q, range);
+      EXPECT_GE(codes.min().item<float>(), range.qmin);
+      EXPECT_LE(codes.max().item<float>(), range.qmax);
+    }
+  }
+}
+
+TEST(Quantization, ReferenceEqualsATenFakeQuantOps) {
+  torch::manual_seed(1);
+  const auto x = torch::randn({8, 16}) * 2;
+  for (int64_t bits : {4, 8}) {
+    for (bool sym : {true, false}) {
+      const auto range = quant_range(bits, sym);
+      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}), x.max().to(torch::kDouble).reshape({1}),
+                                        range, sym);
+      const auto aten = torch::fake_quantize_per_tensor_affine(x, q.scale.item<float>(), q.zero_point.item<int>(),
+                                                               range.qmin, range.qmax);
+      EXPECT_TRUE(torch::equal(fake_quantize(x, q, range), aten)) << bits << " bits, symmetric " << sym;
+      const auto lo = std::get<0>(x.min(1)).to(torch::kDouble), hi = std::get<0>(x.max(1)).to(torch::kDouble);
+      const auto qc = qparams_from_range(lo, hi, range, sym);
+      const auto aten_channel =
+          torch::fake_quantize_per_channel_affine(x, qc.scale, qc.zero_point, 0, range.qmin, range.qmax);
+      EXPECT_TRUE(torch::equal(fake_quantize(x, qc, range, 0), aten_channel));
+    }
+  }
+}
+
+TEST(Observers, MinMaxTracksTheExtremes) {
+  const auto r = observe_all(activation(Observer::MinMax, false),
+                             {torch::tensor({0.5f, -2.0f}), torch::tensor({3.0f, 1.0f})});
+  EXPECT_EQ(r.lo, -2.0);
+  EXPECT_EQ(r.hi, 3.0);
+  EXPECT_FLOAT_EQ(r.qparams.scale.item<float>(), 5.0f / 255.0f);
+}
+
+TEST(Observers, PercentileCutsTheTail) {
+  // 0, 1, ..., 999 and one outlier at 100000: the 99.9th percentile of |x| sits near 1000.
+  auto data = torch::arange(1000, torch::kFloat);
+  data = torch::cat({data, torch::tensor({100000.0f})});
+  auto s = activation(Observer::Percentile, true);
+  s.percentile = 99.9;
+  s.histogram_bins = 100000;
+  const auto r = observe_all(s, {data});
+  EXPECT_NEAR(r.hi, 1000.0, 2.0);
+  EXPECT_EQ(r.lo, -r.hi);
+}
+
+TEST(Observers, EntropyClipsAHeavyTailButNotAUniformRange) {
+  torch::manual_seed(2);
+  const auto gauss = torch::randn({200000});
+  const auto tail = torch::cat({gauss, torch::tensor({40.0f})});
+  const auto r = observe_all(activation(Observer::Entropy, true), {tail});
+  EXPECT_LT(r.hi, 20.0);  // the single outlier at 40 is not worth the resolution
+  EXPECT_GT(r.hi, 2.0);
+  const auto uniform = torch::rand({200000}) * 2 - 1;
+  const auto u = observe_all(activation(Observer::Entropy, true), {uniform});
+  EXPECT_GT(u.hi, 0.9);
+}
+
+TEST(Observers, MseShrinksARangeStretchedByAnOutlier) {
+  torch::manual_seed(3);
+  const auto data = torch::cat({torch::randn({100000}), torch::tensor({30.0f})});
+  const auto minmax = observe_all(activation(Observer::MinMax, true, 4), {data});
+  const auto mse = observe_all(activation(Observer::Mse, true, 4), {data});
+  EXPECT_LT(mse.hi, minmax.hi);
+  const auto range = quant_range(4, true);
+  const double err_mse = (fake_quantize(data, mse.qparams, range) - data).pow(2).sum().item<double>();
+  const double err_minmax = (fake_quantize(data, minmax.qparams, range) - data).pow(2).sum().item<double>();
+  EXPECT_LT(err_mse, err_minmax);
+}
+
+TEST(Observers, WeightsPerTensorChannelAndGroup) {
+  const auto w = torch::tensor({{1.0f, -2.0f, 0.5f, 4.0f}, {0.25f, 0.5f, -1.0f, 0.1f}});
+  TensorQuantSettings s;  // int8 symmetric
+  s.granularity = Granularity::Tensor;
+  auto q = observe_weight(w, s);
+  EXPECT_FLOAT_EQ(q.qparams.scale.item<float>(), 4.0f / 127.0f);
+  s.granularity = Granularity::Channel;
+  q = observe_weight(w, s);
+  ASSERT_EQ(q.qparams.scale.numel(), 2);
+  EXPECT_FLOAT_EQ(q.qparams.scale[0].item<float>(), 4.0f / 127.0f);
+  EXPECT_FLOAT_EQ(q.qparams.scale[1].item<float>(), 1.0f / 127.0f);
+  s.granularity = Granularity::Group;
+  s.group_size = 2;
+  q = observe_weight(w, s);
+  ASSERT_EQ(q.qparams.scale.numel(), 4);  // two groups per row
+  EXPECT_FLOAT_EQ(q.qparams.scale[1].item<float>(), 4.0f / 127.0f);
+  EXPECT_FLOAT_EQ(q.qparams.scale[2].item<float>(), 0.5f / 127.0f);
+  const auto fq = fake_quantize_weight(w, q, s);
+  EXPECT_EQ(fq.sizes(), w.sizes());
+  EXPECT_TRUE(torch::equal(fake_quantize_weight(fq, observe_weight(fq, s), s), fq));  // re-quantizing changes nothing
+  s.group_size = 3;
+  EXPECT_THROW(observe_weight(w, s), std::exception);
+}
