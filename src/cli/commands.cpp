@@ -11,7 +11,8 @@
 #include "qforge/plan.h"
 #include "qforge/runtime.h"
 #include "qforge/version.h"
-#include "util/json.h"
+#include "graph/model_json.h"
+#include "util/text.h"
 
 namespace qforge::cli {
 namespace {
@@ -109,12 +110,6 @@ Args parse(const std::vector<std::string>& argv, const std::vector<std::string>&
   return args;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 int cmd_compile(const std::vector<std::string>& argv) {
   const Args args = parse(argv, {"--help", "--dry-run"}, {"--set"}, "qforge compile");
   if (args.flag("--help")) {
@@ -157,27 +152,10 @@ int cmd_inspect(const std::vector<std::string>& argv) {
     json::object root;
     root["model"] = model.path();
     root["method"] = sig.to_string();
-    json::array inputs;
-    for (const auto& a : sig.arguments) {
-      json::object o;
-      o["name"] = a.name;
-      o["type"] = a.type;
-      o["has_default"] = a.has_default;
-      inputs.push_back(o);
-    }
-    root["inputs"] = inputs;
+    root["inputs"] = to_json(sig.arguments);
     root["parameters"] = model.parameter_count();
     json::array list;
-    for (const auto& l : layers) {
-      json::object o;
-      o["name"] = l.name;
-      o["type"] = l.type;
-      o["parameters"] = l.parameters;
-      o["weight_shape"] = json::array(l.weight_shape.begin(), l.weight_shape.end());
-      o["quantizable"] = l.quantizable;
-      if (!l.quantizable) o["reason"] = l.reason;
-      list.push_back(o);
-    }
+    for (const auto& l : layers) list.push_back(to_json(l));
     root["layers"] = list;
     std::cout << pretty_json(root);
     return kExitOk;

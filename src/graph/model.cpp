@@ -5,15 +5,10 @@
 #include <set>
 
 #include "qforge/errors.h"
+#include "util/text.h"
 
 namespace qforge {
 namespace {
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
 
 bool is_tensor_type(const c10::TypePtr& type) {
   if (type->kind() == c10::TypeKind::TensorType) return true;

@@ -10,7 +10,9 @@
 #include "qforge/plan.h"
 #include "qforge/runtime.h"
 #include "util/fs.h"
+#include "graph/model_json.h"
 #include "util/json.h"
+#include "util/text.h"
 
 namespace qforge {
 namespace {
@@ -22,18 +24,6 @@ int64_t peak_rss_bytes() {
   while (std::getline(status, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   return 0;
-}
-
-std::string mib(int64_t bytes) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(1) << bytes / (1024.0 * 1024.0) << " MiB";
-  return out.str();
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 json::array to_json_array(const std::vector<int64_t>& v) { return json::array(v.begin(), v.end()); }
@@ -159,14 +149,8 @@ std::string Plan::to_json() const {
   for (const auto& l : layers) layer_list.push_back(layer_json(l));
   root["layers"] = layer_list;
   json::array other;
-  for (const auto& l : all_layers) {
-    if (l.quantizable) continue;
-    json::object o;
-    o["name"] = l.name;
-    o["type"] = l.type;
-    o["reason"] = l.reason;
-    other.push_back(o);
-  }
+  for (const auto& l : all_layers)
+    if (!l.quantizable) other.push_back(qforge::to_json(l));
   root["not_quantizable"] = other;
   root["estimated_bytes_per_rank"] = estimated_bytes_per_rank;
   root["config"] = resolved_config;
@@ -180,11 +164,7 @@ std::string Plan::to_text() const {
   out << "plan for '" << graph_name << "': " << signature.to_string() << "\n";
   out << "  model: " << parameters << " parameters (" << mib(parameter_bytes) << ")\n";
   out << "  data: " << data.total_rows() << " rows in " << data.groups.size() << " shape group(s), "
-      << to_string(data.kind) << " samples (" << [&] {
-           std::string s;
-           for (const auto& n : data.input_names) s += (s.empty() ? "" : ", ") + n;
-           return s;
-         }() << ")\n";
+      << to_string(data.kind) << " samples (" << join(data.input_names) << ")\n";
   out << "  ranks: " << shards.size() << "\n";
   for (const auto& s : shards)
     out << "    rank " << s.rank << " on " << s.host << ": rows " << s.rows.begin << ".." << s.rows.end - 1 << " ("
