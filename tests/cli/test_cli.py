@@ -81,7 +81,10 @@ def case_help_and_version():
     contains(run(["compile", "--help"]), "--set KEY=VALUE", "--dry-run")
     contains(run(["inspect", "--help"]), "usage: qforge inspect")
     contains(run(["data", "check", "--help"]), "usage: qforge data check")
-    contains(run(["--version"]), "qforge 0.", "LibTorch", "HDF5")
+    version = run(["--version"])
+    contains(version, "qforge 0.", "LibTorch", "HDF5")
+    # GPU builds link NCCL and say which; CPU builds say it is not built.
+    contains(version, "NCCL 2." if "CUDA available" in version else "NCCL: not built")
     contains(run(["compil"], expect=2), "did you mean 'compile'")
     contains(run(["compile", "x.yaml", "--dryrun"], expect=2), "did you mean --dry-run")
 
