@@ -60,6 +60,9 @@ class Model {
   const std::string& path() const { return path_; }
   const std::string& method() const { return method_; }
 
+  // The submodule at a dotted path ("layer1.0.conv1"); ModelError if there is none.
+  torch::jit::Module submodule(const std::string& path) const;
+
   // Every named submodule, in definition order (the root excluded).
   std::vector<LayerInfo> layers() const;
   MethodSignature signature() const;

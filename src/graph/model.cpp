@@ -103,6 +103,20 @@ Model Model::load(const std::string& path, const std::string& method) {
   return model;
 }
 
+torch::jit::Module Model::submodule(const std::string& path) const {
+  torch::jit::Module current = module_;
+  size_t start = 0;
+  while (start <= path.size()) {
+    const size_t dot = std::min(path.find('.', start), path.size());
+    const std::string name = path.substr(start, dot - start);
+    if (!current.hasattr(name) || !current.attr(name).isModule())
+      throw ModelError(path_ + ": no submodule '" + path + "' (qforge inspect lists the layers)");
+    current = current.attr(name).toModule();
+    start = dot + 1;
+  }
+  return current;
+}
+
 MethodSignature Model::signature() const {
   const auto& schema = module_.get_method(method_).function().getSchema();
   MethodSignature sig;

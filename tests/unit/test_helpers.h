@@ -4,12 +4,20 @@
 
 #include <gtest/gtest.h>
 
+#include "qforge_test_paths.h"
+
 namespace qforge::test {
 
 // Directory of the models and HDF5 files made by tests/models/make_test_assets.py.
 inline std::string asset(const std::string& name) {
   const char* dir = std::getenv("QFORGE_TEST_ASSETS");
-  return std::string(dir ? dir : "test_assets") + "/" + name;
+  return std::string(dir ? dir : QFORGE_TEST_ASSETS_DIR) + "/" + name;
+}
+
+// The Python that holds torch (Debian's /usr/bin/python3 here).
+inline std::string python() {
+  const char* env = std::getenv("QFORGE_PYTHON");
+  return env ? env : QFORGE_TEST_PYTHON;
 }
 
 // Runs `body`, expects exception E whose message contains every fragment.

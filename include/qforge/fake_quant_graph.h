@@ -1,0 +1,43 @@
+// Inserting fake quantization into a TorchScript method as standard ATen ops
+// (aten::fake_quantize_per_channel_affine / _per_tensor_affine), reading
+// scales and zero points from attributes of the root module, so the result
+// runs in plain LibTorch or PyTorch with no qforge library loaded.
+//
+// The method is inlined first: every layer's weight then appears as a chain
+// of prim::GetAttr from self ("layer1" -> "0" -> "conv1" -> "weight"), which
+// names the layer instance. Parameters live on the root module under one name
+// per layer, so several instances of one submodule class (a shared class
+// type) each get their own values.
+#pragma once
+#include <torch/script.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qforge/observer.h"
+#include "qforge/quantization.h"
+
+namespace qforge {
+
+struct LayerFakeQuant {
+  std::string layer;                       // "layer1.0.conv1"
+  std::optional<WeightQuant> weight;       // per tensor / channel / group
+  QuantRange weight_range;
+  std::optional<QParams> input;            // per-tensor activation quantization of the layer's input
+  QuantRange input_range;
+};
+
+// A clone of `module` whose `method` computes with fake quantization; the
+// input module is left as it was. (The rewrite works on the clone's fresh
+// method graph: a graph that has already run keeps its compiled plan, so it
+// cannot be edited in place.) Throws ModelError naming the layer when a
+// layer's weight is not read by the method.
+torch::jit::Module with_fake_quantization(const torch::jit::Module& module, const std::string& method,
+                                          const std::vector<LayerFakeQuant>& layers);
+
+// The module path of a value that is a chain of prim::GetAttr from the
+// method's self ("" for self itself), or nullopt when it is not one.
+std::optional<std::string> attribute_path(const torch::jit::Value* value, const torch::jit::Value* self);
+
+}  // namespace qforge
