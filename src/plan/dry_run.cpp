@@ -233,7 +233,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
       }
     }
     shard.peak_rss_bytes = peak_rss_bytes();
-    log::info("rank " + std::to_string(rt.rank()) + ": read and checked " + std::to_string(mine.size()) + " rows");
+    log::debug("rank " + std::to_string(rt.rank()) + ": read and checked " + std::to_string(mine.size()) + " rows");
   });
 
   rt.collective_phase("trace", [&] {
