@@ -167,38 +167,26 @@ double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_
 
 std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, const QuantRange& range,
                                     bool symmetric) {
+  // Bin centres weighted by their counts stand for the data; symmetric
+  // histograms hold |x|, whose negative side mirrors the positive one.
   const int64_t bins = static_cast<int64_t>(counts.size());
   const double width = (hi - lo) / static_cast<double>(bins);
-  const double levels = static_cast<double>(range.qmax - range.qmin);
+  const at::Tensor centres = (at::arange(bins, at::kDouble) + 0.5) * width + lo;
+  const at::Tensor weights = at::tensor(counts, at::kLong).to(at::kDouble);
   // Candidates shrink the observed range in 1% steps down to 20% of it.
   double best_error = std::numeric_limits<double>::infinity();
   std::pair<double, double> best{lo, hi};
   for (int step = 100; step >= 20; --step) {
     const double f = step / 100.0;
-    const double c_lo = symmetric ? 0.0 : std::min(lo * f, 0.0);
+    const double c_lo = symmetric ? -std::max(hi * f, 0.0) : std::min(lo * f, 0.0);
     const double c_hi = std::max(hi * f, 0.0);
-    double scale, zero;
-    if (symmetric) {
-      scale = std::max(c_hi / std::floor(levels / 2.0), 1e-30);
-      zero = range.qmin < 0 ? 0.0 : static_cast<double>((range.qmin + range.qmax + 1) / 2);
-    } else {
-      scale = std::max((c_hi - c_lo) / levels, 1e-30);
-      zero = std::clamp(static_cast<double>(range.qmin) - std::nearbyint(c_lo / scale), static_cast<double>(range.qmin),
-                        static_cast<double>(range.qmax));
-    }
-    double error = 0;
-    for (int64_t b = 0; b < bins; ++b) {
-      if (counts[b] == 0) continue;
-      const double x = lo + width * (static_cast<double>(b) + 0.5);
-      const double code = std::clamp(std::nearbyint(x / scale) + zero, static_cast<double>(range.qmin),
-                                     static_cast<double>(range.qmax));
-      const double y = (code - zero) * scale;
-      // symmetric histograms hold |x|: the negative side mirrors the positive one
-      error += static_cast<double>(counts[b]) * (x - y) * (x - y);
-    }
+    const QParams q = qparams_from_range(at::full({1}, c_lo, at::kDouble), at::full({1}, c_hi, at::kDouble), range,
+                                         symmetric);
+    const at::Tensor y = fake_quantize(centres.to(at::kFloat), q, range).to(at::kDouble);
+    const double error = (weights * (centres - y).pow(2)).sum().item<double>();
     if (error < best_error) {
       best_error = error;
-      best = {c_lo, c_hi};
+      best = {symmetric ? 0.0 : c_lo, c_hi};
     }
   }
   return best;
