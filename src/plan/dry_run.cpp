@@ -63,11 +63,7 @@ std::vector<Batch> tracing_batches(const ExperimentConfig& config, const Dataset
 }
 
 json::object layer_json(const LayerPlan& p) {
-  json::object o;
-  o["name"] = p.layer.name;
-  o["type"] = p.layer.type;
-  o["parameters"] = p.layer.parameters;
-  o["weight_shape"] = to_json_array(p.layer.weight_shape);
+  json::object o = qforge::to_json(p.layer);  // name, type, parameters, weight shape
   o["decision"] = p.quantize ? "quantize" : "skip";
   if (!p.quantize) o["reason"] = p.reason;
   if (p.quantize) {
