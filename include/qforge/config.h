@@ -116,7 +116,7 @@ struct CompileOptions {
   bool sensitivity = false;        // sensitivity: per-layer sensitivity analysis
   FineTuneSettings fine_tune;      // fine_tune:
   int64_t checkpoint_every = 0;    // checkpoint_every: steps; 0 = none
-  int64_t eval_samples = 0;        // eval_samples: held-out rows for FP-vs-compiled accuracy
+  int64_t sensitivity_samples = 64;  // sensitivity_samples: calibration rows each layer's error is measured on
 };
 
 // resources: what a SLURM submission asks for.
@@ -140,6 +140,7 @@ struct ExperimentConfig {
   Device device = Device::Cpu;     // device: cpu | cuda | auto
   std::optional<TracingSettings> tracing_inputs;
   std::optional<CalibrationSettings> calibration_inputs;
+  std::optional<CalibrationSettings> evaluation_inputs;  // held-out samples: FP vs compiled, sharded too
   std::vector<TransformStep> data_transform;
   ForwardSettings forward;
   std::optional<DeploymentSettings> deployment_settings;
@@ -157,6 +158,8 @@ struct ExperimentConfig {
 
   // Effective logs directory.
   std::string effective_logs_dir() const;
+  // Effective graph name: graph_name, or the model file's stem.
+  std::string effective_graph_name() const;
   // Checks that need no file access (ranges, contradictions); throws ConfigError.
   void validate() const;
 };

@@ -36,6 +36,17 @@ struct LayerFakeQuant {
 torch::jit::Module with_fake_quantization(const torch::jit::Module& module, const std::string& method,
                                           const std::vector<LayerFakeQuant>& layers);
 
+// A clone of `module` whose `method` calls qforge::observe(x, i) on the
+// input x of every linear/conv op that reads layer i's weight: the
+// calibration graph. The op hands x to the ObserveScope active on this
+// process (graph/observe_op.h); the clone is never saved. ModelError names a
+// layer whose weight the method does not read.
+torch::jit::Module with_observers(const torch::jit::Module& module, const std::string& method,
+                                  const std::vector<std::string>& layers);
+
+// The layers (module paths) whose weight `method` reads.
+std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method);
+
 // The module path of a value that is a chain of prim::GetAttr from the
 // method's self ("" for self itself), or nullopt when it is not one.
 std::optional<std::string> attribute_path(const torch::jit::Value* value, const torch::jit::Value* self);

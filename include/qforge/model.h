@@ -54,6 +54,8 @@ class Model {
  public:
   // Loads with torch::jit::load; ModelError names the file and why.
   static Model load(const std::string& path, const std::string& method = "forward");
+  // A module already in memory (C++ API); `name` stands for the path in messages.
+  static Model wrap(torch::jit::Module module, const std::string& name, const std::string& method = "forward");
 
   torch::jit::Module& module() { return module_; }
   const torch::jit::Module& module() const { return module_; }
@@ -74,13 +76,27 @@ class Model {
   // names the method, the argument and the input.
   CallBinding bind(const DatasetInfo& data, const std::map<std::string, std::string>& kwargs) const;
 
-  // Runs the method on one batch. Errors name the method and the batch's first sample.
+  // Runs the method on one batch, without autograd. Errors name the method
+  // and the batch's first sample.
   c10::IValue run(const CallBinding& binding, const Batch& batch);
 
+  // Folds each batch norm that follows a convolution into the convolution's
+  // weight and bias (LibTorch's FoldConvBatchNorm); the model must be in eval
+  // mode. Returns the convolutions whose weights changed.
+  std::vector<std::string> fold_conv_batch_norm();
+
  private:
+  void check_method() const;  // ModelError listing the methods when `method_` is missing
+
   torch::jit::Module module_;
   std::string path_;
   std::string method_;
 };
+
+// Runs `method` of `module` (the model or a rewritten copy of it) on one
+// batch bound as `binding` says; errors name `what`, the method and the batch.
+// Autograd follows the caller's mode.
+c10::IValue run_module(torch::jit::Module& module, const std::string& method, const CallBinding& binding,
+                       const Batch& batch, const std::string& what);
 
 }  // namespace qforge

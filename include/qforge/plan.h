@@ -2,6 +2,7 @@
 // rank reads, the dynamic axes and a memory estimate. A dry run computes it on
 // every rank (validating config, data and model there) and rank 0 writes it.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,14 @@ bool layer_matches(const std::string& pattern, const std::string& name);
 // layer is a ConfigError listing the closest layer names.
 std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const ExperimentConfig& config);
 
-// Callbacks of the C++ API (the seed's data_transform_fn).
+// How one batch is fed to the model (the seed's forward_fn): receives the
+// module to run (the model or a rewritten copy) and the batch.
+using ForwardFn = std::function<c10::IValue(torch::jit::Module& module, const Batch& batch)>;
+
+// Callbacks of the C++ API (the seed's data_transform_fn and forward_fn).
 struct CompileCallbacks {
   DataTransformFn data_transform;  // when set, replaces the YAML data_transform list
+  ForwardFn forward;               // when set, replaces binding the data to the method's arguments
 };
 
 struct RankShard {

@@ -33,4 +33,11 @@ struct BatchSlice {
 std::vector<BatchSlice> plan_batches(const RowRange& range, const std::vector<int64_t>& group_rows,
                                      int64_t batch_size);
 
+// Rank `rank`'s rows when whole batches of the one-rank batching are dealt
+// out (contiguous, counts differing by at most one). Every batch then holds
+// the same rows on any number of ranks, so the model computes each sample in
+// the same company and statistics do not depend on the rank count. The
+// reader's own batching of the returned range reproduces those batches.
+RowRange shard_whole_batches(const std::vector<int64_t>& group_rows, int64_t batch_size, int rank, int world);
+
 }  // namespace qforge

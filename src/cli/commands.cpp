@@ -4,6 +4,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "qforge/compile.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
 #include "qforge/logger.h"
@@ -38,6 +39,8 @@ exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 data, 5 model, 6 library (MPI/
 const char* kCompileHelp = R"(usage: qforge compile CONFIG [--set KEY=VALUE]... [--dry-run]
 
 Compiles the experiment CONFIG. Launch with mpirun -np N (or srun) to run on N ranks.
+Rank 0 writes to out_dir: model.qforge.pt (loads with torch.jit.load, no qforge needed),
+quant_params.json, report.json, summary.txt and config.yaml; logs go to logs_dir.
 
   --set KEY=VALUE   override a key of CONFIG, e.g. --set calibration_inputs.batch_size=16;
                     keys holding dots go in brackets: --set 'layer_quantization_settings[fc.0].skip=true'
@@ -128,13 +131,7 @@ int cmd_compile(const std::vector<std::string>& argv) {
   });
   log::debug("qforge " + version() + " rank " + std::to_string(rt.rank()) + " of " + std::to_string(rt.size()) +
              " on " + rt.host() + " (local rank " + std::to_string(rt.local_rank()) + ")");
-  if (config.disable) {
-    log::info("disable: true: the model is returned unchanged; nothing to do");
-    return kExitOk;
-  }
-  if (!config.is_dry_run)
-    throw UsageError("qforge compile: this version runs the dry run only; pass --dry-run or set is_dry_run: true");
-  dry_run(config);
+  compile(config);
   return kExitOk;
 }
 

@@ -1,6 +1,9 @@
 // Checks of the experiment that need no file access.
 #include "qforge/config.h"
 
+#include <filesystem>
+
+#include "qforge/deployment.h"
 #include "qforge/errors.h"
 
 namespace qforge {
@@ -19,6 +22,10 @@ void check_tensor_settings(const TensorQuantSettings& s, const std::string& key)
 
 }  // namespace
 
+std::string ExperimentConfig::effective_graph_name() const {
+  return graph_name.empty() ? std::filesystem::path(model.path).stem().string() : graph_name;
+}
+
 std::string ExperimentConfig::effective_logs_dir() const {
   return logs_dir.empty() ? out_dir + "/logs" : logs_dir;
 }
@@ -27,12 +34,15 @@ void ExperimentConfig::validate() const {
   check(!model.path.empty(), "model.path", "the path of a TorchScript model file");
   check(!model.method.empty(), "model.method", "a method name, e.g. forward");
   check(!out_dir.empty(), "out_dir", "an output directory");
-  if (calibration_inputs) {
-    const auto& c = *calibration_inputs;
-    check(!c.files.empty(), "calibration_inputs.files", "at least one HDF5 file");
-    check(c.batch_size > 0, "calibration_inputs.batch_size", "a positive batch size");
-    check(c.max_samples >= 0, "calibration_inputs.max_samples", "0 (all) or a positive count");
-    check(c.prefetch >= 1, "calibration_inputs.prefetch", "at least 1 batch");
+  for (const auto& [section, name] : {std::pair{&calibration_inputs, "calibration_inputs"},
+                                       std::pair{&evaluation_inputs, "evaluation_inputs"}}) {
+    if (!*section) continue;
+    const auto& c = **section;
+    const std::string key = name;
+    check(!c.files.empty(), key + ".files", "at least one HDF5 file");
+    check(c.batch_size > 0, key + ".batch_size", "a positive batch size");
+    check(c.max_samples >= 0, key + ".max_samples", "0 (all) or a positive count");
+    check(c.prefetch >= 1, key + ".prefetch", "at least 1 batch");
   }
   if (tracing_inputs) {
     check(!tracing_inputs->batch_sizes.empty(), "tracing_inputs.batch_sizes", "at least one batch size");
@@ -60,6 +70,8 @@ void ExperimentConfig::validate() const {
                         "calibration data is required to quantize");
     check_tensor_settings(quantization_settings->weights, "quantization_settings.weights");
     check_tensor_settings(quantization_settings->activations, "quantization_settings.activations");
+    check_against_target(deployment_settings->target, quantization_settings->weights,
+                         quantization_settings->activations, "quantization_settings");
     if (quantization_settings->sensitivity_threshold)
       check(*quantization_settings->sensitivity_threshold >= 0, "quantization_settings.sensitivity_threshold",
             "a non-negative relative error");
@@ -73,7 +85,7 @@ void ExperimentConfig::validate() const {
     }
   }
   check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");
-  check(compile_options.eval_samples >= 0, "compile_options.eval_samples", "0 or a row count");
+  check(compile_options.sensitivity_samples > 0, "compile_options.sensitivity_samples", "a positive row count");
   check(resources.nodes >= 1 && resources.tasks_per_node >= 1, "resources", "at least 1 node and 1 task per node");
 }
 

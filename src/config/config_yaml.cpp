@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "config/schema.h"
+#include "qforge/deployment.h"
 #include "qforge/errors.h"
 
 namespace qforge {
@@ -319,6 +320,16 @@ ExperimentConfig parse_config(const std::string& yaml_text, const std::string& s
   for (const auto& assignment : overrides) apply_override(root, assignment);
 
   ExperimentConfig config;
+  // A deployment preset supplies the defaults of quantization_settings: keys
+  // the experiment leaves out take the target's values, not the generic ones.
+  const YAML::Node& read_only = root;  // const lookups never add keys
+  if (const auto quantization = read_only["quantization_settings"]; quantization && !quantization.IsNull()) {
+    const auto deployment = read_only["deployment_settings"];
+    const auto target = deployment && deployment.IsMap() ? deployment["target"] : YAML::Node();
+    if (target.IsDefined() && target.IsScalar())
+      config.quantization_settings =
+          preset_quantization_settings(enum_from_string<Target>(target.Scalar(), source + ": deployment_settings.target"));
+  }
   Reader reader(source, root, "");
   schema::describe(reader, config);
   reader.finish();

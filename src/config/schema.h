@@ -93,7 +93,7 @@ template <class V> void describe(V& v, CompileOptions& s) {
   v("sensitivity", s.sensitivity, "per-layer sensitivity analysis");
   v("fine_tune", s.fine_tune, "quantization-aware LoRA fine-tuning");
   v("checkpoint_every", s.checkpoint_every, "steps between checkpoints; 0 = none");
-  v("eval_samples", s.eval_samples, "held-out rows for the FP-vs-compiled comparison; 0 = none");
+  v("sensitivity_samples", s.sensitivity_samples, "calibration rows each layer's sensitivity is measured on");
 }
 
 template <class V> void describe(V& v, Resources& s) {
@@ -116,6 +116,8 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
   v("device", c.device, "cpu | cuda | auto");
   v("tracing_inputs", c.tracing_inputs, "samples that define the graph and its dynamic axes; null = calibration inputs");
   v("calibration_inputs", c.calibration_inputs, "the calibration set");
+  v("evaluation_inputs", c.evaluation_inputs,
+    "held-out set (same keys as calibration_inputs): FP vs compiled accuracy and agreement; null = none");
   v("data_transform", c.data_transform, "steps applied to every sample (the seed's data_transform_fn)");
   v("forward", c.forward, "how a sample is fed to the method (the seed's forward_fn)");
   v("deployment_settings", c.deployment_settings, "target runtime preset; required with quantization_settings");

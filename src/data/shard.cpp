@@ -35,4 +35,17 @@ std::vector<BatchSlice> plan_batches(const RowRange& range, const std::vector<in
   return out;
 }
 
+RowRange shard_whole_batches(const std::vector<int64_t>& group_rows, int64_t batch_size, int rank, int world) {
+  int64_t total = 0;
+  for (auto rows : group_rows) total += rows;
+  const auto batches = plan_batches({0, total}, group_rows, batch_size);
+  const RowRange mine = shard_rows(static_cast<int64_t>(batches.size()), rank, world);
+  if (mine.size() == 0) {  // more ranks than batches: an empty range
+    const int64_t at = mine.begin < static_cast<int64_t>(batches.size()) ? batches[mine.begin].global_begin : total;
+    return {at, at};
+  }
+  const auto& last = batches[mine.end - 1];
+  return {batches[mine.begin].global_begin, last.global_begin + (last.row_end - last.row_begin)};
+}
+
 }  // namespace qforge

@@ -57,22 +57,71 @@ std::optional<std::string> attribute_path(const Value* value, const Value* self)
   return parent->empty() ? name : *parent + "." + name;
 }
 
+namespace {
+
+// A clone of the module with the method's graph inlined, and where that graph
+// reads each layer's weight.
+struct Rewrite {
+  torch::jit::Module module;
+  std::shared_ptr<Graph> graph;
+  std::map<std::string, std::vector<Node*>> weight_reads;  // layer -> its prim::GetAttr "weight" nodes
+
+  Rewrite(const torch::jit::Module& original, const std::string& method) : module(original.clone()) {
+    graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
+    torch::jit::Inline(*graph);
+    collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
+  }
+
+  const std::vector<Node*>& reads_of(const std::string& layer, const std::string& method) const {
+    auto found = weight_reads.find(layer);
+    if (found == weight_reads.end())
+      throw ModelError("layer '" + layer + "': its weight is not read by " + method +
+                       " (the layer is unused, or the method reaches it in a way qforge cannot rewrite)");
+    return found->second;
+  }
+};
+
+// The linear/conv nodes that multiply `weight` with an activation (their input 0).
+std::vector<Node*> activation_users(Value* weight) {
+  std::vector<Node*> out;
+  for (const auto& use : weight->uses())
+    if (consumes_activation(use.user) && use.offset == 1) out.push_back(use.user);
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
+  const Rewrite rewrite(module, method);
+  std::vector<std::string> out;
+  for (const auto& [layer, reads] : rewrite.weight_reads) out.push_back(layer);
+  return out;
+}
+
+torch::jit::Module with_observers(const torch::jit::Module& original, const std::string& method,
+                                  const std::vector<std::string>& layers) {
+  Rewrite rewrite(original, method);
+  Graph& graph = *rewrite.graph;
+  const auto observe = c10::Symbol::fromQualString("qforge::observe");
+  for (size_t point = 0; point < layers.size(); ++point) {
+    for (Node* read : rewrite.reads_of(layers[point], method)) {
+      for (Node* user : activation_users(read->output())) {
+        WithInsertPoint before_user(user);
+        Value* id = graph.insertConstant(static_cast<int64_t>(point));
+        graph.insertNode(graph.create(observe, {user->input(0), id}, 0));
+      }
+    }
+  }
+  return rewrite.module;
+}
+
 torch::jit::Module with_fake_quantization(const torch::jit::Module& original, const std::string& method,
                                           const std::vector<LayerFakeQuant>& layers) {
-  torch::jit::Module module = original.clone();
-  auto& function = torch::jit::toGraphFunction(module.get_method(method).function());
-  std::shared_ptr<Graph> graph = function.graph();
-  torch::jit::Inline(*graph);
-  const Value* self = graph->inputs()[0];
-  std::map<std::string, std::vector<Node*>> weight_reads;
-  collect_weight_reads(graph->block(), self, weight_reads);
-
+  Rewrite rewrite(original, method);
+  torch::jit::Module& module = rewrite.module;
+  std::shared_ptr<Graph> graph = rewrite.graph;
   for (const auto& layer : layers) {
-    auto found = weight_reads.find(layer.layer);
-    if (found == weight_reads.end())
-      throw ModelError("layer '" + layer.layer + "': its weight is not read by " + method +
-                       " (the layer is unused, or the method reaches it in a way qforge cannot rewrite)");
-    for (Node* read : found->second) {
+    for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
       Value* quantized = weight;
       WithInsertPoint after_read(read->next());
@@ -97,10 +146,7 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         weight->replaceAllUsesAfterNodeWith(quantized->node(), quantized);
       }
       if (!layer.input) continue;
-      const auto uses = quantized->uses();  // a copy: the loop edits the graph
-      for (const auto& use : uses) {
-        Node* user = use.user;
-        if (!consumes_activation(user) || use.offset != 1) continue;
+      for (Node* user : activation_users(quantized)) {
         WithInsertPoint before_user(user);
         Value* scale = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "input_scale"), layer.input->scale);
         Value* zero = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "input_zero_point"),

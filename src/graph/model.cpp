@@ -1,6 +1,8 @@
 // Loading a TorchScript model and binding samples to its method.
 #include "qforge/model.h"
 
+#include <torch/csrc/jit/passes/fold_conv_bn.h>
+
 #include <filesystem>
 #include <set>
 
@@ -95,12 +97,25 @@ Model Model::load(const std::string& path, const std::string& method) {
     throw ModelError(path + ": not a loadable TorchScript model (save it with torch.jit.trace/script(...).save()): " +
                      why);
   }
-  if (!model.module_.find_method(method)) {
-    std::vector<std::string> names;
-    for (const auto& m : model.module_.get_methods()) names.push_back(m.name());
-    throw ModelError(path + ": the model has no method '" + method + "'; it has: " + join(names));
-  }
+  model.check_method();
   return model;
+}
+
+Model Model::wrap(torch::jit::Module module, const std::string& name, const std::string& method) {
+  Model model;
+  model.path_ = name;
+  model.method_ = method;
+  model.module_ = std::move(module);
+  model.check_method();
+  return model;
+}
+
+void Model::check_method() const {
+  if (!module_.find_method(method_)) {
+    std::vector<std::string> names;
+    for (const auto& m : module_.get_methods()) names.push_back(m.name());
+    throw ModelError(path_ + ": the model has no method '" + method_ + "'; it has: " + join(names));
+  }
 }
 
 torch::jit::Module Model::submodule(const std::string& path) const {
@@ -196,7 +211,8 @@ CallBinding Model::bind(const DatasetInfo& data, const std::map<std::string, std
   return binding;
 }
 
-c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
+c10::IValue run_module(torch::jit::Module& module, const std::string& method, const CallBinding& binding,
+                       const Batch& batch, const std::string& what) {
   std::vector<c10::IValue> stack;
   torch::jit::Kwargs kwargs(binding.static_kwargs.begin(), binding.static_kwargs.end());
   switch (binding.mode) {
@@ -214,16 +230,31 @@ c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
     }
   }
   try {
-    torch::NoGradGuard no_grad;
-    return module_.get_method(method_)(std::move(stack), kwargs);
+    return module.get_method(method)(std::move(stack), kwargs);
   } catch (const std::exception& e) {
     std::string shapes;
     for (size_t i = 0; i < batch.inputs.size(); ++i)
       shapes += (i ? ", " : "") + binding.names[i] + " " + c10::str(batch.inputs[i].sizes()) + " " +
                 c10::toString(batch.inputs[i].scalar_type());
-    throw ModelError(path_ + ": " + method_ + " failed on sample " + std::to_string(batch.global_begin) + " (" +
+    throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" +
                      shapes + "): " + interpreter_error_summary(e));
   }
+}
+
+std::vector<std::string> Model::fold_conv_batch_norm() {
+  std::map<std::string, at::Tensor> before;
+  for (const auto& layer : layers())
+    if (!layer.weight_shape.empty()) before[layer.name] = submodule(layer.name).attr("weight").toTensor();
+  module_ = torch::jit::FoldConvBatchNorm(module_);
+  std::vector<std::string> folded;
+  for (const auto& [name, weight] : before)
+    if (!submodule(name).attr("weight").toTensor().equal(weight)) folded.push_back(name);
+  return folded;
+}
+
+c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
+  torch::NoGradGuard no_grad;
+  return run_module(module_, method_, binding, batch, path_);
 }
 
 }  // namespace qforge

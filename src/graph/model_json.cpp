@@ -25,4 +25,16 @@ json::array to_json(const std::vector<MethodArgument>& arguments) {
   return out;
 }
 
+json::object to_json(const TensorQuantSettings& s) {
+  json::object o;
+  o["enabled"] = s.enabled;
+  o["bits"] = s.bits;
+  o["granularity"] = to_string(s.granularity);
+  if (s.granularity == Granularity::Group) o["group_size"] = s.group_size;
+  o["symmetric"] = s.symmetric;
+  o["signed"] = s.is_signed;
+  o["observer"] = to_string(s.observer);
+  return o;
+}
+
 }  // namespace qforge

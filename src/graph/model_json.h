@@ -7,5 +7,7 @@ namespace qforge {
 
 json::object to_json(const LayerInfo& layer);
 json::array to_json(const std::vector<MethodArgument>& arguments);
+// A layer's quantization scheme as plan.json, quant_params.json and report.json show it.
+json::object to_json(const TensorQuantSettings& settings);
 
 }  // namespace qforge

@@ -28,10 +28,6 @@ int64_t peak_rss_bytes() {
 
 json::array to_json_array(const std::vector<int64_t>& v) { return json::array(v.begin(), v.end()); }
 
-std::string default_graph_name(const ExperimentConfig& config) {
-  return config.graph_name.empty() ? std::filesystem::path(config.model.path).stem().string() : config.graph_name;
-}
-
 // Tracing samples: the first `b` rows of each tracing group, for each batch size b.
 std::vector<Batch> tracing_batches(const ExperimentConfig& config, const DatasetInfo& calibration,
                                    const DataTransformFn& transform, DatasetInfo* info_out) {
@@ -67,19 +63,8 @@ json::object layer_json(const LayerPlan& p) {
   o["decision"] = p.quantize ? "quantize" : "skip";
   if (!p.quantize) o["reason"] = p.reason;
   if (p.quantize) {
-    auto scheme = [](const TensorQuantSettings& s) {
-      json::object t;
-      t["enabled"] = s.enabled;
-      t["bits"] = s.bits;
-      t["granularity"] = to_string(s.granularity);
-      if (s.granularity == Granularity::Group) t["group_size"] = s.group_size;
-      t["symmetric"] = s.symmetric;
-      t["signed"] = s.is_signed;
-      t["observer"] = to_string(s.observer);
-      return t;
-    };
-    o["weights"] = scheme(p.weights);
-    o["activations"] = scheme(p.activations);
+    o["weights"] = qforge::to_json(p.weights);
+    o["activations"] = qforge::to_json(p.activations);
   }
   json::array matched;
   for (const auto& m : p.matched) matched.emplace_back(m);
@@ -187,7 +172,7 @@ std::string Plan::to_text() const {
 Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) {
   Runtime& rt = Runtime::get();
   Plan plan;
-  plan.graph_name = default_graph_name(config);
+  plan.graph_name = config.effective_graph_name();
   plan.resolved_config = config_to_yaml(config);
   std::optional<Model> model;
   CallBinding binding;
@@ -210,7 +195,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
     plan.all_layers = model->layers();
     plan.layers = plan_layers(plan.all_layers, config);
     transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, plan.data);
-    mine = shard_rows(plan.data.total_rows(), rt.rank(), rt.size());
+    mine = shard_whole_batches(plan.data.group_rows(), cal.batch_size, rt.rank(), rt.size());
     log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +
                std::to_string(mine.end - 1));
   });

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "qforge/config_yaml.h"
+#include "qforge/deployment.h"
 #include "qforge/errors.h"
 #include "qforge/plan.h"
 
@@ -73,6 +74,8 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
       apply(plan.weights, override_settings.weights);
       apply(plan.activations, override_settings.activations);
     }
+    // Embeddings read indices, not activations: only their table is quantized.
+    if (layer.type == "Embedding" || layer.type == "EmbeddingBag") plan.activations.enabled = false;
     if (!config.quantization_settings) plan.reason = "no quantization_settings";
     else if (skip) plan.reason = "skipped by layer_quantization_settings[" + plan.matched.back() + "]";
     else if (!plan.weights.enabled && !plan.activations.enabled) plan.reason = "weights and activations disabled";
@@ -85,6 +88,10 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
                       std::to_string(plan.weights.group_size);
     }
     plan.quantize = plan.reason.empty();
+    if (plan.quantize && config.deployment_settings)
+      check_against_target(config.deployment_settings->target, plan.weights, plan.activations,
+                           plan.matched.empty() ? "quantization_settings"
+                                                : "layer_quantization_settings[" + plan.matched.back() + "]");
     plans.push_back(std::move(plan));
   }
   return plans;

@@ -17,30 +17,40 @@ void ensure_directory(const std::string& path) {
   if (ec) throw Error(path + ": cannot create directory: " + ec.message());
 }
 
-void write_file_atomic(const std::string& path, const std::string& content) {
+void write_atomic(const std::string& path, const std::function<void(const std::string& temporary)>& write) {
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) ensure_directory(parent.string());
   const std::string temporary = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error(temporary + ": cannot write: " + std::strerror(errno));
-  size_t written = 0;
-  while (written < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      throw Error(temporary + ": write failed: " + why);
-    }
-    written += static_cast<size_t>(n);
+  try {
+    write(temporary);
+  } catch (...) {
+    ::unlink(temporary.c_str());
+    throw;
   }
-  ::fsync(fd);
-  ::close(fd);
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(temporary.c_str());
     throw Error(path + ": cannot rename the finished file into place: " + why);
   }
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  write_atomic(path, [&](const std::string& temporary) {
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) throw Error(temporary + ": cannot write: " + std::strerror(errno));
+    size_t written = 0;
+    while (written < content.size()) {
+      const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+      if (n < 0) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        throw Error(temporary + ": write failed: " + why);
+      }
+      written += static_cast<size_t>(n);
+    }
+    ::fsync(fd);
+    ::close(fd);
+  });
 }
 
 }  // namespace qforge

@@ -47,7 +47,7 @@ model: {{path: {ASSETS}/resnet18_traced.pt}}
 out_dir: {out}
 calibration_inputs: {{files: [{ASSETS}/images.h5], batch_size: 4}}
 tracing_inputs: {{batch_sizes: [1, 2]}}
-deployment_settings: {{target: tensorrt}}
+deployment_settings: {{target: libtorch}}
 quantization_settings: {{weights: {{bits: 8}}}}
 layer_quantization_settings: {{'layer4.*': {{skip: true}}, fc: {{weights: {{bits: 4}}}}}}
 """ + extra)
@@ -218,6 +218,110 @@ def case_error_cuda_without_gpu():
 def case_error_quantization_without_target():
     out = run(["compile", image_config(), "--dry-run", "--set", "deployment_settings=null"], expect=3)
     contains(out, "deployment_settings.target")
+
+
+def compile_config(name, model, data, batch_size, target, extra=""):
+    return write_config(name, f"""
+model: {{path: {ASSETS}/{model}}}
+calibration_inputs: {{files: [{ASSETS}/{data}], batch_size: {batch_size}}}
+evaluation_inputs: {{files: [{ASSETS}/{data}], batch_size: {batch_size}}}
+deployment_settings: {{target: {target}}}
+quantization_settings: {{}}
+""" + extra)
+
+
+def artifacts(out):
+    return sorted(os.listdir(os.path.join(WORK, out)))
+
+
+def case_compile_quant_params_identical_on_1_to_4_ranks():
+    # Every observer, symmetric and not, weights per channel, per group and per
+    # tensor, plus the sensitivity analysis: byte-identical on 1, 2, 3, 4 ranks.
+    cfg = compile_config("inv.yaml", "resnet18_traced.pt", "images.h5", 4, "libtorch", """
+compile_options: {sensitivity: true, sensitivity_samples: 4}
+layer_quantization_settings:
+  'layer1.*': {activations: {observer: percentile, percentile: 99.9}}
+  'layer2.*': {activations: {observer: entropy, symmetric: true, signed: true}}
+  'layer3.*': {activations: {observer: mse}, weights: {observer: mse, granularity: group, group_size: 32}}
+  'layer4.*': {weights: {bits: 4, granularity: tensor}, activations: {observer: mse, symmetric: true, signed: true}}
+""")
+    params = {}
+    for ranks in (0, 2, 3, 4):
+        run(["compile", cfg, "--set", f"out_dir=inv{ranks}"], ranks=ranks, timeout=240)
+        params[ranks] = open(os.path.join(WORK, f"inv{ranks}", "quant_params.json"), "rb").read()
+    for ranks in (2, 3, 4):
+        check(params[ranks] == params[0], f"quant_params.json on {ranks} ranks differs from 1 rank")
+    layers = {l["name"]: l for l in json.loads(params[0])["layers"]}
+    check(layers["layer1.0.conv1"]["activations"]["observer"] == "percentile", "glob layer1.*")
+    check(layers["layer2.0.conv1"]["activations"]["observer"] == "entropy", "glob layer2.*")
+    check(layers["layer3.0.conv1"]["weights"]["group_size"] == 32, "groups in layer3")
+    check(layers["layer4.1.conv2"]["weights"]["bits"] == 4, "layer4 at 4 bits")
+    check(layers["conv1"]["activations"]["observer"] == "minmax", "the global observer elsewhere")
+    check(all("sensitivity" in l for l in layers.values()), "every layer has its sensitivity")
+    report = json.load(open(os.path.join(WORK, "inv4", "report.json")))
+    check(report["ranks"] == 4 and len(report["phases"][0]["seconds_per_rank"]) == 4, "report: time per rank")
+
+
+def check_compiled_model_runs_in_python(out, original, samples):
+    """The artifact loads in Python's torch without qforge and tracks the float model."""
+    import torch
+    compiled = torch.jit.load(os.path.join(WORK, out, "model.qforge.pt"))
+    reference = torch.jit.load(os.path.join(ASSETS, original)).eval()
+    check("fake_quantize" in str(compiled.inlined_graph), "the model computes with fake quantization")
+    with torch.no_grad():
+        y, e = compiled(*samples), reference(*samples)
+    error = ((y - e).norm() / e.norm()).item()
+    check(error < 0.2, f"{out}: compiled output differs from float by {error}")
+
+
+def case_compile_multi_input_and_mobilenet_load_in_python():
+    import h5py
+    import torch
+    cfg = compile_config("tuple.yaml", "tuple_model.pt", "text_tuple.h5", 5, "onnxruntime")
+    out = run(["compile", cfg, "--set", "out_dir=tuple"], ranks=2)
+    contains(out, "compiled 'tuple_model' on 2 rank(s)", "evaluation on 26 held-out rows")
+    check(artifacts("tuple") == ["config.yaml", "logs", "model.qforge.pt", "quant_params.json", "report.json",
+                                 "summary.txt"], f"artifacts: {artifacts('tuple')}")
+    with h5py.File(os.path.join(ASSETS, "text_tuple.h5")) as f:
+        ids = torch.from_numpy(f["samples/len12/ids"][:4])
+        mask = torch.from_numpy(f["samples/len12/mask"][:4])
+    check_compiled_model_runs_in_python("tuple", "tuple_model.pt", (ids, mask))
+
+    cfg = compile_config("mobilenet.yaml", "mobilenet_v2_scripted.pt", "images.h5", 8, "tensorrt")
+    run(["compile", cfg, "--set", "out_dir=mobilenet"], ranks=2, timeout=240)
+    params = json.load(open(os.path.join(WORK, "mobilenet", "quant_params.json")))
+    check(sum(l["decision"] == "quantize" for l in params["layers"]) == 53, "mobilenet_v2: 53 layers quantized")
+    check(len(params["folded_batch_norm_into"]) == 52, "mobilenet_v2: 52 batch norms folded")
+    with h5py.File(os.path.join(ASSETS, "images.h5")) as f:
+        x = torch.from_numpy(f["samples/s32/x"][:4])
+    check_compiled_model_runs_in_python("mobilenet", "mobilenet_v2_scripted.pt", (x,))
+
+
+def case_compile_failure_keeps_earlier_artifacts():
+    cfg = compile_config("keep.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
+    run(["compile", cfg, "--set", "out_dir=keep"], ranks=2)
+    before = {name: open(os.path.join(WORK, "keep", name), "rb").read() for name in ("quant_params.json", "report.json")}
+    out = run(["compile", cfg, "--set", "out_dir=keep", "--set", f"evaluation_inputs.files=[{ASSETS}/nan.h5]",
+               "--set", "evaluation_inputs.batch_size=2"], ranks=2, expect=4)
+    contains(out, "nan.h5", "row 7")
+    for name, content in before.items():
+        check(open(os.path.join(WORK, "keep", name), "rb").read() == content, f"{name} was changed by a failed run")
+    check(not [f for f in artifacts("keep") if ".tmp" in f], f"temporary files left: {artifacts('keep')}")
+
+
+def case_compile_sensitivity_threshold_keeps_layers_float():
+    cfg = compile_config("sens.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt",
+                         "compile_options: {sensitivity_samples: 8}\n")
+    out = run(["compile", cfg, "--set", "out_dir=sens", "--set", "quantization_settings.activations.observer=entropy",
+               "--set", "quantization_settings.sensitivity_threshold=0.05"], ranks=3, timeout=240)
+    layers = json.load(open(os.path.join(WORK, "sens", "quant_params.json")))["layers"]
+    kept = [l for l in layers if l["decision"] == "float"]
+    check(kept, "the entropy-calibrated resnet has layers above the threshold")
+    for l in layers:
+        check((l["sensitivity"] > 0.05) == (l["decision"] == "float"), f"{l['name']}: threshold decides")
+        if l["decision"] == "float":
+            contains(l["reason"], "above sensitivity_threshold")
+    contains(out, "float: sensitivity")
 
 
 def case_readme_documents_every_key():

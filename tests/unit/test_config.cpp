@@ -50,14 +50,14 @@ TEST(Config, EnumTypoSuggestsValidName) {
 TEST(Config, SetOverridesAnyKeyIncludingLayerNamesWithDots) {
   const auto c = parse_config(kMinimal, "x.yaml",
                               {"calibration_inputs.batch_size=32", "seed=7", "layer_quantization_settings[layer4.*].skip=true",
-                               "quantization_settings.weights.bits=4", "deployment_settings.target=onnxruntime",
+                               "quantization_settings.weights.bits=4", "deployment_settings.target=libtorch",
                                "forward.kwargs.use_cache=false"});
   EXPECT_EQ(c.calibration_inputs->batch_size, 32);
   EXPECT_EQ(c.seed, 7);
   ASSERT_EQ(c.layer_quantization_settings.count("layer4.*"), 1u);
   EXPECT_TRUE(c.layer_quantization_settings.at("layer4.*").skip);
   EXPECT_EQ(c.quantization_settings->weights.bits, 4);
-  EXPECT_EQ(c.deployment_settings->target, Target::OnnxRuntime);
+  EXPECT_EQ(c.deployment_settings->target, Target::LibTorch);
   EXPECT_EQ(c.forward.kwargs.at("use_cache"), "false");
 }
 

@@ -10,6 +10,7 @@
 
 using namespace qforge;
 using qforge::test::asset;
+using qforge::test::ramp;
 
 namespace {
 
@@ -17,13 +18,6 @@ int count_nodes(const torch::jit::Module& m, const std::string& kind) {
   int n = 0;
   for (const auto* node : m.get_method("forward").graph()->nodes()) n += node->kind().toQualString() == kind;
   return n;
-}
-
-// Deterministic input both LibTorch and Python build the same way.
-torch::Tensor ramp(std::vector<int64_t> shape) {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return torch::linspace(-2, 2, n).reshape(shape);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include "qforge_test_paths.h"
 
@@ -18,6 +19,14 @@ inline std::string asset(const std::string& name) {
 inline std::string python() {
   const char* env = std::getenv("QFORGE_PYTHON");
   return env ? env : QFORGE_TEST_PYTHON;
+}
+
+// A deterministic input that Python builds the same way:
+// torch.linspace(-2, 2, numel).reshape(shape).
+inline torch::Tensor ramp(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return torch::linspace(-2, 2, n).reshape(shape);
 }
 
 // Runs `body`, expects exception E whose message contains every fragment.

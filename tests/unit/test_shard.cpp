@@ -51,3 +51,25 @@ TEST(Shard, BatchesNeverSpanGroupsAndCoverTheRange) {
   EXPECT_EQ(batches[0].row_end - batches[0].row_begin, 3);
   EXPECT_EQ(batches[3].group, 3);
 }
+
+TEST(Shard, WholeBatchesKeepEveryBatchIntactOnAnyRankCount) {
+  const std::vector<int64_t> groups = {13, 0, 7, 2};
+  const int64_t batch = 4;
+  const auto one_rank = plan_batches({0, 22}, groups, batch);
+  for (int world = 1; world <= 9; ++world) {
+    std::vector<BatchSlice> dealt;
+    int64_t next = 0;
+    for (int r = 0; r < world; ++r) {
+      const auto mine = shard_whole_batches(groups, batch, r, world);
+      EXPECT_EQ(mine.begin, next) << "contiguous, world " << world;
+      next = mine.end;
+      for (const auto& b : plan_batches(mine, groups, batch)) dealt.push_back(b);
+    }
+    EXPECT_EQ(next, 22);
+    ASSERT_EQ(dealt.size(), one_rank.size()) << "world " << world;
+    for (size_t i = 0; i < dealt.size(); ++i) {
+      EXPECT_EQ(dealt[i].global_begin, one_rank[i].global_begin);
+      EXPECT_EQ(dealt[i].row_end - dealt[i].row_begin, one_rank[i].row_end - one_rank[i].row_begin);
+    }
+  }
+}

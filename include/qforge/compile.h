@@ -1,0 +1,70 @@
+// qforge::compile: the library form of `qforge compile`. One call on every
+// rank (collective); rank 0 writes the artifacts. Mirrors the seed's
+// clika_compile: the ExperimentConfig holds every argument, the callbacks
+// stand for data_transform_fn and forward_fn.
+#pragma once
+#include <torch/script.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qforge/config.h"
+#include "qforge/observer.h"
+#include "qforge/plan.h"
+
+namespace qforge {
+
+// What happened to one quantizable layer.
+struct LayerResult {
+  LayerPlan plan;                    // settings and the planned decision
+  bool quantized = false;            // final decision
+  std::string reason;                // why it stays floating point (empty when quantized)
+  std::optional<WeightQuant> weight;  // weight quantization parameters
+  QuantRange weight_range;
+  std::optional<ActivationObserver::Result> input;  // input activation range and parameters
+  QuantRange input_range;
+  std::optional<double> sensitivity;    // relative output error with only this layer quantized
+  std::optional<double> weight_sqnr_db;  // weight vs its quantized values
+  int64_t weight_elements = 0;
+};
+
+// The compiled model against the floating-point one on evaluation_inputs.
+struct EvaluationResult {
+  int64_t rows = 0;
+  int64_t labelled_rows = 0;       // rows with a label, for top-1
+  int64_t fp_correct = 0;          // top-1 hits of the floating-point model
+  int64_t compiled_correct = 0;    // top-1 hits of the compiled model
+  int64_t top1_agreement = 0;      // rows where both predict the same class
+  double output_sqnr_db = 0;       // compiled outputs against floating-point ones
+};
+
+struct PhaseTiming {
+  std::string phase;
+  std::vector<double> seconds_per_rank;
+};
+
+struct CompileResult {
+  std::string graph_name;
+  bool dry_run = false;                  // is_dry_run: only the plan was made
+  bool disabled = false;                 // disable: the model is returned unchanged
+  torch::jit::Module model;              // the compiled model (every rank)
+  std::vector<LayerResult> layers;
+  std::vector<std::string> folded_batch_norms;  // convolutions that absorbed a batch norm
+  std::optional<EvaluationResult> evaluation;
+  std::vector<PhaseTiming> phases;
+  int64_t float_bytes = 0;          // parameters and buffers of the input model
+  int64_t deployed_bytes = 0;       // the same with quantized weights at their bit width
+  int64_t model_file_bytes = 0;     // model.qforge.pt on disk (rank 0)
+  std::map<std::string, std::string> artifacts;  // name -> path, written by rank 0
+};
+
+// Runs the compile the experiment describes. `input`, when given, is the model
+// instead of config.model.path; with discard_input_model it may be modified
+// (batch norms folded), otherwise it is left untouched. Throws qforge errors
+// (ConfigError, DataError, ModelError) on every rank alike.
+CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& callbacks = {},
+                      torch::jit::Module* input = nullptr);
+
+}  // namespace qforge

@@ -1,0 +1,184 @@
+#include "compile/artifacts.h"
+
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "graph/model_json.h"
+#include "qforge/config_yaml.h"
+#include "util/fs.h"
+#include "util/json.h"
+#include "util/text.h"
+
+namespace qforge {
+namespace {
+
+json::array numbers(const at::Tensor& t) {
+  const auto values = t.detach().to(at::kDouble).contiguous().reshape({-1});
+  return json::array(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+}
+
+json::object scheme_json(const TensorQuantSettings& s, const QuantRange& range) {
+  json::object o = qforge::to_json(s);
+  o["qmin"] = range.qmin;
+  o["qmax"] = range.qmax;
+  return o;
+}
+
+json::object layer_params_json(const LayerResult& l) {
+  json::object o;
+  o["name"] = l.plan.layer.name;
+  o["type"] = l.plan.layer.type;
+  o["decision"] = l.quantized ? "quantize" : "float";
+  if (!l.quantized) o["reason"] = l.reason;
+  if (l.quantized && l.weight) {
+    json::object w = scheme_json(l.plan.weights, l.weight_range);
+    w["axis"] = l.weight->axis;
+    if (!l.weight->view_shape.empty()) w["view_shape"] = json::array(l.weight->view_shape.begin(), l.weight->view_shape.end());
+    w["scale"] = numbers(l.weight->qparams.scale);
+    w["zero_point"] = numbers(l.weight->qparams.zero_point);
+    o["weights"] = w;
+  }
+  if (l.quantized && l.input) {
+    json::object a = scheme_json(l.plan.activations, l.input_range);
+    a["range"] = json::array{l.input->lo, l.input->hi};
+    a["scale"] = numbers(l.input->qparams.scale);
+    a["zero_point"] = numbers(l.input->qparams.zero_point);
+    o["activations"] = a;
+  }
+  if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
+  return o;
+}
+
+// JSON has no infinity: an exact match is reported as null.
+json::value finite_or_null(double v) { return std::isfinite(v) ? json::value(v) : json::value(nullptr); }
+
+std::string fixed(double v, int digits) {
+  if (!std::isfinite(v)) return v > 0 ? "inf" : "-";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << v;
+  return out.str();
+}
+
+std::string percent(int64_t part, int64_t whole) { return whole ? fixed(100.0 * part / whole, 2) + "%" : "-"; }
+
+}  // namespace
+
+std::string quant_params_json(const CompileResult& result, const ExperimentConfig& config) {
+  json::object root;
+  root["format"] = "qforge.quant_params/1";
+  root["graph_name"] = result.graph_name;
+  root["target"] = config.deployment_settings ? to_string(config.deployment_settings->target) : "none";
+  json::array layers;
+  for (const auto& l : result.layers) layers.push_back(layer_params_json(l));
+  root["layers"] = layers;
+  json::array folded(result.folded_batch_norms.begin(), result.folded_batch_norms.end());
+  root["folded_batch_norm_into"] = folded;
+  return pretty_json(root);
+}
+
+std::string report_json(const CompileResult& result, const ExperimentConfig& config, int ranks) {
+  json::object root;
+  root["graph_name"] = result.graph_name;
+  root["disabled"] = result.disabled;
+  root["ranks"] = ranks;
+  json::array layers;
+  for (const auto& l : result.layers) {
+    json::object o = layer_params_json(l);
+    o["parameters"] = l.plan.layer.parameters;
+    o["weight_shape"] = json::array(l.plan.layer.weight_shape.begin(), l.plan.layer.weight_shape.end());
+    if (l.weight_sqnr_db) o["weight_sqnr_db"] = finite_or_null(*l.weight_sqnr_db);
+    json::array matched(l.plan.matched.begin(), l.plan.matched.end());
+    o["matched_settings"] = matched;
+    layers.push_back(o);
+  }
+  root["layers"] = layers;
+  json::object sizes;
+  sizes["float_bytes"] = result.float_bytes;
+  sizes["deployed_bytes"] = result.deployed_bytes;
+  sizes["model_file_bytes"] = result.model_file_bytes;
+  root["sizes"] = sizes;
+  if (result.evaluation) {
+    const auto& e = *result.evaluation;
+    json::object ev;
+    ev["rows"] = e.rows;
+    ev["labelled_rows"] = e.labelled_rows;
+    if (e.labelled_rows) {
+      ev["float_top1"] = static_cast<double>(e.fp_correct) / e.labelled_rows;
+      ev["compiled_top1"] = static_cast<double>(e.compiled_correct) / e.labelled_rows;
+    }
+    ev["top1_agreement"] = e.rows ? static_cast<double>(e.top1_agreement) / e.rows : 0.0;
+    ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
+    root["evaluation"] = ev;
+  }
+  json::array phases;
+  for (const auto& p : result.phases) {
+    json::object o;
+    o["phase"] = p.phase;
+    o["seconds_per_rank"] = json::array(p.seconds_per_rank.begin(), p.seconds_per_rank.end());
+    phases.push_back(o);
+  }
+  root["phases"] = phases;
+  root["config"] = config_to_yaml(config);
+  return pretty_json(root);
+}
+
+std::string summary_text(const CompileResult& result, int ranks) {
+  std::ostringstream out;
+  int quantized = 0;
+  for (const auto& l : result.layers) quantized += l.quantized;
+  out << "compiled '" << result.graph_name << "' on " << ranks << " rank(s)"
+      << (result.disabled ? " (disable: true, model unchanged)" : "") << "\n";
+  out << "  layers: " << quantized << " quantized, " << result.layers.size() - quantized << " kept in floating point";
+  if (!result.folded_batch_norms.empty()) out << "; " << result.folded_batch_norms.size() << " batch norms folded";
+  out << "\n\n";
+  out << "  " << std::left << std::setw(28) << "layer" << std::setw(18) << "type" << std::right << std::setw(10) << "params"
+      << std::setw(7) << "bits" << std::setw(13) << "sensitivity" << std::setw(10) << "SQNR dB" << "  decision\n";
+  for (const auto& l : result.layers) {
+    const std::string bits = l.quantized ? (l.weight ? "w" + std::to_string(l.plan.weights.bits) : "w-") +
+                                               (l.input ? "a" + std::to_string(l.plan.activations.bits) : "")
+                                         : "fp";
+    out << "  " << std::left << std::setw(28) << l.plan.layer.name << std::setw(18) << l.plan.layer.type << std::right
+        << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
+        << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
+        << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
+        << (l.quantized ? "quantize" : "float: " + l.reason) << "\n";
+  }
+  out << "\n  model size: " << mib(result.float_bytes) << " float -> " << mib(result.deployed_bytes)
+      << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";
+  if (result.evaluation) {
+    const auto& e = *result.evaluation;
+    out << "  evaluation on " << e.rows << " held-out rows: ";
+    if (e.labelled_rows)
+      out << "top-1 float " << percent(e.fp_correct, e.labelled_rows) << ", compiled "
+          << percent(e.compiled_correct, e.labelled_rows) << "; ";
+    out << "top-1 agreement " << percent(e.top1_agreement, e.rows) << ", output SQNR " << fixed(e.output_sqnr_db, 1)
+        << " dB\n";
+  }
+  out << "  time per phase (seconds, rank 0 .. " << ranks - 1 << "):\n";
+  for (const auto& p : result.phases) {
+    out << "    " << std::left << std::setw(26) << p.phase << std::right;
+    for (double s : p.seconds_per_rank) out << std::setw(9) << fixed(s, 2);
+    out << "\n";
+  }
+  return out.str();
+}
+
+void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks) {
+  const std::string dir = config.out_dir;
+  const std::string model_path = dir + "/model.qforge.pt";
+  write_atomic(model_path, [&](const std::string& temporary) { result.model.save(temporary); });
+  result.artifacts["model"] = model_path;
+  result.model_file_bytes = static_cast<int64_t>(std::filesystem::file_size(model_path));
+  const auto write = [&](const std::string& name, const std::string& key, const std::string& content) {
+    write_file_atomic(dir + "/" + name, content);
+    result.artifacts[key] = dir + "/" + name;
+  };
+  write("quant_params.json", "quant_params", quant_params_json(result, config));
+  write("config.yaml", "config", config_to_yaml(config));
+  write("summary.txt", "summary", summary_text(result, ranks));
+  write("report.json", "report", report_json(result, config, ranks));
+}
+
+}  // namespace qforge

@@ -1,0 +1,24 @@
+// What rank 0 writes after a compile, each file complete or absent:
+//   model.qforge.pt     the compiled TorchScript model (loads without qforge)
+//   quant_params.json   per layer: scheme, bits, scales, zero points, decision;
+//                       nothing in it depends on the rank count or timing,
+//                       so runs on any number of ranks give the same bytes
+//   report.json         everything above plus sensitivity, SQNR, evaluation,
+//                       sizes and time per phase and rank
+//   summary.txt         the report as a table for people
+//   config.yaml         the experiment as resolved
+#pragma once
+#include <string>
+
+#include "qforge/compile.h"
+
+namespace qforge {
+
+std::string quant_params_json(const CompileResult& result, const ExperimentConfig& config);
+std::string report_json(const CompileResult& result, const ExperimentConfig& config, int ranks);
+std::string summary_text(const CompileResult& result, int ranks);
+
+// Writes every artifact under config.out_dir and records their paths in result.artifacts.
+void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks);
+
+}  // namespace qforge

@@ -1,0 +1,58 @@
+#include "compile/calibration.h"
+
+#include <cmath>
+
+#include "graph/observe_op.h"
+#include "qforge/errors.h"
+#include "qforge/fake_quant_graph.h"
+#include "qforge/logger.h"
+
+namespace qforge {
+
+std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
+                                                  const std::vector<CalibrationPoint>& points, const Runner& run,
+                                                  const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
+  std::vector<ActivationObserver> observers;
+  std::vector<std::string> layers;
+  bool any_histogram = false;
+  for (const auto& p : points) {
+    observers.emplace_back(p.settings);
+    layers.push_back(p.layer);
+    any_histogram = any_histogram || observers.back().needs_histogram();
+  }
+  if (points.empty()) return observers;
+  torch::jit::Module observed = with_observers(model, method, layers);
+  bool histogram_pass = false;
+  const auto run_shard = [&] {
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) {
+      auto& o = observers.at(point);
+      if (!histogram_pass || o.needs_histogram()) o.observe(x);
+    });
+    for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
+  };
+
+  log::info("calibration: " + std::to_string(points.size()) + " activation observers, " +
+            (any_histogram ? "2 passes" : "1 pass") + " over the calibration set");
+  timer.run("calibrate: ranges", run_shard, [&] {
+    for (auto& o : observers) o.reduce_range(&comm);
+  });
+  if (any_histogram) {
+    for (auto& o : observers)
+      if (o.needs_histogram()) o.begin_histogram();
+    histogram_pass = true;
+    timer.run("calibrate: histograms", run_shard, [&] {
+      for (auto& o : observers)
+        if (o.needs_histogram()) o.reduce_histogram(&comm);
+    });
+  }
+  return observers;
+}
+
+ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {
+  if (!std::isfinite(observer.observed_min()) || !std::isfinite(observer.observed_max()))
+    throw ModelError("layer '" + point.layer + "': no finite input values were observed on the calibration data "
+                     "(the method did not run the layer, or its inputs overflow); skip it in layer_quantization_settings");
+  return observer.compute();
+}
+
+}  // namespace qforge

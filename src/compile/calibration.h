@@ -1,0 +1,30 @@
+// Calibration of activation ranges: the model runs every rank's shard with
+// an observer in front of each quantized layer; statistics are reduced
+// across ranks (pass 1 MIN/MAX, pass 2 integer histograms when the observer
+// needs one), so every rank ends with the same ranges on any rank count.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "compile/batches.h"
+#include "compile/phase_timer.h"
+#include "qforge/communicator.h"
+#include "qforge/observer.h"
+
+namespace qforge {
+
+struct CalibrationPoint {
+  std::string layer;            // the layer whose input is observed
+  TensorQuantSettings settings;  // its activation settings
+};
+
+// Collective. Returns one reduced observer per point, identical on every rank.
+std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
+                                                  const std::vector<CalibrationPoint>& points, const Runner& run,
+                                                  const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
+
+// The chosen range of a point; ModelError names a layer whose input was never
+// seen (the method did not run it). Call inside a collective phase.
+ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer);
+
+}  // namespace qforge

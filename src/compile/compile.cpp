@@ -1,0 +1,236 @@
+// qforge::compile: load and prepare the model, calibrate across ranks,
+// choose quantization parameters, measure sensitivity, assemble the compiled
+// model, evaluate it, and write the artifacts on rank 0. Every step that can
+// fail on some ranks runs as a collective phase, so a failure is reported
+// once and no rank is left waiting.
+#include "qforge/compile.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "compile/artifacts.h"
+#include "compile/batches.h"
+#include "compile/calibration.h"
+#include "compile/evaluation.h"
+#include "compile/phase_timer.h"
+#include "compile/sensitivity.h"
+#include "qforge/errors.h"
+#include "qforge/fake_quant_graph.h"
+#include "qforge/logger.h"
+#include "qforge/model.h"
+#include "qforge/runtime.h"
+#include "util/text.h"
+
+namespace qforge {
+namespace {
+
+// A sample set's shard for this rank, in whole batches of the one-rank batching.
+ShardSource shard_of(const DatasetInfo& info, const CalibrationSettings& settings, const DataTransformFn& transform,
+                     const Runtime& rt) {
+  return {info, shard_whole_batches(info.group_rows(), settings.batch_size, rt.rank(), rt.size()),
+          {settings.batch_size, settings.prefetch, settings.check_finite, transform}};
+}
+
+LayerFakeQuant fake_quant_of(const LayerResult& l) {
+  LayerFakeQuant f;
+  f.layer = l.plan.layer.name;
+  f.weight = l.weight;
+  f.weight_range = l.weight_range;
+  if (l.input) f.input = l.input->qparams;
+  f.input_range = l.input_range;
+  return f;
+}
+
+// Bytes of a quantized weight deployed at its width, with one float32 scale
+// and one 8-bit zero point per row of parameters.
+int64_t deployed_weight_bytes(const LayerResult& l) {
+  const int64_t params = l.weight->qparams.scale.numel();
+  return (l.weight_elements * l.plan.weights.bits + 7) / 8 + params * 5;
+}
+
+}  // namespace
+
+CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input) {
+  CompileResult result;
+  result.graph_name = config.effective_graph_name();
+  result.disabled = config.disable;
+  if (config.is_dry_run) {
+    dry_run(config, callbacks);
+    result.dry_run = true;
+    return result;
+  }
+  Runtime& rt = Runtime::get();
+  torch::NoGradGuard no_grad;
+  PhaseTimer timer(rt);
+  auto comm = make_mpi_communicator();
+  const std::string& method = config.model.method;
+
+  std::optional<Model> model;
+  DatasetInfo data;
+  CallBinding binding;
+  DataTransformFn transform;
+  std::vector<LayerPlan> plans;
+  const bool quantizing = config.quantization_settings.has_value() && !config.disable;
+
+  timer.run("load", [&] {
+    if (config.device == Device::Cuda)
+      throw ConfigError("device: cuda: this version compiles on the CPU; set device: cpu or auto");
+    model = input ? Model::wrap(config.discard_input_model ? *input : input->clone(), "the input module", method)
+                  : Model::load(config.model.path, method);
+    if (!config.skip_eval_set_mode) model->module().eval();
+    result.float_bytes = model->parameter_bytes();
+    if (config.disable) return;
+    if (config.calibration_inputs) {
+      const auto& cal = *config.calibration_inputs;
+      data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
+      if (!callbacks.forward) binding = model->bind(data, config.forward.kwargs);
+      transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, data);
+    }
+    if (!model->module().is_training()) result.folded_batch_norms = model->fold_conv_batch_norm();
+    plans = plan_layers(model->layers(), config);
+    const auto reached = layers_read_by(model->module(), method);
+    for (auto& p : plans) {
+      if (!p.quantize || std::find(reached.begin(), reached.end(), p.layer.name) != reached.end()) continue;
+      if (config.fullgraph)
+        throw ModelError("layer '" + p.layer.name + "': " + method + " does not read its weight in a way qforge can "
+                         "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
+      p.quantize = false;
+      p.reason = method + " does not read its weight directly (fullgraph: false)";
+    }
+    if (!config.compile_options.ptq)
+      for (const auto& p : plans)
+        if (p.quantize && p.activations.enabled)
+          throw ConfigError("compile_options.ptq is false but layer '" + p.layer.name +
+                            "' quantizes activations, whose ranges only calibration measures; enable ptq or set "
+                            "quantization_settings.activations.enabled: false");
+  });
+
+  const Runner run = callbacks.forward ? Runner(callbacks.forward)
+                                       : Runner([&](torch::jit::Module& m, const Batch& b) {
+                                           return run_module(m, method, binding, b, model->path());
+                                         });
+
+  // Activation ranges: one observer per quantized layer input.
+  std::vector<CalibrationPoint> points;
+  std::vector<int> point_of(plans.size(), -1);
+  for (size_t i = 0; i < plans.size(); ++i)
+    if (quantizing && plans[i].quantize && plans[i].activations.enabled) {
+      point_of[i] = static_cast<int>(points.size());
+      points.push_back({plans[i].layer.name, plans[i].activations});
+    }
+  std::vector<ActivationObserver> observers;
+  if (!points.empty())
+    observers = calibrate(model->module(), method, points, run, shard_of(data, *config.calibration_inputs, transform, rt),
+                          *comm, timer);
+
+  timer.run("quantize", [&] {
+    for (size_t i = 0; i < plans.size(); ++i) {
+      LayerResult l;
+      l.plan = plans[i];
+      l.quantized = quantizing && plans[i].quantize;
+      l.reason = plans[i].reason;
+      if (l.quantized && l.plan.weights.enabled) {
+        const auto weight = model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
+        l.weight = observe_weight(weight, l.plan.weights);
+        l.weight_range = quant_range(l.plan.weights.bits, l.plan.weights.is_signed);
+        l.weight_sqnr_db = sqnr_db(weight, fake_quantize_weight(weight, *l.weight, l.plan.weights));
+        l.weight_elements = weight.numel();
+      }
+      if (l.quantized && point_of[i] >= 0) {
+        l.input = calibrated_range(points[point_of[i]], observers[point_of[i]]);
+        l.input_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
+      }
+      result.layers.push_back(std::move(l));
+    }
+  });
+
+  const auto threshold = config.quantization_settings ? config.quantization_settings->sensitivity_threshold
+                                                      : std::optional<double>();
+  if (quantizing && (config.compile_options.sensitivity || threshold)) {
+    std::vector<size_t> measured;  // indices into result.layers
+    std::vector<LayerFakeQuant> candidates;
+    for (size_t i = 0; i < result.layers.size(); ++i)
+      if (result.layers[i].quantized) {
+        measured.push_back(i);
+        candidates.push_back(fake_quant_of(result.layers[i]));
+      }
+    SensitivityWork work;
+    timer.run(
+        "sensitivity",
+        [&] {
+          const auto& cal = *config.calibration_inputs;
+          const int64_t rows = std::min(config.compile_options.sensitivity_samples, data.total_rows());
+          auto batches = read_all(data, {0, rows}, cal.batch_size);  // the same rows on every rank
+          for (auto& b : batches)
+            if (transform) transform(b, data);
+          log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
+                    " calibration rows, split over " + std::to_string(rt.size()) + " rank(s)");
+          work = measure_sensitivity(model->module(), method, candidates, batches, run, rt.rank(), rt.size());
+        },
+        [&] {
+          const auto errors = gather_sensitivity(work, candidates.size(), rt);
+          for (size_t k = 0; k < measured.size(); ++k) {
+            auto& l = result.layers[measured[k]];
+            l.sensitivity = errors[k];
+            if (threshold && errors[k] > *threshold) {
+              l.quantized = false;
+              l.reason = "sensitivity " + std::to_string(errors[k]) + " above sensitivity_threshold " +
+                         std::to_string(*threshold);
+            }
+          }
+        });
+  }
+
+  timer.run("assemble", [&] {
+    std::vector<LayerFakeQuant> quantized;
+    result.deployed_bytes = result.float_bytes;
+    for (const auto& l : result.layers) {
+      if (!l.quantized) continue;
+      quantized.push_back(fake_quant_of(l));
+      if (l.weight) result.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
+    }
+    result.model = quantized.empty() ? model->module().clone()
+                                     : with_fake_quantization(model->module(), method, quantized);
+    // Store weights already on their grid: the file holds exactly the deployed values.
+    for (const auto& l : result.layers) {
+      if (!l.quantized || !l.weight) continue;
+      auto layer = Model::wrap(result.model, model->path(), method).submodule(l.plan.layer.name);
+      const auto weight = layer.attr("weight").toTensor();
+      layer.setattr("weight", fake_quantize_weight(weight.detach(), *l.weight, l.plan.weights)
+                                  .to(weight.scalar_type())
+                                  .set_requires_grad(weight.requires_grad()));
+    }
+  });
+
+  if (config.evaluation_inputs && !config.disable) {
+    EvaluationSums sums;
+    timer.run(
+        "evaluate",
+        [&] {
+          const auto& ev = *config.evaluation_inputs;
+          const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
+          if (!config.calibration_inputs) {  // nothing bound the data to the method yet
+            data = info;
+            if (!callbacks.forward) binding = model->bind(info, config.forward.kwargs);
+          }
+          if (info.kind != data.kind || info.input_names != data.input_names)
+            throw DataError("evaluation_inputs: the files hold inputs (" + join(info.input_names) +
+                            ") other than the calibration inputs (" + join(data.input_names) + ")");
+          const auto eval_transform =
+              callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, info);
+          sums = evaluate_shard(model->module(), result.model, run, shard_of(info, ev, eval_transform, rt));
+        },
+        [&] { result.evaluation = reduce_evaluation(sums, *comm); });
+  }
+
+  result.phases = timer.gather();
+  rt.collective_phase("write", [&] {
+    if (!rt.is_root()) return;
+    write_artifacts(result, config, rt.size());
+    log::info(summary_text(result, rt.size()));
+    log::info("artifacts in " + config.out_dir + ": model.qforge.pt, quant_params.json, report.json, summary.txt, config.yaml");
+  });
+  return result;
+}
+
+}  // namespace qforge

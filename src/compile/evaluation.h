@@ -1,0 +1,24 @@
+// The compiled model against the floating-point model on held-out samples
+// (evaluation_inputs), each rank on its shard, sums reduced across ranks:
+// top-1 accuracy of both where the file has labels and the output is
+// [batch, classes] logits, top-1 agreement, and output SQNR.
+#pragma once
+#include "compile/batches.h"
+#include "compile/output_error.h"
+#include "qforge/communicator.h"
+#include "qforge/compile.h"
+
+namespace qforge {
+
+// This rank's sums (local; run inside a collective phase).
+struct EvaluationSums {
+  EvaluationResult counts;
+  OutputError error;
+};
+EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
+                              const ShardSource& shard);
+
+// Collective: the totals over every rank.
+EvaluationResult reduce_evaluation(const EvaluationSums& mine, Communicator& comm);
+
+}  // namespace qforge

@@ -1,0 +1,27 @@
+// Collective phases with their wall time on this rank, gathered at the end
+// into one row per phase with every rank's seconds (for the report).
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qforge/compile.h"
+#include "qforge/runtime.h"
+
+namespace qforge {
+
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(const Runtime& runtime) : runtime_(runtime) {}
+  // Runtime::collective_phase, timed; time spent in `after` (the collectives
+  // that follow the phase, e.g. reductions) is counted in the phase.
+  void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {});
+  // Collective: every rank's seconds per phase.
+  std::vector<PhaseTiming> gather() const;
+
+ private:
+  const Runtime& runtime_;
+  std::vector<std::pair<std::string, double>> local_;
+};
+
+}  // namespace qforge
