@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <thread>
 
 #include "compile/artifacts.h"
 #include "compile/batches.h"
@@ -61,6 +63,10 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   }
   Runtime& rt = Runtime::get();
   torch::NoGradGuard no_grad;
+  // Ranks sharing a host share its cores: without this each would start one
+  // thread per core and oversubscribe them (an explicit OMP_NUM_THREADS wins).
+  if (rt.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
+    at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt.local_size()));
   PhaseTimer timer(rt);
   auto comm = make_mpi_communicator();
   const std::string& method = config.model.method;
