@@ -20,8 +20,20 @@
 
 namespace qforge {
 
+// A LoRA adapter of one layer: the layer computes with W + scale·(B·A) viewed
+// as W's shape (A: [rank, elements per output row], B: [outputs, rank]).
+struct LoraAdapter {
+  at::Tensor a;
+  at::Tensor b;
+  double scale = 1.0;
+};
+
+// W + scale·(B·A), with the ops the rewritten graph uses, so the two agree bit for bit.
+at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter);
+
 struct LayerFakeQuant {
   std::string layer;                       // "layer1.0.conv1"
+  std::optional<LoraAdapter> lora;         // adapter added to the weight before its quantization
   std::optional<WeightQuant> weight;       // per tensor / channel / group
   QuantRange weight_range;
   std::optional<QParams> input;            // per-tensor activation quantization of the layer's input
@@ -29,7 +41,8 @@ struct LayerFakeQuant {
 };
 
 // A clone of `module` whose `method` computes with fake quantization; the
-// input module is left as it was. (The rewrite works on the clone's fresh
+// input module is left as it was. Adapters become parameters of the clone's
+// root holding the very tensors given (training updates them in place). (The rewrite works on the clone's fresh
 // method graph: a graph that has already run keeps its compiled plan, so it
 // cannot be edited in place.) Throws ModelError naming the layer when a
 // layer's weight is not read by the method.

@@ -59,6 +59,11 @@ std::optional<std::string> attribute_path(const Value* value, const Value* self)
 
 namespace {
 
+torch::jit::Module clone_without_grad(const torch::jit::Module& original) {
+  torch::NoGradGuard no_grad;
+  return original.clone();
+}
+
 // A clone of the module with the method's graph inlined, and where that graph
 // reads each layer's weight.
 struct Rewrite {
@@ -66,7 +71,9 @@ struct Rewrite {
   std::shared_ptr<Graph> graph;
   std::map<std::string, std::vector<Node*>> weight_reads;  // layer -> its prim::GetAttr "weight" nodes
 
-  Rewrite(const torch::jit::Module& original, const std::string& method) : module(original.clone()) {
+  // Cloned without autograd: the copies are leaves that require no gradient
+  // (a clone under grad mode would hang them on the original's graph).
+  Rewrite(const torch::jit::Module& original, const std::string& method) : module(clone_without_grad(original)) {
     graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
     torch::jit::Inline(*graph);
     collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
@@ -81,6 +88,7 @@ struct Rewrite {
   }
 };
 
+
 // The linear/conv nodes that multiply `weight` with an activation (their input 0).
 std::vector<Node*> activation_users(Value* weight) {
   std::vector<Node*> out;
@@ -90,6 +98,10 @@ std::vector<Node*> activation_users(Value* weight) {
 }
 
 }  // namespace
+
+at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) {
+  return weight.add(adapter.b.matmul(adapter.a).reshape(weight.sizes()).mul(adapter.scale));
+}
 
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
   const Rewrite rewrite(module, method);
@@ -123,8 +135,21 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
   for (const auto& layer : layers) {
     for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
-      Value* quantized = weight;
       WithInsertPoint after_read(read->next());
+      if (layer.lora) {  // weight + scale * reshape(B @ A, size(weight)), as adapted_weight computes it
+        module.register_parameter(attribute_name(layer.layer, "lora_A"), layer.lora->a, /*is_buffer=*/false);
+        module.register_parameter(attribute_name(layer.layer, "lora_B"), layer.lora->b, /*is_buffer=*/false);
+        Value* a = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_A"));
+        Value* b = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_B"));
+        Value* product = graph->insert(c10::aten::matmul, {b, a});
+        Value* shape = graph->insert(c10::aten::size, {weight});
+        Value* delta = graph->insert(c10::aten::reshape, {product, shape});
+        delta = graph->insert(c10::aten::mul, {delta, layer.lora->scale});
+        Value* adapted = graph->insert(c10::aten::add, {weight, delta});
+        weight->replaceAllUsesAfterNodeWith(adapted->node(), adapted);
+        weight = adapted;
+      }
+      Value* quantized = weight;
       if (layer.weight) {
         const auto& q = *layer.weight;
         Value* scale = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "weight_scale"), q.qparams.scale);
