@@ -26,7 +26,8 @@ struct LayerResult {
   std::optional<ActivationObserver::Result> input;  // input activation range and parameters
   QuantRange input_range;
   std::optional<double> sensitivity;    // relative output error with only this layer quantized
-  std::optional<double> weight_sqnr_db;  // weight vs its quantized values
+  std::optional<double> weight_sqnr_db;  // weight vs its quantized values (before fine-tuning)
+  bool fine_tuned = false;               // its weight carries a merged QA-LoRA adapter
   int64_t weight_elements = 0;
 };
 
@@ -40,6 +41,14 @@ struct EvaluationResult {
   double output_sqnr_db = 0;       // compiled outputs against floating-point ones
 };
 
+// The QA-LoRA fine-tuning of a compile.
+struct FineTuneSummary {
+  std::vector<std::string> layers;  // the adapted layers
+  std::vector<double> loss;         // global mean loss per step
+  double seconds = 0;
+  int64_t samples = 0;              // rows processed over all ranks
+};
+
 struct PhaseTiming {
   std::string phase;
   std::vector<double> seconds_per_rank;
@@ -49,10 +58,12 @@ struct CompileResult {
   std::string graph_name;
   bool dry_run = false;                  // is_dry_run: only the plan was made
   bool disabled = false;                 // disable: the model is returned unchanged
+  bool stopped = false;                  // fine-tuning stopped early (stop_after_steps); nothing but its checkpoint written
   torch::jit::Module model;              // the compiled model (every rank)
   std::vector<LayerResult> layers;
   std::vector<std::string> folded_batch_norms;  // convolutions that absorbed a batch norm
   std::optional<EvaluationResult> evaluation;
+  std::optional<FineTuneSummary> fine_tune;
   std::vector<PhaseTiming> phases;
   int64_t float_bytes = 0;          // parameters and buffers of the input model
   int64_t deployed_bytes = 0;       // the same with quantized weights at their bit width

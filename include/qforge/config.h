@@ -16,6 +16,7 @@ enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch
 enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
 enum class TransformOp { Cast, Scale, Normalize };
+enum class Distillation { Mse, Kl };
 enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
 
 // model:
@@ -101,13 +102,27 @@ struct LayerQuantizationSettings {
   TensorQuantOverride activations;  // activations: overrides of quantization_settings.activations
 };
 
-// compile_options.fine_tune: QA-LoRA (issue: fine-tuning).
+// compile_options.fine_tune: quantization-aware LoRA after calibration.
+// Trains adapters A, B of each target layer through the quantizer: the
+// layer computes with fq(W + (alpha/rank)·B·A), W frozen, on the calibration
+// data, data-parallel over the ranks.
 struct FineTuneSettings {
-  bool enabled = false;
-  int64_t steps = 100;
-  double learning_rate = 1e-3;
-  int64_t lora_rank = 8;
-  double lora_alpha = 16.0;
+  bool enabled = false;                 // enabled:
+  int64_t steps = 100;                  // steps: optimizer steps
+  int64_t batch_size = 32;              // batch_size: rows per step over all ranks (the global batch)
+  int64_t accumulation_steps = 1;       // accumulation_steps: micro-batches per step (memory)
+  double learning_rate = 1e-3;          // learning_rate: peak, after warm-up
+  int64_t warmup_steps = 10;            // warmup_steps: linear warm-up, then cosine decay to 0
+  double weight_decay = 0.0;            // weight_decay: AdamW's decoupled decay
+  double max_grad_norm = 1.0;           // max_grad_norm: gradient clipping; 0 = off
+  int64_t lora_rank = 8;                // lora_rank:
+  double lora_alpha = 16.0;             // lora_alpha: scale = alpha / rank
+  std::vector<std::string> targets;     // targets: layer names, globs or types; empty = every quantized weight
+  Distillation distillation = Distillation::Mse;  // distillation: mse | kl against the float model's outputs
+  double task_loss_weight = 0.0;        // task_loss_weight: share of cross-entropy on labels (0..1)
+  int64_t log_every = 10;               // log_every: steps between progress lines
+  bool resume = true;                   // resume: continue from <out_dir>/checkpoints/fine_tune.pt when present
+  int64_t stop_after_steps = 0;         // stop_after_steps: checkpoint and stop after this many steps of this run; 0 = run to the end
 };
 
 // compile_options: the seed's clika_compile_options.

@@ -48,6 +48,7 @@ json::object layer_params_json(const LayerResult& l) {
     o["activations"] = a;
   }
   if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
+  if (l.fine_tuned) o["fine_tuned"] = true;
   return o;
 }
 
@@ -112,6 +113,16 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
     root["evaluation"] = ev;
   }
+  if (result.fine_tune) {
+    const auto& f = *result.fine_tune;
+    json::object ft;
+    ft["layers"] = json::array(f.layers.begin(), f.layers.end());
+    ft["steps"] = static_cast<int64_t>(f.loss.size());
+    ft["loss"] = json::array(f.loss.begin(), f.loss.end());
+    ft["seconds"] = f.seconds;
+    ft["samples_per_second"] = f.seconds > 0 ? static_cast<double>(f.samples) / f.seconds : 0.0;
+    root["fine_tune"] = ft;
+  }
   json::array phases;
   for (const auto& p : result.phases) {
     json::object o;
@@ -143,10 +154,16 @@ std::string summary_text(const CompileResult& result, int ranks) {
         << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
-        << (l.quantized ? "quantize" : "float: " + l.reason) << "\n";
+        << (l.quantized ? (l.fine_tuned ? "quantize + QA-LoRA" : "quantize") : "float: " + l.reason) << "\n";
   }
   out << "\n  model size: " << mib(result.float_bytes) << " float -> " << mib(result.deployed_bytes)
       << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";
+  if (result.fine_tune && !result.fine_tune->loss.empty()) {
+    const auto& f = *result.fine_tune;
+    out << "  fine-tune (QA-LoRA): " << f.layers.size() << " layers, " << f.loss.size() << " steps, loss "
+        << f.loss.front() << " -> " << f.loss.back() << ", "
+        << fixed(f.seconds > 0 ? f.samples / f.seconds : 0.0, 0) << " samples/s\n";
+  }
   if (result.evaluation) {
     const auto& e = *result.evaluation;
     out << "  evaluation on " << e.rows << " held-out rows: ";

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "compile/artifacts.h"
@@ -16,6 +17,7 @@
 #include "compile/evaluation.h"
 #include "compile/phase_timer.h"
 #include "compile/sensitivity.h"
+#include "finetune/qa_lora.h"
 #include "qforge/errors.h"
 #include "qforge/fake_quant_graph.h"
 #include "qforge/logger.h"
@@ -187,6 +189,54 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         });
   }
 
+  // The model the compiled one is assembled from: the float model, or a copy
+  // of it holding the fine-tuned weights (the float model stays the reference
+  // of the evaluation).
+  torch::jit::Module base = model->module();
+  const auto& tune = config.compile_options.fine_tune;
+  if (quantizing && tune.enabled) {
+    std::vector<FineTuneTarget> targets;
+    std::vector<LayerFakeQuant> others;
+    timer.run("fine-tune setup", [&] {
+      for (auto& l : result.layers) {
+        if (!l.quantized) continue;
+        const bool wanted = tune.targets.empty() ||
+                            std::any_of(tune.targets.begin(), tune.targets.end(), [&](const std::string& t) {
+                              return t == l.plan.layer.type || layer_matches(t, l.plan.layer.name);
+                            });
+        if (wanted && l.weight) {
+          targets.push_back({fake_quant_of(l), l.plan.weights,
+                             model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
+          l.fine_tuned = true;
+        } else {
+          others.push_back(fake_quant_of(l));
+        }
+      }
+      if (targets.empty())
+        throw ConfigError("compile_options.fine_tune.targets: no quantized layer with quantized weights matches " +
+                          (tune.targets.empty() ? std::string("(all)") : join(tune.targets)));
+      log::info("fine-tune: QA-LoRA on " + std::to_string(targets.size()) + " layers, rank " +
+                std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
+                std::to_string(tune.batch_size) + " rows over " + std::to_string(rt.size()) + " rank(s)");
+    });
+    const CheckpointPlan checkpoints{config.out_dir + "/checkpoints/fine_tune.pt", config.compile_options.checkpoint_every,
+                                     tune.resume, tune.stop_after_steps};
+    const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data, transform,
+                                           run, comm.get(), rt, checkpoints);
+    timer.record("fine-tune", tuned.seconds);
+    if (!tuned.finished) {  // stop_after_steps: the checkpoint is the only output of this run
+      result.stopped = true;
+      return result;
+    }
+    // The merged weights are on their grid: the assembly below quantizes them to themselves.
+    base = model->module().clone();
+    for (const auto& [layer, weight] : tuned.merged)
+      Model::wrap(base, model->path(), method).submodule(layer).setattr("weight", weight);
+    FineTuneSummary summary{{}, tuned.loss, tuned.seconds, tuned.samples};
+    for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
+    result.fine_tune = summary;
+  }
+
   timer.run("assemble", [&] {
     std::vector<LayerFakeQuant> quantized;
     result.deployed_bytes = result.float_bytes;
@@ -195,8 +245,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       quantized.push_back(fake_quant_of(l));
       if (l.weight) result.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
     }
-    result.model = quantized.empty() ? model->module().clone()
-                                     : with_fake_quantization(model->module(), method, quantized);
+    result.model = quantized.empty() ? base.clone() : with_fake_quantization(base, method, quantized);
     // Store weights already on their grid: the file holds exactly the deployed values.
     for (const auto& l : result.layers) {
       if (!l.quantized || !l.weight) continue;
@@ -233,6 +282,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   rt.collective_phase("write", [&] {
     if (!rt.is_root()) return;
     write_artifacts(result, config, rt.size());
+    if (result.fine_tune) std::filesystem::remove(config.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
     log::info(summary_text(result, rt.size()));
     log::info("artifacts in " + config.out_dir + ": model.qforge.pt, quant_params.json, report.json, summary.txt, config.yaml");
   });

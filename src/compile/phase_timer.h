@@ -16,6 +16,8 @@ class PhaseTimer {
   // Runtime::collective_phase, timed; time spent in `after` (the collectives
   // that follow the phase, e.g. reductions) is counted in the phase.
   void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {});
+  // A phase timed by its owner (e.g. a loop of many collective steps).
+  void record(const std::string& phase, double seconds) { local_.emplace_back(phase, seconds); }
   // Collective: every rank's seconds per phase.
   std::vector<PhaseTiming> gather() const;
 

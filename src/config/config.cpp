@@ -84,6 +84,22 @@ void ExperimentConfig::validate() const {
       if (o->group_size) check(*o->group_size > 0, key, "a positive group_size");
     }
   }
+  if (compile_options.fine_tune.enabled) {
+    const auto& f = compile_options.fine_tune;
+    const std::string key = "compile_options.fine_tune";
+    check(quantization_settings.has_value(), key + ".enabled", "quantization_settings: fine-tuning trains through the quantizer");
+    check(f.steps > 0, key + ".steps", "a positive step count");
+    check(f.batch_size > 0, key + ".batch_size", "a positive batch size");
+    check(f.accumulation_steps >= 1 && f.accumulation_steps <= f.batch_size, key + ".accumulation_steps",
+          "1 to batch_size micro-batches");
+    check(f.learning_rate > 0, key + ".learning_rate", "a positive learning rate");
+    check(f.warmup_steps >= 0, key + ".warmup_steps", "0 or more steps");
+    check(f.lora_rank > 0, key + ".lora_rank", "a positive rank");
+    check(f.max_grad_norm >= 0, key + ".max_grad_norm", "0 (off) or a positive norm");
+    check(f.task_loss_weight >= 0 && f.task_loss_weight <= 1, key + ".task_loss_weight", "a weight from 0 to 1");
+    check(f.log_every > 0, key + ".log_every", "a positive step count");
+    check(f.stop_after_steps >= 0, key + ".stop_after_steps", "0 (run to the end) or a step count");
+  }
   check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");
   check(compile_options.sensitivity_samples > 0, "compile_options.sensitivity_samples", "a positive row count");
   check(resources.nodes >= 1 && resources.tasks_per_node >= 1, "resources", "at least 1 node and 1 task per node");

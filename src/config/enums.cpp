@@ -33,6 +33,10 @@ template <> struct Names<TransformOp> {
   static constexpr std::pair<TransformOp, const char*> table[] = {
       {TransformOp::Cast, "cast"}, {TransformOp::Scale, "scale"}, {TransformOp::Normalize, "normalize"}};
 };
+template <> struct Names<Distillation> {
+  static constexpr std::pair<Distillation, const char*> table[] = {{Distillation::Mse, "mse"},
+                                                                   {Distillation::Kl, "kl"}};
+};
 template <> struct Names<DType> {
   static constexpr std::pair<DType, const char*> table[] = {
       {DType::Float32, "float32"}, {DType::Float64, "float64"}, {DType::Float16, "float16"},
@@ -71,6 +75,7 @@ QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)
 QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
+QFORGE_ENUM_INSTANTIATE(Distillation)
 #undef QFORGE_ENUM_INSTANTIATE
 
 int64_t dtype_size(DType dtype) {

@@ -81,18 +81,30 @@ template <class V> void describe(V& v, LayerQuantizationSettings& s) {
 }
 
 template <class V> void describe(V& v, FineTuneSettings& s) {
-  v("enabled", s.enabled, "run quantization-aware LoRA fine-tuning");
+  v("enabled", s.enabled, "run quantization-aware LoRA fine-tuning after calibration");
   v("steps", s.steps, "optimizer steps");
-  v("learning_rate", s.learning_rate, "peak learning rate");
+  v("batch_size", s.batch_size, "rows per step over all ranks (the global batch)");
+  v("accumulation_steps", s.accumulation_steps, "micro-batches per optimizer step");
+  v("learning_rate", s.learning_rate, "peak learning rate (AdamW)");
+  v("warmup_steps", s.warmup_steps, "linear warm-up steps, then cosine decay to 0");
+  v("weight_decay", s.weight_decay, "AdamW decoupled weight decay of the adapters");
+  v("max_grad_norm", s.max_grad_norm, "clip the global gradient norm; 0 = off");
   v("lora_rank", s.lora_rank, "LoRA rank");
   v("lora_alpha", s.lora_alpha, "LoRA alpha (scale = alpha / rank)");
+  v("targets", s.targets, "layer names, globs or types to adapt; empty = every quantized layer with weights");
+  v("distillation", s.distillation, "mse | kl: loss against the float model's outputs");
+  v("task_loss_weight", s.task_loss_weight, "share of cross-entropy on the file's labels (0..1)");
+  v("log_every", s.log_every, "steps between progress lines");
+  v("resume", s.resume, "continue from <out_dir>/checkpoints/fine_tune.pt when it exists");
+  v("stop_after_steps", s.stop_after_steps,
+    "checkpoint and stop after this many steps of this run (time-limited jobs); 0 = run to the end");
 }
 
 template <class V> void describe(V& v, CompileOptions& s) {
   v("ptq", s.ptq, "post-training calibration");
   v("sensitivity", s.sensitivity, "per-layer sensitivity analysis");
   v("fine_tune", s.fine_tune, "quantization-aware LoRA fine-tuning");
-  v("checkpoint_every", s.checkpoint_every, "steps between checkpoints; 0 = none");
+  v("checkpoint_every", s.checkpoint_every, "fine-tuning steps between checkpoints; 0 = only when stopping");
   v("sensitivity_samples", s.sensitivity_samples, "calibration rows each layer's sensitivity is measured on");
 }
 

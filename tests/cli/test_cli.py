@@ -324,6 +324,38 @@ def case_compile_sensitivity_threshold_keeps_layers_float():
     contains(out, "float: sensitivity")
 
 
+def case_compile_fine_tune_stopped_and_resumed_equals_uninterrupted():
+    import torch
+    cfg = compile_config("ft.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
+compile_options:
+  checkpoint_every: 2
+  fine_tune: {enabled: true, steps: 6, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1}
+""")
+    run(["compile", cfg, "--set", "out_dir=ft_whole"], ranks=2)
+    out = run(["compile", cfg, "--set", "out_dir=ft_parts", "--set", "compile_options.fine_tune.stop_after_steps=3"],
+              ranks=3)
+    contains(out, "stopped after step 3")
+    check(artifacts("ft_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('ft_parts')}")
+    out = run(["compile", cfg, "--set", "out_dir=ft_parts"], ranks=2)
+    contains(out, "resumed from", "after step 3", "quantize + QA-LoRA")
+    whole = json.load(open(os.path.join(WORK, "ft_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(WORK, "ft_parts", "report.json")))["fine_tune"]
+    check(len(parts["loss"]) == 6, "the resumed run reports every step's loss")
+    for a, b in zip(whole["loss"], parts["loss"]):
+        check(abs(a - b) <= 1e-6 * abs(a), f"losses of the resumed run differ: {whole['loss']} vs {parts['loss']}")
+    ids = torch.arange(24).reshape(2, 12) % 100
+    mask = torch.ones_like(ids)
+    y = [torch.jit.load(os.path.join(WORK, d, "model.qforge.pt"))(ids, mask) for d in ("ft_whole", "ft_parts")]
+    check(torch.allclose(y[0], y[1], rtol=1e-4, atol=1e-5), "resumed and uninterrupted models differ")
+    check(not os.path.exists(os.path.join(WORK, "ft_parts", "checkpoints", "fine_tune.pt")),
+          "a finished run removes its checkpoint")
+    # A stopped run's checkpoint is not resumed under other settings.
+    run(["compile", cfg, "--set", "out_dir=ft_other", "--set", "compile_options.fine_tune.stop_after_steps=2"], ranks=2)
+    out = run(["compile", cfg, "--set", "out_dir=ft_other", "--set", "compile_options.fine_tune.lora_rank=2"],
+              ranks=2, expect=3)
+    contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
+
+
 def case_readme_documents_every_key():
     readme = open(os.path.join(SOURCE, "README.md")).read()
     for line in run(["config", "keys"]).splitlines():

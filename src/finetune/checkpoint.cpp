@@ -1,0 +1,71 @@
+#include "finetune/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/serialize.h>
+
+#include "qforge/errors.h"
+#include "util/fs.h"
+
+namespace qforge {
+namespace {
+
+constexpr int64_t kFormat = 1;
+
+at::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::string& key) {
+  at::Tensor t;
+  archive.read(key, t);
+  return t;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const std::string& fingerprint, const CheckpointState& state,
+                     const std::vector<at::Tensor>& parameters, const torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", at::tensor({kFormat}));
+  archive.write("fingerprint", c10::IValue(fingerprint));
+  archive.write("step", at::tensor({state.step}));
+  archive.write("loss", at::tensor(state.loss, at::kDouble));
+  for (size_t i = 0; i < parameters.size(); ++i) archive.write("parameter/" + std::to_string(i), parameters[i].detach());
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer.save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("cpu_generator", at::detail::getDefaultCPUGenerator().get_state());
+  write_atomic(path, [&](const std::string& temporary) { archive.save_to(temporary); });
+}
+
+CheckpointState load_checkpoint(const std::string& path, const std::string& fingerprint,
+                                std::vector<at::Tensor>& parameters, torch::optim::Optimizer& optimizer) {
+  torch::serialize::InputArchive archive;
+  c10::IValue stored_fingerprint;
+  CheckpointState state;
+  try {
+    archive.load_from(path);
+    if (read_tensor(archive, "format").item<int64_t>() != kFormat) throw DataError(path + ": unknown checkpoint format");
+    archive.read("fingerprint", stored_fingerprint);
+  } catch (const c10::Error& e) {
+    throw DataError(path + ": cannot read the fine-tuning checkpoint (truncated, or not a qforge checkpoint): " +
+                    e.what_without_backtrace());
+  }
+  if (!stored_fingerprint.isString() || stored_fingerprint.toStringRef() != fingerprint)
+    throw ConfigError(path + ": the checkpoint belongs to another model or other fine-tuning settings (it was made for " +
+                      (stored_fingerprint.isString() ? stored_fingerprint.toStringRef() : std::string("?")) +
+                      "; this run is " + fingerprint + "); delete it or set compile_options.fine_tune.resume: false");
+  try {
+    state.step = read_tensor(archive, "step").item<int64_t>();
+    const auto loss = read_tensor(archive, "loss").contiguous();
+    state.loss.assign(loss.data_ptr<double>(), loss.data_ptr<double>() + loss.numel());
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < parameters.size(); ++i) parameters[i].copy_(read_tensor(archive, "parameter/" + std::to_string(i)));
+    torch::serialize::InputArchive optimizer_archive;
+    archive.read("optimizer", optimizer_archive);
+    optimizer.load(optimizer_archive);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the process's generator
+    generator.set_state(read_tensor(archive, "cpu_generator"));
+  } catch (const c10::Error& e) {
+    throw DataError(path + ": the fine-tuning checkpoint is incomplete: " + e.what_without_backtrace());
+  }
+  return state;
+}
+
+}  // namespace qforge

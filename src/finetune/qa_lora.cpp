@@ -1,0 +1,221 @@
+#include "finetune/qa_lora.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "compile/output_error.h"
+#include "finetune/checkpoint.h"
+#include "qforge/errors.h"
+#include "qforge/logger.h"
+#include "qforge/observer.h"
+#include "qforge/shard.h"
+
+namespace qforge {
+namespace {
+
+constexpr int64_t kBucketElements = 1 << 22;  // gradients travel in buckets of at most 16 MiB of float32
+
+// The rows of step `step` that this rank computes, as ranges of the global
+// row space (the global batch wraps around the end of the data).
+std::vector<RowRange> rows_of_step(int64_t step, int64_t global_batch, int64_t total, int rank, int world) {
+  const RowRange part = shard_rows(global_batch, rank, world);
+  std::vector<RowRange> out;
+  int64_t first = (step * global_batch + part.begin) % total;
+  for (int64_t left = part.size(); left > 0;) {
+    const int64_t n = std::min(left, total - first);
+    out.push_back({first, first + n});
+    left -= n;
+    first = 0;
+  }
+  return out;
+}
+
+// Sum over the rows of a batch of the per-row distillation loss.
+at::Tensor distillation_loss(const c10::IValue& student, const c10::IValue& teacher, Distillation kind, int64_t rows) {
+  const auto s = output_tensors(student), t = output_tensors(teacher);
+  at::Tensor total = at::zeros({}, at::kFloat);
+  for (size_t i = 0; i < s.size(); ++i) {
+    at::Tensor per_element;
+    if (kind == Distillation::Mse) {
+      per_element = (s[i] - t[i].detach()).pow(2);
+    } else {  // KL(teacher || student) over the last axis
+      const auto teacher_log = at::log_softmax(t[i].detach(), -1);
+      per_element = (teacher_log.exp() * (teacher_log - at::log_softmax(s[i], -1))).sum(-1);
+    }
+    total = total + per_element.reshape({rows, -1}).mean(1).sum();
+  }
+  return total;
+}
+
+at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
+  if (!student.isTensor() || student.toTensor().dim() != 2 || !batch.labels.defined())
+    throw DataError("compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] "
+                    "outputs from the model (sample " + std::to_string(batch.global_begin) + ")");
+  return at::cross_entropy_loss(student.toTensor(), batch.labels.to(at::kLong), {}, at::Reduction::Sum);
+}
+
+void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicator& comm) {
+  std::vector<at::Tensor> bucket;
+  int64_t elements = 0;
+  const auto flush = [&] {
+    if (bucket.empty()) return;
+    std::vector<at::Tensor> flat;
+    for (const auto& p : bucket) flat.push_back(p.grad().reshape({-1}));
+    at::Tensor joined = at::cat(flat);
+    comm.all_reduce(joined, ReduceOp::Sum);
+    int64_t offset = 0;
+    for (const auto& p : bucket) {
+      p.mutable_grad().copy_(joined.narrow(0, offset, p.numel()).view_as(p));
+      offset += p.numel();
+    }
+    bucket.clear();
+    elements = 0;
+  };
+  for (const auto& p : parameters) {
+    if (elements + p.numel() > kBucketElements) flush();
+    bucket.push_back(p);
+    elements += p.numel();
+  }
+  flush();
+}
+
+}  // namespace
+
+double learning_rate_at(const FineTuneSettings& s, int64_t step) {
+  if (step < s.warmup_steps) return s.learning_rate * static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
+  const int64_t decay = std::max<int64_t>(1, s.steps - s.warmup_steps);
+  const double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(decay);
+  return s.learning_rate * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
+                         const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
+                         const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
+                         const DataTransformFn& transform, const Runner& run, Communicator* comm,
+                         const Runtime& runtime, const CheckpointPlan& checkpoints) {
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  // The same adapters on every rank: A random (seeded), B zero, so training
+  // starts from the calibrated model exactly.
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  std::vector<LayerFakeQuant> layers = others;
+  std::vector<at::Tensor> parameters;
+  const double scale = settings.lora_alpha / static_cast<double>(settings.lora_rank);
+  for (const auto& t : targets) {
+    const int64_t outputs = t.weight.size(0), inputs = t.weight.numel() / outputs;
+    LoraAdapter adapter;
+    adapter.scale = scale;
+    adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs))).requires_grad_();
+    adapter.b = torch::zeros({outputs, settings.lora_rank}).requires_grad_();
+    parameters.push_back(adapter.a);
+    parameters.push_back(adapter.b);
+    layers.push_back(t.quant);
+    layers.back().lora = adapter;
+  }
+  torch::jit::Module student = with_fake_quantization(model, method, layers);
+  for (auto p : student.parameters()) {  // only the adapters learn
+    const bool adapter = std::any_of(parameters.begin(), parameters.end(),
+                                     [&](const at::Tensor& a) { return a.is_same(p); });
+    if (!adapter && p.requires_grad()) p.detach_();
+  }
+  torch::jit::Module teacher = model;
+  torch::optim::AdamW optimizer(parameters,
+                                torch::optim::AdamWOptions(settings.learning_rate).weight_decay(settings.weight_decay));
+
+  FineTuneReport report;
+  // What a checkpoint must match to be resumed here.
+  std::string fingerprint = "steps=" + std::to_string(settings.steps) + " batch=" + std::to_string(settings.batch_size) +
+                            " rank=" + std::to_string(settings.lora_rank) + " seed=" + std::to_string(seed) +
+                            " rows=" + std::to_string(data.total_rows()) + " layers=";
+  for (const auto& t : targets) fingerprint += t.quant.layer + c10::str(t.weight.sizes()) + ",";
+  int64_t first_step = 0;
+  runtime.collective_phase("resume", [&] {
+    if (checkpoints.path.empty() || !checkpoints.resume || !std::filesystem::exists(checkpoints.path)) return;
+    const auto state = load_checkpoint(checkpoints.path, fingerprint, parameters, optimizer);
+    first_step = state.step;
+    report.loss = state.loss;
+    report.resumed_from = state.step;
+    log::info("fine-tune: resumed from " + checkpoints.path + " after step " + std::to_string(state.step));
+  });
+  const auto write_checkpoint = [&](int64_t steps_done) {
+    runtime.collective_phase("checkpoint", [&] {
+      if (runtime.is_root()) save_checkpoint(checkpoints.path, fingerprint, {steps_done, report.loss}, parameters, optimizer);
+    });
+  };
+  const int64_t total = data.total_rows();
+  const double global_rows = static_cast<double>(settings.batch_size);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = first_step; step < settings.steps; ++step) {
+    if (checkpoints.stop_after > 0 && step - first_step == checkpoints.stop_after) {
+      if (!checkpoints.path.empty()) write_checkpoint(step);
+      report.finished = false;
+      log::info("fine-tune: stopped after step " + std::to_string(step) + " (stop_after_steps); run again to resume");
+      return report;
+    }
+    double local_loss = 0;
+    runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
+      optimizer.zero_grad();
+      for (const RowRange& range : rows_of_step(step, settings.batch_size, total, rank, world)) {
+        const int64_t chunk = (range.size() + settings.accumulation_steps - 1) / settings.accumulation_steps;
+        for (Batch& batch : read_all(data, range, std::max<int64_t>(1, chunk))) {
+          if (transform) transform(batch, data);
+          c10::IValue expected;
+          {
+            torch::NoGradGuard no_grad;
+            expected = run(teacher, batch);
+          }
+          torch::AutoGradMode grad(true);
+          const c10::IValue actual = run(student, batch);
+          at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch.rows());
+          if (settings.task_loss_weight > 0)
+            loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, batch);
+          loss = loss / global_rows;  // this rank's share of the global mean
+          loss.backward();
+          local_loss += loss.item<double>();
+        }
+      }
+      for (auto& p : parameters)
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // a rank with no rows this step
+    });
+    at::Tensor step_loss = torch::full({1}, local_loss, torch::kDouble);
+    if (comm) {
+      all_reduce_in_buckets(parameters, *comm);
+      comm->all_reduce(step_loss, ReduceOp::Sum);
+    }
+    if (settings.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters, settings.max_grad_norm);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate_at(settings, step));
+    optimizer.step();
+    report.loss.push_back(step_loss.item<double>());
+    report.samples += settings.batch_size;
+    if (!checkpoints.path.empty() && checkpoints.every > 0 && (step + 1) % checkpoints.every == 0 &&
+        step + 1 < settings.steps)
+      write_checkpoint(step + 1);
+    if ((step + 1) % settings.log_every == 0 || step + 1 == settings.steps) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      char line[200];
+      const double done = static_cast<double>(step + 1 - first_step);
+      std::snprintf(line, sizeof(line), "fine-tune step %lld/%lld: loss %.6g, lr %.2e, %.0f samples/s, ETA %.0f s",
+                    static_cast<long long>(step + 1), static_cast<long long>(settings.steps), report.loss.back(),
+                    learning_rate_at(settings, step), report.samples / elapsed,
+                    elapsed / done * static_cast<double>(settings.steps - step - 1));
+      log::info(line);
+    }
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const auto& t = targets[i];
+    const LoraAdapter adapter{parameters[2 * i].detach(), parameters[2 * i + 1].detach(), scale};
+    report.adapters[t.quant.layer] = adapter;
+    report.merged[t.quant.layer] = fake_quantize_weight(adapted_weight(t.weight, adapter), *t.quant.weight, t.weights);
+  }
+  return report;
+}
+
+}  // namespace qforge

@@ -1,0 +1,63 @@
+// Quantization-aware LoRA fine-tuning, data-parallel over the ranks.
+//
+// Each target layer computes with fq(W + s·B·A): W frozen, the adapters A, B
+// trained through the fixed quantizer of calibration (straight-through
+// gradients of ATen's fake-quant ops). Every step takes the next
+// `batch_size` rows of the data (the global batch); rank r computes the
+// loss of its contiguous part of them, scaled by its share of the global
+// batch, so the gradients all-reduced with SUM are those of the global mean
+// loss, and every rank takes the same AdamW step. After the last step the
+// adapters are merged: W' = fq(W + s·B·A) is on the quantization grid, so
+// quantizing it again changes nothing and the compiled model computes
+// exactly what the fine-tuned one did.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compile/batches.h"
+#include "qforge/communicator.h"
+#include "qforge/config.h"
+#include "qforge/fake_quant_graph.h"
+#include "qforge/runtime.h"
+
+namespace qforge {
+
+struct FineTuneTarget {
+  LayerFakeQuant quant;        // the layer's calibrated quantization
+  TensorQuantSettings weights;  // its weight settings (for the merge)
+  at::Tensor weight;           // its float weight W
+};
+
+// Checkpoints of a fine-tuning run, and how this run continues or stops.
+struct CheckpointPlan {
+  std::string path;          // empty: no checkpoints
+  int64_t every = 0;         // steps between checkpoints; 0: only when stopping early
+  bool resume = true;        // continue from `path` when it exists
+  int64_t stop_after = 0;    // steps this run takes before it checkpoints and stops; 0: to the end
+};
+
+struct FineTuneReport {
+  bool finished = true;          // false: stopped early (checkpointed) by stop_after
+  int64_t resumed_from = 0;      // steps a checkpoint had completed
+  std::vector<double> loss;      // global mean loss of every step
+  std::map<std::string, at::Tensor> merged;  // layer -> fq(W + s·B·A)
+  std::map<std::string, LoraAdapter> adapters;  // the trained adapters
+  double seconds = 0;
+  int64_t samples = 0;           // rows processed over all ranks
+};
+
+// Collective over `runtime` (one agreement per step) and `comm` (gradients;
+// null with one rank). `others` are the quantized layers that are not
+// targets: they compute quantized, frozen. `seed` makes the adapters'
+// initialization the same on every rank.
+FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
+                         const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
+                         const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
+                         const DataTransformFn& transform, const Runner& run, Communicator* comm,
+                         const Runtime& runtime, const CheckpointPlan& checkpoints = {});
+
+// The adapters' learning rate at `step` (0-based): linear warm-up, then cosine to 0.
+double learning_rate_at(const FineTuneSettings& settings, int64_t step);
+
+}  // namespace qforge

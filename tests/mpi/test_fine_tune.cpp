@@ -1,0 +1,195 @@
+// QA-LoRA fine-tuning: the merge lands on the grid and the compiled model
+// equals the fine-tuned one; every rank holds the same adapters after every
+// step, equal (to float tolerance) to one process taking the whole global batch.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "../unit/test_helpers.h"
+#include "compile/batches.h"
+#include "finetune/qa_lora.h"
+#include "qforge/communicator.h"
+#include "qforge/compile.h"
+#include "qforge/errors.h"
+#include "qforge/model.h"
+#include "qforge/runtime.h"
+
+using namespace qforge;
+using qforge::test::asset;
+
+namespace {
+
+struct Setup {
+  Model model;
+  DatasetInfo data;
+  CallBinding binding;
+  std::vector<FineTuneTarget> targets;
+  Runner run;
+};
+
+// The model with every quantizable layer at 4-bit weights per channel and
+// 8-bit inputs on a fixed range: the starting point fine-tuning improves.
+Setup make_setup(const std::string& model_file, const std::string& data_file) {
+  Setup s{Model::load(asset(model_file)), inspect_dataset({asset(data_file)}), {}, {}, {}};
+  s.model.module().eval();
+  s.binding = s.model.bind(s.data, {});
+  TensorQuantSettings w;
+  w.bits = 4;
+  w.granularity = Granularity::Channel;
+  for (const auto& layer : s.model.layers()) {
+    if (!layer.quantizable) continue;
+    FineTuneTarget t;
+    t.weight = s.model.submodule(layer.name).attr("weight").toTensor().detach();
+    t.weights = w;
+    t.quant.layer = layer.name;
+    t.quant.weight = observe_weight(t.weight, w);
+    t.quant.weight_range = quant_range(4, true);
+    if (layer.type != "Embedding") {
+      t.quant.input_range = quant_range(8, true);
+      t.quant.input = qparams_from_range(torch::tensor({-8.0}, torch::kDouble), torch::tensor({8.0}, torch::kDouble),
+                                         t.quant.input_range, true);
+    }
+    s.targets.push_back(t);
+  }
+  s.run = [binding = s.binding, path = s.model.path()](torch::jit::Module& m, const Batch& b) {
+    return run_module(m, "forward", binding, b, path);
+  };
+  return s;
+}
+
+FineTuneSettings settings(int64_t steps) {
+  FineTuneSettings f;
+  f.enabled = true;
+  f.steps = steps;
+  f.batch_size = 8;
+  f.accumulation_steps = 2;
+  f.learning_rate = 5e-3;
+  f.warmup_steps = 1;
+  f.lora_rank = 4;
+  f.log_every = 100;
+  return f;
+}
+
+}  // namespace
+
+TEST(FineTune, MergeLandsOnTheGridAndCompiledEqualsFineTuned) {
+  auto s = make_setup("resnet18_traced.pt", "images.h5");
+  auto comm = make_mpi_communicator();
+  const auto before = s.model.submodule("layer1.0.conv1").attr("weight").toTensor().clone();
+  const auto report = fine_tune(s.model.module(), "forward", s.targets, {}, settings(3), 0, s.data, {}, s.run,
+                                comm.get(), Runtime::get());
+  ASSERT_EQ(report.loss.size(), 3u);
+  EXPECT_TRUE(torch::equal(s.model.submodule("layer1.0.conv1").attr("weight").toTensor(), before))
+      << "the frozen weights do not move";
+
+  std::vector<LayerFakeQuant> student_layers, compiled_layers;
+  torch::jit::Module merged = s.model.module().clone();
+  for (const auto& t : s.targets) {
+    const auto& w = report.merged.at(t.quant.layer);
+    EXPECT_TRUE(torch::equal(fake_quantize_weight(w, *t.quant.weight, t.weights), w))
+        << t.quant.layer << ": re-quantizing the merged weight changes it";
+    EXPECT_GT(report.adapters.at(t.quant.layer).b.abs().max().item<double>(), 0) << t.quant.layer << " learned nothing";
+    student_layers.push_back(t.quant);
+    student_layers.back().lora = report.adapters.at(t.quant.layer);
+    compiled_layers.push_back(t.quant);
+    Model::wrap(merged, "merged").submodule(t.quant.layer).setattr("weight", w);
+  }
+  auto student = with_fake_quantization(s.model.module(), "forward", student_layers);
+  auto compiled = with_fake_quantization(merged, "forward", compiled_layers);
+  torch::NoGradGuard no_grad;
+  const auto x = qforge::test::ramp({2, 3, 32, 32});
+  const auto expected = student.forward({x}).toTensor();
+  const auto actual = compiled.forward({x}).toTensor();
+  EXPECT_TRUE(torch::allclose(actual, expected, 1e-5, 1e-6)) << (actual - expected).abs().max().item<double>();
+}
+
+TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  auto f = settings(4);
+  f.task_loss_weight = 0.0;
+  const auto distributed =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+  // Every rank again, alone with the whole global batch: the reference.
+  const auto single =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, nullptr, Runtime::get());
+  for (const auto& [layer, adapter] : distributed.adapters) {
+    for (const auto& tensor : {adapter.a, adapter.b}) {
+      const auto everyone = comm->all_gather(tensor.contiguous());
+      for (int r = 1; r < comm->size(); ++r)
+        EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << layer << ": rank " << r << " differs from rank 0";
+    }
+    const auto& reference = single.adapters.at(layer);
+    EXPECT_TRUE(torch::allclose(adapter.a, reference.a, 1e-4, 1e-6)) << layer;
+    EXPECT_TRUE(torch::allclose(adapter.b, reference.b, 1e-4, 1e-6)) << layer;
+  }
+  for (size_t i = 0; i < distributed.loss.size(); ++i)
+    EXPECT_NEAR(distributed.loss[i], single.loss[i], 1e-5 * std::abs(single.loss[i]) + 1e-9) << "step " << i;
+}
+
+TEST(FineTune, LearningRateWarmsUpThenDecaysToZero) {
+  auto f = settings(10);
+  f.warmup_steps = 2;
+  EXPECT_DOUBLE_EQ(learning_rate_at(f, 0), f.learning_rate / 2);
+  EXPECT_DOUBLE_EQ(learning_rate_at(f, 1), f.learning_rate);
+  EXPECT_DOUBLE_EQ(learning_rate_at(f, 2), f.learning_rate);
+  EXPECT_NEAR(learning_rate_at(f, 9), f.learning_rate * 0.5 * (1 + std::cos(M_PI * 7.0 / 8.0)), 1e-15);
+}
+
+TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  const auto f = settings(6);
+  const std::string dir = ::testing::TempDir() + "/qforge_resume_" + std::to_string(comm->size());
+  std::filesystem::remove_all(dir);
+  const CheckpointPlan plan{dir + "/fine_tune.pt", 2, true, 0};
+  const auto uninterrupted =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get());
+
+  auto first = plan;
+  first.stop_after = 3;  // stops after step 3: a checkpoint at 2 (every), then one at 3 (stopping)
+  const auto stopped =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), first);
+  EXPECT_FALSE(stopped.finished);
+  const auto resumed =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), plan);
+  EXPECT_TRUE(resumed.finished);
+  EXPECT_EQ(resumed.resumed_from, 3);
+  EXPECT_EQ(resumed.loss, uninterrupted.loss);
+  for (const auto& [layer, adapter] : uninterrupted.adapters) {
+    EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).a, adapter.a)) << layer;
+    EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).b, adapter.b)) << layer;
+    EXPECT_TRUE(torch::equal(resumed.merged.at(layer), uninterrupted.merged.at(layer))) << layer;
+  }
+}
+
+TEST(FineTune, BadCheckpointsAreRefusedClearly) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  const std::string dir = ::testing::TempDir() + "/qforge_badckpt_" + std::to_string(comm->size());
+  std::filesystem::remove_all(dir);
+  auto f = settings(4);
+  CheckpointPlan plan{dir + "/fine_tune.pt", 0, true, 2};
+  fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), plan);
+  plan.stop_after = 0;
+  // Other settings: the checkpoint belongs to another run (ConfigError, exit 3
+  // on every rank; with one rank the message itself arrives).
+  auto other = settings(4);
+  other.lora_rank = 2;
+  const auto refused = [&](const FineTuneSettings& run_settings, int code, const std::string& fragment) {
+    try {
+      fine_tune(s.model.module(), "forward", s.targets, {}, run_settings, 5, s.data, {}, s.run, comm.get(),
+                Runtime::get(), plan);
+      ADD_FAILURE() << "the checkpoint was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_code(), code) << e.what();
+      if (comm->size() == 1) EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  refused(other, kExitConfig, "belongs to another model or other fine-tuning settings");
+  Runtime::get().barrier();
+  if (Runtime::get().is_root()) std::filesystem::resize_file(plan.path, std::filesystem::file_size(plan.path) / 2);
+  Runtime::get().barrier();
+  refused(f, kExitData, "fine-tuning checkpoint");
+}
