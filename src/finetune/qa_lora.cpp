@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -149,6 +151,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   const int64_t total = data.total_rows();
   const double global_rows = static_cast<double>(settings.batch_size);
   const auto start = std::chrono::steady_clock::now();
+  // Rank 0 on a terminal draws a progress bar; logs and pipes get plain lines every log_every steps.
+  const bool progress_bar = runtime.is_root() && isatty(fileno(stdout));
   for (int64_t step = first_step; step < settings.steps; ++step) {
     if (checkpoints.stop_after > 0 && step - first_step == checkpoints.stop_after) {
       if (!checkpoints.path.empty()) write_checkpoint(step);
@@ -195,7 +199,18 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     if (!checkpoints.path.empty() && checkpoints.every > 0 && (step + 1) % checkpoints.every == 0 &&
         step + 1 < settings.steps)
       write_checkpoint(step + 1);
-    if ((step + 1) % settings.log_every == 0 || step + 1 == settings.steps) {
+    const bool last = step + 1 == settings.steps;
+    if (progress_bar) {  // a terminal: one line redrawn every step
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double done = static_cast<double>(step + 1 - first_step);
+      const int filled = static_cast<int>(30.0 * static_cast<double>(step + 1) / static_cast<double>(settings.steps));
+      std::printf("\rfine-tune [%-30s] %lld/%lld loss %.4g %.0f samples/s ETA %.0f s%s",
+                  std::string(static_cast<size_t>(filled), '#').c_str(), static_cast<long long>(step + 1),
+                  static_cast<long long>(settings.steps), report.loss.back(), report.samples / elapsed,
+                  elapsed / done * static_cast<double>(settings.steps - step - 1), last ? "\n" : "");
+      std::fflush(stdout);
+    }
+    if ((step + 1) % settings.log_every == 0 || last) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       char line[200];
       const double done = static_cast<double>(step + 1 - first_step);
@@ -203,7 +218,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
                     static_cast<long long>(step + 1), static_cast<long long>(settings.steps), report.loss.back(),
                     learning_rate_at(settings, step), report.samples / elapsed,
                     elapsed / done * static_cast<double>(settings.steps - step - 1));
-      log::info(line);
+      if (progress_bar) log::debug(line);  // the bar shows it; the rank log keeps it
+      else log::info(line);
     }
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
