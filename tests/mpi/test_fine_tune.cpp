@@ -58,6 +58,14 @@ Setup make_setup(const std::string& model_file, const std::string& data_file) {
   return s;
 }
 
+// Rank 0 empties `dir` while the others wait: removing it from every rank at
+// once races (one rank's remove_all throws, and that rank leaves the others
+// behind in the next collective).
+void fresh_directory(const std::string& dir) {
+  if (Runtime::get().is_root()) std::filesystem::remove_all(dir);
+  Runtime::get().barrier();
+}
+
 FineTuneSettings settings(int64_t steps) {
   FineTuneSettings f;
   f.enabled = true;
@@ -142,7 +150,7 @@ TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
   auto comm = make_mpi_communicator();
   const auto f = settings(6);
   const std::string dir = ::testing::TempDir() + "/qforge_resume_" + std::to_string(comm->size());
-  std::filesystem::remove_all(dir);
+  fresh_directory(dir);
   const CheckpointPlan plan{dir + "/fine_tune.pt", 2, true, 0};
   const auto uninterrupted =
       fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get());
@@ -168,7 +176,7 @@ TEST(FineTune, BadCheckpointsAreRefusedClearly) {
   auto s = make_setup("tuple_model.pt", "text_tuple.h5");
   auto comm = make_mpi_communicator();
   const std::string dir = ::testing::TempDir() + "/qforge_badckpt_" + std::to_string(comm->size());
-  std::filesystem::remove_all(dir);
+  fresh_directory(dir);
   auto f = settings(4);
   CheckpointPlan plan{dir + "/fine_tune.pt", 0, true, 2};
   fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), plan);
