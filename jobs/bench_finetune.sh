@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# QA-LoRA fine-tuning throughput of `qforge compile` on 1 and 2 ranks (or RANKS="1 2 4"):
+# Fine-tuning throughput of `qforge compile` on 1 and 2 ranks (or RANKS="1 2 4"):
 # torchvision ResNet-18 (random weights), 512 random 3x64x64 images, 4-bit weights per
-# channel + 8-bit activations, 10 steps of a global batch of 32, LoRA rank 8 on every layer.
+# channel + 8-bit activations, 10 steps of a global batch of 32, LoRA rank 8 on every layer;
+# QA-LoRA (through the quantizer), QA-LoRA with learned ranges, and plain LoRA (float
+# weights, no fake quantization) side by side, with each step's time relative to plain LoRA's.
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/finetune.md).
 # Usage: bash jobs/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail
@@ -20,16 +22,38 @@ quantization_settings:
 compile_options:
   fine_tune: {enabled: true, steps: $STEPS, batch_size: 32, lora_rank: 8, log_every: $STEPS}
 YAML
+sed 's/lora_rank: 8,/lora_rank: 8, learn_ranges: true,/' "$WORK/finetune.yaml" > "$WORK/finetune_lsq.yaml"
+sed 's/lora_rank: 8,/lora_rank: 8, method: lora,/' "$WORK/finetune.yaml" > "$WORK/finetune_lora.yaml"
 {
-  echo "# QA-LoRA fine-tuning throughput"
+  echo "# Fine-tuning throughput: QA-LoRA against plain LoRA"
   echo
   machine_lines
   echo "- model: torchvision resnet18 (random weights), W4 per channel + A8, LoRA rank 8 on all 21 layers,"
   echo "  $STEPS steps of a global batch of 32 images 3x64x64 (the float teacher's forward included)"
   echo "- time: the fine-tune phase per step, slowest rank"
-  echo
-  echo "| ranks | step s | samples/s | speed-up | efficiency | runs (s per step) |"
-  echo "| ---: | ---: | ---: | ---: | ---: | --- |"
 } > "$RESULTS"
-table_rows "$RESULTS" "$WORK/finetune.yaml" ft "fine-tune" "$STEPS" 32
+for method in lora qa_lora qa_lora_lsq; do
+  config=$WORK/finetune.yaml
+  [ $method = lora ] && config=$WORK/finetune_lora.yaml
+  [ $method = qa_lora_lsq ] && config=$WORK/finetune_lsq.yaml
+  { echo; echo "### $method"; echo
+    echo "| ranks | step s | samples/s | speed-up | efficiency | runs (s per step) |"
+    echo "| ---: | ---: | ---: | ---: | ---: | --- |"; } >> "$RESULTS"
+  table_rows "$RESULTS" "$config" "ft_${method}_" "fine-tune" "$STEPS" 32
+done
+# Each method's step time over plain LoRA's, per rank count.
+"$PY" - "$RESULTS" <<'PY' >> "$RESULTS"
+import re, sys
+tables, current = {}, None
+for line in open(sys.argv[1]):
+    if line.startswith("### "):
+        current = tables.setdefault(line[4:].strip(), {})
+    elif current is not None and re.match(r"\| \d+ \|", line):
+        cells = [c.strip() for c in line.strip("|\n").split("|")]
+        current[int(cells[0])] = float(cells[1])
+print("\n| ranks | " + " | ".join(f"{m} / lora" for m in tables if m != "lora") + " |")
+print("| ---: |" + " ---: |" * (len(tables) - 1))
+for ranks in tables["lora"]:
+    print(f"| {ranks} | " + " | ".join(f"{t[ranks] / tables['lora'][ranks]:.2f}x" for m, t in tables.items() if m != "lora") + " |")
+PY
 cat "$RESULTS"

@@ -15,9 +15,13 @@ bash jobs/setup.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_int8.yaml
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4.yaml
-# 4-bit weights + 8-bit activations: calibration alone, then with QA-LoRA fine-tuning.
+# 4-bit weights + 8-bit activations: round-to-nearest with min/max ranges, calibrated
+# (percentile activations), then calibrated and QA-LoRA fine-tuned.
+mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml \
+  --set compile_options.fine_tune.enabled=false --set quantization_settings.activations.observer=minmax \
+  --set out_dir=out/mnist_w4a8_rtn --set graph_name=mnist_cnn_w4a8_rtn
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml \
   --set compile_options.fine_tune.enabled=false --set out_dir=out/mnist_w4a8_ptq --set graph_name=mnist_cnn_w4a8_ptq
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml
 /usr/bin/python3 jobs/mnist/accuracy_table.py out/mnist_int8/report.json out/mnist_w4/report.json \
-  out/mnist_w4a8_ptq/report.json out/mnist_w4a8_qalora/report.json
+  out/mnist_w4a8_rtn/report.json out/mnist_w4a8_ptq/report.json out/mnist_w4a8_qalora/report.json

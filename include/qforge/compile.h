@@ -32,19 +32,37 @@ struct LayerResult {
 };
 
 // The compiled model against the floating-point one on evaluation_inputs.
+// Predictions are class logits: one per row of a [batch, classes] output, one
+// per position of a [batch, positions, classes] output (a language model).
 struct EvaluationResult {
   int64_t rows = 0;
-  int64_t labelled_rows = 0;       // rows with a label, for top-1
+  int64_t predictions = 0;         // class predictions compared (0: the output is not logits)
+  bool sequence = false;           // one prediction per position: perplexity applies
+  int64_t labelled = 0;            // predictions with a label, for top-1 and cross-entropy
   int64_t fp_correct = 0;          // top-1 hits of the floating-point model
   int64_t compiled_correct = 0;    // top-1 hits of the compiled model
-  int64_t top1_agreement = 0;      // rows where both predict the same class
+  int64_t top1_agreement = 0;      // predictions where both pick the same class
+  double fp_nll = 0;               // summed cross-entropy of the labels (nats), floating-point model
+  double compiled_nll = 0;         // the same, compiled model
   double output_sqnr_db = 0;       // compiled outputs against floating-point ones
+
+  double fp_perplexity() const;        // exp(mean cross-entropy)
+  double compiled_perplexity() const;
 };
 
-// The QA-LoRA fine-tuning of a compile.
+// One evaluation during fine-tuning (eval_every): the model being trained against the float model.
+struct FineTuneEvaluation {
+  int64_t step = 0;
+  EvaluationResult result;
+};
+
+// The (QA-)LoRA fine-tuning of a compile.
 struct FineTuneSummary {
+  std::string method;               // qa_lora | lora
   std::vector<std::string> layers;  // the adapted layers
   std::vector<double> loss;         // global mean loss per step
+  std::vector<FineTuneEvaluation> evaluations;  // every eval_every steps
+  int64_t learned_ranges = 0;       // quantization scales learned (learn_ranges)
   double seconds = 0;
   int64_t samples = 0;              // rows processed over all ranks
 };

@@ -17,6 +17,7 @@ enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
 enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
+enum class FineTuneMethod { QaLora, Lora };
 enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
 
 // model:
@@ -108,6 +109,7 @@ struct LayerQuantizationSettings {
 // data, data-parallel over the ranks.
 struct FineTuneSettings {
   bool enabled = false;                 // enabled:
+  FineTuneMethod method = FineTuneMethod::QaLora;  // method: qa_lora (through the quantizer) | lora (float, quantized after the merge)
   int64_t steps = 100;                  // steps: optimizer steps
   int64_t batch_size = 32;              // batch_size: rows per step over all ranks (the global batch)
   int64_t accumulation_steps = 1;       // accumulation_steps: micro-batches per step (memory)
@@ -117,10 +119,13 @@ struct FineTuneSettings {
   double max_grad_norm = 1.0;           // max_grad_norm: gradient clipping; 0 = off
   int64_t lora_rank = 8;                // lora_rank:
   double lora_alpha = 16.0;             // lora_alpha: scale = alpha / rank
+  double lora_dropout = 0.0;            // lora_dropout: probability of dropping each rank component per step
+  bool learn_ranges = false;            // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
   std::vector<std::string> targets;     // targets: layer names, globs or types; empty = every quantized weight
   Distillation distillation = Distillation::Mse;  // distillation: mse | kl against the float model's outputs
   double task_loss_weight = 0.0;        // task_loss_weight: share of cross-entropy on labels (0..1)
   int64_t log_every = 10;               // log_every: steps between progress lines
+  int64_t eval_every = 0;               // eval_every: steps between evaluations on evaluation_inputs; 0 = none
   bool resume = true;                   // resume: continue from <out_dir>/checkpoints/fine_tune.pt when present
   int64_t stop_after_steps = 0;         // stop_after_steps: checkpoint and stop after this many steps of this run; 0 = run to the end
 };

@@ -20,12 +20,15 @@
 
 namespace qforge {
 
-// A LoRA adapter of one layer: the layer computes with W + scale·(B·A) viewed
-// as W's shape (A: [rank, elements per output row], B: [outputs, rank]).
+// A LoRA adapter of one layer: the layer computes with W + scale·(B·diag(mask)·A)
+// viewed as W's shape (A: [rank, elements per output row], B: [outputs, rank]).
+// The mask is dropout over the rank components, redrawn every training step;
+// undefined, it is all ones.
 struct LoraAdapter {
   at::Tensor a;
   at::Tensor b;
   double scale = 1.0;
+  at::Tensor mask;  // [rank]
 };
 
 // W + scale·(B·A), with the ops the rewritten graph uses, so the two agree bit for bit.
@@ -38,7 +41,15 @@ struct LayerFakeQuant {
   QuantRange weight_range;
   std::optional<QParams> input;            // per-tensor activation quantization of the layer's input
   QuantRange input_range;
+  // Learned ranges (LSQ with the scale in the log domain): when defined, the
+  // scale used is scale·exp(log_multiplier), through ATen's learnable
+  // fake-quant ops, so the multiplier gets a gradient. One element per scale.
+  at::Tensor weight_log_multiplier;
+  at::Tensor input_log_multiplier;
 };
+
+// The scale a learned log-multiplier gives: scale·exp(multiplier), in the shape of `scale`.
+at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier);
 
 // A clone of `module` whose `method` computes with fake quantization; the
 // input module is left as it was. Adapters become parameters of the clone's

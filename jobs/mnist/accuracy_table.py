@@ -11,7 +11,7 @@ def main(paths):
         r = json.load(open(path))
         e, s = r["evaluation"], r["sizes"]
         fp, q = 100 * e["float_top1"], 100 * e["compiled_top1"]
-        print(f"{r['graph_name']:<24}{e['labelled_rows']:>9}{fp:>12.2f}%{q:>9.2f}%{q - fp:>+8.2f}"
+        print(f"{r['graph_name']:<24}{e['labelled']:>9}{fp:>12.2f}%{q:>9.2f}%{q - fp:>+8.2f}"
               f"{s['float_bytes'] / 1024:>9.1f} KiB{s['deployed_bytes'] / 1024:>6.1f} KiB")
 
 

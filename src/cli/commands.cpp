@@ -3,6 +3,7 @@
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+#include <regex>
 
 #include "qforge/compile.h"
 #include "qforge/config_yaml.h"
@@ -239,7 +240,9 @@ int cmd_config(const std::vector<std::string>& argv) {
     size_t width = 0;
     for (const auto& k : keys) width = std::max(width, k.key.size() + 2);
     for (const auto& k : keys) {
-      if (md) std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | " << k.doc << " |\n";
+      // A '|' inside a cell would end it: Markdown wants it escaped.
+      if (md) std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | "
+                        << std::regex_replace(k.doc, std::regex("\\|"), "\\|") << " |\n";
       else std::cout << std::left << std::setw(static_cast<int>(width)) << k.key << std::setw(14) << k.default_value << k.doc << "\n";
     }
     return kExitOk;

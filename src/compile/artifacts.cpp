@@ -64,7 +64,43 @@ std::string fixed(double v, int digits) {
 
 std::string percent(int64_t part, int64_t whole) { return whole ? fixed(100.0 * part / whole, 2) + "%" : "-"; }
 
+json::object evaluation_json(const EvaluationResult& e) {
+  json::object ev;
+  ev["rows"] = e.rows;
+  ev["predictions"] = e.predictions;
+  ev["labelled"] = e.labelled;
+  if (e.labelled) {
+    ev["float_top1"] = static_cast<double>(e.fp_correct) / e.labelled;
+    ev["compiled_top1"] = static_cast<double>(e.compiled_correct) / e.labelled;
+    ev["float_cross_entropy"] = e.fp_nll / e.labelled;
+    ev["compiled_cross_entropy"] = e.compiled_nll / e.labelled;
+    if (e.sequence) {
+      ev["float_perplexity"] = e.fp_perplexity();
+      ev["compiled_perplexity"] = e.compiled_perplexity();
+    }
+  }
+  if (e.predictions) ev["top1_agreement"] = static_cast<double>(e.top1_agreement) / e.predictions;
+  ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
+  return ev;
+}
+
+
 }  // namespace
+
+// "top-1 float 96.55%, compiled 96.60%; perplexity ...; top-1 agreement ..., output SQNR ... dB"
+std::string evaluation_text(const EvaluationResult& e) {
+  std::ostringstream out;
+  if (e.labelled) {
+    out << "top-1 float " << percent(e.fp_correct, e.labelled) << ", compiled " << percent(e.compiled_correct, e.labelled)
+        << "; ";
+    if (e.sequence)
+      out << "perplexity float " << fixed(e.fp_perplexity(), 3) << ", compiled " << fixed(e.compiled_perplexity(), 3)
+          << "; ";
+  }
+  if (e.predictions) out << "top-1 agreement " << percent(e.top1_agreement, e.predictions) << ", ";
+  out << "output SQNR " << fixed(e.output_sqnr_db, 1) << " dB";
+  return out.str();
+}
 
 std::string quant_params_json(const CompileResult& result, const ExperimentConfig& config) {
   json::object root;
@@ -100,25 +136,22 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
   sizes["deployed_bytes"] = result.deployed_bytes;
   sizes["model_file_bytes"] = result.model_file_bytes;
   root["sizes"] = sizes;
-  if (result.evaluation) {
-    const auto& e = *result.evaluation;
-    json::object ev;
-    ev["rows"] = e.rows;
-    ev["labelled_rows"] = e.labelled_rows;
-    if (e.labelled_rows) {
-      ev["float_top1"] = static_cast<double>(e.fp_correct) / e.labelled_rows;
-      ev["compiled_top1"] = static_cast<double>(e.compiled_correct) / e.labelled_rows;
-    }
-    ev["top1_agreement"] = e.rows ? static_cast<double>(e.top1_agreement) / e.rows : 0.0;
-    ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
-    root["evaluation"] = ev;
-  }
+  if (result.evaluation) root["evaluation"] = evaluation_json(*result.evaluation);
   if (result.fine_tune) {
     const auto& f = *result.fine_tune;
     json::object ft;
     ft["layers"] = json::array(f.layers.begin(), f.layers.end());
     ft["steps"] = static_cast<int64_t>(f.loss.size());
+    ft["method"] = f.method;
     ft["loss"] = json::array(f.loss.begin(), f.loss.end());
+    ft["learned_ranges"] = f.learned_ranges;
+    json::array evaluations;
+    for (const auto& e : f.evaluations) {
+      json::object o = evaluation_json(e.result);
+      o["step"] = e.step;
+      evaluations.push_back(o);
+    }
+    ft["evaluations"] = evaluations;
     ft["seconds"] = f.seconds;
     ft["samples_per_second"] = f.seconds > 0 ? static_cast<double>(f.samples) / f.seconds : 0.0;
     root["fine_tune"] = ft;
@@ -160,18 +193,13 @@ std::string summary_text(const CompileResult& result, int ranks) {
       << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";
   if (result.fine_tune && !result.fine_tune->loss.empty()) {
     const auto& f = *result.fine_tune;
-    out << "  fine-tune (QA-LoRA): " << f.layers.size() << " layers, " << f.loss.size() << " steps, loss "
+    out << "  fine-tune (" << f.method << "): " << f.layers.size() << " layers, " << f.loss.size() << " steps, loss "
         << f.loss.front() << " -> " << f.loss.back() << ", "
         << fixed(f.seconds > 0 ? f.samples / f.seconds : 0.0, 0) << " samples/s\n";
   }
   if (result.evaluation) {
     const auto& e = *result.evaluation;
-    out << "  evaluation on " << e.rows << " held-out rows: ";
-    if (e.labelled_rows)
-      out << "top-1 float " << percent(e.fp_correct, e.labelled_rows) << ", compiled "
-          << percent(e.compiled_correct, e.labelled_rows) << "; ";
-    out << "top-1 agreement " << percent(e.top1_agreement, e.rows) << ", output SQNR " << fixed(e.output_sqnr_db, 1)
-        << " dB\n";
+    out << "  evaluation on " << e.rows << " held-out rows: " << evaluation_text(e) << "\n";
   }
   out << "  time per phase (seconds, rank 0 .. " << ranks - 1 << "):\n";
   for (const auto& p : result.phases) {

@@ -18,6 +18,9 @@ std::string quant_params_json(const CompileResult& result, const ExperimentConfi
 std::string report_json(const CompileResult& result, const ExperimentConfig& config, int ranks);
 std::string summary_text(const CompileResult& result, int ranks);
 
+// One line of an evaluation's figures, as the summary and the fine-tuning log print them.
+std::string evaluation_text(const EvaluationResult& e);
+
 // Writes every artifact under config.out_dir and records their paths in result.artifacts.
 void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks);
 

@@ -118,6 +118,23 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
                                            return run_module(m, method, binding, b, model->path());
                                          });
 
+  // This rank's shard of the held-out samples (evaluation_inputs), which must
+  // hold the inputs the calibration samples do.
+  const auto evaluation_source = [&]() -> ShardSource {
+    const auto& ev = *config.evaluation_inputs;
+    const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
+    if (!config.calibration_inputs) {  // nothing bound the data to the method yet
+      data = info;
+      if (!callbacks.forward) binding = model->bind(info, config.forward.kwargs);
+    }
+    if (info.kind != data.kind || info.input_names != data.input_names)
+      throw DataError("evaluation_inputs: the files hold inputs (" + join(info.input_names) +
+                      ") other than the calibration inputs (" + join(data.input_names) + ")");
+    const auto eval_transform =
+        callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, info);
+    return shard_of(info, ev, eval_transform, rt);
+  };
+
   // Activation ranges: one observer per quantized layer input.
   std::vector<CalibrationPoint> points;
   std::vector<int> point_of(plans.size(), -1);
@@ -215,24 +232,49 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       if (targets.empty())
         throw ConfigError("compile_options.fine_tune.targets: no quantized layer with quantized weights matches " +
                           (tune.targets.empty() ? std::string("(all)") : join(tune.targets)));
-      log::info("fine-tune: QA-LoRA on " + std::to_string(targets.size()) + " layers, rank " +
+      log::info(std::string("fine-tune: ") + to_string(tune.method) + " on " + std::to_string(targets.size()) + " layers, rank " +
                 std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
                 std::to_string(tune.batch_size) + " rows over " + std::to_string(rt.size()) + " rank(s)");
     });
     const CheckpointPlan checkpoints{config.out_dir + "/checkpoints/fine_tune.pt", config.compile_options.checkpoint_every,
                                      tune.resume, tune.stop_after_steps};
+    std::vector<FineTuneEvaluation> evaluations;
+    FineTuneEvaluator evaluate;
+    if (tune.eval_every > 0)
+      evaluate = [&](torch::jit::Module& student, int64_t step) {
+        EvaluationSums sums;
+        rt.collective_phase("evaluate at step " + std::to_string(step),
+                            [&] { sums = evaluate_shard(model->module(), student, run, evaluation_source()); });
+        evaluations.push_back({step, reduce_evaluation(sums, *comm)});
+        log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
+      };
     const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data, transform,
-                                           run, comm.get(), rt, checkpoints);
+                                           run, comm.get(), rt, checkpoints, evaluate);
     timer.record("fine-tune", tuned.seconds);
     if (!tuned.finished) {  // stop_after_steps: the checkpoint is the only output of this run
       result.stopped = true;
       return result;
     }
-    // The merged weights are on their grid: the assembly below quantizes them to themselves.
+    // qa_lora: the merged weights are on their (learned) grid, so the assembly
+    // below quantizes them to themselves. lora: they are float, and get the
+    // round-to-nearest quantization of their own range.
     base = model->module().clone();
     for (const auto& [layer, weight] : tuned.merged)
       Model::wrap(base, model->path(), method).submodule(layer).setattr("weight", weight);
-    FineTuneSummary summary{{}, tuned.loss, tuned.seconds, tuned.samples};
+    for (auto& l : result.layers) {
+      const std::string& name = l.plan.layer.name;
+      if (auto s = tuned.weight_scales.find(name); s != tuned.weight_scales.end()) l.weight->qparams.scale = s->second;
+      if (auto s = tuned.input_scales.find(name); s != tuned.input_scales.end()) l.input->qparams.scale = s->second;
+      if (tune.method == FineTuneMethod::Lora && tuned.merged.count(name))
+        l.weight = observe_weight(tuned.merged.at(name), l.plan.weights);
+    }
+    FineTuneSummary summary;
+    summary.method = to_string(tune.method);
+    summary.loss = tuned.loss;
+    summary.evaluations = evaluations;
+    summary.learned_ranges = static_cast<int64_t>(tuned.weight_scales.size() + tuned.input_scales.size());
+    summary.seconds = tuned.seconds;
+    summary.samples = tuned.samples;
     for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
     result.fine_tune = summary;
   }
@@ -260,21 +302,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   if (config.evaluation_inputs && !config.disable) {
     EvaluationSums sums;
     timer.run(
-        "evaluate",
-        [&] {
-          const auto& ev = *config.evaluation_inputs;
-          const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
-          if (!config.calibration_inputs) {  // nothing bound the data to the method yet
-            data = info;
-            if (!callbacks.forward) binding = model->bind(info, config.forward.kwargs);
-          }
-          if (info.kind != data.kind || info.input_names != data.input_names)
-            throw DataError("evaluation_inputs: the files hold inputs (" + join(info.input_names) +
-                            ") other than the calibration inputs (" + join(data.input_names) + ")");
-          const auto eval_transform =
-              callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, info);
-          sums = evaluate_shard(model->module(), result.model, run, shard_of(info, ev, eval_transform, rt));
-        },
+        "evaluate", [&] { sums = evaluate_shard(model->module(), result.model, run, evaluation_source()); },
         [&] { result.evaluation = reduce_evaluation(sums, *comm); });
   }
 

@@ -2,18 +2,33 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 namespace qforge {
 namespace {
 
-// The logits of an output when it is one [batch, classes] tensor.
+// An output as [predictions, classes] logits: a [batch, classes] tensor as it
+// is, a [batch, positions, classes] one with a prediction per position.
 std::optional<at::Tensor> logits(const c10::IValue& output, int64_t rows) {
   if (!output.isTensor()) return std::nullopt;
   const auto& t = output.toTensor();
-  if (t.dim() != 2 || t.size(0) != rows || t.size(1) < 2) return std::nullopt;
-  return t;
+  if (t.dim() < 2 || t.dim() > 3 || t.size(0) != rows || t.size(-1) < 2 || !t.is_floating_point()) return std::nullopt;
+  return t.reshape({-1, t.size(-1)});
+}
+
+// The labels as one class per prediction, when they have that shape.
+std::optional<at::Tensor> labels_of(const Batch& batch, const at::Tensor& output) {
+  if (!batch.labels.defined() || batch.labels.is_floating_point()) return std::nullopt;
+  const auto& t = output.sizes();
+  const auto expected = std::vector<int64_t>(t.begin(), t.end() - 1);  // the output's shape less its classes
+  if (batch.labels.sizes() != at::IntArrayRef(expected)) return std::nullopt;
+  return batch.labels.reshape({-1}).to(at::kLong);
 }
 
 }  // namespace
+
+double EvaluationResult::fp_perplexity() const { return labelled ? std::exp(fp_nll / labelled) : 0.0; }
+double EvaluationResult::compiled_perplexity() const { return labelled ? std::exp(compiled_nll / labelled) : 0.0; }
 
 EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
                               const ShardSource& shard) {
@@ -26,13 +41,19 @@ EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module&
     const auto fp = logits(expected, batch.rows());
     const auto q = logits(actual, batch.rows());
     if (!fp || !q) return;
+    sums.counts.sequence = expected.toTensor().dim() == 3;
+    sums.counts.predictions += fp->size(0);
     const auto fp_class = fp->argmax(1), q_class = q->argmax(1);
     sums.counts.top1_agreement += fp_class.eq(q_class).sum().item<int64_t>();
-    if (batch.labels.defined() && batch.labels.dim() == 1) {
-      const auto labels = batch.labels.to(at::kLong);
-      sums.counts.labelled_rows += batch.rows();
-      sums.counts.fp_correct += fp_class.eq(labels).sum().item<int64_t>();
-      sums.counts.compiled_correct += q_class.eq(labels).sum().item<int64_t>();
+    if (const auto labels = labels_of(batch, expected.toTensor())) {
+      sums.counts.labelled += labels->numel();
+      sums.counts.fp_correct += fp_class.eq(*labels).sum().item<int64_t>();
+      sums.counts.compiled_correct += q_class.eq(*labels).sum().item<int64_t>();
+      const auto nll = [&](const at::Tensor& l) {
+        return at::cross_entropy_loss(l.to(at::kDouble), *labels, {}, at::Reduction::Sum).item<double>();
+      };
+      sums.counts.fp_nll += nll(*fp);
+      sums.counts.compiled_nll += nll(*q);
     }
   });
   return sums;
@@ -40,18 +61,26 @@ EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module&
 
 EvaluationResult reduce_evaluation(const EvaluationSums& mine, Communicator& comm) {
   const auto& c = mine.counts;
-  at::Tensor counts = at::tensor({c.rows, c.labelled_rows, c.fp_correct, c.compiled_correct, c.top1_agreement}, at::kLong);
-  at::Tensor squares = at::tensor({mine.error.error_squares, mine.error.reference_squares}, at::kDouble);
+  at::Tensor counts = at::tensor({c.rows, c.predictions, c.labelled, c.fp_correct, c.compiled_correct,
+                                  c.top1_agreement, static_cast<int64_t>(c.sequence)},
+                                 at::kLong);
+  at::Tensor sums = at::tensor({mine.error.error_squares, mine.error.reference_squares, c.fp_nll, c.compiled_nll},
+                               at::kDouble);
   comm.all_reduce(counts, ReduceOp::Sum);
-  comm.all_reduce(squares, ReduceOp::Sum);
+  comm.all_reduce(sums, ReduceOp::Sum);
   EvaluationResult r;
   const auto* n = counts.data_ptr<int64_t>();
   r.rows = n[0];
-  r.labelled_rows = n[1];
-  r.fp_correct = n[2];
-  r.compiled_correct = n[3];
-  r.top1_agreement = n[4];
-  OutputError total{squares[0].item<double>(), squares[1].item<double>()};
+  r.predictions = n[1];
+  r.labelled = n[2];
+  r.fp_correct = n[3];
+  r.compiled_correct = n[4];
+  r.top1_agreement = n[5];
+  r.sequence = n[6] > 0;
+  const auto* s = sums.data_ptr<double>();
+  r.fp_nll = s[2];
+  r.compiled_nll = s[3];
+  OutputError total{s[0], s[1]};
   r.output_sqnr_db = total.sqnr_db();
   return r;
 }

@@ -1,7 +1,8 @@
 // The compiled model against the floating-point model on held-out samples
 // (evaluation_inputs), each rank on its shard, sums reduced across ranks:
-// top-1 accuracy of both where the file has labels and the output is
-// [batch, classes] logits, top-1 agreement, and output SQNR.
+// top-1 agreement and output SQNR; top-1 accuracy and cross-entropy of both
+// where the file has labels and the output is [batch, classes] logits or a
+// language model's [batch, positions, vocabulary] (perplexity).
 #pragma once
 #include "compile/batches.h"
 #include "compile/output_error.h"

@@ -95,9 +95,14 @@ void ExperimentConfig::validate() const {
     check(f.learning_rate > 0, key + ".learning_rate", "a positive learning rate");
     check(f.warmup_steps >= 0, key + ".warmup_steps", "0 or more steps");
     check(f.lora_rank > 0, key + ".lora_rank", "a positive rank");
+    check(f.lora_dropout >= 0 && f.lora_dropout < 1, key + ".lora_dropout", "a probability from 0 to below 1");
+    check(!f.learn_ranges || f.method == FineTuneMethod::QaLora, key + ".learn_ranges",
+          "method qa_lora (plain lora trains without the quantizer, so it has no ranges to learn)");
     check(f.max_grad_norm >= 0, key + ".max_grad_norm", "0 (off) or a positive norm");
     check(f.task_loss_weight >= 0 && f.task_loss_weight <= 1, key + ".task_loss_weight", "a weight from 0 to 1");
     check(f.log_every > 0, key + ".log_every", "a positive step count");
+    check(f.eval_every >= 0, key + ".eval_every", "0 (none) or a step count");
+    check(f.eval_every == 0 || evaluation_inputs.has_value(), key + ".eval_every", "evaluation_inputs to evaluate on");
     check(f.stop_after_steps >= 0, key + ".stop_after_steps", "0 (run to the end) or a step count");
   }
   check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");

@@ -37,6 +37,10 @@ template <> struct Names<Distillation> {
   static constexpr std::pair<Distillation, const char*> table[] = {{Distillation::Mse, "mse"},
                                                                    {Distillation::Kl, "kl"}};
 };
+template <> struct Names<FineTuneMethod> {
+  static constexpr std::pair<FineTuneMethod, const char*> table[] = {{FineTuneMethod::QaLora, "qa_lora"},
+                                                                     {FineTuneMethod::Lora, "lora"}};
+};
 template <> struct Names<DType> {
   static constexpr std::pair<DType, const char*> table[] = {
       {DType::Float32, "float32"}, {DType::Float64, "float64"}, {DType::Float16, "float16"},
@@ -76,6 +80,7 @@ QFORGE_ENUM_INSTANTIATE(Observer)
 QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)
+QFORGE_ENUM_INSTANTIATE(FineTuneMethod)
 #undef QFORGE_ENUM_INSTANTIATE
 
 int64_t dtype_size(DType dtype) {

@@ -82,6 +82,8 @@ template <class V> void describe(V& v, LayerQuantizationSettings& s) {
 
 template <class V> void describe(V& v, FineTuneSettings& s) {
   v("enabled", s.enabled, "run quantization-aware LoRA fine-tuning after calibration");
+  v("method", s.method,
+    "qa_lora: train through the quantizer | lora: train on float weights, round the merged weights to the grid");
   v("steps", s.steps, "optimizer steps");
   v("batch_size", s.batch_size, "rows per step over all ranks (the global batch)");
   v("accumulation_steps", s.accumulation_steps, "micro-batches per optimizer step");
@@ -91,10 +93,16 @@ template <class V> void describe(V& v, FineTuneSettings& s) {
   v("max_grad_norm", s.max_grad_norm, "clip the global gradient norm; 0 = off");
   v("lora_rank", s.lora_rank, "LoRA rank");
   v("lora_alpha", s.lora_alpha, "LoRA alpha (scale = alpha / rank)");
+  v("lora_dropout", s.lora_dropout,
+    "probability of dropping each of the rank components of B·A in a step (dropout in weight space)");
+  v("learn_ranges", s.learn_ranges,
+    "LSQ: weight and activation quantization scales train with the adapters (method qa_lora)");
   v("targets", s.targets, "layer names, globs or types to adapt; empty = every quantized layer with weights");
   v("distillation", s.distillation, "mse | kl: loss against the float model's outputs");
   v("task_loss_weight", s.task_loss_weight, "share of cross-entropy on the file's labels (0..1)");
   v("log_every", s.log_every, "steps between progress lines");
+  v("eval_every", s.eval_every,
+    "steps between evaluations of the model being fine-tuned on evaluation_inputs (logged, in report.json); 0 = none");
   v("resume", s.resume, "continue from <out_dir>/checkpoints/fine_tune.pt when it exists");
   v("stop_after_steps", s.stop_after_steps,
     "checkpoint and stop after this many steps of this run (time-limited jobs); 0 = run to the end");

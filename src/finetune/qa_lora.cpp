@@ -1,5 +1,6 @@
 #include "finetune/qa_lora.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -54,11 +55,30 @@ at::Tensor distillation_loss(const c10::IValue& student, const c10::IValue& teac
   return total;
 }
 
+// Sum over the rows of the cross-entropy of the labels: one per row of
+// [batch, classes] logits, the mean over positions of [batch, positions, classes].
 at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
-  if (!student.isTensor() || student.toTensor().dim() != 2 || !batch.labels.defined())
-    throw DataError("compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] "
-                    "outputs from the model (sample " + std::to_string(batch.global_begin) + ")");
-  return at::cross_entropy_loss(student.toTensor(), batch.labels.to(at::kLong), {}, at::Reduction::Sum);
+  const bool logits = student.isTensor() && (student.toTensor().dim() == 2 || student.toTensor().dim() == 3);
+  if (!logits || !batch.labels.defined() || batch.labels.numel() * student.toTensor().size(-1) != student.toTensor().numel())
+    throw DataError("compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
+                    "[batch, positions, classes] outputs from the model, one label per prediction (sample " +
+                    std::to_string(batch.global_begin) + ")");
+  const at::Tensor& out = student.toTensor();
+  const double positions = out.dim() == 3 ? static_cast<double>(out.size(1)) : 1.0;
+  return at::cross_entropy_loss(out.reshape({-1, out.size(-1)}), batch.labels.reshape({-1}).to(at::kLong), {},
+                                at::Reduction::Sum) /
+         positions;
+}
+
+// Dropout over the rank components of every adapter for one step: the masks
+// of a step depend only on the seed and the step, so every rank, and a
+// resumed run, draws the same ones.
+void draw_dropout_masks(std::vector<at::Tensor>& masks, double p, int64_t seed, int64_t step) {
+  if (masks.empty()) return;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003u +
+                                                                      static_cast<uint64_t>(step));
+  torch::NoGradGuard no_grad;
+  for (auto& mask : masks) mask.copy_(at::empty_like(mask).bernoulli_(1.0 - p, generator).div_(1.0 - p));
 }
 
 void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicator& comm) {
@@ -99,13 +119,14 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
                          const DataTransformFn& transform, const Runner& run, Communicator* comm,
-                         const Runtime& runtime, const CheckpointPlan& checkpoints) {
+                         const Runtime& runtime, const CheckpointPlan& checkpoints, const FineTuneEvaluator& evaluate) {
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  const bool through_quantizer = settings.method == FineTuneMethod::QaLora;
   // The same adapters on every rank: A random (seeded), B zero, so training
   // starts from the calibrated model exactly.
   torch::manual_seed(static_cast<uint64_t>(seed));
-  std::vector<LayerFakeQuant> layers = others;
-  std::vector<at::Tensor> parameters;
+  std::vector<LayerFakeQuant> layers = through_quantizer ? others : std::vector<LayerFakeQuant>{};
+  std::vector<at::Tensor> parameters, masks;
   const double scale = settings.lora_alpha / static_cast<double>(settings.lora_rank);
   for (const auto& t : targets) {
     const int64_t outputs = t.weight.size(0), inputs = t.weight.numel() / outputs;
@@ -113,11 +134,22 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     adapter.scale = scale;
     adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs))).requires_grad_();
     adapter.b = torch::zeros({outputs, settings.lora_rank}).requires_grad_();
+    if (settings.lora_dropout > 0) masks.push_back(adapter.mask = torch::ones({settings.lora_rank}));
     parameters.push_back(adapter.a);
     parameters.push_back(adapter.b);
-    layers.push_back(t.quant);
-    layers.back().lora = adapter;
+    LayerFakeQuant layer = t.quant;
+    if (!through_quantizer) layer = LayerFakeQuant{t.quant.layer};  // plain LoRA: adapters on float weights
+    layer.lora = adapter;
+    layers.push_back(layer);
   }
+  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated scale).
+  int64_t learned = 0;
+  if (settings.learn_ranges)
+    for (auto& l : layers) {
+      if (l.weight) parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}).requires_grad_());
+      if (l.input) parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}).requires_grad_());
+      learned += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
+    }
   torch::jit::Module student = with_fake_quantization(model, method, layers);
   for (auto p : student.parameters()) {  // only the adapters learn
     const bool adapter = std::any_of(parameters.begin(), parameters.end(),
@@ -132,6 +164,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   // What a checkpoint must match to be resumed here.
   std::string fingerprint = "steps=" + std::to_string(settings.steps) + " batch=" + std::to_string(settings.batch_size) +
                             " rank=" + std::to_string(settings.lora_rank) + " seed=" + std::to_string(seed) +
+                            " method=" + std::to_string(static_cast<int>(settings.method)) +
+                            " dropout=" + c10::str(settings.lora_dropout) + " ranges=" + std::to_string(learned) +
                             " rows=" + std::to_string(data.total_rows()) + " layers=";
   for (const auto& t : targets) fingerprint += t.quant.layer + c10::str(t.weight.sizes()) + ",";
   int64_t first_step = 0;
@@ -161,6 +195,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
       return report;
     }
     double local_loss = 0;
+    draw_dropout_masks(masks, settings.lora_dropout, seed, step);
     runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
       optimizer.zero_grad();
       for (const RowRange& range : rows_of_step(step, settings.batch_size, total, rank, world)) {
@@ -200,6 +235,11 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
         step + 1 < settings.steps)
       write_checkpoint(step + 1);
     const bool last = step + 1 == settings.steps;
+    if (evaluate && settings.eval_every > 0 && ((step + 1) % settings.eval_every == 0 || last)) {
+      for (auto& mask : masks) mask.fill_(1.0);  // evaluate the adapters as they will be merged
+      torch::NoGradGuard no_grad;
+      evaluate(student, step + 1);
+    }
     if (progress_bar) {  // a terminal: one line redrawn every step
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double done = static_cast<double>(step + 1 - first_step);
@@ -225,11 +265,25 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   torch::NoGradGuard no_grad;
+  for (const auto& l : layers) {
+    if (l.weight_log_multiplier.defined())
+      report.weight_scales[l.layer] = learned_scale(l.weight->qparams.scale, l.weight_log_multiplier.detach());
+    if (l.input_log_multiplier.defined())
+      report.input_scales[l.layer] = learned_scale(l.input->scale, l.input_log_multiplier.detach());
+  }
   for (size_t i = 0; i < targets.size(); ++i) {
     const auto& t = targets[i];
     const LoraAdapter adapter{parameters[2 * i].detach(), parameters[2 * i + 1].detach(), scale};
     report.adapters[t.quant.layer] = adapter;
-    report.merged[t.quant.layer] = fake_quantize_weight(adapted_weight(t.weight, adapter), *t.quant.weight, t.weights);
+    const at::Tensor adapted = adapted_weight(t.weight, adapter);
+    if (!through_quantizer) {
+      report.merged[t.quant.layer] = adapted;
+      continue;
+    }
+    WeightQuant grid = *t.quant.weight;
+    if (auto learned_scale = report.weight_scales.find(t.quant.layer); learned_scale != report.weight_scales.end())
+      grid.qparams.scale = learned_scale->second;
+    report.merged[t.quant.layer] = fake_quantize_weight(adapted, grid, t.weights);
   }
   return report;
 }

@@ -1,8 +1,11 @@
 // Quantization-aware LoRA fine-tuning, data-parallel over the ranks.
 //
 // Each target layer computes with fq(W + s·B·A): W frozen, the adapters A, B
-// trained through the fixed quantizer of calibration (straight-through
-// gradients of ATen's fake-quant ops). Every step takes the next
+// trained through the quantizer of calibration (straight-through gradients of
+// ATen's fake-quant ops). With learn_ranges the quantizers' scales train too
+// (LSQ's gradient, the scale kept positive as scale·exp(u), u learned).
+// Method `lora` is the plain baseline: adapters on the float weights, no fake
+// quantization while training, the merged weights rounded to the grid after. Every step takes the next
 // `batch_size` rows of the data (the global batch); rank r computes the
 // loss of its contiguous part of them, scaled by its share of the global
 // batch, so the gradients all-reduced with SUM are those of the global mean
@@ -11,6 +14,7 @@
 // quantizing it again changes nothing and the compiled model computes
 // exactly what the fine-tuned one did.
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -41,21 +45,30 @@ struct FineTuneReport {
   bool finished = true;          // false: stopped early (checkpointed) by stop_after
   int64_t resumed_from = 0;      // steps a checkpoint had completed
   std::vector<double> loss;      // global mean loss of every step
-  std::map<std::string, at::Tensor> merged;  // layer -> fq(W + s·B·A)
+  // layer -> its merged weight: fq(W + s·B·A) on the (learned) grid for
+  // qa_lora; W + s·B·A in float for lora (to be quantized by the caller).
+  std::map<std::string, at::Tensor> merged;
   std::map<std::string, LoraAdapter> adapters;  // the trained adapters
+  std::map<std::string, at::Tensor> weight_scales;  // learn_ranges: layer -> learned weight scale
+  std::map<std::string, at::Tensor> input_scales;   // learn_ranges: layer -> learned input scale
   double seconds = 0;
   int64_t samples = 0;           // rows processed over all ranks
 };
 
+// Called every settings.eval_every steps on every rank (collectively) with
+// the model being trained and the steps completed.
+using FineTuneEvaluator = std::function<void(torch::jit::Module& student, int64_t step)>;
+
 // Collective over `runtime` (one agreement per step) and `comm` (gradients;
 // null with one rank). `others` are the quantized layers that are not
-// targets: they compute quantized, frozen. `seed` makes the adapters'
-// initialization the same on every rank.
+// targets: they compute quantized, frozen (float with method lora). `seed`
+// makes the adapters' initialization and dropout the same on every rank.
 FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
                          const DataTransformFn& transform, const Runner& run, Communicator* comm,
-                         const Runtime& runtime, const CheckpointPlan& checkpoints = {});
+                         const Runtime& runtime, const CheckpointPlan& checkpoints = {},
+                         const FineTuneEvaluator& evaluate = {});
 
 // The adapters' learning rate at `step` (0-based): linear warm-up, then cosine to 0.
 double learning_rate_at(const FineTuneSettings& settings, int64_t step);

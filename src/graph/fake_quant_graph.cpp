@@ -45,6 +45,39 @@ Value* add_tensor_attribute(torch::jit::Module& module, Graph& graph, const std:
   return graph.insertGetAttr(graph.inputs()[0], name);
 }
 
+Value* add_parameter(torch::jit::Module& module, Graph& graph, const std::string& name, const at::Tensor& value) {
+  module.register_parameter(name, value, /*is_buffer=*/false);
+  return graph.insertGetAttr(graph.inputs()[0], name);
+}
+
+// Fake quantization of `x` with scale and zero point `q`, per tensor (axis < 0)
+// or along `axis`. With a log-multiplier, through ATen's learnable ops (their
+// forward is the plain op's, their backward also gives the scale a gradient)
+// at scale·exp(multiplier); the zero point stays fixed.
+Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std::string& layer, const std::string& what,
+                            Value* x, const QParams& q, const QuantRange& range, int64_t axis,
+                            const at::Tensor& log_multiplier) {
+  if (!log_multiplier.defined()) {
+    Value* scale = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"), q.scale);
+    Value* zero = add_tensor_attribute(module, graph, attribute_name(layer, what + "_zero_point"), q.zero_point);
+    if (axis < 0)
+      return graph.insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"), {x, scale, zero, range.qmin, range.qmax});
+    return graph.insert(c10::Symbol::aten("fake_quantize_per_channel_affine"),
+                        {x, scale, zero, axis, range.qmin, range.qmax});
+  }
+  Value* initial = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"),
+                                        q.scale.detach().reshape({-1}).to(at::kFloat));
+  Value* zero = add_tensor_attribute(module, graph, attribute_name(layer, what + "_zero_point"),
+                                     q.zero_point.detach().reshape({-1}).to(at::kFloat));
+  Value* multiplier = add_parameter(module, graph, attribute_name(layer, what + "_log_multiplier"), log_multiplier);
+  Value* scale = graph.insert(c10::aten::mul, {initial, graph.insert(c10::aten::exp, {multiplier})});
+  if (axis < 0)
+    return graph.insert(c10::Symbol::aten("_fake_quantize_learnable_per_tensor_affine"),
+                        {x, scale, zero, range.qmin, range.qmax, 1.0});
+  return graph.insert(c10::Symbol::aten("_fake_quantize_learnable_per_channel_affine"),
+                      {x, scale, zero, axis, range.qmin, range.qmax, 1.0});
+}
+
 }  // namespace
 
 std::optional<std::string> attribute_path(const Value* value, const Value* self) {
@@ -100,7 +133,12 @@ std::vector<Node*> activation_users(Value* weight) {
 }  // namespace
 
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) {
-  return weight.add(adapter.b.matmul(adapter.a).reshape(weight.sizes()).mul(adapter.scale));
+  const at::Tensor b = adapter.mask.defined() ? adapter.b.mul(adapter.mask) : adapter.b;
+  return weight.add(b.matmul(adapter.a).reshape(weight.sizes()).mul(adapter.scale));
+}
+
+at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier) {
+  return scale.reshape({-1}).to(at::kFloat).mul(log_multiplier.exp()).reshape(scale.sizes()).to(scale.scalar_type());
 }
 
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
@@ -136,11 +174,14 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
     for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
       WithInsertPoint after_read(read->next());
-      if (layer.lora) {  // weight + scale * reshape(B @ A, size(weight)), as adapted_weight computes it
+      if (layer.lora) {  // weight + scale * reshape((B * mask) @ A, size(weight)), as adapted_weight computes it
         module.register_parameter(attribute_name(layer.layer, "lora_A"), layer.lora->a, /*is_buffer=*/false);
         module.register_parameter(attribute_name(layer.layer, "lora_B"), layer.lora->b, /*is_buffer=*/false);
         Value* a = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_A"));
         Value* b = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_B"));
+        if (layer.lora->mask.defined())
+          b = graph->insert(c10::aten::mul,
+                            {b, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_mask"), layer.lora->mask)});
         Value* product = graph->insert(c10::aten::matmul, {b, a});
         Value* shape = graph->insert(c10::aten::size, {weight});
         Value* delta = graph->insert(c10::aten::reshape, {product, shape});
@@ -152,18 +193,11 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
       Value* quantized = weight;
       if (layer.weight) {
         const auto& q = *layer.weight;
-        Value* scale = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "weight_scale"), q.qparams.scale);
-        Value* zero = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "weight_zero_point"),
-                                           q.qparams.zero_point);
         Value* rows = weight;
         if (!q.view_shape.empty())  // groups: quantize the [out*groups, group_size] view per row
           rows = graph->insert(c10::aten::reshape, {weight, c10::IValue(q.view_shape)});
-        if (q.axis < 0)
-          quantized = graph->insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"),
-                                    {rows, scale, zero, layer.weight_range.qmin, layer.weight_range.qmax});
-        else
-          quantized = graph->insert(c10::Symbol::aten("fake_quantize_per_channel_affine"),
-                                    {rows, scale, zero, q.axis, layer.weight_range.qmin, layer.weight_range.qmax});
+        quantized = insert_fake_quantize(module, *graph, layer.layer, "weight", rows, q.qparams, layer.weight_range, q.axis,
+                                         layer.weight_log_multiplier);
         if (!q.view_shape.empty()) {
           Value* shape = graph->insert(c10::aten::size, {weight});
           quantized = graph->insert(c10::aten::reshape, {quantized, shape});
@@ -173,12 +207,8 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
       if (!layer.input) continue;
       for (Node* user : activation_users(quantized)) {
         WithInsertPoint before_user(user);
-        Value* scale = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "input_scale"), layer.input->scale);
-        Value* zero = add_tensor_attribute(module, *graph, attribute_name(layer.layer, "input_zero_point"),
-                                           layer.input->zero_point);
-        Value* x = graph->insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"),
-                                 {user->input(0), scale, zero, layer.input_range.qmin, layer.input_range.qmax});
-        user->replaceInput(0, x);
+        user->replaceInput(0, insert_fake_quantize(module, *graph, layer.layer, "input", user->input(0), *layer.input,
+                                                   layer.input_range, -1, layer.input_log_multiplier));
       }
     }
   }

@@ -54,7 +54,7 @@ TEST(Compile, ResnetCompiledModelRunsInPythonAsInProcess) {
   EXPECT_EQ(result.folded_batch_norms.size(), 20u);  // every convolution of ResNet-18 has its batch norm
   ASSERT_TRUE(result.evaluation.has_value());
   EXPECT_EQ(result.evaluation->rows, 37);
-  EXPECT_EQ(result.evaluation->labelled_rows, 37);
+  EXPECT_EQ(result.evaluation->labelled, 37);
   EXPECT_GT(result.evaluation->output_sqnr_db, 15.0);
   EXPECT_LT(result.deployed_bytes, result.float_bytes / 3);  // int8 weights
 

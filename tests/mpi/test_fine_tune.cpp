@@ -136,6 +136,60 @@ TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
     EXPECT_NEAR(distributed.loss[i], single.loss[i], 1e-5 * std::abs(single.loss[i]) + 1e-9) << "step " << i;
 }
 
+TEST(FineTune, LearnedRangesAndDropoutStayIdenticalAcrossRanksAndLandOnTheLearnedGrid) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  auto f = settings(4);
+  f.learn_ranges = true;
+  f.lora_dropout = 0.5;
+  const auto distributed =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+  const auto single =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, nullptr, Runtime::get());
+  ASSERT_EQ(distributed.weight_scales.size(), s.targets.size()) << "every weight scale is learned";
+  ASSERT_FALSE(distributed.input_scales.empty()) << "input scales are learned";
+  for (const auto& t : s.targets) {
+    const auto& learned = distributed.weight_scales.at(t.quant.layer);
+    EXPECT_EQ(learned.sizes(), t.quant.weight->qparams.scale.sizes()) << t.quant.layer;
+    EXPECT_FALSE(torch::equal(learned, t.quant.weight->qparams.scale)) << t.quant.layer << ": the range did not train";
+    EXPECT_TRUE(torch::allclose(learned, single.weight_scales.at(t.quant.layer), 1e-4, 1e-9)) << t.quant.layer;
+    const auto everyone = comm->all_gather(learned.to(torch::kDouble).contiguous());
+    for (int r = 1; r < comm->size(); ++r)
+      EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << t.quant.layer << ": rank " << r << " differs";
+    // The merged weight is on the learned grid.
+    WeightQuant grid = *t.quant.weight;
+    grid.qparams.scale = learned;
+    const auto& merged = distributed.merged.at(t.quant.layer);
+    EXPECT_TRUE(torch::equal(fake_quantize_weight(merged, grid, t.weights), merged)) << t.quant.layer;
+  }
+  for (const auto& [layer, adapter] : distributed.adapters) {  // dropout masks agree across ranks
+    const auto everyone = comm->all_gather(adapter.b.contiguous());
+    for (int r = 1; r < comm->size(); ++r) EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << layer;
+    EXPECT_TRUE(torch::allclose(adapter.b, single.adapters.at(layer).b, 1e-4, 1e-6)) << layer;
+  }
+}
+
+TEST(FineTune, PlainLoraTrainsOnFloatWeights) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  auto f = settings(3);
+  f.method = FineTuneMethod::Lora;
+  const auto plain =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+  f.method = FineTuneMethod::QaLora;
+  const auto quantized =
+      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+  // Without fake quantization the student starts as the float model itself
+  // (B = 0): nothing to distil at step 1. Through the quantizer, there is.
+  EXPECT_EQ(plain.loss[0], 0.0);
+  EXPECT_GT(quantized.loss[0], 0.0);
+  for (const auto& t : s.targets) {
+    const auto& merged = plain.merged.at(t.quant.layer);
+    EXPECT_TRUE(torch::equal(merged, adapted_weight(t.weight, plain.adapters.at(t.quant.layer))))
+        << t.quant.layer << ": lora hands back W + s·B·A in float";
+  }
+}
+
 TEST(FineTune, LearningRateWarmsUpThenDecaysToZero) {
   auto f = settings(10);
   f.warmup_steps = 2;
@@ -148,7 +202,9 @@ TEST(FineTune, LearningRateWarmsUpThenDecaysToZero) {
 TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
   auto s = make_setup("tuple_model.pt", "text_tuple.h5");
   auto comm = make_mpi_communicator();
-  const auto f = settings(6);
+  auto f = settings(6);
+  f.lora_dropout = 0.25;  // masks and learned ranges must resume too
+  f.learn_ranges = true;
   const std::string dir = ::testing::TempDir() + "/qforge_resume_" + std::to_string(comm->size());
   fresh_directory(dir);
   const CheckpointPlan plan{dir + "/fine_tune.pt", 2, true, 0};
@@ -169,6 +225,7 @@ TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
     EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).a, adapter.a)) << layer;
     EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).b, adapter.b)) << layer;
     EXPECT_TRUE(torch::equal(resumed.merged.at(layer), uninterrupted.merged.at(layer))) << layer;
+    EXPECT_TRUE(torch::equal(resumed.weight_scales.at(layer), uninterrupted.weight_scales.at(layer))) << layer;
   }
 }
 
