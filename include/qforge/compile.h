@@ -76,7 +76,8 @@ struct CompileResult {
   std::string graph_name;
   bool dry_run = false;                  // is_dry_run: only the plan was made
   bool disabled = false;                 // disable: the model is returned unchanged
-  bool stopped = false;                  // fine-tuning stopped early (stop_after_steps); nothing but its checkpoint written
+  bool stopped = false;                  // fine-tuning stopped early; nothing but its checkpoint written
+  int stop_signal = 0;                   // the signal that stopped it (0: stop_after_steps)
   torch::jit::Module model;              // the compiled model (every rank)
   std::vector<LayerResult> layers;
   std::vector<std::string> folded_batch_norms;  // convolutions that absorbed a batch norm

@@ -26,6 +26,7 @@ enum ExitCode : int {
   kExitData = 4,        // bad calibration data
   kExitModel = 5,       // model does not load or does not fit the data
   kExitLibrary = 6,     // MPI / HDF5 / NCCL / CUDA error
+  kExitStopped = 75,    // stopped by a signal after writing a checkpoint: run again to resume (EX_TEMPFAIL)
 };
 
 struct UsageError : Error {

@@ -96,6 +96,10 @@ class Model {
 // Runs `method` of `module` (the model or a rewritten copy of it) on one
 // batch bound as `binding` says; errors name `what`, the method and the batch.
 // Autograd follows the caller's mode.
+// The submodule of `module` at a dotted path ("layer1.0.conv1"); ModelError
+// naming `name` (the model's file, or what stands for it) if there is none.
+torch::jit::Module submodule(const torch::jit::Module& module, const std::string& path, const std::string& name);
+
 c10::IValue run_module(torch::jit::Module& module, const std::string& method, const CallBinding& binding,
                        const Batch& batch, const std::string& what);
 

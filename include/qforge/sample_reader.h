@@ -76,8 +76,10 @@ class SampleReader {
   std::thread worker_;
 };
 
-// Reads the whole of `rows` of `info` in one batch per group slice; for
-// small sets (tracing samples, tests).
-std::vector<Batch> read_all(const DatasetInfo& info, RowRange rows, int64_t batch_size);
+// Reads the whole of `rows` of `info` in batches of `batch_size` (split at
+// group ends), each passed through `transform`; for small sets (tracing and
+// sensitivity samples, a fine-tuning step's rows, tests).
+std::vector<Batch> read_all(const DatasetInfo& info, RowRange rows, int64_t batch_size,
+                            const DataTransformFn& transform = {});
 
 }  // namespace qforge

@@ -19,9 +19,6 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from qforge_h5 import write_samples  # noqa: E402
-
 FORTUNES = "/usr/share/games/fortunes"
 CONTEXT = 64
 VOCAB = 128  # ASCII; any other byte becomes '?'
@@ -109,6 +106,8 @@ def main():
     if not os.path.isdir(FORTUNES):
         print(f"make_fortunes_lm: {FORTUNES} is missing; install Debian's `fortunes` package", file=sys.stderr)
         sys.exit(NO_FORTUNES)
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from qforge_h5 import write_samples
     os.makedirs(out, exist_ok=True)
     fortunes = read_fortunes()
     random.Random(0).shuffle(fortunes)

@@ -14,6 +14,7 @@
 #include "qforge/runtime.h"
 #include "qforge/version.h"
 #include "graph/model_json.h"
+#include "runtime/stop_signal.h"
 #include "util/text.h"
 
 namespace qforge::cli {
@@ -132,8 +133,11 @@ int cmd_compile(const std::vector<std::string>& argv) {
   });
   log::debug("qforge " + version() + " rank " + std::to_string(rt.rank()) + " of " + std::to_string(rt.size()) +
              " on " + rt.host() + " (local rank " + std::to_string(rt.local_rank()) + ")");
-  compile(config);
-  return kExitOk;
+  // SIGTERM / SIGUSR1 while fine-tuning: checkpoint and stop at the next step.
+  // (Without fine-tuning there is nothing to resume: signals keep their default, ending the run.)
+  if (config.compile_options.fine_tune.enabled && !config.is_dry_run) install_stop_handlers();
+  const CompileResult result = compile(config);
+  return result.stop_signal ? kExitStopped : kExitOk;
 }
 
 int cmd_inspect(const std::vector<std::string>& argv) {

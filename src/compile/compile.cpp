@@ -185,9 +185,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         [&] {
           const auto& cal = *config.calibration_inputs;
           const int64_t rows = std::min(config.compile_options.sensitivity_samples, data.total_rows());
-          auto batches = read_all(data, {0, rows}, cal.batch_size);  // the same rows on every rank
-          for (auto& b : batches)
-            if (transform) transform(b, data);
+          const auto batches = read_all(data, {0, rows}, cal.batch_size, transform);  // the same rows on every rank
           log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
                     " calibration rows, split over " + std::to_string(rt.size()) + " rank(s)");
           work = measure_sensitivity(model->module(), method, candidates, batches, run, rt.rank(), rt.size());
@@ -251,8 +249,9 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data, transform,
                                            run, comm.get(), rt, checkpoints, evaluate);
     timer.record("fine-tune", tuned.seconds);
-    if (!tuned.finished) {  // stop_after_steps: the checkpoint is the only output of this run
+    if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
       result.stopped = true;
+      result.stop_signal = tuned.stop_signal;
       return result;
     }
     // qa_lora: the merged weights are on their (learned) grid, so the assembly
@@ -260,7 +259,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     // round-to-nearest quantization of their own range.
     base = model->module().clone();
     for (const auto& [layer, weight] : tuned.merged)
-      Model::wrap(base, model->path(), method).submodule(layer).setattr("weight", weight);
+      submodule(base, layer, model->path()).setattr("weight", weight);
     for (auto& l : result.layers) {
       const std::string& name = l.plan.layer.name;
       if (auto s = tuned.weight_scales.find(name); s != tuned.weight_scales.end()) l.weight->qparams.scale = s->second;
@@ -291,7 +290,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     // Store weights already on their grid: the file holds exactly the deployed values.
     for (const auto& l : result.layers) {
       if (!l.quantized || !l.weight) continue;
-      auto layer = Model::wrap(result.model, model->path(), method).submodule(l.plan.layer.name);
+      auto layer = submodule(result.model, l.plan.layer.name, model->path());
       const auto weight = layer.attr("weight").toTensor();
       layer.setattr("weight", fake_quantize_weight(weight.detach(), *l.weight, l.plan.weights)
                                   .to(weight.scalar_type())

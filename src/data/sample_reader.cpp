@@ -100,10 +100,12 @@ std::optional<Batch> SampleReader::next() {
   return out;
 }
 
-std::vector<Batch> read_all(const DatasetInfo& info, RowRange rows, int64_t batch_size) {
+std::vector<Batch> read_all(const DatasetInfo& info, RowRange rows, int64_t batch_size,
+                            const DataTransformFn& transform) {
   SampleReaderOptions options;
   options.batch_size = batch_size;
   options.prefetch = 1;
+  options.transform = transform;
   SampleReader reader(info, rows, options);
   std::vector<Batch> out;
   while (auto batch = reader.next()) out.push_back(std::move(*batch));

@@ -13,6 +13,7 @@
 
 #include "compile/output_error.h"
 #include "finetune/checkpoint.h"
+#include "runtime/stop_signal.h"
 #include "qforge/errors.h"
 #include "qforge/logger.h"
 #include "qforge/observer.h"
@@ -188,10 +189,18 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   // Rank 0 on a terminal draws a progress bar; logs and pipes get plain lines every log_every steps.
   const bool progress_bar = runtime.is_root() && isatty(fileno(stdout));
   for (int64_t step = first_step; step < settings.steps; ++step) {
-    if (checkpoints.stop_after > 0 && step - first_step == checkpoints.stop_after) {
+    // A stop signal on any rank stops every rank here, at the same step.
+    int signal = stop_signal();
+    if (runtime.size() > 1)
+      for (long long s : runtime.all_gather_int(signal)) signal = std::max(signal, static_cast<int>(s));
+    if (signal != 0 || (checkpoints.stop_after > 0 && step - first_step == checkpoints.stop_after)) {
       if (!checkpoints.path.empty()) write_checkpoint(step);
       report.finished = false;
-      log::info("fine-tune: stopped after step " + std::to_string(step) + " (stop_after_steps); run again to resume");
+      report.stop_signal = signal;
+      if (progress_bar) std::printf("\n");  // end the bar's line
+      log::info("fine-tune: stopped after step " + std::to_string(step) +
+                (signal ? " (signal " + std::to_string(signal) + ")" : std::string(" (stop_after_steps)")) +
+                (checkpoints.path.empty() ? "" : "; checkpoint " + checkpoints.path + ", run again to resume"));
       return report;
     }
     double local_loss = 0;
@@ -200,8 +209,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
       optimizer.zero_grad();
       for (const RowRange& range : rows_of_step(step, settings.batch_size, total, rank, world)) {
         const int64_t chunk = (range.size() + settings.accumulation_steps - 1) / settings.accumulation_steps;
-        for (Batch& batch : read_all(data, range, std::max<int64_t>(1, chunk))) {
-          if (transform) transform(batch, data);
+        for (const Batch& batch : read_all(data, range, std::max<int64_t>(1, chunk), transform)) {
           c10::IValue expected;
           {
             torch::NoGradGuard no_grad;

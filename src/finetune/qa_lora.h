@@ -42,7 +42,8 @@ struct CheckpointPlan {
 };
 
 struct FineTuneReport {
-  bool finished = true;          // false: stopped early (checkpointed) by stop_after
+  bool finished = true;          // false: stopped early (checkpointed) by stop_after or a signal
+  int stop_signal = 0;           // the signal some rank received (0: stop_after or finished)
   int64_t resumed_from = 0;      // steps a checkpoint had completed
   std::vector<double> loss;      // global mean loss of every step
   // layer -> its merged weight: fq(W + s·B·A) on the (learned) grid for

@@ -118,19 +118,21 @@ void Model::check_method() const {
   }
 }
 
-torch::jit::Module Model::submodule(const std::string& path) const {
-  torch::jit::Module current = module_;
+torch::jit::Module submodule(const torch::jit::Module& module, const std::string& path, const std::string& name) {
+  torch::jit::Module current = module;
   size_t start = 0;
   while (start <= path.size()) {
     const size_t dot = std::min(path.find('.', start), path.size());
-    const std::string name = path.substr(start, dot - start);
-    if (!current.hasattr(name) || !current.attr(name).isModule())
-      throw ModelError(path_ + ": no submodule '" + path + "' (qforge inspect lists the layers)");
-    current = current.attr(name).toModule();
+    const std::string part = path.substr(start, dot - start);
+    if (!current.hasattr(part) || !current.attr(part).isModule())
+      throw ModelError(name + ": no submodule '" + path + "' (qforge inspect lists the layers)");
+    current = current.attr(part).toModule();
     start = dot + 1;
   }
   return current;
 }
+
+torch::jit::Module Model::submodule(const std::string& path) const { return qforge::submodule(module_, path, path_); }
 
 MethodSignature Model::signature() const {
   const auto& schema = module_.get_method(method_).function().getSchema();

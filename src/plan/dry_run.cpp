@@ -46,11 +46,7 @@ std::vector<Batch> tracing_batches(const ExperimentConfig& config, const Dataset
       if (b > info.groups[g].rows)
         throw DataError(info.groups[g].path() + ": tracing batch size " + std::to_string(b) + " needs " +
                         std::to_string(b) + " rows, the group has " + std::to_string(info.groups[g].rows));
-      auto batches = read_all(info, {group_start, group_start + b}, b);
-      for (auto& batch : batches) {
-        if (transform) transform(batch, info);
-        out.push_back(std::move(batch));
-      }
+      for (auto& batch : read_all(info, {group_start, group_start + b}, b, transform)) out.push_back(std::move(batch));
     }
     group_start += info.groups[g].rows;
   }

@@ -356,6 +356,43 @@ compile_options:
     contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
 
 
+def case_compile_fine_tune_signal_checkpoints_and_resumes():
+    # SIGUSR1 (what SLURM's --signal sends; mpirun forwards it to every rank)
+    # mid-fine-tune: every rank stops at the same step, rank 0 checkpoints, the
+    # command exits 75; run again, it resumes and ends as a run never stopped.
+    import signal
+    import torch
+    cfg = compile_config("sig.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
+compile_options:
+  fine_tune: {enabled: true, steps: 300, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
+              log_every: 1, lora_dropout: 0.1}
+""")
+    run(["compile", cfg, "--set", "out_dir=sig_whole"], ranks=2, timeout=300)
+    cmd = [MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=sig_parts"]
+    p = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Rank 0 may draw a progress bar (mpirun gives the ranks a terminal) or
+    # print lines: either way "5/300" appears once step 5 is done.
+    out = b""
+    while b"5/300" not in out:
+        chunk = os.read(p.stdout.fileno(), 4096)
+        check(chunk, f"the run ended before step 5:\n{out.decode()}")
+        out += chunk
+    p.send_signal(signal.SIGUSR1)
+    out = (out + p.communicate(timeout=120)[0]).decode()
+    check(p.returncode == 75, f"a signalled run exits 75, got {p.returncode}:\n{out}")
+    contains(out, f"(signal {int(signal.SIGUSR1)})", "run again to resume")
+    check(artifacts("sig_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('sig_parts')}")
+    out = run(["compile", cfg, "--set", "out_dir=sig_parts"], ranks=2, timeout=300)
+    contains(out, "resumed from")
+    whole = json.load(open(os.path.join(WORK, "sig_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(WORK, "sig_parts", "report.json")))["fine_tune"]
+    check(whole["loss"] == parts["loss"], "the resumed run's losses differ from the uninterrupted run's")
+    ids = torch.arange(24).reshape(2, 12) % 100
+    mask = torch.ones_like(ids)
+    y = [torch.jit.load(os.path.join(WORK, d, "model.qforge.pt"))(ids, mask) for d in ("sig_whole", "sig_parts")]
+    check(torch.equal(y[0], y[1]), "resumed and uninterrupted models differ")
+
+
 def case_readme_documents_every_key():
     readme = open(os.path.join(SOURCE, "README.md")).read()
     for line in run(["config", "keys"]).splitlines():

@@ -101,7 +101,7 @@ TEST(FineTune, MergeLandsOnTheGridAndCompiledEqualsFineTuned) {
     student_layers.push_back(t.quant);
     student_layers.back().lora = report.adapters.at(t.quant.layer);
     compiled_layers.push_back(t.quant);
-    Model::wrap(merged, "merged").submodule(t.quant.layer).setattr("weight", w);
+    submodule(merged, t.quant.layer, "merged").setattr("weight", w);
   }
   auto student = with_fake_quantization(s.model.module(), "forward", student_layers);
   auto compiled = with_fake_quantization(merged, "forward", compiled_layers);
