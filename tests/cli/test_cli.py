@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 QFORGE = os.environ["QFORGE_BIN"]
 ASSETS = os.environ["QFORGE_TEST_ASSETS"]
@@ -356,29 +357,41 @@ compile_options:
     contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
 
 
+def rank_of_run(pid, marker):
+    """Whether process `pid` is a qforge rank (not its launcher) whose command line holds `marker`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return os.path.basename(args[0]) == "qforge" and marker in args
+
+
 def case_compile_fine_tune_signal_checkpoints_and_resumes():
-    # SIGUSR1 (what SLURM's --signal sends; mpirun forwards it to every rank)
+    # SIGUSR1 (what SLURM's --signal sends to the tasks) to one rank only,
     # mid-fine-tune: every rank stops at the same step, rank 0 checkpoints, the
     # command exits 75; run again, it resumes and ends as a run never stopped.
     import signal
     import torch
     cfg = compile_config("sig.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
 compile_options:
-  fine_tune: {enabled: true, steps: 300, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
+  fine_tune: {enabled: true, steps: 1000, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
               log_every: 1, lora_dropout: 0.1}
 """)
     run(["compile", cfg, "--set", "out_dir=sig_whole"], ranks=2, timeout=300)
     cmd = [MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=sig_parts"]
     p = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    # Rank 0 may draw a progress bar (mpirun gives the ranks a terminal) or
-    # print lines: either way "5/300" appears once step 5 is done.
-    out = b""
-    while b"5/300" not in out:
-        chunk = os.read(p.stdout.fileno(), 4096)
-        check(chunk, f"the run ended before step 5:\n{out.decode()}")
-        out += chunk
-    p.send_signal(signal.SIGUSR1)
-    out = (out + p.communicate(timeout=120)[0]).decode()
+    # Rank 0's log file has a line per step as it happens (the console's
+    # output may reach mpirun later, in one piece).
+    log = os.path.join(WORK, "sig_parts", "logs", "rank-0.log")
+    while not (os.path.exists(log) and "fine-tune step 5/" in open(log).read()):
+        if p.poll() is not None:
+            raise AssertionError(f"the run ended before step 5:\n{p.communicate()[0].decode()}")
+        time.sleep(0.01)
+    ranks = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and rank_of_run(int(pid), "out_dir=sig_parts")]
+    check(len(ranks) == 2, f"expected the 2 ranks' processes, found {ranks}")
+    os.kill(max(ranks), signal.SIGUSR1)
+    out = p.communicate(timeout=120)[0].decode()
     check(p.returncode == 75, f"a signalled run exits 75, got {p.returncode}:\n{out}")
     contains(out, f"(signal {int(signal.SIGUSR1)})", "run again to resume")
     check(artifacts("sig_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('sig_parts')}")
