@@ -117,8 +117,22 @@ TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
   auto comm = make_mpi_communicator();
   auto f = settings(4);
   f.task_loss_weight = 0.0;
-  const auto distributed =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+  f.eval_every = 1;  // the hook after every step: every rank's adapters must be the same there
+  int64_t steps_checked = 0, tensors_checked = 0;
+  const FineTuneEvaluator after_step = [&](torch::jit::Module& student, int64_t step) {
+    for (const auto& p : student.named_parameters()) {
+      if (p.name.find("lora_") == std::string::npos) continue;
+      ++tensors_checked;
+      const auto everyone = comm->all_gather(p.value.detach().contiguous());
+      for (int r = 1; r < comm->size(); ++r)
+        EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << p.name << " after step " << step << ": rank " << r;
+    }
+    ++steps_checked;
+  };
+  const auto distributed = fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(),
+                                     Runtime::get(), {}, after_step);
+  EXPECT_EQ(steps_checked, f.steps);
+  EXPECT_EQ(tensors_checked, f.steps * 2 * static_cast<int64_t>(s.targets.size())) << "A and B of every target";
   // Every rank again, alone with the whole global batch: the reference.
   const auto single =
       fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, nullptr, Runtime::get());
