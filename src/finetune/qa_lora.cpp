@@ -138,8 +138,9 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     if (settings.lora_dropout > 0) masks.push_back(adapter.mask = torch::ones({settings.lora_rank}));
     parameters.push_back(adapter.a);
     parameters.push_back(adapter.b);
-    LayerFakeQuant layer = t.quant;
-    if (!through_quantizer) layer = LayerFakeQuant{t.quant.layer};  // plain LoRA: adapters on float weights
+    LayerFakeQuant layer;  // plain LoRA: the adapters on float weights, nothing quantized
+    if (through_quantizer) layer = t.quant;
+    layer.layer = t.quant.layer;
     layer.lora = adapter;
     layers.push_back(layer);
   }
@@ -152,7 +153,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
       learned += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
     }
   torch::jit::Module student = with_fake_quantization(model, method, layers);
-  for (auto p : student.parameters()) {  // only the adapters learn
+  for (auto p : student.parameters()) {  // only the adapters (and learned ranges) learn
     const bool adapter = std::any_of(parameters.begin(), parameters.end(),
                                      [&](const at::Tensor& a) { return a.is_same(p); });
     if (!adapter && p.requires_grad()) p.detach_();
@@ -281,7 +282,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   }
   for (size_t i = 0; i < targets.size(); ++i) {
     const auto& t = targets[i];
-    const LoraAdapter adapter{parameters[2 * i].detach(), parameters[2 * i + 1].detach(), scale};
+    const LoraAdapter adapter{parameters[2 * i].detach(), parameters[2 * i + 1].detach(), scale, {}};  // mask: none
     report.adapters[t.quant.layer] = adapter;
     const at::Tensor adapted = adapted_weight(t.weight, adapter);
     if (!through_quantizer) {
@@ -289,8 +290,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
       continue;
     }
     WeightQuant grid = *t.quant.weight;
-    if (auto learned_scale = report.weight_scales.find(t.quant.layer); learned_scale != report.weight_scales.end())
-      grid.qparams.scale = learned_scale->second;
+    if (auto learned = report.weight_scales.find(t.quant.layer); learned != report.weight_scales.end())
+      grid.qparams.scale = learned->second;
     report.merged[t.quant.layer] = fake_quantize_weight(adapted, grid, t.weights);
   }
   return report;
