@@ -139,10 +139,10 @@ struct CompileOptions {
   int64_t sensitivity_samples = 64;  // sensitivity_samples: calibration rows each layer's error is measured on
 };
 
-// resources: what a SLURM submission asks for.
+// resources: what `qforge submit` asks SLURM for.
 struct Resources {
   int64_t nodes = 1;
-  int64_t tasks_per_node = 1;
+  int64_t tasks_per_node = 0;   // ranks per node; 0 = one per GPU (1 without GPUs)
   int64_t gpus_per_node = 0;
   int64_t cpus_per_task = 1;
   std::string memory;     // e.g. "16G"
@@ -175,6 +175,9 @@ struct ExperimentConfig {
   bool dynamic = true;
   bool disable = false;
   Resources resources;
+  // sweep: settings to try, each a list of `--set` overrides; `qforge submit`
+  // runs them as one SLURM array job, task i writing to <out_dir>/sweep-<i>.
+  std::vector<std::vector<std::string>> sweep;
 
   // Effective logs directory.
   std::string effective_logs_dir() const;

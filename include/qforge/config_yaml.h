@@ -17,6 +17,12 @@ ExperimentConfig load_config(const std::string& path, const std::vector<std::str
 ExperimentConfig parse_config(const std::string& yaml_text, const std::string& source,
                               const std::vector<std::string>& overrides = {});
 
+// Task `index` of the experiment's sweep: the sweep's index-th overrides
+// applied after `overrides`, writing to <out_dir>/sweep-<index> (and its logs
+// under it) unless those overrides choose out_dir themselves. ConfigError
+// when there is no such task.
+ExperimentConfig load_sweep_task(const std::string& path, const std::vector<std::string>& overrides, int64_t index);
+
 // The resolved config, every key with its value (defaults included), as YAML.
 std::string config_to_yaml(const ExperimentConfig& config);
 

@@ -107,7 +107,16 @@ void ExperimentConfig::validate() const {
   }
   check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");
   check(compile_options.sensitivity_samples > 0, "compile_options.sensitivity_samples", "a positive row count");
-  check(resources.nodes >= 1 && resources.tasks_per_node >= 1, "resources", "at least 1 node and 1 task per node");
+  check(resources.nodes >= 1, "resources.nodes", "at least 1 node");
+  check(resources.tasks_per_node >= 0, "resources.tasks_per_node", "0 (one per GPU) or a rank count");
+  check(resources.gpus_per_node >= 0, "resources.gpus_per_node", "0 or a GPU count");
+  check(resources.cpus_per_task >= 1, "resources.cpus_per_task", "at least 1 core per rank");
+  check(resources.gpus_per_node == 0 || resources.tasks_per_node == 0 ||
+            resources.tasks_per_node == resources.gpus_per_node,
+        "resources.tasks_per_node", "0 or gpus_per_node (" + std::to_string(resources.gpus_per_node) +
+                                         "): qforge runs one rank per GPU");
+  for (size_t i = 0; i < sweep.size(); ++i)
+    check(!sweep[i].empty(), "sweep[" + std::to_string(i) + "]", "a list of KEY=VALUE overrides");
 }
 
 }  // namespace qforge

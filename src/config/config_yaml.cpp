@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -27,7 +28,8 @@ template <class T> constexpr bool is_scalar_v =
     std::is_same_v<T, std::string> || std::is_enum_v<T>;
 // A list of sections (data_transform), as opposed to a list of scalars.
 template <class T> struct is_section_list : std::false_type {};
-template <class T> struct is_section_list<std::vector<T>> : std::bool_constant<!is_scalar_v<T>> {};
+template <class T> struct is_section_list<std::vector<T>>
+    : std::bool_constant<!is_scalar_v<T> && !is_vector<T>::value> {};
 
 std::string join_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
@@ -347,6 +349,32 @@ ExperimentConfig load_config(const std::string& path, const std::vector<std::str
   std::stringstream text;
   text << in.rdbuf();
   return parse_config(text.str(), path, overrides);
+}
+
+ExperimentConfig load_sweep_task(const std::string& path, const std::vector<std::string>& overrides, int64_t index) {
+  const ExperimentConfig base = load_config(path, overrides);
+  const auto count = static_cast<int64_t>(base.sweep.size());
+  if (count == 0) throw ConfigError(path + ": sweep task " + std::to_string(index) + " asked for, but the experiment has no sweep");
+  if (index < 0 || index >= count)
+    throw ConfigError(path + ": sweep task " + std::to_string(index) + " does not exist: the sweep has " +
+                      std::to_string(count) + " setting(s), tasks 0.." + std::to_string(count - 1));
+  const std::string key = "sweep[" + std::to_string(index) + "]";
+  std::vector<std::string> all = overrides;
+  all.insert(all.end(), base.sweep[index].begin(), base.sweep[index].end());
+  ExperimentConfig task;
+  try {
+    task = load_config(path, all);
+  } catch (const Error& e) {
+    std::string message = e.what();  // drop the file name it repeats
+    if (message.rfind(path + ": ", 0) == 0) message = message.substr(path.size() + 2);
+    throw ConfigError(path + ": " + key + ": " + message);
+  }
+  const std::string suffix = "sweep-" + std::to_string(index);
+  if (task.out_dir == base.out_dir) task.out_dir = (std::filesystem::path(base.out_dir) / suffix).string();
+  if (!task.logs_dir.empty() && task.logs_dir == base.logs_dir)
+    task.logs_dir = (std::filesystem::path(base.logs_dir) / suffix).string();
+  task.sweep.clear();  // the task is one setting; its config.yaml records that one
+  return task;
 }
 
 std::string config_to_yaml(const ExperimentConfig& config) {

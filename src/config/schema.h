@@ -118,7 +118,7 @@ template <class V> void describe(V& v, CompileOptions& s) {
 
 template <class V> void describe(V& v, Resources& s) {
   v("nodes", s.nodes, "SLURM nodes");
-  v("tasks_per_node", s.tasks_per_node, "ranks per node");
+  v("tasks_per_node", s.tasks_per_node, "ranks per node; 0 = one per GPU (1 without GPUs)");
   v("gpus_per_node", s.gpus_per_node, "GPUs per node (one rank per GPU)");
   v("cpus_per_task", s.cpus_per_task, "CPU cores per rank");
   v("memory", s.memory, "memory per node, e.g. 16G");
@@ -152,7 +152,10 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
   v("fullgraph", c.fullgraph, "fail on layers qforge cannot handle instead of leaving them in floating point");
   v("dynamic", c.dynamic, "honour dynamic axes found in the tracing inputs");
   v("disable", c.disable, "return the model unchanged");
-  v("resources", c.resources, "cluster resources of a SLURM submission");
+  v("resources", c.resources, "what qforge submit asks SLURM for");
+  v("sweep", c.sweep,
+    "settings to compare, each a list of --set overrides (KEY=VALUE); qforge submit runs them as an array job, "
+    "task i writing to <out_dir>/sweep-<i>");
 }
 
 }  // namespace qforge::schema

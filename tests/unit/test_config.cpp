@@ -1,3 +1,5 @@
+#include <fstream>
+
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
 #include "test_helpers.h"
@@ -138,4 +140,37 @@ TEST(Config, NearestNamesRanksByEditDistance) {
   const auto near = nearest_names("layer4.0.conv", {"layer1.0.conv1", "layer4.0.conv1", "fc"}, 1);
   ASSERT_EQ(near.size(), 1u);
   EXPECT_EQ(near[0], "layer4.0.conv1");
+}
+
+TEST(Config, SweepEntriesAreOverrideListsAndRoundTrip) {
+  const auto c = parse_config(std::string(kMinimal) + "sweep: [seed=1, [seed=2, out_dir=b]]\n", "x.yaml");
+  ASSERT_EQ(c.sweep.size(), 2u);
+  EXPECT_EQ(c.sweep[0], std::vector<std::string>{"seed=1"});
+  EXPECT_EQ(c.sweep[1], (std::vector<std::string>{"seed=2", "out_dir=b"}));
+  EXPECT_EQ(parse_config(config_to_yaml(c), "resolved.yaml").sweep, c.sweep);
+  expect_error<ConfigError>([] { parse_config(std::string(kMinimal) + "sweep: [[]]\n", "x.yaml"); },
+                            {"sweep[0]", "a list of KEY=VALUE overrides"});
+}
+
+TEST(Config, SweepTaskAppliesItsOverridesAndItsOwnDirectories) {
+  const std::string path = testing::TempDir() + "/sweep.yaml";
+  std::ofstream(path) << kMinimal << "out_dir: out\nlogs_dir: logs\nsweep: [seed=5, [seed=6, out_dir=mine]]\n";
+  const auto first = load_sweep_task(path, {"calibration_inputs.batch_size=3"}, 0);
+  EXPECT_EQ(first.seed, 5);
+  EXPECT_EQ(first.calibration_inputs->batch_size, 3);
+  EXPECT_EQ(first.out_dir, "out/sweep-0");
+  EXPECT_EQ(first.logs_dir, "logs/sweep-0");
+  EXPECT_TRUE(first.sweep.empty());
+  EXPECT_EQ(load_sweep_task(path, {}, 1).out_dir, "mine");  // a setting that names its directory keeps it
+  expect_error<ConfigError>([&] { load_sweep_task(path, {}, 2); }, {"sweep.yaml", "sweep task 2 does not exist", "0..1"});
+  expect_error<ConfigError>([&] { load_sweep_task(path, {"sweep=[seedd=1]"}, 0); },
+                            {"sweep.yaml: sweep[0]: unknown key 'seedd'"});
+}
+
+TEST(Config, ResourcesRunOneRankPerGpu) {
+  expect_error<ConfigError>(
+      [] { parse_config(std::string(kMinimal) + "resources: {gpus_per_node: 4, tasks_per_node: 2}\n", "x.yaml"); },
+      {"resources.tasks_per_node", "one rank per GPU"});
+  expect_error<ConfigError>([] { parse_config(std::string(kMinimal) + "resources: {cpus_per_task: 0}\n", "x.yaml"); },
+                            {"resources.cpus_per_task"});
 }
