@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # libopenblas0-openmp: Debian's LibTorch calls the system BLAS, and the reference
 # BLAS it falls back to runs linear layers about 10x slower. fortunes: English
-# text for the language-model example (jobs/fortunes_lm.sh).
+# text for the language-model example (jobs/fortunes_lm.sh). slurm-wlm, munge:
+# `qforge submit` and the one-node cluster its tests run on (tests/slurm/cluster.sh).
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
-          libopenblas0-openmp fortunes)
+          libopenblas0-openmp fortunes slurm-wlm munge)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 

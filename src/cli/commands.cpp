@@ -1,5 +1,6 @@
 #include "cli/commands.h"
 
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -15,6 +16,8 @@
 #include "qforge/version.h"
 #include "graph/model_json.h"
 #include "runtime/stop_signal.h"
+#include "slurm/submission.h"
+#include "util/fs.h"
 #include "util/text.h"
 
 namespace qforge::cli {
@@ -26,6 +29,7 @@ usage: qforge <command> [options]
 
 commands:
   compile CONFIG      compile the experiment CONFIG (YAML); under mpirun/srun, in parallel
+  submit CONFIG       submit the experiment to SLURM (a sweep as an array job)
   inspect MODEL       list a TorchScript model's layers and its method's inputs
   data check FILE...  validate calibration HDF5 files (optionally against a model)
   config keys         list every experiment key with its default
@@ -38,7 +42,7 @@ options:
 exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 data, 5 model, 6 library (MPI/HDF5)
 )";
 
-const char* kCompileHelp = R"(usage: qforge compile CONFIG [--set KEY=VALUE]... [--dry-run]
+const char* kCompileHelp = R"(usage: qforge compile CONFIG [--set KEY=VALUE]... [--dry-run] [--sweep-task I]
 
 Compiles the experiment CONFIG. Launch with mpirun -np N (or srun) to run on N ranks.
 Rank 0 writes to out_dir: model.qforge.pt (loads with torch.jit.load, no qforge needed),
@@ -48,6 +52,23 @@ quant_params.json, report.json, summary.txt and config.yaml; logs go to logs_dir
                     keys holding dots go in brackets: --set 'layer_quantization_settings[fc.0].skip=true'
   --dry-run         validate config, data and model on every rank, print the plan, and write
                     only <out_dir>/plan.json and the logs (same as is_dry_run: true)
+  --sweep-task I    compile setting I of the experiment's sweep into <out_dir>/sweep-<I>
+                    (what each task of a `qforge submit` array job runs)
+)";
+
+const char* kSubmitHelp = R"(usage: qforge submit CONFIG [--set KEY=VALUE]... [--dry-run]
+
+Submits the experiment CONFIG to SLURM: slurm/compile.sbatch with the experiment's resources
+(nodes, tasks_per_node, gpus_per_node, cpus_per_task, memory, time, partition, account) as
+#SBATCH lines, running `qforge compile CONFIG` on every rank through srun. A sweep in CONFIG
+becomes an array job: task I compiles sweep[I] into <out_dir>/sweep-<I>. Every setting is
+validated before anything is submitted. The script is kept as <out_dir>/submit.sbatch; the
+job's log is <out_dir>/slurm-<job>.out (slurm-<job>_<I>.out in a sweep), each rank's is in
+logs_dir. A job signalled before its time limit, or preempted, while fine-tuning writes a
+checkpoint and requeues itself; the restarted job resumes from it.
+
+  --set KEY=VALUE   override a key of CONFIG, as in qforge compile; the job gets the same overrides
+  --dry-run         print the batch script and the sbatch command; submit and write nothing
 )";
 
 const char* kInspectHelp = R"(usage: qforge inspect MODEL [--method NAME] [--json]
@@ -78,6 +99,11 @@ struct Args {
   std::string value(const std::string& name, const std::string& fallback = "") const {
     auto it = options.find(name);
     return it == options.end() || it->second.empty() ? fallback : it->second.back();
+  }
+  // Every value of a repeated option (--set), in order.
+  std::vector<std::string> values(const std::string& name) const {
+    auto it = options.find(name);
+    return it == options.end() ? std::vector<std::string>{} : it->second;
   }
 };
 
@@ -115,8 +141,19 @@ Args parse(const std::vector<std::string>& argv, const std::vector<std::string>&
   return args;
 }
 
+int64_t integer_option(const Args& args, const std::string& name, const std::string& command) {
+  const std::string text = args.value(name);
+  try {
+    size_t used = 0;
+    const int64_t value = std::stoll(text, &used);
+    if (used == text.size() && value >= 0) return value;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(command + ": " + name + " expects a non-negative integer, got '" + text + "'");
+}
+
 int cmd_compile(const std::vector<std::string>& argv) {
-  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set"}, "qforge compile");
+  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set", "--sweep-task"}, "qforge compile");
   if (args.flag("--help")) {
     std::cout << kCompileHelp;
     return kExitOk;
@@ -126,8 +163,10 @@ int cmd_compile(const std::vector<std::string>& argv) {
   Logger::instance().set_console(rt.is_root());
   ExperimentConfig config;
   rt.collective_phase("config", [&] {
-    const auto sets = args.options.count("--set") ? args.options.at("--set") : std::vector<std::string>{};
-    config = load_config(args.positional[0], sets);
+    const auto sets = args.values("--set");
+    config = args.flag("--sweep-task")
+                 ? load_sweep_task(args.positional[0], sets, integer_option(args, "--sweep-task", "qforge compile"))
+                 : load_config(args.positional[0], sets);
     if (args.flag("--dry-run")) config.is_dry_run = true;
     Logger::instance().open(config.effective_logs_dir(), rt.rank());
   });
@@ -138,6 +177,53 @@ int cmd_compile(const std::vector<std::string>& argv) {
   if (config.compile_options.fine_tune.enabled && !config.is_dry_run) install_stop_handlers();
   const CompileResult result = compile(config);
   return result.stop_signal ? kExitStopped : kExitOk;
+}
+
+int cmd_submit(const std::vector<std::string>& argv) {
+  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set"}, "qforge submit");
+  if (args.flag("--help")) {
+    std::cout << kSubmitHelp;
+    return kExitOk;
+  }
+  if (args.positional.size() != 1) throw UsageError("qforge submit: expected one CONFIG file (qforge submit --help)");
+  const std::string path = args.positional[0];
+  const auto sets = args.values("--set");
+  const ExperimentConfig config = load_config(path, sets);
+  // Every setting of a sweep loads here: a typo fails now, not hours later in the queue.
+  std::vector<ExperimentConfig> tasks;
+  for (size_t i = 0; i < config.sweep.size(); ++i) tasks.push_back(load_sweep_task(path, sets, static_cast<int64_t>(i)));
+  const Submission submission{std::filesystem::absolute(path).lexically_normal().string(), sets,
+                              std::filesystem::read_symlink("/proc/self/exe").string(),
+                              std::filesystem::current_path().string()};
+  const std::string script = render_batch_script(config, submission);
+  const std::string script_path =
+      (std::filesystem::absolute(config.out_dir) / "submit.sbatch").lexically_normal().string();
+  const auto command = sbatch_command(script_path, submission);
+  std::string command_line;
+  for (const auto& word : command) command_line += (command_line.empty() ? "" : " ") + shell_quote(word);
+  if (args.flag("--dry-run")) {
+    std::cout << script << "\n# submit with (run from " << submission.working_directory << "):\n# " << command_line << "\n";
+    return kExitOk;
+  }
+  ensure_directory(config.out_dir);
+  write_file_atomic(script_path, script);
+  const std::string job = run_sbatch(command);
+  const Resources& r = config.resources;
+  std::cout << "qforge: submitted job " << job << ": " << r.nodes << " node(s) x " << ranks_per_node(r) << " rank(s)"
+            << (r.gpus_per_node ? ", " + std::to_string(r.gpus_per_node) + " GPU(s) per node" : "") << "\n";
+  std::cout << "  script: " << script_path << "\n";
+  if (tasks.empty()) {
+    std::cout << "  output: " << config.out_dir << "\n  log:    " << config.out_dir << "/slurm-" << job << ".out\n";
+  } else {
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      std::string settings;
+      for (const auto& o : config.sweep[i]) settings += (settings.empty() ? "" : " ") + o;
+      std::cout << "  task " << i << ": " << tasks[i].out_dir << "  (" << settings << ")  log " << config.out_dir
+                << "/slurm-" << job << "_" << i << ".out\n";
+    }
+  }
+  std::cout << "  watch:  squeue -j " << job << "\n";
+  return kExitOk;
 }
 
 int cmd_inspect(const std::vector<std::string>& argv) {
@@ -254,7 +340,7 @@ int cmd_config(const std::vector<std::string>& argv) {
   if (argv[0] == "show") {
     const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--set"}, "qforge config show");
     if (args.positional.size() != 1) throw UsageError("qforge config show: expected one CONFIG file");
-    const auto sets = args.options.count("--set") ? args.options.at("--set") : std::vector<std::string>{};
+    const auto sets = args.values("--set");
     std::cout << config_to_yaml(load_config(args.positional[0], sets));
     return kExitOk;
   }
@@ -279,10 +365,11 @@ int run_command_line(const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (command == "compile") return cmd_compile(rest);
+  if (command == "submit") return cmd_submit(rest);
   if (command == "inspect") return cmd_inspect(rest);
   if (command == "data") return cmd_data(rest);
   if (command == "config") return cmd_config(rest);
-  const auto near = nearest_names(command, {"compile", "inspect", "data", "config"}, 1);
+  const auto near = nearest_names(command, {"compile", "submit", "inspect", "data", "config"}, 1);
   throw UsageError("unknown command '" + command + "'; did you mean '" + near[0] + "'? (qforge --help)");
 }
 

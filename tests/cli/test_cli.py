@@ -406,6 +406,38 @@ compile_options:
     check(torch.equal(y[0], y[1]), "resumed and uninterrupted models differ")
 
 
+def case_submit_dry_run_renders_resources():
+    # No SLURM needed: --dry-run prints the batch script and writes nothing.
+    cfg = image_config(out="sub", extra="""
+resources: {nodes: 2, gpus_per_node: 4, cpus_per_task: 8, memory: 64G, time: "02:00:00", partition: gpu, account: ml}
+sweep: [quantization_settings.weights.bits=4, [quantization_settings.weights.bits=6, seed=1]]
+""")
+    out = run(["submit", cfg, "--dry-run", "--set", "seed=3"])
+    contains(out, "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+             "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
+             "#SBATCH --account=ml", f"#SBATCH --chdir={WORK}", "#SBATCH --array=0-1",
+             f"#SBATCH --output={WORK}/sub/slurm-%A_%a.out", f"QFORGE={os.path.realpath(QFORGE)}",
+             "srun --mpi=pmix", "--requeue", "--signal=USR1@120",
+             f"# sbatch --parsable {WORK}/sub/submit.sbatch {cfg} --set seed=3")
+    check(out.index("#SBATCH --job-name=qforge-resnet18_traced") < out.index("set -uo pipefail"),
+          "the resources are #SBATCH lines before the script's first command")
+    check(not os.path.exists(os.path.join(WORK, "sub")), "--dry-run writes nothing")
+    # The same script by hand: slurm/compile.sbatch is what qforge submit renders.
+    template = open(os.path.join(SOURCE, "slurm", "compile.sbatch")).read()
+    contains(out, template[template.index("set -uo pipefail"):])
+    # Each sweep task: its own settings, its own directory.
+    out = run(["config", "show", cfg, "--set", "seed=3"])
+    contains(out, "out_dir: sub\n")
+    for task, bits, seed in ((0, 4, 3), (1, 6, 1)):
+        out = run(["compile", cfg, "--set", "seed=3", "--sweep-task", str(task), "--dry-run"], ranks=1)
+        resolved = json.load(open(os.path.join(WORK, "sub", f"sweep-{task}", "plan.json")))["config"]
+        contains(resolved, f"\nseed: {seed}\n", f"weights: {{enabled: true, bits: {bits},", "\nsweep: []")
+    out = run(["compile", cfg, "--sweep-task", "2"], expect=3)
+    contains(out, "sweep task 2 does not exist", "tasks 0..1")
+    out = run(["submit", cfg, "--dry-run", "--set", "resources.tasks_per_node=2"], expect=3)
+    contains(out, "resources.tasks_per_node", "one rank per GPU")
+
+
 def case_readme_documents_every_key():
     readme = open(os.path.join(SOURCE, "README.md")).read()
     for line in run(["config", "keys"]).splitlines():

@@ -1,0 +1,159 @@
+"""SLURM tests: `qforge submit` against the one-node cluster tests/slurm/cluster.sh
+starts (SLURM_CONF names it). Usage: test_slurm.py CASE (the case_* functions).
+Exits 77 (skipped) when no cluster is running."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+from test_cli import ASSETS, MPIEXEC, QFORGE, WORK, check, contains, write_config  # noqa: E402
+
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def submit(config, *sets, expect=0):
+    cmd = [QFORGE, "submit", config] + [a for s in sets for a in ("--set", s)]
+    p = subprocess.run(cmd, cwd=WORK, capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    check(p.returncode == expect, f"{' '.join(cmd)}: exit {p.returncode}, expected {expect}\n{out}")
+    if expect != 0:
+        return None, out
+    job = re.search(r"submitted job (\d+)", out)
+    check(job is not None, f"no job id in:\n{out}")
+    return job.group(1), out
+
+
+def job_records(job):
+    """One dict per job (per array task) from `scontrol show job -o`."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.strip()]
+
+
+def wait_for(job, timeout=400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        records = job_records(job)
+        if records and all(r["JobState"] in FINISHED for r in records):
+            return records
+        time.sleep(1)
+    subprocess.run(["scancel", job])
+    raise AssertionError(f"job {job} did not finish in {timeout} s: {job_records(job)}")
+
+
+def read(*parts):
+    with open(os.path.join(WORK, *parts)) as f:
+        return f.read()
+
+
+def experiment(name, extra=""):
+    return write_config(name, f"""
+model: {{path: {ASSETS}/tuple_model.pt}}
+calibration_inputs: {{files: [{ASSETS}/text_tuple.h5], batch_size: 5}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{weights: {{bits: 8}}}}
+resources: {{tasks_per_node: 2, time: "00:15:00"}}
+""" + extra)
+
+
+def model_outputs(out_dir):
+    import torch
+    ids = torch.arange(24).reshape(2, 12) % 100
+    return torch.jit.load(os.path.join(WORK, out_dir, "model.qforge.pt"))(ids, torch.ones_like(ids))
+
+
+def case_compile_job_on_2_tasks():
+    job, out = submit(experiment("job.yaml", "out_dir: job_out\n"))
+    [record] = wait_for(job)
+    log = read("job_out", f"slurm-{job}.out")
+    check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
+    contains(log, "compiled 'tuple_model' on 2 rank(s)", "finished with exit status 0")
+    report = json.load(open(os.path.join(WORK, "job_out", "report.json")))
+    check(report["ranks"] == 2, f"the job ran on {report['ranks']} rank(s), expected 2")
+    check(sorted(os.listdir(os.path.join(WORK, "job_out", "logs"))) == ["rank-0.log", "rank-1.log"], "a log per rank")
+    check(model_outputs("job_out").shape[0] == 2, "the compiled model runs in PyTorch")
+    script = read("job_out", "submit.sbatch")
+    contains(script, "#SBATCH --ntasks-per-node=2", "#SBATCH --time=00:15:00", "srun --mpi=pmix")
+
+
+def case_sweep_array_job_two_settings():
+    job, out = submit(experiment("sweep.yaml", """out_dir: sweep_out
+sweep:
+  - quantization_settings.weights.bits=4
+  - [quantization_settings.weights.bits=6, quantization_settings.weights.granularity=tensor]
+"""))
+    contains(out, "task 0: sweep_out/sweep-0", "task 1: sweep_out/sweep-1")
+    records = wait_for(job)
+    check(len(records) == 2, f"an array of 2 tasks, got {records}")
+    for r in records:
+        check(r["JobState"] == "COMPLETED", f"array task {r.get('ArrayTaskId')}: {r}")
+    bits = []
+    for task in (0, 1):
+        params = json.load(open(os.path.join(WORK, "sweep_out", f"sweep-{task}", "quant_params.json")))
+        layer = next(l for l in params["layers"] if l["name"] == "proj")
+        bits.append((layer["weights"]["bits"], layer["weights"]["granularity"]))
+        contains(read("sweep_out", f"slurm-{job}_{task}.out"), f"--sweep-task {task}")
+        check(os.path.exists(os.path.join(WORK, "sweep_out", f"sweep-{task}", "logs", "rank-1.log")), "logs per task")
+    check(bits == [(4, "channel"), (6, "tensor")], f"each task compiled its own setting: {bits}")
+
+
+def case_signalled_job_requeues_and_resumes():
+    # SLURM's --signal (here sent at once with scancel) reaches the ranks mid-fine-tune:
+    # they checkpoint, the script requeues the job, the restarted job resumes and
+    # ends where a run never stopped ends.
+    cfg = experiment("ft.yaml", """
+compile_options:
+  fine_tune: {enabled: true, steps: 300, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
+              log_every: 1, lora_dropout: 0.1}
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # as the job's ranks (cpus_per_task: 1)
+    subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=ft_whole"],
+                   cwd=WORK, env=env, check=True, capture_output=True, timeout=400)
+    job, _ = submit(cfg, "out_dir=ft_job")
+    rank0 = os.path.join(WORK, "ft_job", "logs", "rank-0.log")
+    deadline = time.time() + 200
+    while not (os.path.exists(rank0) and "fine-tune step 5/" in open(rank0).read()):
+        check(time.time() < deadline, f"the job never reached step 5: {job_records(job)}")
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    [record] = wait_for(job)
+    log = read("ft_job", f"slurm-{job}.out")
+    check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
+    check(record["Restarts"] == "1", f"the job requeued once, Restarts={record['Restarts']}:\n{log}")
+    contains(log, "requeueing job", "restart 1", "resumed from")
+    whole = json.load(open(os.path.join(WORK, "ft_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(WORK, "ft_job", "report.json")))["fine_tune"]
+    check(whole["loss"] == parts["loss"], "the requeued job's losses differ from the uninterrupted run's")
+    import torch
+    check(torch.equal(model_outputs("ft_whole"), model_outputs("ft_job")), "requeued and uninterrupted models differ")
+
+
+def case_failing_job_exits_nonzero_with_its_error():
+    with open(os.path.join(WORK, "broken.h5"), "w") as f:
+        f.write("not HDF5")
+    cfg = experiment("bad.yaml", "out_dir: bad_out\n")
+    job, _ = submit(cfg, f"calibration_inputs.files=[{WORK}/broken.h5]")
+    [record] = wait_for(job)
+    log = read("bad_out", f"slurm-{job}.out")
+    check(record["JobState"] == "FAILED" and record["ExitCode"] == "4:0",
+          f"a data error fails the job with exit status 4: {record}:\n{log}")
+    contains(log, "broken.h5: not an HDF5 file", "finished with exit status 4")
+    # A sweep setting that does not load stops the submission: nothing queued, nothing written.
+    _, out = submit(experiment("badsweep.yaml", "out_dir: badsweep_out\nsweep: [quantization_settings.weights.bitz=4]\n"),
+                    expect=3)
+    contains(out, "sweep[0]", "unknown key 'quantization_settings.weights.bitz'")
+    check(not os.path.exists(os.path.join(WORK, "badsweep_out")), "a refused submission writes nothing")
+
+
+if __name__ == "__main__":
+    if not os.path.exists(os.environ.get("SLURM_CONF", "")):
+        print("no SLURM cluster running (tests/slurm/cluster.sh start): skipped")
+        sys.exit(77)
+    import shutil
+    try:
+        globals()["case_" + sys.argv[1]]()
+        print(f"{sys.argv[1]}: ok")
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
