@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Calibration throughput of `qforge compile` on 1 and 2 ranks (or RANKS="1 2 4"):
-# torchvision ResNet-18 (random weights), 512 random 3x64x64 images, TensorRT
-# preset (percentile observer: a range pass and a histogram pass).
+# by default torchvision ResNet-18 (random weights), 512 random 3x64x64 images, TensorRT
+# preset (percentile observer: a range pass and a histogram pass). MODEL, SIZE, ROWS,
+# BATCH and DEVICE=cuda change the workload (jobs/bench_common.sh).
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/calibration.md).
 # Usage: bash jobs/bench_calibration.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail
@@ -10,8 +11,8 @@ RESULTS=${1:-out/bench/calibration.md}
 mkdir -p "$(dirname "$RESULTS")"
 source jobs/bench_common.sh
 cat > "$WORK/bench.yaml" <<YAML
-model: {path: $WORK/resnet18.pt}
-calibration_inputs: {files: [$WORK/calibration.h5], batch_size: 32}
+model: {path: $WORK/$MODEL.pt}
+calibration_inputs: {files: [$WORK/${MODEL}_calibration.h5], batch_size: $BATCH}
 deployment_settings: {target: tensorrt}
 quantization_settings: {}
 YAML
@@ -19,11 +20,11 @@ YAML
   echo "# Calibration throughput"
   echo
   machine_lines
-  echo "- model: torchvision resnet18 (random weights), 512 images 3x64x64, batch 32, TensorRT preset (2 passes)"
+  echo "- model: $MODEL (random weights), $ROWS rows of size $SIZE, batch $BATCH, TensorRT preset (2 passes), device $DEVICE"
   echo "- time: both calibration passes, slowest rank; samples/s counts both passes"
   echo
   echo "| ranks | calibration s | samples/s | speed-up | efficiency | runs (s) |"
   echo "| ---: | ---: | ---: | ---: | ---: | --- |"
 } > "$RESULTS"
-table_rows "$RESULTS" "$WORK/bench.yaml" cal "calibrate" 1 1024
+table_rows "$RESULTS" "$WORK/bench.yaml" "cal_${MODEL}_" "calibrate" 1 $((2 * ROWS))
 cat "$RESULTS"

@@ -1,20 +1,31 @@
 # Shared by the jobs/bench_*.sh scripts (sourced): settings, the machine
 # lines of a results file, and one table row per rank count.
+# MODEL: a torchvision classifier or `decoder` (jobs/bench_assets.py); SIZE: image side or context;
+# ROWS: calibration rows; BATCH: calibration batch; DEVICE: cpu or cuda (one GPU per rank).
 QFORGE=${QFORGE:-build/qforge}
 PY=${PYTHON:-/usr/bin/python3}
 RANKS=${RANKS:-"1 2"}
 REPEAT=${REPEAT:-3}   # runs per rank count; the table shows the median
-WORK=out/bench/work
+MODEL=${MODEL:-resnet18}
+SIZE=${SIZE:-64}
+ROWS=${ROWS:-512}
+BATCH=${BATCH:-32}
+DEVICE=${DEVICE:-cpu}
+WORK=${WORK:-out/bench/work}
 mkdir -p "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
-[ -f "$WORK/calibration.h5" ] || "$PY" jobs/bench_assets.py "$WORK" resnet18 512 64
+[ -f "$WORK/${MODEL}_calibration.h5" ] || "$PY" jobs/bench_assets.py "$WORK" "$MODEL" "$ROWS" "$SIZE"
 
 machine_lines() {
   echo "- machine: $(hostname), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-  echo "- $("$QFORGE" --version | head -3 | tr '\n' ' ')"
+  if [ "$DEVICE" = cuda ]; then
+    echo "- GPUs: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | xargs), one per rank, NCCL between them"
+  else
+    echo "- threads per rank: cores / ranks on the host (qforge's default without OMP_NUM_THREADS)"
+  fi
+  echo "- $("$QFORGE" --version | tr '\n' ' ')"
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- threads per rank: cores / ranks on the host (qforge's default without OMP_NUM_THREADS)"
-  echo "- median of $REPEAT runs per row"
+  echo "- median of $REPEAT run(s) per row"
 }
 
 # table_rows RESULTS CONFIG TAG PHASE_PREFIX DIVISOR SAMPLES: REPEAT runs of CONFIG per rank count.
@@ -23,7 +34,7 @@ table_rows() {
   for n in $RANKS; do
     local reports=()
     for r in $(seq "$REPEAT"); do
-      mpirun -np "$n" --oversubscribe "$QFORGE" compile "$config" --set out_dir="$WORK/$tag$n-$r" \
+      mpirun -np "$n" --oversubscribe "$QFORGE" compile "$config" --set out_dir="$WORK/$tag$n-$r" --set device="$DEVICE" \
         > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
       reports+=("$WORK/$tag$n-$r/report.json")
     done

@@ -11,16 +11,18 @@ cd "$(dirname "$0")/.."
 RESULTS=${1:-out/bench/finetune.md}
 mkdir -p "$(dirname "$RESULTS")"
 source jobs/bench_common.sh
-STEPS=10
+STEPS=${STEPS:-10}
+FT_BATCH=${FT_BATCH:-32}
+METHODS=${METHODS:-"lora qa_lora qa_lora_lsq"}
 cat > "$WORK/finetune.yaml" <<YAML
-model: {path: $WORK/resnet18.pt}
-calibration_inputs: {files: [$WORK/calibration.h5], batch_size: 32}
+model: {path: $WORK/$MODEL.pt}
+calibration_inputs: {files: [$WORK/${MODEL}_calibration.h5], batch_size: $BATCH}
 deployment_settings: {target: libtorch}
 quantization_settings:
   weights: {bits: 4, granularity: channel}
   activations: {bits: 8}
 compile_options:
-  fine_tune: {enabled: true, steps: $STEPS, batch_size: 32, lora_rank: 8, log_every: $STEPS}
+  fine_tune: {enabled: true, steps: $STEPS, batch_size: $FT_BATCH, lora_rank: 8, log_every: $STEPS}
 YAML
 sed 's/lora_rank: 8,/lora_rank: 8, learn_ranges: true,/' "$WORK/finetune.yaml" > "$WORK/finetune_lsq.yaml"
 sed 's/lora_rank: 8,/lora_rank: 8, method: lora,/' "$WORK/finetune.yaml" > "$WORK/finetune_lora.yaml"
@@ -28,18 +30,18 @@ sed 's/lora_rank: 8,/lora_rank: 8, method: lora,/' "$WORK/finetune.yaml" > "$WOR
   echo "# Fine-tuning throughput: QA-LoRA against plain LoRA"
   echo
   machine_lines
-  echo "- model: torchvision resnet18 (random weights), W4 per channel + A8, LoRA rank 8 on all 21 layers,"
-  echo "  $STEPS steps of a global batch of 32 images 3x64x64 (the float teacher's forward included)"
+  echo "- model: $MODEL (random weights), W4 per channel + A8, LoRA rank 8 on every quantized layer,"
+  echo "  $STEPS steps of a global batch of $FT_BATCH rows of size $SIZE (the float teacher's forward included), device $DEVICE"
   echo "- time: the fine-tune phase per step, slowest rank"
 } > "$RESULTS"
-for method in lora qa_lora qa_lora_lsq; do
+for method in $METHODS; do
   config=$WORK/finetune.yaml
   [ $method = lora ] && config=$WORK/finetune_lora.yaml
   [ $method = qa_lora_lsq ] && config=$WORK/finetune_lsq.yaml
   { echo; echo "### $method"; echo
     echo "| ranks | step s | samples/s | speed-up | efficiency | runs (s per step) |"
     echo "| ---: | ---: | ---: | ---: | ---: | --- |"; } >> "$RESULTS"
-  table_rows "$RESULTS" "$config" "ft_${method}_" "fine-tune" "$STEPS" 32
+  table_rows "$RESULTS" "$config" "ft_${MODEL}_${method}_" "fine-tune" "$STEPS" "$FT_BATCH"
 done
 # Each method's step time over plain LoRA's, per rank count.
 "$PY" - "$RESULTS" <<'PY' >> "$RESULTS"

@@ -28,7 +28,12 @@ class Communicator {
   virtual void barrier() = 0;
 };
 
-// The MPI backend over the world of the initialized Runtime.
+// The MPI backend over the world of the initialized Runtime. Tensors on a GPU
+// travel through host memory (the NCCL backend avoids that).
 std::unique_ptr<Communicator> make_mpi_communicator();
+
+// The NCCL backend for ranks computing on GPU `cuda_device` (one per rank); CPU
+// tensors go over MPI. Built without NCCL: the MPI backend, with a warning.
+std::unique_ptr<Communicator> make_nccl_communicator(int cuda_device);
 
 }  // namespace qforge

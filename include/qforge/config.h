@@ -12,6 +12,7 @@
 namespace qforge {
 
 enum class Device { Cpu, Cuda, Auto };
+enum class Autocast { Off, BFloat16, Float16 };
 enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch };
 enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
@@ -158,6 +159,8 @@ struct ExperimentConfig {
   std::string logs_dir;            // logs_dir: default <out_dir>/logs
   int64_t seed = 0;                // seed:
   Device device = Device::Cpu;     // device: cpu | cuda | auto
+  int64_t gpu_index = -1;          // gpu_index: the GPU of every rank; -1 = the rank's local rank
+  Autocast autocast = Autocast::Off;  // autocast: off | bf16 | fp16 (calibration and fine-tuning on GPUs)
   std::optional<TracingSettings> tracing_inputs;
   std::optional<CalibrationSettings> calibration_inputs;
   std::optional<CalibrationSettings> evaluation_inputs;  // held-out samples: FP vs compiled, sharded too

@@ -93,13 +93,19 @@ class Model {
   std::string method_;
 };
 
-// Runs `method` of `module` (the model or a rewritten copy of it) on one
-// batch bound as `binding` says; errors name `what`, the method and the batch.
-// Autograd follows the caller's mode.
 // The submodule of `module` at a dotted path ("layer1.0.conv1"); ModelError
 // naming `name` (the model's file, or what stands for it) if there is none.
 torch::jit::Module submodule(const torch::jit::Module& module, const std::string& path, const std::string& name);
 
+// Moves every tensor of the module in place: parameters, buffers and plain
+// tensor attributes (quantization parameters), which Module::to leaves behind.
+void move_module(torch::jit::Module& module, const c10::Device& device);
+// Where the module computes: its first parameter's device (CPU without parameters).
+c10::Device module_device(const torch::jit::Module& module);
+
+// Runs `method` of `module` (the model or a rewritten copy of it) on one
+// batch bound as `binding` says; errors name `what`, the method and the batch.
+// Autograd follows the caller's mode.
 c10::IValue run_module(torch::jit::Module& module, const std::string& method, const CallBinding& binding,
                        const Batch& batch, const std::string& what);
 

@@ -35,16 +35,21 @@ class ActivationObserver {
   };
   Result compute() const;
 
-  double observed_min() const { return min_; }
-  double observed_max() const { return max_; }
-  const std::vector<int64_t>& histogram() const { return counts_; }
+  double observed_min() const { settle(); return min_; }
+  double observed_max() const { settle(); return max_; }
+  const std::vector<int64_t>& histogram() const { settle(); return counts_; }
 
  private:
+  // Folds what observe() accumulated on the activations' device into the
+  // host values: observe() never waits for a GPU, readers settle first.
+  void settle() const;
+
   TensorQuantSettings settings_;
-  double min_, max_;
+  mutable double min_, max_;
   bool histogram_started_ = false;
   double grid_lo_ = 0, grid_hi_ = 0;  // the histogram's edges
-  std::vector<int64_t> counts_;
+  mutable std::vector<int64_t> counts_;
+  mutable at::Tensor pending_min_, pending_max_, pending_counts_;  // undefined when nothing is pending
 };
 
 // Range choices on a histogram of `counts` over [lo, hi] (equal-width bins).

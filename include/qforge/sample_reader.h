@@ -37,6 +37,10 @@ struct SampleReaderOptions {
   int64_t prefetch = 2;
   bool check_finite = true;
   DataTransformFn transform;  // may be empty
+  // >= 0: the reader thread reads into pinned host memory and starts an
+  // asynchronous copy to this GPU, so batches arrive on the device without
+  // the GPU waiting for I/O; the transform then runs on the device.
+  int cuda_device = -1;
 };
 
 class SampleReader {

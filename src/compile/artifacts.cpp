@@ -15,7 +15,7 @@ namespace qforge {
 namespace {
 
 json::array numbers(const at::Tensor& t) {
-  const auto values = t.detach().to(at::kDouble).contiguous().reshape({-1});
+  const auto values = t.detach().to(at::kCPU, at::kDouble).contiguous().reshape({-1});
   return json::array(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
 }
 
@@ -179,7 +179,9 @@ std::string summary_text(const CompileResult& result, int ranks) {
   out << "\n\n";
   out << "  " << std::left << std::setw(28) << "layer" << std::setw(18) << "type" << std::right << std::setw(10) << "params"
       << std::setw(7) << "bits" << std::setw(13) << "sensitivity" << std::setw(10) << "SQNR dB" << "  decision\n";
+  const std::string method = result.fine_tune && result.fine_tune->method == "lora" ? "LoRA" : "QA-LoRA";
   for (const auto& l : result.layers) {
+    const std::string fine_tuned = l.fine_tuned ? " + " + method : "";
     const std::string bits = l.quantized ? (l.weight ? "w" + std::to_string(l.plan.weights.bits) : "w-") +
                                                (l.input ? "a" + std::to_string(l.plan.activations.bits) : "")
                                          : "fp";
@@ -187,7 +189,7 @@ std::string summary_text(const CompileResult& result, int ranks) {
         << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
-        << (l.quantized ? (l.fine_tuned ? "quantize + QA-LoRA" : "quantize") : "float: " + l.reason) << "\n";
+        << (l.quantized ? "quantize" + fine_tuned : "float: " + l.reason) << "\n";
   }
   out << "\n  model size: " << mib(result.float_bytes) << " float -> " << mib(result.deployed_bytes)
       << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";

@@ -21,4 +21,7 @@ struct ShardSource {
 // Calls `body` with every batch of the shard, in order.
 void for_each_batch(const ShardSource& source, const std::function<void(const Batch&)>& body);
 
+// The batch with its tensors on `device` (the batch itself when they are there).
+Batch to_device(const Batch& batch, const c10::Device& device);
+
 }  // namespace qforge

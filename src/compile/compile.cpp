@@ -18,6 +18,7 @@
 #include "compile/phase_timer.h"
 #include "compile/sensitivity.h"
 #include "finetune/qa_lora.h"
+#include "runtime/device.h"
 #include "qforge/errors.h"
 #include "qforge/fake_quant_graph.h"
 #include "qforge/logger.h"
@@ -28,11 +29,12 @@
 namespace qforge {
 namespace {
 
-// A sample set's shard for this rank, in whole batches of the one-rank batching.
+// A sample set's shard for this rank, in whole batches of the one-rank
+// batching, read straight onto the rank's GPU when it has one.
 ShardSource shard_of(const DatasetInfo& info, const CalibrationSettings& settings, const DataTransformFn& transform,
-                     const Runtime& rt) {
+                     const Runtime& rt, const c10::Device& device) {
   return {info, shard_whole_batches(info.group_rows(), settings.batch_size, rt.rank(), rt.size()),
-          {settings.batch_size, settings.prefetch, settings.check_finite, transform}};
+          {settings.batch_size, settings.prefetch, settings.check_finite, transform, device.is_cuda() ? device.index() : -1}};
 }
 
 LayerFakeQuant fake_quant_of(const LayerResult& l) {
@@ -70,7 +72,8 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   if (rt.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
     at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt.local_size()));
   PhaseTimer timer(rt);
-  auto comm = make_mpi_communicator();
+  c10::Device device(c10::kCPU);
+  std::unique_ptr<Communicator> comm;
   const std::string& method = config.model.method;
 
   std::optional<Model> model;
@@ -81,10 +84,10 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   const bool quantizing = config.quantization_settings.has_value() && !config.disable;
 
   timer.run("load", [&] {
-    if (config.device == Device::Cuda)
-      throw ConfigError("device: cuda: this version compiles on the CPU; set device: cpu or auto");
+    device = select_device(config, rt);
     model = input ? Model::wrap(config.discard_input_model ? *input : input->clone(), "the input module", method)
                   : Model::load(config.model.path, method);
+    move_module(model->module(), device);
     if (!config.skip_eval_set_mode) model->module().eval();
     result.float_bytes = model->parameter_bytes();
     if (config.disable) return;
@@ -113,10 +116,25 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
                             "quantization_settings.activations.enabled: false");
   });
 
-  const Runner run = callbacks.forward ? Runner(callbacks.forward)
-                                       : Runner([&](torch::jit::Module& m, const Batch& b) {
-                                           return run_module(m, method, binding, b, model->path());
-                                         });
+  // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
+  // between ranks sharing a GPU, which NCCL refuses).
+  const bool gpu_per_rank = device.is_cuda() && rt.local_size() <= static_cast<int>(torch::cuda::device_count());
+  comm = gpu_per_rank ? make_nccl_communicator(device.index()) : make_mpi_communicator();
+  if (device.is_cuda())
+    log::info("rank " + std::to_string(rt.rank()) + " on " + rt.host() + " computes on " + device.str() +
+              ", collectives over " + comm->backend() +
+              (config.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config.autocast)));
+  const Runner forward = callbacks.forward ? Runner(callbacks.forward)
+                                           : Runner([&](torch::jit::Module& m, const Batch& b) {
+                                               return run_module(m, method, binding, b, model->path());
+                                             });
+  // Batches reach the method on the model's device (the seed's forward_fn contract).
+  const Runner run = [&](torch::jit::Module& m, const Batch& b) { return forward(m, to_device(b, device)); };
+  // Calibration and fine-tuning may run in mixed precision; evaluation measures the model as deployed.
+  const Runner run_mixed = [&](torch::jit::Module& m, const Batch& b) {
+    AutocastScope autocast(config.autocast, device);
+    return run(m, b);
+  };
 
   // This rank's shard of the held-out samples (evaluation_inputs), which must
   // hold the inputs the calibration samples do.
@@ -132,7 +150,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
                       ") other than the calibration inputs (" + join(data.input_names) + ")");
     const auto eval_transform =
         callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, info);
-    return shard_of(info, ev, eval_transform, rt);
+    return shard_of(info, ev, eval_transform, rt, device);
   };
 
   // Activation ranges: one observer per quantized layer input.
@@ -145,8 +163,8 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     }
   std::vector<ActivationObserver> observers;
   if (!points.empty())
-    observers = calibrate(model->module(), method, points, run, shard_of(data, *config.calibration_inputs, transform, rt),
-                          *comm, timer);
+    observers = calibrate(model->module(), method, points, run_mixed,
+                          shard_of(data, *config.calibration_inputs, transform, rt, device), *comm, timer);
 
   timer.run("quantize", [&] {
     for (size_t i = 0; i < plans.size(); ++i) {
@@ -247,7 +265,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
       };
     const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data, transform,
-                                           run, comm.get(), rt, checkpoints, evaluate);
+                                           run_mixed, comm.get(), rt, checkpoints, evaluate);
     timer.record("fine-tune", tuned.seconds);
     if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
       result.stopped = true;
@@ -305,6 +323,8 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         [&] { result.evaluation = reduce_evaluation(sums, *comm); });
   }
 
+  // Deployable anywhere: the compiled model leaves on the CPU.
+  move_module(result.model, c10::Device(c10::kCPU));
   result.phases = timer.gather();
   rt.collective_phase("write", [&] {
     if (!rt.is_root()) return;

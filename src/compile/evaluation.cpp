@@ -4,28 +4,9 @@
 
 #include <cmath>
 
+#include "compile/predictions.h"
+
 namespace qforge {
-namespace {
-
-// An output as [predictions, classes] logits: a [batch, classes] tensor as it
-// is, a [batch, positions, classes] one with a prediction per position.
-std::optional<at::Tensor> logits(const c10::IValue& output, int64_t rows) {
-  if (!output.isTensor()) return std::nullopt;
-  const auto& t = output.toTensor();
-  if (t.dim() < 2 || t.dim() > 3 || t.size(0) != rows || t.size(-1) < 2 || !t.is_floating_point()) return std::nullopt;
-  return t.reshape({-1, t.size(-1)});
-}
-
-// The labels as one class per prediction, when they have that shape.
-std::optional<at::Tensor> labels_of(const Batch& batch, const at::Tensor& output) {
-  if (!batch.labels.defined() || batch.labels.is_floating_point()) return std::nullopt;
-  const auto& t = output.sizes();
-  const auto expected = std::vector<int64_t>(t.begin(), t.end() - 1);  // the output's shape less its classes
-  if (batch.labels.sizes() != at::IntArrayRef(expected)) return std::nullopt;
-  return batch.labels.reshape({-1}).to(at::kLong);
-}
-
-}  // namespace
 
 double EvaluationResult::fp_perplexity() const { return labelled ? std::exp(fp_nll / labelled) : 0.0; }
 double EvaluationResult::compiled_perplexity() const { return labelled ? std::exp(compiled_nll / labelled) : 0.0; }
@@ -38,14 +19,14 @@ EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module&
     const auto actual = run(compiled, batch);
     sums.error.add(expected, actual);
     sums.counts.rows += batch.rows();
-    const auto fp = logits(expected, batch.rows());
-    const auto q = logits(actual, batch.rows());
+    const auto fp = prediction_logits(expected, batch.rows());
+    const auto q = prediction_logits(actual, batch.rows());
     if (!fp || !q) return;
     sums.counts.sequence = expected.toTensor().dim() == 3;
     sums.counts.predictions += fp->size(0);
     const auto fp_class = fp->argmax(1), q_class = q->argmax(1);
     sums.counts.top1_agreement += fp_class.eq(q_class).sum().item<int64_t>();
-    if (const auto labels = labels_of(batch, expected.toTensor())) {
+    if (const auto labels = class_labels(batch.labels, expected.toTensor())) {
       sums.counts.labelled += labels->numel();
       sums.counts.fp_correct += fp_class.eq(*labels).sum().item<int64_t>();
       sums.counts.compiled_correct += q_class.eq(*labels).sum().item<int64_t>();

@@ -107,6 +107,9 @@ void ExperimentConfig::validate() const {
   }
   check(compile_options.checkpoint_every >= 0, "compile_options.checkpoint_every", "0 or a step count");
   check(compile_options.sensitivity_samples > 0, "compile_options.sensitivity_samples", "a positive row count");
+  check(gpu_index >= -1, "gpu_index", "-1 (the rank's local rank) or a GPU number");
+  check(autocast == Autocast::Off || device != Device::Cpu, "autocast",
+        "off with device: cpu (mixed precision runs on GPUs; set device: cuda or auto)");
   check(resources.nodes >= 1, "resources.nodes", "at least 1 node");
   check(resources.tasks_per_node >= 0, "resources.tasks_per_node", "0 (one per GPU) or a rank count");
   check(resources.gpus_per_node >= 0, "resources.gpus_per_node", "0 or a GPU count");

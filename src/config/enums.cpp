@@ -13,6 +13,10 @@ template <> struct Names<Device> {
   static constexpr std::pair<Device, const char*> table[] = {
       {Device::Cpu, "cpu"}, {Device::Cuda, "cuda"}, {Device::Auto, "auto"}};
 };
+template <> struct Names<Autocast> {
+  static constexpr std::pair<Autocast, const char*> table[] = {
+      {Autocast::Off, "off"}, {Autocast::BFloat16, "bf16"}, {Autocast::Float16, "fp16"}};
+};
 template <> struct Names<Target> {
   static constexpr std::pair<Target, const char*> table[] = {
       {Target::None, "none"},           {Target::TensorRT, "tensorrt"},
@@ -74,6 +78,7 @@ template <class E> E enum_from_string(const std::string& text, const std::string
   template const char* to_string<E>(E);     \
   template E enum_from_string<E>(const std::string&, const std::string&);
 QFORGE_ENUM_INSTANTIATE(Device)
+QFORGE_ENUM_INSTANTIATE(Autocast)
 QFORGE_ENUM_INSTANTIATE(Target)
 QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)

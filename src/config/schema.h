@@ -133,7 +133,9 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
   v("out_dir", c.out_dir, "where rank 0 writes artifacts");
   v("logs_dir", c.logs_dir, "per-rank logs; default <out_dir>/logs");
   v("seed", c.seed, "seed of every random choice");
-  v("device", c.device, "cpu | cuda | auto");
+  v("device", c.device, "cpu | cuda | auto (cuda when a GPU is visible)");
+  v("gpu_index", c.gpu_index, "the GPU every rank uses; -1 = the rank's local rank on its host");
+  v("autocast", c.autocast, "off | bf16 | fp16: mixed precision for calibration and fine-tuning on GPUs");
   v("tracing_inputs", c.tracing_inputs, "samples that define the graph and its dynamic axes; null = calibration inputs");
   v("calibration_inputs", c.calibration_inputs, "the calibration set");
   v("evaluation_inputs", c.evaluation_inputs,

@@ -216,10 +216,10 @@ ArraySpec describe_dataset(hid_t file, const std::string& path, const std::strin
 }
 
 at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin,
-                     int64_t row_end, const std::string& where) {
+                     int64_t row_end, const std::string& where, bool pinned) {
   std::vector<int64_t> shape{row_end - row_begin};
   shape.insert(shape.end(), spec.row_shape.begin(), spec.row_shape.end());
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(scalar_type(spec.dtype)));
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(scalar_type(spec.dtype)).pinned_memory(pinned));
   std::lock_guard<std::mutex> lock(library_lock());
   const hid_t dataset = H5Dopen2(file, path.c_str(), H5P_DEFAULT);
   if (dataset < 0) throw DataError(where + ": cannot open dataset (" + last_error_text() + ")");

@@ -54,7 +54,9 @@ ArraySpec describe_dataset(hid_t file, const std::string& path, const std::strin
 
 // Rows [row_begin, row_end) of a dataset described by `spec`, as a tensor of
 // shape [rows, ...row_shape].
+// pinned: into page-locked host memory, which a GPU copies from asynchronously
+// (only where LibTorch has CUDA).
 at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin,
-                     int64_t row_end, const std::string& where);
+                     int64_t row_end, const std::string& where, bool pinned = false);
 
 }  // namespace qforge::h5

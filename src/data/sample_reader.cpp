@@ -66,7 +66,8 @@ Batch SampleReader::read_slice(const BatchSlice& slice, int64_t file) {
   batch.global_begin = slice.global_begin;
   auto read = [&](const ArraySpec& spec) {
     const std::string path = "/samples/" + group.name + "/" + spec.name;
-    at::Tensor t = h5::read_rows(file, path, spec, slice.row_begin, slice.row_end, group.file + ":" + path);
+    const bool to_gpu = options_.cuda_device >= 0;
+    at::Tensor t = h5::read_rows(file, path, spec, slice.row_begin, slice.row_end, group.file + ":" + path, to_gpu);
     if (options_.check_finite && t.is_floating_point()) {
       const at::Tensor bad = t.reshape({t.size(0), -1}).isfinite().logical_not().any(1);
       if (bad.any().item<bool>()) {
@@ -76,6 +77,8 @@ Batch SampleReader::read_slice(const BatchSlice& slice, int64_t file) {
                         ") holds NaN or Inf; clean the data or set calibration_inputs.check_finite: false");
       }
     }
+    // The pinned buffer stays allocated until the copy is done (LibTorch's host allocator records it).
+    if (to_gpu) t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options_.cuda_device)), /*non_blocking=*/true);
     return t;
   };
   for (const auto& spec : group.inputs) batch.inputs.push_back(read(spec));

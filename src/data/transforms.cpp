@@ -37,10 +37,10 @@ at::Tensor apply_step(const TransformStep& step, const at::Tensor& t, const std:
                         c10::str(t.sizes()));
       std::vector<int64_t> shape(t.dim(), 1);
       shape[axis] = t.size(axis);
-      const auto options = at::TensorOptions().dtype(t.is_floating_point() ? t.scalar_type() : at::kFloat);
-      const at::Tensor mean = at::tensor(step.mean, at::kDouble).to(options.dtype()).view(shape);
-      const at::Tensor std = at::tensor(step.std, at::kDouble).to(options.dtype()).view(shape);
-      return (t.to(options.dtype()) - mean) / std;
+      const auto type = t.is_floating_point() ? t.scalar_type() : at::kFloat;
+      const at::Tensor mean = at::tensor(step.mean, at::kDouble).to(t.device(), type).view(shape);
+      const at::Tensor std = at::tensor(step.std, at::kDouble).to(t.device(), type).view(shape);
+      return (t.to(type) - mean) / std;
     }
   }
   return t;

@@ -14,7 +14,7 @@ constexpr int64_t kFormat = 1;
 at::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::string& key) {
   at::Tensor t;
   archive.read(key, t);
-  return t;
+  return t.to(at::kCPU);  // metadata is read on the host; parameters are copied to their device
 }
 
 }  // namespace
@@ -40,7 +40,9 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
   c10::IValue stored_fingerprint;
   CheckpointState state;
   try {
-    archive.load_from(path);
+    // On the parameters' device: the optimizer's state must live where they do
+    // (a checkpoint written from GPU 0 resumes on any GPU, or on the CPU).
+    archive.load_from(path, parameters.empty() ? at::Device(at::kCPU) : parameters.front().device());
     if (read_tensor(archive, "format").item<int64_t>() != kFormat) throw DataError(path + ": unknown checkpoint format");
     archive.read("fingerprint", stored_fingerprint);
   } catch (const c10::Error& e) {

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "compile/output_error.h"
+#include "compile/predictions.h"
 #include "finetune/checkpoint.h"
 #include "runtime/stop_signal.h"
 #include "qforge/errors.h"
@@ -59,16 +60,15 @@ at::Tensor distillation_loss(const c10::IValue& student, const c10::IValue& teac
 // Sum over the rows of the cross-entropy of the labels: one per row of
 // [batch, classes] logits, the mean over positions of [batch, positions, classes].
 at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
-  const bool logits = student.isTensor() && (student.toTensor().dim() == 2 || student.toTensor().dim() == 3);
-  if (!logits || !batch.labels.defined() || batch.labels.numel() * student.toTensor().size(-1) != student.toTensor().numel())
+  const auto logits = prediction_logits(student, batch.rows());
+  const auto labels = logits ? class_labels(batch.labels, student.toTensor()) : std::nullopt;
+  if (!labels)
     throw DataError("compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
-                    "[batch, positions, classes] outputs from the model, one label per prediction (sample " +
+                    "[batch, positions, classes] outputs from the model, one class label per prediction (sample " +
                     std::to_string(batch.global_begin) + ")");
   const at::Tensor& out = student.toTensor();
   const double positions = out.dim() == 3 ? static_cast<double>(out.size(1)) : 1.0;
-  return at::cross_entropy_loss(out.reshape({-1, out.size(-1)}), batch.labels.reshape({-1}).to(at::kLong), {},
-                                at::Reduction::Sum) /
-         positions;
+  return at::cross_entropy_loss(*logits, *labels, {}, at::Reduction::Sum) / positions;
 }
 
 // Dropout over the rank components of every adapter for one step: the masks
@@ -79,7 +79,7 @@ void draw_dropout_masks(std::vector<at::Tensor>& masks, double p, int64_t seed, 
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003u +
                                                                       static_cast<uint64_t>(step));
   torch::NoGradGuard no_grad;
-  for (auto& mask : masks) mask.copy_(at::empty_like(mask).bernoulli_(1.0 - p, generator).div_(1.0 - p));
+  for (auto& mask : masks) mask.copy_(at::empty(mask.sizes(), at::kFloat).bernoulli_(1.0 - p, generator).div_(1.0 - p));
 }
 
 void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicator& comm) {
@@ -133,9 +133,13 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     const int64_t outputs = t.weight.size(0), inputs = t.weight.numel() / outputs;
     LoraAdapter adapter;
     adapter.scale = scale;
-    adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs))).requires_grad_();
-    adapter.b = torch::zeros({outputs, settings.lora_rank}).requires_grad_();
-    if (settings.lora_dropout > 0) masks.push_back(adapter.mask = torch::ones({settings.lora_rank}));
+    // Drawn on the CPU, then placed beside the weight: the same start on every device.
+    const auto on_device = torch::TensorOptions().device(t.weight.device());
+    adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs)))
+                    .to(t.weight.device())
+                    .requires_grad_();
+    adapter.b = torch::zeros({outputs, settings.lora_rank}, on_device).requires_grad_();
+    if (settings.lora_dropout > 0) masks.push_back(adapter.mask = torch::ones({settings.lora_rank}, on_device));
     parameters.push_back(adapter.a);
     parameters.push_back(adapter.b);
     LayerFakeQuant layer;  // plain LoRA: the adapters on float weights, nothing quantized
@@ -144,12 +148,16 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     layer.lora = adapter;
     layers.push_back(layer);
   }
-  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated scale).
+  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated
+  // scale), on the model's device like the adapters.
+  const c10::Device device = targets.empty() ? c10::Device(c10::kCPU) : targets.front().weight.device();
   int64_t learned = 0;
   if (settings.learn_ranges)
     for (auto& l : layers) {
-      if (l.weight) parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}).requires_grad_());
-      if (l.input) parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}).requires_grad_());
+      if (l.weight)
+        parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}, device).requires_grad_());
+      if (l.input)
+        parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}, device).requires_grad_());
       learned += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
     }
   torch::jit::Module student = with_fake_quantization(model, method, layers);

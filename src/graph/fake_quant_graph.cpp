@@ -10,6 +10,7 @@
 #include <set>
 
 #include "qforge/errors.h"
+#include "qforge/model.h"
 
 namespace qforge {
 namespace {
@@ -40,8 +41,10 @@ std::string attribute_name(const std::string& layer, const std::string& what) {
   return "_qforge__" + std::regex_replace(layer, std::regex("[^A-Za-z0-9_]"), "_") + "__" + what;
 }
 
+// On the module's device: quantization parameters computed on the host meet
+// activations on the GPU.
 Value* add_tensor_attribute(torch::jit::Module& module, Graph& graph, const std::string& name, const at::Tensor& value) {
-  module.register_attribute(name, c10::TensorType::get(), value, /*is_param=*/false);
+  module.register_attribute(name, c10::TensorType::get(), value.to(module_device(module)), /*is_param=*/false);
   return graph.insertGetAttr(graph.inputs()[0], name);
 }
 
@@ -138,7 +141,7 @@ at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) 
 }
 
 at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier) {
-  return scale.reshape({-1}).to(at::kFloat).mul(log_multiplier.exp()).reshape(scale.sizes()).to(scale.scalar_type());
+  return scale.reshape({-1}).to(at::kFloat).mul(log_multiplier.to(scale.device()).exp()).reshape(scale.sizes()).to(scale.scalar_type());
 }
 
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {

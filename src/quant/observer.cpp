@@ -21,8 +21,9 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   if (x.numel() == 0) return;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
   if (!histogram_started_) {  // min and max are exact in any floating type
-    min_ = std::min(min_, x.min().item<double>());
-    max_ = std::max(max_, x.max().item<double>());
+    const at::Tensor lo = x.min(), hi = x.max();
+    pending_min_ = pending_min_.defined() ? at::minimum(pending_min_, lo) : lo;
+    pending_max_ = pending_max_.defined() ? at::maximum(pending_max_, hi) : hi;
     return;
   }
   // Bin indices in the activation's own floating type (float32 usually):
@@ -35,11 +36,25 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   else index.zero_();
   index = index.clamp_(0, static_cast<double>(bins - 1)).to(at::kLong);
   const at::Tensor counted = at::bincount(index, {}, bins);
-  const int64_t* c = counted.data_ptr<int64_t>();
-  for (int64_t b = 0; b < bins; ++b) counts_[b] += c[b];
+  pending_counts_ = pending_counts_.defined() ? pending_counts_.add_(counted) : counted;
+}
+
+void ActivationObserver::settle() const {
+  if (pending_min_.defined()) {
+    min_ = std::min(min_, pending_min_.item<double>());
+    max_ = std::max(max_, pending_max_.item<double>());
+    pending_min_ = pending_max_ = at::Tensor();
+  }
+  if (pending_counts_.defined()) {
+    const at::Tensor c = pending_counts_.to(at::kCPU).contiguous();
+    const int64_t* counted = c.data_ptr<int64_t>();
+    for (size_t b = 0; b < counts_.size(); ++b) counts_[b] += counted[b];
+    pending_counts_ = at::Tensor();
+  }
 }
 
 void ActivationObserver::reduce_range(Communicator* comm) {
+  settle();
   if (!comm) return;
   at::Tensor lo = at::full({1}, min_, at::kDouble), hi = at::full({1}, max_, at::kDouble);
   comm->all_reduce(lo, ReduceOp::Min);
@@ -49,6 +64,7 @@ void ActivationObserver::reduce_range(Communicator* comm) {
 }
 
 void ActivationObserver::begin_histogram() {
+  settle();
   if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");
   histogram_started_ = true;
   grid_lo_ = settings_.symmetric ? 0.0 : min_;
@@ -57,6 +73,7 @@ void ActivationObserver::begin_histogram() {
 }
 
 void ActivationObserver::reduce_histogram(Communicator* comm) {
+  settle();
   if (!comm) return;
   at::Tensor t = at::from_blob(counts_.data(), {static_cast<int64_t>(counts_.size())}, at::kLong).clone();
   comm->all_reduce(t, ReduceOp::Sum);
@@ -64,6 +81,7 @@ void ActivationObserver::reduce_histogram(Communicator* comm) {
 }
 
 ActivationObserver::Result ActivationObserver::compute() const {
+  settle();
   if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");
   const QuantRange range = quant_range(settings_.bits, settings_.is_signed);
   Result r;
@@ -218,7 +236,7 @@ WeightQuant observe_weight(const at::Tensor& weight, const TensorQuantSettings& 
   at::Tensor lo = std::get<0>(rows.min(1)), hi = std::get<0>(rows.max(1));
   if (settings.observer == Observer::Mse) {
     // Per row, the shrink factor that minimizes the squared error of the row itself.
-    at::Tensor best_err = at::full(lo.sizes(), std::numeric_limits<double>::infinity(), at::kDouble);
+    at::Tensor best_err = at::full(lo.sizes(), std::numeric_limits<double>::infinity(), lo.options());
     at::Tensor best_lo = lo.clone(), best_hi = hi.clone();
     for (int step = 100; step >= 50; step -= 2) {
       const double f = step / 100.0;

@@ -26,7 +26,7 @@ QParams qparams_from_range(const at::Tensor& lo_in, const at::Tensor& hi_in, con
     q.scale = at::clamp_min(amax / std::floor(levels / 2.0), tiny).to(at::kFloat);
     // Signed: 0. Unsigned: the middle code (128 for 8 bits).
     const int64_t middle = range.qmin < 0 ? 0 : (range.qmin + range.qmax + 1) / 2;
-    q.zero_point = at::full(lo.sizes(), middle, at::TensorOptions().dtype(at::kInt));
+    q.zero_point = at::full(lo.sizes(), middle, at::TensorOptions().dtype(at::kInt).device(lo.device()));
   } else {
     q.scale = at::clamp_min((hi - lo) / levels, tiny).to(at::kFloat);
     const at::Tensor zp = (static_cast<double>(range.qmin) - at::round(lo / q.scale.to(at::kDouble)));

@@ -35,10 +35,11 @@ MPI_Op mpi_op(ReduceOp op) {
   return MPI_SUM;
 }
 
-void require_cpu(const at::Tensor& t, const char* what) {
-  if (!t.device().is_cpu())
-    throw Error(std::string("communicator backend mpi does not support ") + what +
-                " on device " + t.device().str() + "; CUDA tensors use the nccl backend");
+// The contiguous host tensor MPI works on: the tensor itself where it can be,
+// else a copy (non-contiguous, or on a GPU without the NCCL backend).
+at::Tensor host_buffer(const at::Tensor& t) {
+  if (!t.is_cpu()) return t.to(at::kCPU).contiguous();
+  return t.is_contiguous() ? t : t.contiguous();
 }
 
 // MPI counts are int: large tensors travel in pieces.
@@ -51,8 +52,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return Runtime::get().size(); }
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
-    require_cpu(tensor, "all_reduce");
-    at::Tensor work = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const MPI_Datatype type = mpi_type(work);
     const int64_t element = static_cast<int64_t>(work.element_size());
@@ -65,8 +65,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void broadcast(at::Tensor& tensor, int root) override {
-    require_cpu(tensor, "broadcast");
-    at::Tensor work = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const int64_t element = static_cast<int64_t>(work.element_size());
     for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
@@ -77,8 +76,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   at::Tensor all_gather(const at::Tensor& tensor) override {
-    require_cpu(tensor, "all_gather");
-    const at::Tensor mine = tensor.contiguous();
+    const at::Tensor mine = host_buffer(tensor);
     if (mine.numel() > kMaxChunk) throw Error("communicator backend mpi: all_gather tensor too large");
     std::vector<int64_t> shape{size()};
     for (auto d : mine.sizes()) shape.push_back(d);
@@ -86,7 +84,7 @@ class MpiCommunicator final : public Communicator {
     QFORGE_MPI_CHECK(MPI_Allgather(mine.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
                                    out.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
                                    MPI_COMM_WORLD));
-    return out;
+    return out.to(tensor.device());
   }
 
   void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }

@@ -1,0 +1,43 @@
+// Bus bandwidth of qforge's Communicator all-reduce (the gradient path of
+// fine-tuning) over a range of sizes, as nccl-tests reports it:
+//   busbw = bytes * 2 (n - 1) / n / time.
+// One rank per GPU with the NCCL backend (the MPI backend on CPU ranks).
+// Usage: mpirun -np N qforge_bench_allreduce [--cpu]   -> a table on rank 0's stdout
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "qforge/communicator.h"
+#include "qforge/runtime.h"
+
+int main(int argc, char** argv) {
+  auto& rt = qforge::Runtime::init(&argc, &argv);
+  const bool gpu = torch::cuda::is_available() && !(argc > 1 && std::strcmp(argv[1], "--cpu") == 0);
+  const torch::Device device = gpu ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank()))
+                                   : torch::Device(torch::kCPU);
+  auto comm = gpu ? qforge::make_nccl_communicator(device.index()) : qforge::make_mpi_communicator();
+  const double n = rt.size();
+  if (rt.is_root()) {
+    std::printf("| bytes | float32 elements | time us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: | ---: |\n");
+  }
+  for (int64_t bytes = 1 << 20; bytes <= (int64_t{1} << 28); bytes *= 4) {
+    auto t = torch::rand({bytes / 4}, torch::TensorOptions().device(device));
+    const int iterations = bytes >= (int64_t{1} << 26) ? 20 : 50;
+    for (int i = 0; i < 5; ++i) comm->all_reduce(t, qforge::ReduceOp::Sum);  // warm-up: connections, buffers
+    comm->barrier();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < iterations; ++i) comm->all_reduce(t, qforge::ReduceOp::Sum);  // each waits for completion
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iterations;
+    if (rt.is_root()) {
+      const double algbw = static_cast<double>(bytes) / seconds / 1e9;
+      std::printf("| %lld | %lld | %.1f | %.1f | %.1f |\n", static_cast<long long>(bytes),
+                  static_cast<long long>(bytes / 4), seconds * 1e6, algbw, algbw * 2 * (n - 1) / n);
+    }
+  }
+  comm.reset();
+  rt.finalize();
+  return 0;
+}

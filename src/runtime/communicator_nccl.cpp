@@ -1,0 +1,201 @@
+// NCCL backend of Communicator: CUDA tensors travel over NCCL on the
+// tensor's current CUDA stream; CPU tensors (small metadata, counters) go to
+// the MPI backend, so code above the interface never picks a backend per tensor.
+//
+// A watchdog: every collective is waited for with a deadline. A peer that has
+// died or stopped leaves NCCL's kernel spinning forever; past the deadline the
+// communicator is aborted and the rank throws, and the error path brings the
+// job down with a message instead of a hang.
+#include "qforge/communicator.h"
+
+#include "qforge/errors.h"
+#include "qforge/logger.h"
+#include "qforge_version_config.h"
+
+#if QFORGE_HAVE_NCCL
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "qforge/runtime.h"
+#include "runtime/mpi_check.h"
+#endif
+
+namespace qforge {
+
+#if QFORGE_HAVE_NCCL
+namespace {
+
+ncclDataType_t nccl_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kLong: return ncclInt64;
+    case at::kInt: return ncclInt32;
+    case at::kChar: return ncclInt8;
+    case at::kByte:
+    case at::kBool: return ncclUint8;
+    default:
+      throw Error(std::string("communicator backend nccl does not support dtype ") + c10::toString(t.scalar_type()));
+  }
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return ncclSum;
+    case ReduceOp::Min: return ncclMin;
+    case ReduceOp::Max: return ncclMax;
+  }
+  return ncclSum;
+}
+
+// Seconds a collective may take before the watchdog aborts it.
+double collective_timeout_s() {
+  if (const char* v = std::getenv("QFORGE_COLLECTIVE_TIMEOUT_S")) {
+    char* end = nullptr;
+    const double s = std::strtod(v, &end);
+    if (end != v && s > 0) return s;
+    throw ConfigError(std::string("QFORGE_COLLECTIVE_TIMEOUT_S=") + v + ": expected a positive number of seconds");
+  }
+  return 600.0;
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  explicit NcclCommunicator(int device) : device_(static_cast<c10::DeviceIndex>(device)), mpi_(make_mpi_communicator()) {
+    const Runtime& rt = Runtime::get();
+    c10::cuda::set_device(device_);
+    // Connect every peer at init, where all ranks take part, rather than in
+    // the first collective, whose blocking connect the watchdog could not see
+    // (a user's NCCL_RUNTIME_CONNECT wins).
+    setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
+    ncclUniqueId id;
+    if (rt.is_root()) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    QFORGE_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD));
+    check(ncclCommInitRank(&comm_, rt.size(), id, rt.rank()), "ncclCommInitRank");
+    timeout_s_ = collective_timeout_s();
+  }
+  // Abort, not destroy: every collective has completed by now, and destroy
+  // would wait on peers that may have failed (a rank leaving on an error).
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommAbort(comm_);
+  }
+
+  std::string backend() const override { return "nccl"; }
+  int rank() const override { return mpi_->rank(); }
+  int size() const override { return mpi_->size(); }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
+    if (tensor.is_cpu()) return mpi_->all_reduce(tensor, op);
+    at::Tensor work = on_this_device(tensor, "all_reduce");
+    const auto stream = c10::cuda::getCurrentCUDAStream(device_);
+    check(ncclAllReduce(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work),
+                        nccl_op(op), comm_, stream.stream()),
+          "ncclAllReduce");
+    wait(stream, "all_reduce");
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  void broadcast(at::Tensor& tensor, int root) override {
+    if (tensor.is_cpu()) return mpi_->broadcast(tensor, root);
+    at::Tensor work = on_this_device(tensor, "broadcast");
+    const auto stream = c10::cuda::getCurrentCUDAStream(device_);
+    check(ncclBroadcast(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work), root,
+                        comm_, stream.stream()),
+          "ncclBroadcast");
+    wait(stream, "broadcast");
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  at::Tensor all_gather(const at::Tensor& tensor) override {
+    if (tensor.is_cpu()) return mpi_->all_gather(tensor);
+    const at::Tensor mine = on_this_device(tensor, "all_gather");
+    std::vector<int64_t> shape{size()};
+    for (auto d : mine.sizes()) shape.push_back(d);
+    at::Tensor out = at::empty(shape, mine.options());
+    const auto stream = c10::cuda::getCurrentCUDAStream(device_);
+    check(ncclAllGather(mine.data_ptr(), out.data_ptr(), static_cast<size_t>(mine.numel()), nccl_type(mine), comm_,
+                        stream.stream()),
+          "ncclAllGather");
+    wait(stream, "all_gather");
+    return out;
+  }
+
+  void barrier() override {
+    c10::cuda::getCurrentCUDAStream(device_).synchronize();
+    mpi_->barrier();
+  }
+
+ private:
+  at::Tensor on_this_device(const at::Tensor& t, const char* what) const {
+    if (!t.is_cuda() || t.device().index() != device_)
+      throw Error(std::string("communicator backend nccl: ") + what + " of a tensor on " + t.device().str() +
+                  ", expected cuda:" + std::to_string(device_) + " (this rank's GPU)");
+    return t.is_contiguous() ? t : t.contiguous();
+  }
+
+  void check(ncclResult_t r, const char* call) {
+    if (r == ncclSuccess || r == ncclInProgress) return;
+    std::string detail = ncclGetErrorString(r);
+    if (comm_) {
+      const char* last = ncclGetLastError(comm_);
+      if (last && *last) detail += " (" + std::string(last) + ")";
+    }
+    throw LibraryError(std::string("NCCL error in ") + call + " on rank " + std::to_string(Runtime::get().rank()) +
+                       ", GPU " + std::to_string(device_) + ": " + detail);
+  }
+
+  // Waits for the collective (and the work queued before it) with the watchdog's deadline.
+  void wait(const c10::cuda::CUDAStream& stream, const char* what) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+    while (!stream.query()) {
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        check(async, what);
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        ncclCommAbort(comm_);
+        comm_ = nullptr;
+        throw LibraryError("NCCL " + std::string(what) + " on rank " + std::to_string(Runtime::get().rank()) +
+                           " did not complete within " + std::to_string(static_cast<int>(timeout_s_)) +
+                           " s (QFORGE_COLLECTIVE_TIMEOUT_S): a peer rank has stopped or died; aborting the job");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  c10::DeviceIndex device_;
+  std::unique_ptr<Communicator> mpi_;
+  ncclComm_t comm_ = nullptr;
+  double timeout_s_ = 600.0;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(int cuda_device) {
+  return std::make_unique<NcclCommunicator>(cuda_device);
+}
+
+#else
+
+std::unique_ptr<Communicator> make_nccl_communicator(int) {
+  log::warn("this qforge was built without NCCL (nccl.h not found: set NCCL_HOME and rebuild): GPU tensors travel "
+            "over MPI through host memory");
+  return make_mpi_communicator();
+}
+
+#endif
+
+}  // namespace qforge

@@ -1,0 +1,31 @@
+// The device a rank computes on, and the mixed precision it may use there.
+#pragma once
+#include <c10/core/Device.h>
+
+#include "qforge/config.h"
+
+namespace qforge {
+
+class Runtime;
+
+// device: cpu -> the CPU; cuda -> one GPU per rank (ConfigError when none is
+// visible); auto -> a GPU when one is visible, else the CPU. The GPU is
+// gpu_index, or the rank's local rank (ranks beyond the GPU count share them,
+// with a warning).
+c10::Device select_device(const ExperimentConfig& config, const Runtime& rt);
+
+// Autocast on the GPU for the life of the scope (calibration and fine-tuning
+// forwards); nothing with Autocast::Off or on the CPU. Restores the previous state.
+class AutocastScope {
+ public:
+  AutocastScope(Autocast mode, const c10::Device& device);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool active_ = false;
+  bool was_enabled_ = false;
+};
+
+}  // namespace qforge
