@@ -72,7 +72,8 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   if (rt.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
     at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt.local_size()));
   PhaseTimer timer(rt);
-  c10::Device device(c10::kCPU);
+  ComputePlacement placement;
+  const c10::Device& device = placement.device;
   std::unique_ptr<Communicator> comm;
   const std::string& method = config.model.method;
 
@@ -84,7 +85,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   const bool quantizing = config.quantization_settings.has_value() && !config.disable;
 
   timer.run("load", [&] {
-    device = select_device(config, rt);
+    placement = select_device(config, rt);
     model = input ? Model::wrap(config.discard_input_model ? *input : input->clone(), "the input module", method)
                   : Model::load(config.model.path, method);
     move_module(model->module(), device);
@@ -118,8 +119,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
 
   // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
   // between ranks sharing a GPU, which NCCL refuses).
-  const bool gpu_per_rank = device.is_cuda() && rt.local_size() <= static_cast<int>(torch::cuda::device_count());
-  comm = gpu_per_rank ? make_nccl_communicator(device.index()) : make_mpi_communicator();
+  comm = device.is_cuda() && !placement.gpu_shared ? make_nccl_communicator(device.index()) : make_mpi_communicator();
   if (device.is_cuda())
     log::info("rank " + std::to_string(rt.rank()) + " on " + rt.host() + " computes on " + device.str() +
               ", collectives over " + comm->backend() +

@@ -129,14 +129,16 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   std::vector<LayerFakeQuant> layers = through_quantizer ? others : std::vector<LayerFakeQuant>{};
   std::vector<at::Tensor> parameters, masks;
   const double scale = settings.lora_alpha / static_cast<double>(settings.lora_rank);
+  // Adapters and learned ranges live on the model's device.
+  const c10::Device device = targets.empty() ? c10::Device(c10::kCPU) : targets.front().weight.device();
+  const auto on_device = torch::TensorOptions().device(device);
   for (const auto& t : targets) {
     const int64_t outputs = t.weight.size(0), inputs = t.weight.numel() / outputs;
     LoraAdapter adapter;
     adapter.scale = scale;
-    // Drawn on the CPU, then placed beside the weight: the same start on every device.
-    const auto on_device = torch::TensorOptions().device(t.weight.device());
+    // Drawn on the CPU, then placed on the device: the same start on every device.
     adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs)))
-                    .to(t.weight.device())
+                    .to(device)
                     .requires_grad_();
     adapter.b = torch::zeros({outputs, settings.lora_rank}, on_device).requires_grad_();
     if (settings.lora_dropout > 0) masks.push_back(adapter.mask = torch::ones({settings.lora_rank}, on_device));
@@ -148,16 +150,14 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     layer.lora = adapter;
     layers.push_back(layer);
   }
-  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated
-  // scale), on the model's device like the adapters.
-  const c10::Device device = targets.empty() ? c10::Device(c10::kCPU) : targets.front().weight.device();
+  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated scale).
   int64_t learned = 0;
   if (settings.learn_ranges)
     for (auto& l : layers) {
       if (l.weight)
-        parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}, device).requires_grad_());
+        parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}, on_device).requires_grad_());
       if (l.input)
-        parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}, device).requires_grad_());
+        parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}, on_device).requires_grad_());
       learned += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
     }
   torch::jit::Module student = with_fake_quantization(model, method, layers);

@@ -9,6 +9,7 @@
 #include "qforge/logger.h"
 #include "qforge/plan.h"
 #include "qforge/runtime.h"
+#include "runtime/device.h"
 #include "util/fs.h"
 #include "graph/model_json.h"
 #include "util/json.h"
@@ -178,8 +179,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
   rt.collective_phase("load", [&] {
     if (!config.calibration_inputs)
       throw ConfigError("calibration_inputs: a dry run needs calibration data to validate and shard");
-    if (config.device == Device::Cuda && !torch::cuda::is_available())
-      throw ConfigError("device: cuda, but no CUDA device is available to this LibTorch build; use cpu or auto");
+    select_device(config, rt);  // device and gpu_index checked as compile checks them
     model = Model::load(config.model.path, config.model.method);
     if (!config.skip_eval_set_mode) model->module().eval();
     plan.signature = model->signature();

@@ -19,15 +19,15 @@
 
 namespace qforge {
 
-c10::Device select_device(const ExperimentConfig& config, const Runtime& rt) {
-  if (config.device == Device::Cpu) return c10::Device(c10::kCPU);
+ComputePlacement select_device(const ExperimentConfig& config, const Runtime& rt) {
+  if (config.device == Device::Cpu) return {};
   const int visible = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (visible == 0) {
     if (config.device == Device::Cuda)
       throw ConfigError("device: cuda, but rank " + std::to_string(rt.rank()) + " on " + rt.host() +
-                        " sees no GPU (LibTorch without CUDA, no driver, or CUDA_VISIBLE_DEVICES empty); "
+                        " sees no CUDA device (LibTorch without CUDA, no driver, or CUDA_VISIBLE_DEVICES empty); "
                         "set device: cpu or auto");
-    return c10::Device(c10::kCPU);
+    return {};
   }
   int index = config.gpu_index >= 0 ? static_cast<int>(config.gpu_index) : rt.local_rank();
   if (config.gpu_index >= visible)
@@ -40,7 +40,8 @@ c10::Device select_device(const ExperimentConfig& config, const Runtime& rt) {
               " GPU(s): ranks share GPUs (start one rank per GPU)");
     index %= visible;
   }
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  const bool shared = rt.local_size() > 1 && (config.gpu_index >= 0 || rt.local_size() > visible);
+  return {c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)), shared};
 }
 
 AutocastScope::AutocastScope(Autocast mode, const c10::Device& device) {

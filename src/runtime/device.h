@@ -8,11 +8,18 @@ namespace qforge {
 
 class Runtime;
 
+// Where a rank computes, and whether ranks of its host share that GPU (gpu_index
+// set, or more ranks than GPUs), which NCCL refuses.
+struct ComputePlacement {
+  c10::Device device{c10::kCPU};
+  bool gpu_shared = false;
+};
+
 // device: cpu -> the CPU; cuda -> one GPU per rank (ConfigError when none is
 // visible); auto -> a GPU when one is visible, else the CPU. The GPU is
 // gpu_index, or the rank's local rank (ranks beyond the GPU count share them,
 // with a warning).
-c10::Device select_device(const ExperimentConfig& config, const Runtime& rt);
+ComputePlacement select_device(const ExperimentConfig& config, const Runtime& rt);
 
 // Autocast on the GPU for the life of the scope (calibration and fine-tuning
 // forwards); nothing with Autocast::Off or on the CPU. Restores the previous state.
