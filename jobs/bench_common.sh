@@ -28,17 +28,21 @@ machine_lines() {
   echo "- median of $REPEAT run(s) per row"
 }
 
-# table_rows RESULTS CONFIG TAG PHASE_PREFIX DIVISOR SAMPLES: REPEAT runs of CONFIG per rank count.
+# table_rows RESULTS CONFIG TAG PHASE_PREFIX DIVISOR SAMPLES [PER_RANK_KEY]: REPEAT runs of CONFIG
+# per rank count. With PER_RANK_KEY (weak scaling) SAMPLES is per rank: n ranks run with
+# PER_RANK_KEY=SAMPLES*n, and the row's rate counts SAMPLES*n.
 table_rows() {
-  local results=$1 config=$2 tag=$3 prefix=$4 divisor=$5 samples=$6 base="" n r rate
+  local results=$1 config=$2 tag=$3 prefix=$4 divisor=$5 samples=$6 per_rank_key=${7:-} base="" n r rate rows
   for n in $RANKS; do
-    local reports=()
+    local reports=() extra=()
+    rows=$samples
+    if [ -n "$per_rank_key" ]; then rows=$((samples * n)); extra=(--set "$per_rank_key=$rows"); fi
     for r in $(seq "$REPEAT"); do
       mpirun -np "$n" --oversubscribe "$QFORGE" compile "$config" --set out_dir="$WORK/$tag$n-$r" --set device="$DEVICE" \
-        > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
+        "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
       reports+=("$WORK/$tag$n-$r/report.json")
     done
-    rate=$("$PY" jobs/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$samples" "${reports[@]}")
+    rate=$("$PY" jobs/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$rows" "${reports[@]}")
     base=${base:-$rate}
   done
 }

@@ -1,14 +1,19 @@
 """What a user would otherwise write: the same calibration and QA-LoRA
 fine-tuning as jobs/bench_calibration.sh and jobs/bench_finetune.sh, in plain
 PyTorch on the same model, data, batch and steps: PyTorch's MinMaxObserver on
-every quantized layer's input (min/max all-reduced over ranks), and LoRA
-adapters trained through PyTorch's fake-quantization ops
-(torch.fake_quantize_per_channel_affine / _per_tensor_affine) under
-DistributedDataParallel, with the float model as teacher (MSE).
+every quantized layer's input (min/max all-reduced over ranks; one pass, the
+work of qforge's range pass), LoRA adapters trained through PyTorch's
+fake-quantization ops (torch.fake_quantize_per_channel_affine /
+_per_tensor_affine) under DistributedDataParallel with the float model as
+teacher (MSE), and plain LoRA from the `peft` package (own adapters where peft
+is not installed). Both sides start cold (no warm-up outside the timers); a
+step's time is the median over steps 4 to STEPS, as qforge's table reads it.
 Usage: python -m torch.distributed.run --nproc_per_node N bench_pytorch_baseline.py WORK MODEL SIZE BATCH FT_BATCH STEPS
-Prints one JSON line on rank 0: calibration seconds and fine-tuning seconds per step (slowest rank)."""
+(FT_BATCH: the global batch.) Prints one JSON line on rank 0 (slowest rank's seconds)."""
+import copy
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -21,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_assets import make_model  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 8, 16.0
+WARMUP_STEPS = 3  # left out of the step time, as in jobs/bench_row.py
 
 
 def quantized_layers(model):
@@ -91,17 +97,15 @@ class LoraLayer(torch.nn.Module):
         return F.conv2d(x, w, c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
-def fine_tune(model, observers, rows, batch, steps, quantize):
+def fine_tune(model, student, rows, batch, steps):
     teacher = model
-    student = make_student(model, observers, quantize)
-    params = [p for n, p in student.named_parameters() if n.endswith(".a") or n.endswith(".b")]
-    for p in student.parameters():
-        p.requires_grad_(any(p is q for q in params))
+    params = [p for p in student.parameters() if p.requires_grad]
     ddp = torch.nn.parallel.DistributedDataParallel(student, device_ids=[torch.cuda.current_device()])
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for step in range(steps):
+        start = time.perf_counter()
         first = (step * batch) % max(1, len(rows) - batch)
         x = rows[first:first + batch].cuda(non_blocking=True)
         with torch.no_grad():
@@ -110,19 +114,31 @@ def fine_tune(model, observers, rows, batch, steps, quantize):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        loss.item()  # qforge logs each step's loss: the same synchronization
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+        loss.item()  # qforge reads each step's loss: the same synchronization
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[WARMUP_STEPS:] or times)
 
 
-def make_student(model, observers, quantize):
-    import copy
+def with_lora_layers(model, observers, quantize):
     student = copy.deepcopy(model)
     for name, _ in quantized_layers(model):
         parent_name, _, child = name.rpartition(".")
         parent = student.get_submodule(parent_name) if parent_name else student
         setattr(parent, child, LoraLayer(getattr(parent, child), observers[name], quantize))
+    for n, p in student.named_parameters():
+        p.requires_grad_(n.endswith(".a") or n.endswith(".b"))
     return student
+
+
+def lora_student(model, observers):
+    """Plain LoRA as users add it: peft on every Linear/Conv2d (own adapters without peft)."""
+    try:
+        import peft
+    except ImportError:
+        return with_lora_layers(model, observers, False), "own adapters"
+    config = peft.LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                             target_modules=[name for name, _ in quantized_layers(model)])
+    return peft.get_peft_model(copy.deepcopy(model), config), f"peft {peft.__version__}"
 
 
 def main(work, name, size, batch, ft_batch, steps):
@@ -134,12 +150,13 @@ def main(work, name, size, batch, ft_batch, steps):
         p.requires_grad_(False)
     rows, total = load_rows(os.path.join(work, f"{name}_calibration.h5"), rank, world)
     rows = rows.pin_memory()
-    calibrate(model, rows[:batch], batch)  # warm-up: cuDNN plans, allocator
-    cal_seconds, observers = calibrate(model, rows, batch)
-    result = {"model": name, "ranks": world, "calibration_rows": total,
+    cal_seconds, observers = calibrate(model, rows, batch)  # cold, as qforge's calibration phase
+    result = {"model": name, "ranks": world, "calibration_rows": total, "fine_tune_global_batch": ft_batch,
               "calibration_s": slowest(cal_seconds)}
-    for method, quantize in (("lora", False), ("qa_lora", True)):
-        result[f"{method}_step_s"] = slowest(fine_tune(model, observers, rows, ft_batch // world, steps, quantize))
+    student, lora_from = lora_student(model, observers)
+    result["lora_from"] = lora_from
+    result["lora_step_s"] = slowest(fine_tune(model, student, rows, ft_batch // world, steps))
+    result["qa_lora_step_s"] = slowest(fine_tune(model, with_lora_layers(model, observers, True), rows, ft_batch // world, steps))
     if rank == 0:
         print(json.dumps(result))
     dist.destroy_process_group()

@@ -65,6 +65,9 @@ struct FineTuneSummary {
   int64_t learned_ranges = 0;       // quantization scales learned (learn_ranges)
   double seconds = 0;
   int64_t samples = 0;              // rows processed over all ranks
+  // Wall time of every step of this run; the steps end in an all-reduce, so
+  // it is the slowest rank's. The first steps include warm-up (allocator, cuDNN plans).
+  std::vector<double> step_seconds;
 };
 
 struct PhaseTiming {

@@ -46,6 +46,9 @@ struct SampleReaderOptions {
 class SampleReader {
  public:
   SampleReader(DatasetInfo info, RowRange rows, SampleReaderOptions options);
+  // Reads the given batches in order (e.g. the micro-batches of every
+  // fine-tuning step), prefetching across their boundaries.
+  SampleReader(DatasetInfo info, std::vector<BatchSlice> slices, SampleReaderOptions options);
   ~SampleReader();
   SampleReader(const SampleReader&) = delete;
   SampleReader& operator=(const SampleReader&) = delete;
@@ -55,7 +58,6 @@ class SampleReader {
   std::optional<Batch> next();
 
   const DatasetInfo& info() const { return info_; }
-  const RowRange& rows() const { return rows_; }
   size_t batch_count() const { return slices_.size(); }
   // Most batches held at once so far (queue + the one being read): <= prefetch + 1.
   size_t peak_buffered() const;
@@ -65,7 +67,6 @@ class SampleReader {
   Batch read_slice(const BatchSlice& slice, int64_t file);  // file: an open HDF5 id
 
   DatasetInfo info_;
-  RowRange rows_;
   SampleReaderOptions options_;
   std::vector<BatchSlice> slices_;
 

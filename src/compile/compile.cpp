@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
 #include "compile/artifacts.h"
 #include "compile/batches.h"
 #include "compile/calibration.h"
@@ -35,6 +37,17 @@ ShardSource shard_of(const DatasetInfo& info, const CalibrationSettings& setting
                      const Runtime& rt, const c10::Device& device) {
   return {info, shard_whole_batches(info.group_rows(), settings.batch_size, rt.rank(), rt.size()),
           {settings.batch_size, settings.prefetch, settings.check_finite, transform, device.is_cuda() ? device.index() : -1}};
+}
+
+// TorchScript's optimizing executor profiles the first runs of a graph, then
+// rewrites it and, on GPUs, compiles fused kernels at run time: seconds of
+// work inside calibration and the first fine-tuning steps, for little gain on
+// graphs of convolutions, matmuls and fused fake-quant ops. qforge runs the
+// graphs as written (the speed of eager PyTorch from the first batch) unless
+// QFORGE_TORCHSCRIPT_OPTIMIZE=1.
+bool torchscript_optimize() {
+  const char* value = std::getenv("QFORGE_TORCHSCRIPT_OPTIMIZE");
+  return value && std::string(value) == "1";
 }
 
 LayerFakeQuant fake_quant_of(const LayerResult& l) {
@@ -67,6 +80,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   }
   Runtime& rt = Runtime::get();
   torch::NoGradGuard no_grad;
+  const torch::jit::GraphOptimizerEnabledGuard executor(torchscript_optimize());  // restored on return
   // Ranks sharing a host share its cores: without this each would start one
   // thread per core and oversubscribe them (an explicit OMP_NUM_THREADS wins).
   if (rt.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
@@ -264,7 +278,8 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         evaluations.push_back({step, reduce_evaluation(sums, *comm)});
         log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
       };
-    const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data, transform,
+    const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data,
+                                           shard_of(data, *config.calibration_inputs, transform, rt, device).options,
                                            run_mixed, comm.get(), rt, checkpoints, evaluate);
     timer.record("fine-tune", tuned.seconds);
     if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
@@ -292,6 +307,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     summary.learned_ranges = static_cast<int64_t>(tuned.weight_scales.size() + tuned.input_scales.size());
     summary.seconds = tuned.seconds;
     summary.samples = tuned.samples;
+    summary.step_seconds = tuned.step_seconds;
     for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
     result.fine_tune = summary;
   }

@@ -8,9 +8,11 @@
 namespace qforge {
 
 SampleReader::SampleReader(DatasetInfo info, RowRange rows, SampleReaderOptions options)
-    : info_(std::move(info)), rows_(rows), options_(std::move(options)) {
+    : SampleReader(info, plan_batches(rows, info.group_rows(), options.batch_size), options) {}
+
+SampleReader::SampleReader(DatasetInfo info, std::vector<BatchSlice> slices, SampleReaderOptions options)
+    : info_(std::move(info)), options_(std::move(options)), slices_(std::move(slices)) {
   if (options_.prefetch < 1) throw Error("SampleReader: prefetch must be at least 1");
-  slices_ = plan_batches(rows_, info_.group_rows(), options_.batch_size);
   worker_ = std::thread([this] { produce(); });
 }
 

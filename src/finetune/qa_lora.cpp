@@ -18,6 +18,7 @@
 #include "qforge/errors.h"
 #include "qforge/logger.h"
 #include "qforge/observer.h"
+#include "qforge/sample_reader.h"
 #include "qforge/shard.h"
 
 namespace qforge {
@@ -38,6 +39,32 @@ std::vector<RowRange> rows_of_step(int64_t step, int64_t global_batch, int64_t t
     first = 0;
   }
   return out;
+}
+
+// Every micro-batch this rank computes from `first_step` on, in order, and
+// how many each step takes: one reader then prefetches across steps, so the
+// next step's rows are read (and copied to the GPU) while this one computes.
+struct StepBatches {
+  std::vector<BatchSlice> slices;
+  std::vector<int64_t> per_step;  // index: step - first_step
+};
+
+StepBatches plan_step_batches(const FineTuneSettings& s, int64_t first_step, const DatasetInfo& data, int rank,
+                              int world) {
+  StepBatches plan;
+  const auto group_rows = data.group_rows();
+  for (int64_t step = first_step; step < s.steps; ++step) {
+    int64_t count = 0;
+    for (const RowRange& range : rows_of_step(step, s.batch_size, data.total_rows(), rank, world)) {
+      const int64_t chunk = (range.size() + s.accumulation_steps - 1) / s.accumulation_steps;
+      for (const auto& slice : plan_batches(range, group_rows, std::max<int64_t>(1, chunk))) {
+        plan.slices.push_back(slice);
+        ++count;
+      }
+    }
+    plan.per_step.push_back(count);
+  }
+  return plan;
 }
 
 // Sum over the rows of a batch of the per-row distillation loss.
@@ -119,7 +146,7 @@ double learning_rate_at(const FineTuneSettings& s, int64_t step) {
 FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
-                         const DataTransformFn& transform, const Runner& run, Communicator* comm,
+                         const SampleReaderOptions& reading, const Runner& run, Communicator* comm,
                          const Runtime& runtime, const CheckpointPlan& checkpoints, const FineTuneEvaluator& evaluate) {
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
   const bool through_quantizer = settings.method == FineTuneMethod::QaLora;
@@ -192,8 +219,9 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
       if (runtime.is_root()) save_checkpoint(checkpoints.path, fingerprint, {steps_done, report.loss}, parameters, optimizer);
     });
   };
-  const int64_t total = data.total_rows();
   const double global_rows = static_cast<double>(settings.batch_size);
+  const StepBatches batches = plan_step_batches(settings, first_step, data, rank, world);
+  SampleReader reader(data, batches.slices, reading);
   const auto start = std::chrono::steady_clock::now();
   // Rank 0 on a terminal draws a progress bar; logs and pipes get plain lines every log_every steps.
   const bool progress_bar = runtime.is_root() && isatty(fileno(stdout));
@@ -212,32 +240,35 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
                 (checkpoints.path.empty() ? "" : "; checkpoint " + checkpoints.path + ", run again to resume"));
       return report;
     }
-    double local_loss = 0;
+    const auto step_start = std::chrono::steady_clock::now();
+    at::Tensor local_loss = torch::zeros({1}, torch::kDouble);
     draw_dropout_masks(masks, settings.lora_dropout, seed, step);
     runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
       optimizer.zero_grad();
-      for (const RowRange& range : rows_of_step(step, settings.batch_size, total, rank, world)) {
-        const int64_t chunk = (range.size() + settings.accumulation_steps - 1) / settings.accumulation_steps;
-        for (const Batch& batch : read_all(data, range, std::max<int64_t>(1, chunk), transform)) {
-          c10::IValue expected;
-          {
-            torch::NoGradGuard no_grad;
-            expected = run(teacher, batch);
-          }
-          torch::AutoGradMode grad(true);
-          const c10::IValue actual = run(student, batch);
-          at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch.rows());
-          if (settings.task_loss_weight > 0)
-            loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, batch);
-          loss = loss / global_rows;  // this rank's share of the global mean
-          loss.backward();
-          local_loss += loss.item<double>();
+      at::Tensor summed;  // on the device: read once per step, not once per micro-batch
+      for (int64_t k = 0; k < batches.per_step[step - first_step]; ++k) {
+        const std::optional<Batch> batch = reader.next();
+        if (!batch) throw Error("fine-tune: the reader ended before step " + std::to_string(step + 1));
+        c10::IValue expected;
+        {
+          torch::NoGradGuard no_grad;
+          expected = run(teacher, *batch);
         }
+        torch::AutoGradMode grad(true);
+        const c10::IValue actual = run(student, *batch);
+        at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch->rows());
+        if (settings.task_loss_weight > 0)
+          loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, *batch);
+        loss = loss / global_rows;  // this rank's share of the global mean
+        loss.backward();
+        const at::Tensor part = loss.detach().to(torch::kDouble);
+        summed = summed.defined() ? summed + part : part;
       }
+      if (summed.defined()) local_loss = summed.to(torch::kCPU).reshape({1});
       for (auto& p : parameters)
         if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // a rank with no rows this step
     });
-    at::Tensor step_loss = torch::full({1}, local_loss, torch::kDouble);
+    at::Tensor step_loss = local_loss;
     if (comm) {
       all_reduce_in_buckets(parameters, *comm);
       comm->all_reduce(step_loss, ReduceOp::Sum);
@@ -248,6 +279,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     optimizer.step();
     report.loss.push_back(step_loss.item<double>());
     report.samples += settings.batch_size;
+    report.step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
     if (!checkpoints.path.empty() && checkpoints.every > 0 && (step + 1) % checkpoints.every == 0 &&
         step + 1 < settings.steps)
       write_checkpoint(step + 1);

@@ -54,6 +54,7 @@ struct FineTuneReport {
   std::map<std::string, at::Tensor> input_scales;   // learn_ranges: layer -> learned input scale
   double seconds = 0;
   int64_t samples = 0;           // rows processed over all ranks
+  std::vector<double> step_seconds;  // wall time of each step of this run (ends in an all-reduce)
 };
 
 // Called every settings.eval_every steps on every rank (collectively) with
@@ -64,10 +65,14 @@ using FineTuneEvaluator = std::function<void(torch::jit::Module& student, int64_
 // null with one rank). `others` are the quantized layers that are not
 // targets: they compute quantized, frozen (float with method lora). `seed`
 // makes the adapters' initialization and dropout the same on every rank.
+// `reading` says how rows are read (transform, finiteness check, prefetch
+// depth, the GPU they are copied to); its batch_size is unused: the steps'
+// rows and accumulation_steps decide the micro-batches, and one reader
+// prefetches them across step boundaries.
 FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
-                         const DataTransformFn& transform, const Runner& run, Communicator* comm,
+                         const SampleReaderOptions& reading, const Runner& run, Communicator* comm,
                          const Runtime& runtime, const CheckpointPlan& checkpoints = {},
                          const FineTuneEvaluator& evaluate = {});
 

@@ -4,6 +4,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <map>
 #include <regex>
@@ -111,6 +112,9 @@ struct Rewrite {
   // (a clone under grad mode would hang them on the original's graph).
   Rewrite(const torch::jit::Module& original, const std::string& method) : module(clone_without_grad(original)) {
     graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
+    // Inline takes each callee's optimized graph, which is inlined itself
+    // only while the executor optimizes (compile() runs graphs unoptimized).
+    const torch::jit::GraphOptimizerEnabledGuard callees_inlined(true);
     torch::jit::Inline(*graph);
     collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
   }

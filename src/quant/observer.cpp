@@ -21,7 +21,7 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   if (x.numel() == 0) return;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
   if (!histogram_started_) {  // min and max are exact in any floating type
-    const at::Tensor lo = x.min(), hi = x.max();
+    const auto [lo, hi] = at::aminmax(x);  // one pass over the activation
     pending_min_ = pending_min_.defined() ? at::minimum(pending_min_, lo) : lo;
     pending_max_ = pending_max_.defined() ? at::maximum(pending_max_, hi) : hi;
     return;
@@ -34,8 +34,13 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   const double width = grid_hi_ - grid_lo_;
   if (width > 0) index.mul_(static_cast<double>(bins) / width).floor_();
   else index.zero_();
-  index = index.clamp_(0, static_cast<double>(bins - 1)).to(at::kLong);
-  const at::Tensor counted = at::bincount(index, {}, bins);
+  index.clamp_(0, static_cast<double>(bins - 1));
+  // On a GPU, bincount reads the indices' min and max back to the host (two
+  // synchronizations per layer and batch); histc over the integral indices
+  // with the range fixed counts the same bins without any. In double, counts
+  // stay exact past 2^24 per bin.
+  const at::Tensor counted = x.is_cuda() ? at::histc(index.to(at::kDouble), bins, 0, static_cast<double>(bins))
+                                         : at::bincount(index.to(at::kLong), {}, bins);
   pending_counts_ = pending_counts_.defined() ? pending_counts_.add_(counted) : counted;
 }
 
@@ -46,7 +51,7 @@ void ActivationObserver::settle() const {
     pending_min_ = pending_max_ = at::Tensor();
   }
   if (pending_counts_.defined()) {
-    const at::Tensor c = pending_counts_.to(at::kCPU).contiguous();
+    const at::Tensor c = pending_counts_.to(at::kCPU, at::kLong).contiguous();
     const int64_t* counted = c.data_ptr<int64_t>();
     for (size_t b = 0; b < counts_.size(); ++b) counts_[b] += counted[b];
     pending_counts_ = at::Tensor();
