@@ -65,6 +65,8 @@ for line in open(sys.argv[1]):
     elif current is not None and re.match(r"\| \d+ \|", line):
         cells = [c.strip() for c in line.strip("|\n").split("|")]
         current[int(cells[0])] = float(cells[1])
+if "lora" not in tables:  # nothing to compare with
+    sys.exit()
 print("\n| ranks | " + " | ".join(f"{m} / lora" for m in tables if m != "lora") + " |")
 print("| ---: |" + " ---: |" * (len(tables) - 1))
 for ranks in tables["lora"]:

@@ -9,13 +9,14 @@
 # optimizing executor (QFORGE_TORCHSCRIPT_OPTIMIZE=1) against its default.
 # Usage: bash jobs/bench_gpu.sh RESULTS_DIR
 #   WHAT="calibration finetune baseline allreduce strong executor" picks parts (in that order);
-#   REPEAT=n runs each qforge row n times (median; default 1); STEPS (default 20).
+#   MODELS="resnet50 decoder" picks workloads; REPEAT=n runs each qforge row n times (median; default 1); STEPS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${1:-out/bench/gpu}
 mkdir -p "$RESULTS"
 export QFORGE=${QFORGE:-build-gpu/qforge} PYTHON=${PYTHON:-python3} DEVICE=cuda REPEAT=${REPEAT:-1}
 export WORK=${WORK:-out/bench/gpu-work} STEPS=${STEPS:-20}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 WHAT=${WHAT:-"calibration finetune baseline allreduce strong executor"}
 GPUS=$(nvidia-smi -L | grep -c '^GPU ')
 if [ -z "${RANKS:-}" ]; then
@@ -26,8 +27,10 @@ MOST=${RANKS##* }
 wants() { case " $WHAT " in *" $1 "*) return 0 ;; esac; return 1; }
 # name, size, calibration rows, calibration batch, fine-tuning rows per GPU per step
 WORKLOADS=("resnet50 224 2048 64 32" "decoder 256 1024 16 8")
+MODELS=${MODELS:-"resnet50 decoder"}  # a subset of the workloads' names
 for w in "${WORKLOADS[@]}"; do
   read -r MODEL SIZE ROWS BATCH PER_GPU <<< "$w"
+  case " $MODELS " in *" $MODEL "*) ;; *) continue ;; esac
   export MODEL SIZE ROWS BATCH FT_ROWS=512
   if wants calibration; then bash jobs/bench_calibration.sh "$RESULTS/calibration_$MODEL.md"; fi
   if wants finetune; then
@@ -54,6 +57,7 @@ if wants allreduce && [ "$GPUS" -ge 2 ]; then
 fi
 for w in "${WORKLOADS[@]}"; do
   read -r MODEL SIZE ROWS BATCH PER_GPU <<< "$w"
+  case " $MODELS " in *" $MODEL "*) ;; *) continue ;; esac
   export MODEL SIZE ROWS BATCH FT_ROWS=512
   if wants strong; then
     FT_SCALING=strong FT_BATCH=$((PER_GPU * MOST)) METHODS=qa_lora bash jobs/bench_finetune.sh "$RESULTS/finetune_strong_$MODEL.md"

@@ -1,5 +1,6 @@
 #include "qforge/sample_reader.h"
 
+#include <cmath>
 #include <map>
 
 #include "data/hdf5_file.h"
@@ -70,7 +71,11 @@ Batch SampleReader::read_slice(const BatchSlice& slice, int64_t file) {
     const std::string path = "/samples/" + group.name + "/" + spec.name;
     const bool to_gpu = options_.cuda_device >= 0;
     at::Tensor t = h5::read_rows(file, path, spec, slice.row_begin, slice.row_end, group.file + ":" + path, to_gpu);
-    if (options_.check_finite && t.is_floating_point()) {
+    // A NaN or Inf makes the sum NaN or Inf: one pass that runs at memory
+    // speed (isfinite + any: three passes, about 150 MB/s on one thread, which
+    // bounded a GPU's calibration and fine-tuning). Only a sum that is not
+    // finite (a bad value, or finite values that overflow) looks for the row.
+    if (options_.check_finite && t.is_floating_point() && !std::isfinite(t.sum().item<double>())) {
       const at::Tensor bad = t.reshape({t.size(0), -1}).isfinite().logical_not().any(1);
       if (bad.any().item<bool>()) {
         const int64_t row = bad.nonzero()[0][0].item<int64_t>();
