@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks of BENCHMARKS.md, on a machine with 1 to 4 GPUs (after
 # jobs/gpu_build_and_test.sh built build-gpu/), for ResNet-50 and a 134M-parameter decoder
-# at 1, 2 and 4 GPUs: calibration throughput (strong scaling: one calibration set split over
+# at 1, 2, 4 (and 8) GPUs: calibration throughput (strong scaling: one calibration set split over
 # the GPUs), QA-LoRA and plain LoRA step time with a fixed batch per GPU (weak scaling) and
 # QA-LoRA with a fixed global batch (strong scaling), the plain PyTorch baseline
 # (jobs/bench_pytorch_baseline.py) on the same work side by side, qforge's all-reduce bus
@@ -20,7 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABL
 WHAT=${WHAT:-"calibration finetune baseline allreduce strong executor"}
 GPUS=$(nvidia-smi -L | grep -c '^GPU ')
 if [ -z "${RANKS:-}" ]; then
-  for n in 1 2 4; do [ "$n" -le "$GPUS" ] && RANKS="${RANKS:-} $n"; done
+  for n in 1 2 4 8; do [ "$n" -le "$GPUS" ] && RANKS="${RANKS:-} $n"; done
 fi
 export RANKS
 MOST=${RANKS##* }
