@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmarks of BENCHMARKS.md, on a machine with 1 to 4 GPUs (after
+# The GPU benchmarks of BENCHMARKS.md, on a machine with 1 to 8 GPUs (after
 # jobs/gpu_build_and_test.sh built build-gpu/), for ResNet-50 and a 134M-parameter decoder
 # at 1, 2, 4 (and 8) GPUs: calibration throughput (strong scaling: one calibration set split over
 # the GPUs), QA-LoRA and plain LoRA step time with a fixed batch per GPU (weak scaling) and
