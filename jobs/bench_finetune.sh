@@ -6,7 +6,8 @@
 # weights, no fake quantization) side by side, with each step's time relative to plain LoRA's.
 # A step's time is the median from step 4 on (the first 3, shown apart, carry one-time work).
 # FT_SCALING=weak keeps FT_BATCH rows per rank (global batch FT_BATCH x ranks) instead of a
-# fixed global batch; FT_ROWS limits the rows read (calibration_inputs.max_samples).
+# fixed global batch; FT_ROWS limits the rows read (calibration_inputs.max_samples); FT_TAG
+# (default FT_SCALING) names the runs' directories in WORK.
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/finetune.md).
 # Usage: bash jobs/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail

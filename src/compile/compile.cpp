@@ -31,12 +31,19 @@
 namespace qforge {
 namespace {
 
+// How a sample set's rows are read: its batching, prefetch and finiteness
+// check, the transform, and the rank's GPU they are copied to (if any).
+SampleReaderOptions reader_options(const CalibrationSettings& settings, const DataTransformFn& transform,
+                                   const c10::Device& device) {
+  return {settings.batch_size, settings.prefetch, settings.check_finite, transform, device.is_cuda() ? device.index() : -1};
+}
+
 // A sample set's shard for this rank, in whole batches of the one-rank
 // batching, read straight onto the rank's GPU when it has one.
 ShardSource shard_of(const DatasetInfo& info, const CalibrationSettings& settings, const DataTransformFn& transform,
                      const Runtime& rt, const c10::Device& device) {
   return {info, shard_whole_batches(info.group_rows(), settings.batch_size, rt.rank(), rt.size()),
-          {settings.batch_size, settings.prefetch, settings.check_finite, transform, device.is_cuda() ? device.index() : -1}};
+          reader_options(settings, transform, device)};
 }
 
 // TorchScript's optimizing executor profiles the first runs of a graph, then
@@ -279,7 +286,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
         log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
       };
     const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data,
-                                           shard_of(data, *config.calibration_inputs, transform, rt, device).options,
+                                           reader_options(*config.calibration_inputs, transform, device),
                                            run_mixed, comm.get(), rt, checkpoints, evaluate);
     timer.record("fine-tune", tuned.seconds);
     if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
