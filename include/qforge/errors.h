@@ -26,6 +26,7 @@ enum ExitCode : int {
   kExitData = 4,        // bad calibration data
   kExitModel = 5,       // model does not load or does not fit the data
   kExitLibrary = 6,     // MPI / HDF5 / NCCL / CUDA error
+  kExitExport = 7,      // the compiled model cannot be written for the target (ONNX op, rule or opset)
   kExitStopped = 75,    // stopped by a signal after writing a checkpoint: run again to resume (EX_TEMPFAIL)
 };
 
@@ -43,6 +44,9 @@ struct ModelError : Error {
 };
 struct LibraryError : Error {
   explicit LibraryError(const std::string& m) : Error(m, kExitLibrary) {}
+};
+struct ExportError : Error {
+  explicit ExportError(const std::string& m) : Error(m, kExitExport) {}
 };
 
 // Thrown on ranks that did not fail themselves when a collective check
