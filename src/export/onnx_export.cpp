@@ -1,0 +1,204 @@
+#include "export/onnx_export.h"
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <regex>
+
+#include "export/onnx_converter.h"
+#include "export/onnx_lint.h"
+#include "qforge/errors.h"
+#include "qforge/version.h"
+#include "util/text.h"
+
+namespace qforge {
+
+using onnx_export::Converter;
+using onnx_export::Val;
+
+bool target_reads_onnx(Target target) { return target != Target::LibTorch && target != Target::None; }
+
+namespace {
+
+constexpr int64_t kMinOpset = 13;  // per-axis Q/DQ, Unsqueeze/Split axes as inputs
+constexpr int64_t kMaxOpset = 21;
+constexpr int64_t kInt4Opset = 21;  // INT4 and DequantizeLinear's block_size
+
+std::shared_ptr<torch::jit::Graph> inlined_graph(const torch::jit::Module& module, const std::string& method) {
+  auto graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph()->copy();
+  const torch::jit::GraphOptimizerEnabledGuard callees_inlined(true);  // see fake_quant_graph.cpp
+  torch::jit::Inline(*graph);
+  return graph;
+}
+
+// Whether a fake-quant op in the graph rounds to 4 bits or fewer.
+bool has_narrow_quantizer(const torch::jit::Graph& graph) {
+  for (const auto* n : graph.nodes()) {
+    const std::string kind = n->kind().toQualString();
+    if (kind.find("fake_quantize") == std::string::npos) continue;
+    const bool per_channel = kind.find("per_channel") != std::string::npos;
+    const auto qmin = torch::jit::toIValue(n->input(per_channel ? 4 : 3));
+    const auto qmax = torch::jit::toIValue(n->input(per_channel ? 5 : 4));
+    if (qmin && qmax && qmax->toInt() - qmin->toInt() <= 15) return true;
+  }
+  return false;
+}
+
+int64_t choose_opset(const torch::jit::Graph& graph, const OnnxExportOptions& options) {
+  const bool int4 = options.quantized && has_narrow_quantizer(graph);
+  if (options.opset == 0) return int4 ? kInt4Opset : 17;
+  if (options.opset < kMinOpset || options.opset > kMaxOpset)
+    throw ExportError("ONNX export: opset " + std::to_string(options.opset) + " is outside what qforge writes (" +
+                      std::to_string(kMinOpset) + ".." + std::to_string(kMaxOpset) + ")");
+  if (int4 && options.opset < kInt4Opset)
+    throw ExportError("ONNX export: the model has 4-bit weights, which need opset " + std::to_string(kInt4Opset) +
+                      " or later (INT4 initializers behind a blocked DequantizeLinear); opset " +
+                      std::to_string(options.opset) + " is too low");
+  return options.opset;
+}
+
+void bind_inputs(Converter& cx, const torch::jit::Module& module, const torch::jit::Graph& graph, const std::string& method,
+                 const CallBinding& binding, const std::vector<OnnxInputSpec>& inputs) {
+  Val self;
+  self.example = module._ivalue();
+  cx.bind(graph.inputs()[0], self);
+  const auto& arguments = module.get_method(method).function().getSchema().arguments();
+  std::map<std::string, Val> given;
+  for (const auto& input : inputs) {
+    Val v;
+    v.example = input.example;
+    v.name = input.name;
+    given[input.name] = v;
+  }
+  if (binding.mode == CallBinding::Mode::DictArgument) {
+    Val dict;
+    c10::Dict<std::string, at::Tensor> example;
+    for (const auto& input : inputs) example.insert(input.name, input.example);
+    dict.example = example;
+    dict.fields = given;
+    given = {{arguments.at(1).name(), dict}};
+  } else if (binding.mode == CallBinding::Mode::Positional) {
+    std::map<std::string, Val> by_argument;
+    for (size_t i = 0; i < inputs.size(); ++i) by_argument[arguments.at(i + 1).name()] = given.at(inputs[i].name);
+    given = by_argument;
+  }
+  for (size_t i = 1; i < graph.inputs().size(); ++i) {
+    const std::string& name = arguments.at(i).name();
+    if (auto found = given.find(name); found != given.end()) {
+      cx.bind(graph.inputs()[i], found->second);
+      continue;
+    }
+    Val constant;
+    if (auto kwarg = binding.static_kwargs.find(name); kwarg != binding.static_kwargs.end())
+      constant.example = kwarg->second;
+    else if (arguments.at(i).default_value())
+      constant.example = *arguments.at(i).default_value();
+    else
+      throw ExportError("ONNX export: " + method + " argument '" + name + "' has no value");
+    cx.bind(graph.inputs()[i], constant);
+  }
+}
+
+// The method's results as graph outputs: "output" for one tensor, "output_<i>" for a tuple, keys for a dict.
+void add_outputs(Converter& cx, const Val& result, onnx_export::OnnxBuilder& b, std::vector<std::string>& names) {
+  std::vector<std::pair<std::string, Val>> outputs;
+  if (result.example.isTensor()) {
+    outputs.push_back({"output", result});
+  } else if (!result.fields.empty()) {
+    for (const auto& [key, v] : result.fields) outputs.push_back({key, v});
+  } else {
+    for (size_t i = 0; i < result.items.size(); ++i) outputs.push_back({"output_" + std::to_string(i), result.items[i]});
+  }
+  if (outputs.empty()) throw ExportError("ONNX export: the method returns " + result.example.tagKind() + ", not tensors");
+  for (const auto& [name, v] : outputs) {
+    if (!v.example.isTensor()) throw ExportError("ONNX export: output '" + name + "' is not a tensor");
+    if (v.name.empty()) throw ExportError("ONNX export: output '" + name + "' does not depend on the inputs");
+    const std::string out = b.fresh(name);
+    auto* node = b.graph().add_node();
+    node->set_op_type("Identity");
+    node->set_name(out + "/Identity");
+    node->add_input(v.name);
+    node->add_output(out);
+    b.output(out, v.example.toTensor().scalar_type(), v.example.toTensor().dim());
+    names.push_back(out);
+  }
+}
+
+std::map<std::string, std::string> attribute_layers(const std::vector<std::string>& layers) {
+  std::map<std::string, std::string> out;
+  for (const auto& l : layers) out[std::regex_replace(l, std::regex("[^A-Za-z0-9_]"), "_")] = l;
+  return out;
+}
+
+}  // namespace
+
+OnnxModel export_onnx(const torch::jit::Module& module, const std::string& method, const CallBinding& binding,
+                      const std::vector<OnnxInputSpec>& inputs, const OnnxExportOptions& options) {
+  torch::NoGradGuard no_grad;
+  const auto graph = inlined_graph(module, method);
+  OnnxModel model;
+  model.opset = choose_opset(*graph, options);
+
+  onnx_export::ConvertOptions convert;
+  convert.opset = model.opset;
+  convert.quantized = options.quantized;
+  convert.dynamic = options.dynamic;
+  convert.layer_of_attribute = attribute_layers(options.layer_names);
+  onnx_export::OnnxBuilder b(options.graph_name);
+  Converter cx(b, convert);
+  bind_inputs(cx, module, *graph, method, binding, inputs);
+  cx.run(graph->block());
+  add_outputs(cx, cx.val(graph->outputs()[0]), b, model.outputs);
+
+  for (const auto& input : inputs) {
+    std::vector<int64_t> dims = input.example.sizes().vec();
+    for (size_t d = 0; d < dims.size(); ++d)
+      if (options.dynamic && !input.dim_names.at(d).empty()) dims[d] = -1;
+    b.input(input.name, input.example.scalar_type(), dims, input.dim_names);
+    model.inputs.push_back(input.name);
+  }
+  if (options.quantized) onnx_export::lint(cx.quantizers, options.target);
+  onnx_export::prune_initializers(b.graph());
+  for (const auto& q : cx.quantizers) (q.weight ? model.quantized_weights : model.quantized_activations)++;
+  model.notes = cx.notes;
+  model.bytes = onnx_export::serialize_model(
+      b.graph(), model.opset,
+      {{"qforge_version", version()}, {"target", to_string(options.target)}, {"graph_name", options.graph_name},
+       {"quantized", options.quantized ? "true" : "false"}});
+  return model;
+}
+
+namespace {
+
+std::string axis_name(int64_t axis, int64_t rank, const std::string& input) {
+  if (axis == 0) return "batch";
+  if (rank == 4 && axis == 2) return "height";
+  if (rank == 4 && axis == 3) return "width";
+  if (rank == 5) return std::vector<std::string>{"", "", "depth", "height", "width"}[axis];
+  if ((rank == 2 || rank == 3) && axis == 1) return "sequence";
+  return input + "_dim" + std::to_string(axis);
+}
+
+}  // namespace
+
+std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::vector<at::Tensor>& example, bool dynamic) {
+  std::vector<OnnxInputSpec> specs;
+  for (size_t i = 0; i < info.input_names.size(); ++i) {
+    OnnxInputSpec s;
+    s.name = info.input_names[i];
+    s.example = example.at(i);
+    const int64_t rank = s.example.dim();
+    s.dim_names.assign(rank, "");
+    for (int64_t axis = 0; dynamic && axis < rank; ++axis) {
+      bool varies = axis == 0;  // the batch axis is always symbolic
+      for (const auto& g : info.groups)
+        varies = varies || g.inputs.at(i).row_shape.at(axis - 1) != info.groups[0].inputs.at(i).row_shape.at(axis - 1);
+      if (varies) s.dim_names[axis] = axis_name(axis, rank, s.name);
+    }
+    specs.push_back(std::move(s));
+  }
+  return specs;
+}
+
+}  // namespace qforge
