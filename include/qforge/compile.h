@@ -75,6 +75,20 @@ struct PhaseTiming {
   std::vector<double> seconds_per_rank;
 };
 
+// The ONNX file of the compile and how it ran in onnxruntime on evaluation_inputs.
+struct OnnxSummary {
+  bool written = false;
+  std::string bytes;                // the file's content until it is written
+  int64_t opset = 0;
+  int64_t file_bytes = 0;
+  int64_t quantized_weights = 0, quantized_activations = 0;
+  std::vector<std::string> notes;
+  // The ONNX file (as "compiled") against the TorchScript model (as "float") on evaluation_inputs.
+  std::optional<EvaluationResult> evaluation;
+  std::string runtime;              // the onnxruntime that ran it
+  std::string not_evaluated;        // why there is no evaluation (no onnxruntime found, ...)
+};
+
 struct CompileResult {
   std::string graph_name;
   bool dry_run = false;                  // is_dry_run: only the plan was made
@@ -91,6 +105,7 @@ struct CompileResult {
   int64_t deployed_bytes = 0;       // the same with quantized weights at their bit width
   int64_t model_file_bytes = 0;     // model.qforge.pt on disk (rank 0)
   std::map<std::string, std::string> artifacts;  // name -> path, written by rank 0
+  OnnxSummary onnx;                 // model.qforge.onnx (rank 0)
 };
 
 // Runs the compile the experiment describes. `input`, when given, is the model

@@ -63,6 +63,10 @@ struct ForwardSettings {
 // deployment_settings:
 struct DeploymentSettings {
   Target target = Target::None;  // target: tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch
+  std::optional<bool> onnx;      // onnx: write model.qforge.onnx; null = for the targets that read ONNX
+  int64_t opset = 0;             // opset: 0 = 17, or 21 with 4-bit weights
+  bool evaluate_onnx = true;     // evaluate_onnx: also run the ONNX file on evaluation_inputs (onnxruntime)
+  bool writes_onnx() const;
 };
 
 // One tensor's quantization scheme (weights or activations).

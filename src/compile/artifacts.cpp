@@ -85,7 +85,55 @@ json::object evaluation_json(const EvaluationResult& e) {
 }
 
 
+// The ONNX file run in onnxruntime against the TorchScript model ("float" in the sums).
+json::object onnx_json(const OnnxSummary& o) {
+  json::object out;
+  out["file"] = "model.qforge.onnx";
+  out["opset"] = o.opset;
+  out["file_bytes"] = o.file_bytes;
+  out["quantized_weights"] = o.quantized_weights;
+  out["quantized_activations"] = o.quantized_activations;
+  out["notes"] = json::array(o.notes.begin(), o.notes.end());
+  if (o.evaluation) {
+    const auto& e = *o.evaluation;
+    json::object ev;
+    ev["runtime"] = o.runtime;
+    ev["rows"] = e.rows;
+    ev["predictions"] = e.predictions;
+    ev["labelled"] = e.labelled;
+    if (e.labelled) {
+      ev["torchscript_top1"] = static_cast<double>(e.fp_correct) / e.labelled;
+      ev["onnx_top1"] = static_cast<double>(e.compiled_correct) / e.labelled;
+      if (e.sequence) {
+        ev["torchscript_perplexity"] = e.fp_perplexity();
+        ev["onnx_perplexity"] = e.compiled_perplexity();
+      }
+    }
+    if (e.predictions) ev["top1_agreement"] = static_cast<double>(e.top1_agreement) / e.predictions;
+    ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
+    out["evaluation"] = ev;
+  } else {
+    out["not_evaluated"] = o.not_evaluated;
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string onnx_evaluation_text(const EvaluationResult& e) {
+  std::ostringstream out;
+  out << e.rows << " held-out rows: ";
+  if (e.labelled) {
+    out << "top-1 TorchScript " << percent(e.fp_correct, e.labelled) << ", ONNX " << percent(e.compiled_correct, e.labelled)
+        << "; ";
+    if (e.sequence)
+      out << "perplexity TorchScript " << fixed(e.fp_perplexity(), 3) << ", ONNX " << fixed(e.compiled_perplexity(), 3)
+          << "; ";
+  }
+  if (e.predictions) out << "top-1 agreement " << percent(e.top1_agreement, e.predictions) << ", ";
+  out << "output SQNR against TorchScript " << fixed(e.output_sqnr_db, 1) << " dB";
+  return out.str();
+}
 
 // "top-1 float 96.55%, compiled 96.60%; perplexity ...; top-1 agreement ..., output SQNR ... dB"
 std::string evaluation_text(const EvaluationResult& e) {
@@ -135,8 +183,10 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
   sizes["float_bytes"] = result.float_bytes;
   sizes["deployed_bytes"] = result.deployed_bytes;
   sizes["model_file_bytes"] = result.model_file_bytes;
+  if (result.onnx.written) sizes["onnx_file_bytes"] = result.onnx.file_bytes;
   root["sizes"] = sizes;
   if (result.evaluation) root["evaluation"] = evaluation_json(*result.evaluation);
+  if (result.onnx.written) root["onnx"] = onnx_json(result.onnx);
   if (result.fine_tune) {
     const auto& f = *result.fine_tune;
     json::object ft;
@@ -194,6 +244,15 @@ std::string summary_text(const CompileResult& result, int ranks) {
   }
   out << "\n  model size: " << mib(result.float_bytes) << " float -> " << mib(result.deployed_bytes)
       << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";
+  if (result.onnx.written) {
+    out << "  model.qforge.onnx " << mib(result.onnx.file_bytes) << " (opset " << result.onnx.opset << ", "
+        << result.onnx.quantized_weights << " quantized weights, " << result.onnx.quantized_activations
+        << " quantized activations)\n";
+    if (result.onnx.evaluation)
+      out << "  ONNX in " << result.onnx.runtime << " on " << onnx_evaluation_text(*result.onnx.evaluation) << "\n";
+    else if (!result.onnx.not_evaluated.empty())
+      out << "  ONNX not evaluated: " << result.onnx.not_evaluated << "\n";
+  }
   if (result.fine_tune && !result.fine_tune->loss.empty()) {
     const auto& f = *result.fine_tune;
     out << "  fine-tune (" << f.method << "): " << f.layers.size() << " layers, " << f.loss.size() << " steps, loss "
@@ -223,6 +282,12 @@ void write_artifacts(CompileResult& result, const ExperimentConfig& config, int 
     write_file_atomic(dir + "/" + name, content);
     result.artifacts[key] = dir + "/" + name;
   };
+  if (!result.onnx.bytes.empty()) {
+    write("model.qforge.onnx", "onnx", result.onnx.bytes);
+    result.onnx.file_bytes = static_cast<int64_t>(result.onnx.bytes.size());
+    result.onnx.written = true;
+    result.onnx.bytes.clear();
+  }
   write("quant_params.json", "quant_params", quant_params_json(result, config));
   write("config.yaml", "config", config_to_yaml(config));
   write("summary.txt", "summary", summary_text(result, ranks));

@@ -17,6 +17,7 @@
 #include "compile/batches.h"
 #include "compile/calibration.h"
 #include "compile/evaluation.h"
+#include "compile/onnx_stage.h"
 #include "compile/phase_timer.h"
 #include "compile/sensitivity.h"
 #include "finetune/qa_lora.h"
@@ -348,13 +349,37 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
 
   // Deployable anywhere: the compiled model leaves on the CPU.
   move_module(result.model, c10::Device(c10::kCPU));
+  if (config.deployment_settings && config.deployment_settings->writes_onnx() && !config.disable)
+    timer.run("export", [&] {
+      if (!rt.is_root()) return;
+      std::vector<std::string> layer_names;
+      for (const auto& l : result.layers) layer_names.push_back(l.plan.layer.name);
+      const CallBinding onnx_binding = callbacks.forward ? model->bind(data, config.forward.kwargs) : binding;
+      const OnnxModel onnx =
+          export_for_experiment(result.model, config, onnx_binding, onnx_options(config, layer_names), transform);
+      result.onnx.bytes = onnx.bytes;
+      result.onnx.opset = onnx.opset;
+      result.onnx.quantized_weights = onnx.quantized_weights;
+      result.onnx.quantized_activations = onnx.quantized_activations;
+      result.onnx.notes = onnx.notes;
+      for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
+      if (config.evaluation_inputs && config.deployment_settings->evaluate_onnx) {
+        // The compiled model now lives on the CPU: run it there, without the device copy.
+        evaluate_onnx(onnx.bytes, result.model, forward, config, transform, result.onnx);
+        if (result.onnx.evaluation)
+          log::info("ONNX in " + result.onnx.runtime + ": " + onnx_evaluation_text(*result.onnx.evaluation));
+        else
+          log::warn("ONNX file not evaluated: " + result.onnx.not_evaluated);
+      }
+    });
   result.phases = timer.gather();
   rt.collective_phase("write", [&] {
     if (!rt.is_root()) return;
     write_artifacts(result, config, rt.size());
     if (result.fine_tune) std::filesystem::remove(config.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
     log::info(summary_text(result, rt.size()));
-    log::info("artifacts in " + config.out_dir + ": model.qforge.pt, quant_params.json, report.json, summary.txt, config.yaml");
+    log::info("artifacts in " + config.out_dir + ": model.qforge.pt" + (result.onnx.written ? ", model.qforge.onnx" : "") +
+              ", quant_params.json, report.json, summary.txt, config.yaml");
   });
   return result;
 }

@@ -11,32 +11,32 @@ namespace qforge {
 double EvaluationResult::fp_perplexity() const { return labelled ? std::exp(fp_nll / labelled) : 0.0; }
 double EvaluationResult::compiled_perplexity() const { return labelled ? std::exp(compiled_nll / labelled) : 0.0; }
 
+void add_batch(EvaluationSums& sums, const c10::IValue& expected, const c10::IValue& actual, const Batch& batch) {
+  sums.error.add(expected, actual);
+  sums.counts.rows += batch.rows();
+  const auto fp = prediction_logits(expected, batch.rows());
+  const auto q = prediction_logits(actual, batch.rows());
+  if (!fp || !q) return;
+  sums.counts.sequence = expected.toTensor().dim() == 3;
+  sums.counts.predictions += fp->size(0);
+  const auto fp_class = fp->argmax(1), q_class = q->argmax(1);
+  sums.counts.top1_agreement += fp_class.eq(q_class).sum().item<int64_t>();
+  if (const auto labels = class_labels(batch.labels, expected.toTensor())) {
+    sums.counts.labelled += labels->numel();
+    sums.counts.fp_correct += fp_class.eq(*labels).sum().item<int64_t>();
+    sums.counts.compiled_correct += q_class.eq(*labels).sum().item<int64_t>();
+    const auto nll = [&](const at::Tensor& l) {
+      return at::cross_entropy_loss(l.to(at::kDouble), *labels, {}, at::Reduction::Sum).item<double>();
+    };
+    sums.counts.fp_nll += nll(*fp);
+    sums.counts.compiled_nll += nll(*q);
+  }
+}
+
 EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
                               const ShardSource& shard) {
   EvaluationSums sums;
-  for_each_batch(shard, [&](const Batch& batch) {
-    const auto expected = run(reference, batch);
-    const auto actual = run(compiled, batch);
-    sums.error.add(expected, actual);
-    sums.counts.rows += batch.rows();
-    const auto fp = prediction_logits(expected, batch.rows());
-    const auto q = prediction_logits(actual, batch.rows());
-    if (!fp || !q) return;
-    sums.counts.sequence = expected.toTensor().dim() == 3;
-    sums.counts.predictions += fp->size(0);
-    const auto fp_class = fp->argmax(1), q_class = q->argmax(1);
-    sums.counts.top1_agreement += fp_class.eq(q_class).sum().item<int64_t>();
-    if (const auto labels = class_labels(batch.labels, expected.toTensor())) {
-      sums.counts.labelled += labels->numel();
-      sums.counts.fp_correct += fp_class.eq(*labels).sum().item<int64_t>();
-      sums.counts.compiled_correct += q_class.eq(*labels).sum().item<int64_t>();
-      const auto nll = [&](const at::Tensor& l) {
-        return at::cross_entropy_loss(l.to(at::kDouble), *labels, {}, at::Reduction::Sum).item<double>();
-      };
-      sums.counts.fp_nll += nll(*fp);
-      sums.counts.compiled_nll += nll(*q);
-    }
-  });
+  for_each_batch(shard, [&](const Batch& batch) { add_batch(sums, run(reference, batch), run(compiled, batch), batch); });
   return sums;
 }
 

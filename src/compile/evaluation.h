@@ -16,6 +16,9 @@ struct EvaluationSums {
   EvaluationResult counts;
   OutputError error;
 };
+// Adds one batch: `expected` (the reference's output) against `actual`.
+void add_batch(EvaluationSums& sums, const c10::IValue& expected, const c10::IValue& actual, const Batch& batch);
+
 EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
                               const ShardSource& shard);
 

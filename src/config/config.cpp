@@ -60,6 +60,10 @@ void ExperimentConfig::validate() const {
       for (double s : step.std) check(s > 0, key + ".std", "positive standard deviations");
     }
   }
+  if (deployment_settings) {
+    const int64_t opset = deployment_settings->opset;
+    check(opset == 0 || (opset >= 13 && opset <= 21), "deployment_settings.opset", "0 (automatic) or 13..21");
+  }
   if (quantization_settings) {
     // The seed's ValueError: quantization needs a target and data, before any work.
     if (!deployment_settings || deployment_settings->target == Target::None)

@@ -38,6 +38,10 @@ struct Rule {
 
 }  // namespace
 
+bool DeploymentSettings::writes_onnx() const {
+  return onnx ? *onnx : target != Target::LibTorch && target != Target::None;
+}
+
 QuantizationSettings preset_quantization_settings(Target target) {
   QuantizationSettings s;
   s.weights = int8_symmetric_per_channel_weights();

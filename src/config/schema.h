@@ -42,6 +42,9 @@ template <class V> void describe(V& v, ForwardSettings& s) {
 
 template <class V> void describe(V& v, DeploymentSettings& s) {
   v("target", s.target, "none | tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch");
+  v("onnx", s.onnx, "write model.qforge.onnx (QDQ); null = for tensorrt, onnxruntime, openvino, tensorrt_llm");
+  v("opset", s.opset, "ONNX opset, 13..21; 0 = 17, or 21 when weights are 4-bit");
+  v("evaluate_onnx", s.evaluate_onnx, "run the ONNX file on evaluation_inputs in onnxruntime too, where one is found");
 }
 
 template <class V> void describe(V& v, TensorQuantSettings& s) {

@@ -6,6 +6,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
@@ -151,7 +152,17 @@ at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multipli
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
   const Rewrite rewrite(module, method);
   std::vector<std::string> out;
-  for (const auto& [layer, reads] : rewrite.weight_reads) out.push_back(layer);
+  // A weight that reaches only fused or functional code (the output projection
+  // inside aten::_native_multi_head_attention) has no input an observer could see.
+  const auto computes_with = [](const Node* read) {
+    for (const auto& use : read->output()->uses()) {
+      const std::string kind = use.user->kind().toQualString();
+      if (consumes_activation(use.user) || kind == "aten::embedding" || kind == "aten::embedding_bag") return true;
+    }
+    return false;
+  };
+  for (const auto& [layer, reads] : rewrite.weight_reads)
+    if (std::any_of(reads.begin(), reads.end(), computes_with)) out.push_back(layer);
   return out;
 }
 

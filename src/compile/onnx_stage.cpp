@@ -1,0 +1,99 @@
+#include "compile/onnx_stage.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "compile/evaluation.h"
+#include "export/onnx_runtime.h"
+#include "qforge/errors.h"
+#include "qforge/logger.h"
+
+namespace qforge {
+
+OnnxExportOptions onnx_options(const ExperimentConfig& config, const std::vector<std::string>& layer_names) {
+  OnnxExportOptions o;
+  if (config.deployment_settings) {
+    o.target = config.deployment_settings->target;
+    o.opset = config.deployment_settings->opset;
+  }
+  o.dynamic = config.dynamic;
+  o.graph_name = config.effective_graph_name();
+  o.layer_names = layer_names;
+  return o;
+}
+
+namespace {
+
+const CalibrationSettings& example_data(const ExperimentConfig& config) {
+  if (config.calibration_inputs) return *config.calibration_inputs;
+  if (config.evaluation_inputs) return *config.evaluation_inputs;
+  throw ConfigError("ONNX export: the experiment has neither calibration_inputs nor evaluation_inputs to shape its inputs");
+}
+
+}  // namespace
+
+OnnxModel export_for_experiment(const torch::jit::Module& compiled, const ExperimentConfig& config,
+                                const CallBinding& binding, const OnnxExportOptions& options,
+                                const DataTransformFn& transform) {
+  const auto& settings = example_data(config);
+  const DatasetInfo info = inspect_dataset(settings.files, settings.groups, settings.max_samples);
+  const auto t = transform ? transform : make_transform(config.data_transform, info);
+  const int64_t rows = std::min<int64_t>(2, info.groups.at(0).rows);
+  const auto batches = read_all(info, {0, rows}, rows, t);
+  return export_onnx(compiled, config.model.method, binding, onnx_inputs_for(info, batches.at(0).inputs, config.dynamic),
+                     options);
+}
+
+void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const Runner& run,
+                   const ExperimentConfig& config, const DataTransformFn& transform, OnnxSummary& summary) {
+  const auto& ev = *config.evaluation_inputs;
+  const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
+  const auto t = transform ? transform : make_transform(config.data_transform, info);
+  const auto batches = read_all(info, {0, info.total_rows()}, ev.batch_size, t);
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("qforge-eval-" + std::to_string(::getpid()) + ".onnx")).string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << onnx_bytes;
+  }
+  EvaluationSums sums;
+  try {
+    for (size_t begin = 0; begin < batches.size();) {  // one onnxruntime run per shape group
+      size_t end = begin;
+      while (end < batches.size() && batches[end].group == batches[begin].group) ++end;
+      std::vector<at::Tensor> stacked;
+      for (size_t i = 0; i < info.input_names.size(); ++i) {
+        std::vector<at::Tensor> parts;
+        for (size_t k = begin; k < end; ++k) parts.push_back(batches[k].inputs[i]);
+        stacked.push_back(at::cat(parts));
+      }
+      std::string why;
+      const auto ran = run_in_onnxruntime(path, info.input_names, stacked, ev.batch_size, why);
+      if (!ran) {
+        summary.not_evaluated = why;
+        std::filesystem::remove(path);
+        return;
+      }
+      summary.runtime = ran->runtime;
+      int64_t offset = 0;
+      for (size_t k = begin; k < end; ++k) {
+        const Batch& batch = batches[k];
+        const at::Tensor actual = ran->outputs.at(0).narrow(0, offset, batch.rows());
+        offset += batch.rows();
+        add_batch(sums, run(compiled, batch), actual, batch);
+      }
+      begin = end;
+    }
+  } catch (...) {
+    std::filesystem::remove(path);
+    throw;
+  }
+  std::filesystem::remove(path);
+  EvaluationResult r = sums.counts;
+  r.output_sqnr_db = sums.error.sqnr_db();
+  summary.evaluation = r;
+}
+
+}  // namespace qforge
