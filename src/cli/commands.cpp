@@ -6,6 +6,7 @@
 #include <sstream>
 #include <regex>
 
+#include "compile/onnx_stage.h"
 #include "qforge/compile.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
@@ -32,6 +33,7 @@ commands:
   submit CONFIG       submit the experiment to SLURM (a sweep as an array job)
   inspect MODEL       list a TorchScript model's layers and its method's inputs
   data check FILE...  validate calibration HDF5 files (optionally against a model)
+  export OUT_DIR      write an earlier compile's model as ONNX again (other target, opset, float)
   config keys         list every experiment key with its default
   config show CONFIG  print the resolved experiment (defaults and --set applied)
 
@@ -39,7 +41,7 @@ options:
   -h, --help          help (also after a command: qforge compile --help)
   --version           versions of qforge and the libraries it links
 
-exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 data, 5 model, 6 library (MPI/HDF5)
+exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 data, 5 model, 6 library (MPI/HDF5), 7 export
 )";
 
 const char* kCompileHelp = R"(usage: qforge compile CONFIG [--set KEY=VALUE]... [--dry-run] [--sweep-task I]
@@ -69,6 +71,19 @@ checkpoint and requeues itself; the restarted job resumes from it.
 
   --set KEY=VALUE   override a key of CONFIG, as in qforge compile; the job gets the same overrides
   --dry-run         print the batch script and the sbatch command; submit and write nothing
+)";
+
+const char* kExportHelp = R"(usage: qforge export OUT_DIR [--target T] [--opset N] [--float] [-o FILE]
+
+Writes the compiled model of an earlier `qforge compile` (OUT_DIR/model.qforge.pt, with the
+experiment it resolved, OUT_DIR/config.yaml) as ONNX: integer weights behind DequantizeLinear,
+activations through QuantizeLinear/DequantizeLinear pairs, checked against the target's rules.
+The graph's inputs take their names, dtypes and symbolic axes from the experiment's data.
+
+  --target T   tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch (default: the experiment's)
+  --opset N    13..21 (default: 17, or 21 when weights are 4-bit)
+  --float      leave every quantizer out: the same graph in floating point (a baseline)
+  -o FILE      where to write (default OUT_DIR/model.qforge.onnx; the file is replaced whole)
 )";
 
 const char* kInspectHelp = R"(usage: qforge inspect MODEL [--method NAME] [--json]
@@ -226,6 +241,42 @@ int cmd_submit(const std::vector<std::string>& argv) {
   return kExitOk;
 }
 
+int cmd_export(const std::vector<std::string>& argv) {
+  std::vector<std::string> normalized = argv;  // -o is the one short option
+  for (auto& a : normalized)
+    if (a == "-o") a = "--output";
+  const Args args = parse(normalized, {"--help", "--float"}, {"--target", "--opset", "--output"}, "qforge export");
+  if (args.flag("--help")) {
+    std::cout << kExportHelp;
+    return kExitOk;
+  }
+  if (args.positional.size() != 1) throw UsageError("qforge export: expected one OUT_DIR (qforge export --help)");
+  const std::string dir = args.positional[0];
+  for (const std::string file : {"model.qforge.pt", "config.yaml"})
+    if (!std::filesystem::exists(dir + "/" + file))
+      throw UsageError("qforge export: " + dir + "/" + file + " not found; OUT_DIR must hold a finished compile");
+  ExperimentConfig config = load_config(dir + "/config.yaml");
+  if (!config.deployment_settings) config.deployment_settings = DeploymentSettings{};
+  if (args.flag("--target"))
+    config.deployment_settings->target = enum_from_string<Target>(args.value("--target"), "--target");
+  if (args.flag("--opset")) config.deployment_settings->opset = integer_option(args, "--opset", "qforge export");
+  Model model = Model::load(dir + "/model.qforge.pt", config.model.method);
+  const auto& data = config.calibration_inputs ? *config.calibration_inputs : *config.evaluation_inputs;
+  const CallBinding binding = model.bind(inspect_dataset(data.files, data.groups, data.max_samples), config.forward.kwargs);
+  std::vector<std::string> layers;
+  for (const auto& l : model.layers()) layers.push_back(l.name);
+  OnnxExportOptions options = onnx_options(config, layers);
+  options.quantized = !args.flag("--float");
+  const OnnxModel onnx = export_for_experiment(model.module(), config, binding, options);
+  const std::string path = args.value("--output", dir + "/model.qforge.onnx");
+  write_file_atomic(path, onnx.bytes);
+  for (const auto& note : onnx.notes) std::cerr << "qforge export: note: " << note << "\n";
+  std::cout << "qforge: wrote " << path << " (" << onnx.bytes.size() << " bytes, opset " << onnx.opset << ", target "
+            << to_string(options.target) << ", " << onnx.quantized_weights << " quantized weights, "
+            << onnx.quantized_activations << " quantized activations)\n";
+  return kExitOk;
+}
+
 int cmd_inspect(const std::vector<std::string>& argv) {
   const Args args = parse(argv, {"--help", "--json"}, {"--method"}, "qforge inspect");
   if (args.flag("--help")) {
@@ -367,9 +418,10 @@ int run_command_line(const std::vector<std::string>& args) {
   if (command == "compile") return cmd_compile(rest);
   if (command == "submit") return cmd_submit(rest);
   if (command == "inspect") return cmd_inspect(rest);
+  if (command == "export") return cmd_export(rest);
   if (command == "data") return cmd_data(rest);
   if (command == "config") return cmd_config(rest);
-  const auto near = nearest_names(command, {"compile", "submit", "inspect", "data", "config"}, 1);
+  const auto near = nearest_names(command, {"compile", "submit", "inspect", "export", "data", "config"}, 1);
   throw UsageError("unknown command '" + command + "'; did you mean '" + near[0] + "'? (qforge --help)");
 }
 
