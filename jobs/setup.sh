@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # BLAS it falls back to runs linear layers about 10x slower. fortunes: English
 # text for the language-model example (jobs/fortunes_lm.sh). slurm-wlm, munge:
 # `qforge submit` and the one-node cluster its tests run on (tests/slurm/cluster.sh).
+# protobuf-compiler, libprotobuf-dev: the ONNX exporter's schema (src/export/onnx.proto).
+# python3-onnx: the ONNX tests read and check the exported files (tests/onnx/).
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
-          libopenblas0-openmp fortunes slurm-wlm munge)
+          libopenblas0-openmp fortunes slurm-wlm munge protobuf-compiler libprotobuf-dev python3-onnx)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
@@ -18,10 +20,40 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js runs exported ONNX models in onnxruntime-node (src/export/runners/ort_run.js).
+# A node installed another way (NodeSource, nvm) is kept: Debian's nodejs and npm are
+# added only where there is none, npm alone only beside Debian's own nodejs.
+if ! command -v node >/dev/null; then
+  missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+elif ! command -v npm >/dev/null; then
+  node_bin=$(readlink -f "$(command -v node)")
+  node_pkg=$(dpkg-query -S "$node_bin" 2>/dev/null | cut -d: -f1 || true)
+  node_version=$(dpkg-query -W -f='${Version}' nodejs 2>/dev/null || true)
+  if [ "$node_pkg" = nodejs ] && [[ "$node_version" != *nodesource* ]]; then
+    missing+=(npm)
+  else
+    echo "setup: warning: node ($node_bin) has no npm beside it; not adding Debian's npm over it" >&2
+  fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# onnxruntime-node into the repository's node_modules (found by ort_run.js from its
+# folder upward). --ignore-scripts: its install script only fetches GPU binaries from a
+# host outside the npm registry; the CPU library ships in the package itself. Without
+# it the ONNX tests skip (exit 77); nothing else needs it.
+if ! node -e "require('onnxruntime-node')" >/dev/null 2>&1; then
+  echo "setup: installing onnxruntime-node (npm) into $PWD/node_modules"
+  if ! npm install --prefix "$PWD" --ignore-scripts --no-audit --no-fund --loglevel=error \
+         onnxruntime-node@1.30.0 >/dev/null; then
+    echo "setup: warning: npm could not install onnxruntime-node; the ONNX tests will be skipped" >&2
+  elif ! node -e "require('onnxruntime-node')" >/dev/null 2>&1; then
+    echo "setup: warning: onnxruntime-node was installed but does not load; the ONNX tests will be skipped" >&2
+  fi
 fi
 
 BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}

@@ -54,6 +54,45 @@ class KwargsModel(torch.nn.Module):
         return y
 
 
+class MhaEncoder(torch.nn.Module):
+    """A small transformer-encoder classifier on nn.MultiheadAttention: token
+    embedding, one self-attention block with a GELU MLP (post-norm), mean over
+    positions, a linear head."""
+
+    def __init__(self, vocab=100, width=32, heads=2, classes=4):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.attn = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm1 = torch.nn.LayerNorm(width)
+        self.fc1 = torch.nn.Linear(width, 2 * width)
+        self.act = torch.nn.GELU()
+        self.fc2 = torch.nn.Linear(2 * width, width)
+        self.norm2 = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        h = self.norm1(h + a)
+        h = self.norm2(h + self.fc2(self.act(self.fc1(h))))
+        return self.head(h.mean(1))
+
+
+class WideMlp(torch.nn.Module):
+    """Linear layers whose inputs are multiples of 64 and 128: weights in groups of
+    64 or 128 (tensorrt_llm's int4 groups) fit every layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(64, 128)
+        self.fc2 = torch.nn.Linear(128, 128)
+        self.head = torch.nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.fc1(x))
+        return self.head(torch.nn.functional.gelu(self.fc2(h)) + h)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -69,6 +108,28 @@ def main(out):
     # Same weights as tuple_model: both bindings must give the same outputs.
     torch.jit.script(DictModel(tuple_model).eval()).save(f"{out}/dict_model.pt")
     torch.jit.script(KwargsModel().eval()).save(f"{out}/kwargs_model.pt")
+    with torch.no_grad():
+        torch.jit.trace(mobilenet, torch.randn(1, 3, 32, 32)).save(f"{out}/mobilenet_v2_traced.pt")
+
+    # One MHA encoder, traced twice. Under no_grad nn.MultiheadAttention takes its
+    # fused fast path: the trace records the whole attention as ONE op,
+    #   aten::_native_multi_head_attention(query, key, value, embed_dim, num_head,
+    #       qkv_weight, qkv_bias, proj_weight, proj_bias, mask, need_weights, ...)
+    # beside aten::embedding, aten::add, aten::layer_norm, aten::linear, aten::gelu,
+    # aten::mean. With grad enabled it takes the unfused path: aten::linear (in_proj),
+    # aten::chunk, aten::contiguous, aten::view, aten::transpose, aten::div (q scaling),
+    # aten::bmm, aten::softmax, aten::bmm, aten::linear (out_proj), with aten::size,
+    # aten::mul, aten::Int and prim::NumToTensor computing the shapes (so batch and
+    # sequence length stay dynamic). The grad-mode trace cannot pass the tracer's own
+    # check, which re-traces under no_grad and meets the fast path: check_trace=False.
+    mha = MhaEncoder().eval()
+    tokens = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        torch.jit.trace(mha, tokens).save(f"{out}/mha_encoder_traced.pt")
+    torch.jit.trace(mha, tokens, check_trace=False).save(f"{out}/mha_encoder_slow_traced.pt")
+    wide = WideMlp().eval()
+    with torch.no_grad():
+        torch.jit.trace(wide, torch.randn(2, 64)).save(f"{out}/wide_mlp_traced.pt")
 
     # Images in two shape groups (dynamic spatial axes), with labels.
     images = {"s32": {"x": rng.standard_normal((23, 3, 32, 32), dtype=np.float32)},
@@ -84,6 +145,16 @@ def main(out):
     dict_text = {g: {"input_ids": v["ids"], "attention_mask": v["mask"]} for g, v in text.items()}
     write_samples(f"{out}/text_dict.h5", "dict", ["input_ids", "attention_mask"], dict_text)
     write_samples(f"{out}/vectors.h5", "tensor", ["x"], {"all": {"x": rng.standard_normal((10, 8), dtype=np.float32)}})
+    # Token ids for the MHA encoders: two sequence lengths, with labels. (A generator
+    # of their own: the files above and below stay as they were.)
+    rng_new = np.random.default_rng(1)
+    tokens = {"len12": {"ids": rng_new.integers(0, 100, (24, 12)).astype(np.int64)},
+              "len20": {"ids": rng_new.integers(0, 100, (16, 20)).astype(np.int64)}}
+    write_samples(f"{out}/tokens.h5", "tensor", ["ids"], tokens,
+                  labels={k: rng_new.integers(0, 4, len(v["ids"])) for k, v in tokens.items()})
+    write_samples(f"{out}/vectors64.h5", "tensor", ["x"],
+                  {"all": {"x": rng_new.standard_normal((40, 64), dtype=np.float32)}},
+                  labels={"all": rng_new.integers(0, 10, 40)})
 
     # Broken files, one fault each.
     bad = rng.standard_normal((10, 3, 32, 32), dtype=np.float32)

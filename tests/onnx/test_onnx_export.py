@@ -1,0 +1,364 @@
+"""ONNX export tests: `qforge compile` writes <out_dir>/model.qforge.onnx (QDQ) for
+tensorrt, onnxruntime, openvino and tensorrt_llm, and `qforge export` writes it again
+from a compile's output; the file runs in a real onnxruntime (onnxruntime-node, through
+src/export/runners/ort_run.js) and agrees with the compiled TorchScript model on the
+data's rows. Usage: test_onnx_export.py CASE (the cases are the functions named case_*).
+Exit 77 (skipped) where onnxruntime-node is missing (bash jobs/setup.sh installs it)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from onnx_check import (SKIP_EXIT, Skip, graph_inputs, initializer_types, load_onnx, load_rows, op_types,  # noqa: E402
+                        opset_version, require_onnxruntime, run_onnx, run_onnx_named, sqnr_db, top1_agreement,
+                        torchscript_outputs)
+
+QFORGE = os.environ["QFORGE_BIN"]
+ASSETS = os.environ["QFORGE_TEST_ASSETS"]
+SOURCE = os.environ["QFORGE_SOURCE_DIR"]
+MPIEXEC = os.environ.get("MPIEXEC", "mpirun")
+WORK = tempfile.mkdtemp(prefix="qforge-onnx-")
+
+MIN_AGREEMENT = 0.995  # top-1 agreement of the ONNX model with model.qforge.pt
+MIN_SQNR_DB = 35.0     # output SQNR of the ONNX model against model.qforge.pt
+ONNX_INT4 = 22         # TensorProto.INT4 (python3-onnx 1.12 predates it)
+EXIT_EXPORT = 7        # the README's exit code for a model the target cannot take (ONNX op, rule, opset)
+# The MHA encoder traced under no_grad: its attention is one fused op
+# (aten::_native_multi_head_attention) that also reads attn.out_proj's weight, a
+# layer no observer can see; with fullgraph: false it stays in floating point.
+MHA_FAST_EXTRA = "fullgraph: false\n"
+
+
+def run(args, ranks=0, expect=0, timeout=300):
+    cmd = ([MPIEXEC, "-np", str(ranks), "--oversubscribe"] if ranks else []) + [QFORGE] + args
+    p = subprocess.run(cmd, cwd=WORK, capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if expect is not None and p.returncode != expect:
+        raise AssertionError(f"{' '.join(cmd)}: exit {p.returncode}, expected {expect}\n{out}")
+    return p.returncode, out
+
+
+def check(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+def write_config(name, text):
+    path = os.path.join(WORK, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def compile_model(model, data, target, out, extra="", batch_size=8, quantization="{}"):
+    """qforge compile on one rank (no launcher); returns the out_dir's absolute path."""
+    model_path = model if os.path.isabs(model) else os.path.join(ASSETS, model)
+    data_path = data if os.path.isabs(data) else os.path.join(ASSETS, data)
+    cfg = write_config(f"{out}.yaml", f"""
+model: {{path: {model_path}}}
+out_dir: {out}
+calibration_inputs: {{files: [{data_path}], batch_size: {batch_size}}}
+deployment_settings: {{target: {target}}}
+quantization_settings: {quantization}
+""" + extra)
+    run(["compile", cfg])
+    out_dir = os.path.join(WORK, out)
+    check(os.path.exists(os.path.join(out_dir, "model.qforge.onnx")),
+          f"compile for target {target} wrote no model.qforge.onnx: {sorted(os.listdir(out_dir))}")
+    return out_dir
+
+
+def data_rows(data):
+    """The data file's inputs, one list entry per group: [[array per input], ...]."""
+    rows = load_rows(os.path.join(ASSETS, data))
+    names = list(rows)
+    return [[rows[n][g] for n in names] for g in range(len(rows[names[0]]))]
+
+
+def onnx_input_names(onnx_path):
+    return [name for name, _, _ in graph_inputs(load_onnx(onnx_path))]
+
+
+def onnx_outputs(onnx_path, groups, batch_size=32, **options):
+    """The ONNX model's first output on every group's rows (groups of other shapes go
+    through the same file), concatenated over the groups. options: run_onnx_named's
+    optimization and session_config."""
+    names = onnx_input_names(onnx_path)
+    ys = []
+    for arrays in groups:
+        check(len(names) == len(arrays), f"{onnx_path} takes inputs {names}, the data has {len(arrays)}")
+        feeds = dict(zip(names, arrays))
+        if options:
+            ys.append(run_onnx_named(onnx_path, feeds, batch_size=batch_size, **options)[0][1])
+        else:
+            ys.append(run_onnx(onnx_path, feeds, batch_size=batch_size)[0])
+    return np.concatenate(ys, axis=0)
+
+
+def torch_outputs(pt_path, groups):
+    return np.concatenate([torchscript_outputs(pt_path, arrays)[0] for arrays in groups], axis=0)
+
+
+def compare(label, ref, y, min_agreement=MIN_AGREEMENT, min_sqnr=MIN_SQNR_DB):
+    check(ref.shape == y.shape, f"{label}: ONNX output {y.shape}, TorchScript {ref.shape}")
+    check(np.all(np.isfinite(y)), f"{label}: the ONNX output has NaN or Inf")
+    agreement, sqnr = top1_agreement(ref, y), sqnr_db(ref, y)
+    print(f"{label}: {len(ref)} rows, top-1 agreement {agreement:.4f}, output SQNR {sqnr:.1f} dB")
+    check(agreement >= min_agreement, f"{label}: top-1 agreement {agreement:.4f} < {min_agreement}")
+    check(sqnr >= min_sqnr, f"{label}: output SQNR {sqnr:.1f} dB < {min_sqnr} dB")
+    return agreement, sqnr
+
+
+def compare_with_compiled(label, out_dir, data, onnx_path=None):
+    groups = data_rows(data)
+    y = onnx_outputs(onnx_path or os.path.join(out_dir, "model.qforge.onnx"), groups)
+    ref = torch_outputs(os.path.join(out_dir, "model.qforge.pt"), groups)
+    return compare(label, ref, y)
+
+
+def initializer_arrays(model):
+    from onnx import numpy_helper
+    arrays = {}
+    for t in model.graph.initializer:
+        try:
+            arrays[t.name] = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - types python3-onnx 1.12 cannot read (INT4)
+            pass
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    arrays[n.output[0]] = numpy_helper.to_array(a.t)
+    return arrays
+
+
+def activation_zero_points(model):
+    """The zero points of every QuantizeLinear node on an activation (its input is
+    not a constant: weights may be stored quantized, or go through Q and DQ too)."""
+    arrays = initializer_arrays(model)
+    constants = set(arrays) | {t.name for t in model.graph.initializer}
+    return [arrays[n.input[2]] for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in constants and len(n.input) > 2
+            and n.input[2] in arrays]
+
+
+def check_qdq(label, model, activation_dtype):
+    ops = op_types(model)
+    check("QuantizeLinear" in ops and "DequantizeLinear" in ops, f"{label}: no QDQ pairs in the graph: {sorted(set(ops))}")
+    zps = activation_zero_points(model)
+    check(zps, f"{label}: no activation QuantizeLinear with a constant zero point")
+    dtypes = sorted({z.dtype.name for z in zps})
+    check(dtypes == [activation_dtype], f"{label}: activation zero points are {dtypes}, expected {activation_dtype}")
+    print(f"{label}: {ops.count('QuantizeLinear')} QuantizeLinear, {ops.count('DequantizeLinear')} DequantizeLinear, "
+          f"zero points {activation_dtype}")
+    return zps
+
+
+def file_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def case_resnet18_int8_tensorrt():
+    print(require_onnxruntime())
+    out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "resnet18_trt")
+    path = os.path.join(out, "model.qforge.onnx")
+    import onnx
+    model = load_onnx(path)
+    opset = opset_version(model)
+    print(f"resnet18: opset {opset}, IR version {model.ir_version}")
+    check(opset == 17, f"the int8 export's default opset is {opset}, expected 17 (python3-onnx 1.12 checks <= 17)")
+    onnx.checker.check_model(model)
+    inputs = graph_inputs(model)
+    check(len(inputs) == 1, f"resnet18 takes one input, the graph has {inputs}")
+    name, dims, elem_type = inputs[0]
+    print(f"resnet18: input {name} dims {dims}")
+    check(elem_type == 1, f"input {name} is not float32 (elem_type {elem_type})")
+    check(len(dims) == 4 and dims[1] == 3, f"input {name}: dims {dims}, expected [batch, 3, height, width]")
+    for axis in (0, 2, 3):
+        check(isinstance(dims[axis], str) and dims[axis], f"input {name}: axis {axis} is {dims[axis]!r}, not symbolic")
+    zps = check_qdq("resnet18", model, "int8")
+    check(all(np.all(z == 0) for z in zps), "tensorrt: every zero point is 0")
+    # Two image sizes (32 and 40) through the one file.
+    compare_with_compiled("resnet18 int8 tensorrt", out, "images.h5")
+
+
+def case_mobilenet_v2_int8_onnxruntime():
+    print(require_onnxruntime())
+    for model in ("mobilenet_v2_traced.pt", "mobilenet_v2_scripted.pt"):
+        stem = model[:-3]
+        out = compile_model(model, "images.h5", "onnxruntime", stem)
+        check_qdq(stem, load_onnx(os.path.join(out, "model.qforge.onnx")), "uint8")
+        compare_with_compiled(f"{stem} int8 onnxruntime", out, "images.h5")
+
+
+def case_mha_encoder_int8():
+    print(require_onnxruntime())
+    for model, extra in (("mha_encoder_traced.pt", MHA_FAST_EXTRA), ("mha_encoder_slow_traced.pt", "")):
+        stem = model[:-3]
+        out = compile_model(model, "tokens.h5", "onnxruntime", stem, extra=extra)
+        path = os.path.join(out, "model.qforge.onnx")
+        model_proto = load_onnx(path)
+        inputs = graph_inputs(model_proto)
+        print(f"{stem}: opset {opset_version(model_proto)}, inputs {inputs}")
+        check(len(inputs) == 1 and len(inputs[0][1]) == 2, f"{stem}: one input [batch, length], got {inputs}")
+        check(inputs[0][2] == 7, f"{stem}: the token ids are int64 (elem_type {inputs[0][2]})")
+        check(all(isinstance(d, str) for d in inputs[0][1]), f"{stem}: batch and length are symbolic: {inputs[0][1]}")
+        check_qdq(stem, model_proto, "uint8")
+        # Sequences of 12 and 20 tokens through the one file.
+        compare_with_compiled(f"{stem} int8 onnxruntime", out, "tokens.h5")
+
+
+def case_linear_int4_groups():
+    print(require_onnxruntime())
+    # tensorrt_llm runs int4 weights in groups of 64 or 128: every layer of the wide
+    # MLP has 64 or 128 inputs.
+    out = compile_model("wide_mlp_traced.pt", "vectors64.h5", "tensorrt_llm", "wide_int4",
+                        quantization="{weights: {group_size: 64}}")
+    path = os.path.join(out, "model.qforge.onnx")
+    model = load_onnx(path)
+    opset = opset_version(model)
+    types = initializer_types(model)
+    int4 = [t for t in model.graph.initializer if t.data_type == ONNX_INT4]
+    int4_elements = sum(int(np.prod(t.dims)) for t in int4)
+    print(f"wide_mlp: opset {opset}, INT4 initializers {[t.name for t in int4]} ({int4_elements} elements)")
+    check(opset == 21, f"int4 weights need opset 21, the file has {opset}")
+    weights = 64 * 128 + 128 * 128 + 128 * 10
+    check(int4_elements >= weights, f"the 3 layers' {weights} weights are INT4 initializers: {types}")
+    check("QuantizeLinear" not in op_types(model), "weight-only: no activation quantizer")
+    float_path = os.path.join(WORK, "wide_float.onnx")
+    run(["export", out, "--float", "-o", float_path])
+    ratio = os.path.getsize(path) / os.path.getsize(float_path)
+    print(f"wide_mlp: int4 file {os.path.getsize(path)} bytes, float {os.path.getsize(float_path)} bytes ({ratio:.2f}x)")
+    check(ratio <= 0.3, f"the int4 file is {ratio:.2f}x the float one")
+    compare_with_compiled("wide_mlp int4 tensorrt_llm (as deployed)", out, "vectors64.h5")
+    # onnxruntime's MatMulNBits computes with int8 activations by default (accuracy
+    # level 4); at level 1 it computes in float and dequantizes exactly what the
+    # fake-quant model does.
+    groups = data_rows("vectors64.h5")
+    y = onnx_outputs(path, groups, session_config={"session.qdq_matmulnbits_accuracy_level": "1"})
+    compare("wide_mlp int4 tensorrt_llm (float compute)", torch_outputs(os.path.join(out, "model.qforge.pt"), groups),
+            y, min_sqnr=50.0)
+
+
+def case_batch_sizes_1_and_7():
+    print(require_onnxruntime())
+    out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "batches")
+    path = os.path.join(out, "model.qforge.onnx")
+    groups = data_rows("images.h5")  # 23 and 14 rows: batches of 7 end in 2 and 0
+    y32 = onnx_outputs(path, groups, batch_size=32)
+    scale = float(np.abs(y32).max())
+    # Not bit for bit: onnxruntime's convolutions sum in another order for another
+    # batch size (batch 1 takes other kernels), and a float sum that lands on the other
+    # side of a rounding boundary moves a quantized activation by one step. Measured
+    # with a QDQ resnet18 in onnxruntime-node 1.30: batch 7 equal, batch 1 at 49 dB
+    # (largest difference 1.7% of the largest output) with every prediction the same.
+    # Rows mixed up or taken from the wrong batch would be far below these bars.
+    for b in (1, 7):
+        y = onnx_outputs(path, groups, batch_size=b)
+        check(y.shape == y32.shape, f"batch {b}: shape {y.shape}, batch 32 {y32.shape}")
+        same = int(np.sum(np.all(y == y32, axis=tuple(range(1, y.ndim)))))
+        print(f"batch {b}: {same} of {len(y)} rows equal to batch 32's, largest difference "
+              f"{float(np.abs(y - y32).max()):.3g} (outputs up to {scale:.3g})")
+        compare(f"batch {b} against batch 32", y32, y)
+
+
+def case_lint_refuses_nonzero_zero_point_for_tensorrt():
+    # onnxruntime's preset: uint8 asymmetric activations, zero points != 0.
+    out = compile_model("resnet18_traced.pt", "images.h5", "onnxruntime", "asym")
+    path = os.path.join(out, "model.qforge.onnx")
+    before = file_bytes(path)
+    with open(os.path.join(out, "quant_params.json")) as f:
+        layers = json.load(f)["layers"]
+    offenders = [l["name"] for l in layers if l.get("activations", {}).get("enabled")
+                 and any(z != 0 for z in l["activations"]["zero_point"])]
+    check(offenders, "the onnxruntime compile has activation zero points != 0")
+    code, text = run(["export", out, "--target", "tensorrt"], expect=None)
+    print(f"qforge export --target tensorrt: exit {code}: {text.strip()}")
+    check(code == EXIT_EXPORT, f"export for tensorrt of asymmetric activations: exit {code}, expected {EXIT_EXPORT}")
+    check("zero point" in text.lower() or "zero_point" in text, f"the message says 'zero point':\n{text}")
+    check(any(name in text for name in offenders), f"the message names a layer ({offenders[:3]}...):\n{text}")
+    check(file_bytes(path) == before, "a refused export changed the earlier model.qforge.onnx")
+    left = [f for f in os.listdir(out) if ".tmp" in f or (f.endswith(".onnx") and f != "model.qforge.onnx")]
+    check(not left, f"a refused export left files behind: {left}")
+
+
+def case_export_command_float_and_int8():
+    print(require_onnxruntime())
+    out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "export")
+    f_path, q_path = os.path.join(WORK, "f.onnx"), os.path.join(WORK, "q.onnx")
+    run(["export", out, "--float", "-o", f_path])
+    run(["export", out, "-o", q_path])
+    f_model, q_model = load_onnx(f_path), load_onnx(q_path)
+    f_ops = set(op_types(f_model))
+    check(not f_ops & {"QuantizeLinear", "DequantizeLinear"}, f"--float leaves no quantizer: {sorted(f_ops)}")
+    check_qdq("q.onnx", q_model, "int8")
+    f_size, q_size = os.path.getsize(f_path), os.path.getsize(q_path)
+    print(f"resnet18: float export {f_size} bytes, int8 {q_size} bytes ({q_size / f_size:.2f}x)")
+    check(q_size <= 0.3 * f_size, f"q.onnx is {q_size / f_size:.2f}x f.onnx")
+    groups = data_rows("images.h5")
+    y_float, y_int8 = onnx_outputs(f_path, groups), onnx_outputs(q_path, groups)
+    compare("q.onnx vs model.qforge.pt", torch_outputs(os.path.join(out, "model.qforge.pt"), groups), y_int8)
+    float_ref = torch_outputs(os.path.join(ASSETS, "resnet18_traced.pt"), groups)
+    check(np.all(np.isfinite(y_float)), "f.onnx outputs NaN or Inf")
+    s_float, s_int8 = sqnr_db(float_ref, y_float), sqnr_db(float_ref, y_int8)
+    print(f"against the float model: f.onnx SQNR {s_float:.1f} dB, agreement {top1_agreement(float_ref, y_float):.4f}; "
+          f"q.onnx SQNR {s_int8:.1f} dB, agreement {top1_agreement(float_ref, y_int8):.4f}")
+    check(s_float > s_int8, "without its quantizers the model is closer to the float model than with them")
+
+
+def case_unsupported_op_is_named():
+    import torch
+    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
+    from qforge_h5 import write_samples
+
+    class Spectral(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(16, 16)
+            self.fc2 = torch.nn.Linear(9, 4)
+
+        def forward(self, x):
+            return self.fc2(torch.fft.rfft(self.fc1(x)).abs())
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        traced = torch.jit.trace(Spectral().eval(), torch.randn(2, 16))
+    check("aten::fft_rfft" in {n.kind() for n in traced.inlined_graph.nodes()}, "the trace records aten::fft_rfft")
+    model_path, data_path = os.path.join(WORK, "spectral.pt"), os.path.join(WORK, "v16.h5")
+    traced.save(model_path)
+    write_samples(data_path, "tensor", ["x"],
+                  {"all": {"x": np.random.default_rng(0).standard_normal((12, 16), dtype=np.float32)}})
+    cfg = write_config("spectral.yaml", f"""
+model: {{path: {model_path}}}
+out_dir: spectral
+calibration_inputs: {{files: [{data_path}], batch_size: 4}}
+deployment_settings: {{target: onnxruntime}}
+quantization_settings: {{}}
+""")
+    code, text = run(["compile", cfg], expect=None)
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    print(f"qforge compile: exit {code}: {' '.join(errors) if errors else text.strip()}")
+    check(code != 0, f"a model with aten::fft_rfft compiled for onnxruntime without error:\n{text}")
+    check("aten::fft_rfft" in text and "supported" in text, f"the error names the op and says it is not supported:\n{text}")
+    out = os.path.join(WORK, "spectral")
+    left = [f for f in os.listdir(out) if ".onnx" in f] if os.path.isdir(out) else []
+    check(not left, f"a failed export left {left} in out_dir")
+
+
+if __name__ == "__main__":
+    code = 0
+    try:
+        globals()["case_" + sys.argv[1]]()
+        print(f"{sys.argv[1]}: ok")
+    except Skip as e:
+        print(f"{sys.argv[1]}: skipped: {e}")
+        code = SKIP_EXIT
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    sys.exit(code)
