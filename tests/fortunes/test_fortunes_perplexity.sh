@@ -46,4 +46,14 @@ assert gap < gap_rtn, f"QA-LoRA ({100 * gap:.2f}%) does not improve on round-to-
 steps = [e["step"] for e in qalora["fine_tune"]["evaluations"]]
 assert steps == [100, 200], f"periodic evaluations at steps {steps}"
 print(f"W4 perplexity above float: round-to-nearest {100 * gap_rtn:.2f}%, QA-LoRA {100 * gap:.2f}%")
+# The deployed file: model.qforge.onnx (int4 blocks, opset 21) in onnxruntime on the held-out text.
+for name, report in (("rtn", rtn), ("qalora", qalora)):
+    onnx = report.get("onnx", {}).get("evaluation")
+    if onnx is None:
+        print(f"{name}: ONNX not evaluated: {report.get('onnx', {}).get('not_evaluated', 'no ONNX file')}")
+        continue
+    print(f"{name}: ONNX perplexity {onnx['onnx_perplexity']:.4f} (TorchScript {onnx['torchscript_perplexity']:.4f}), "
+          f"next-token agreement {100 * onnx['top1_agreement']:.2f}%, SQNR {onnx['output_sqnr_db']} dB")
+    assert onnx["top1_agreement"] >= 0.995, f"{name}: ONNX agrees with TorchScript on {onnx['top1_agreement']:.4f}"
+    assert onnx["output_sqnr_db"] is None or onnx["output_sqnr_db"] >= 35, f"{name}: ONNX SQNR {onnx['output_sqnr_db']}"
 PY
