@@ -1,30 +1,23 @@
 #include "export/onnx_builder.h"
 
-#include <ATen/ATen.h>
+#include <set>
+#include <stdexcept>
 
-#include "qforge/errors.h"
+#include "export/onnx.pb.h"
 
 namespace qforge::onnx_export {
 
 namespace pb = qforge::onnx;
 
-int32_t onnx_type(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat: return pb::TensorProto::FLOAT;
-    case at::kDouble: return pb::TensorProto::DOUBLE;
-    case at::kHalf: return pb::TensorProto::FLOAT16;
-    case at::kBFloat16: return pb::TensorProto::BFLOAT16;
-    case at::kLong: return pb::TensorProto::INT64;
-    case at::kInt: return pb::TensorProto::INT32;
-    case at::kShort: return pb::TensorProto::INT16;
-    case at::kChar: return pb::TensorProto::INT8;
-    case at::kByte: return pb::TensorProto::UINT8;
-    case at::kBool: return pb::TensorProto::BOOL;
-    default: throw ExportError(std::string("ONNX has no element type for ") + c10::toString(dtype));
-  }
+struct OnnxBuilder::Graph {
+  pb::GraphProto proto;
+};
+
+OnnxBuilder::OnnxBuilder(std::string graph_name) : graph_(std::make_unique<Graph>()) {
+  graph_->proto.set_name(std::move(graph_name));
 }
 
-OnnxBuilder::OnnxBuilder(std::string graph_name) { graph_.set_name(std::move(graph_name)); }
+OnnxBuilder::~OnnxBuilder() = default;
 
 std::string OnnxBuilder::fresh(const std::string& stem) {
   const std::string base = stem.empty() ? "v" : stem;
@@ -33,6 +26,12 @@ std::string OnnxBuilder::fresh(const std::string& stem) {
 }
 
 namespace {
+
+void set_tensor(pb::TensorProto& proto, const RawTensor& t) {
+  for (int64_t d : t.dims) proto.add_dims(d);
+  proto.set_data_type(static_cast<int32_t>(t.type));
+  proto.set_raw_data(t.bytes);
+}
 
 void set_attribute(pb::AttributeProto& a, const AttributeValue& value) {
   if (auto* i = std::get_if<int64_t>(&value)) {
@@ -51,32 +50,20 @@ void set_attribute(pb::AttributeProto& a, const AttributeValue& value) {
     a.set_type(pb::AttributeProto::FLOATS);
     for (double v : *fs) a.add_floats(static_cast<float>(v));
   } else {
-    const at::Tensor t = std::get<at::Tensor>(value).contiguous().cpu();
     a.set_type(pb::AttributeProto::TENSOR);
-    auto* proto = a.mutable_t();
-    for (int64_t d : t.sizes()) proto->add_dims(d);
-    proto->set_data_type(onnx_type(t.scalar_type()));
-    proto->set_raw_data(t.data_ptr(), t.numel() * t.element_size());
+    set_tensor(*a.mutable_t(), std::get<RawTensor>(value));
   }
 }
 
-// Two 4-bit codes a byte, the first element in the low nibble (ONNX's INT4/UINT4 packing).
-std::string pack_int4(const at::Tensor& codes) {
-  const at::Tensor c = codes.to(at::kInt).contiguous().reshape({-1});
-  const int32_t* v = c.data_ptr<int32_t>();
-  std::string bytes((c.numel() + 1) / 2, '\0');
-  for (int64_t i = 0; i < c.numel(); ++i) {
-    const auto nibble = static_cast<uint8_t>(v[i] & 0x0F);
-    bytes[i / 2] = static_cast<char>(static_cast<uint8_t>(bytes[i / 2]) | (i % 2 ? nibble << 4 : nibble));
-  }
-  return bytes;
+void set_type(pb::ValueInfoProto* info, ElementType type) {
+  info->mutable_type()->mutable_tensor_type()->set_elem_type(static_cast<int32_t>(type));
 }
 
 }  // namespace
 
 std::vector<std::string> OnnxBuilder::node(const std::string& op, const std::vector<std::string>& inputs, size_t outputs,
                                            const Attributes& attributes, const std::string& stem) {
-  pb::NodeProto* n = graph_.add_node();
+  pb::NodeProto* n = graph_->proto.add_node();
   n->set_op_type(op);
   n->set_name(fresh(stem.empty() ? op : stem + "/" + op));
   for (const auto& i : inputs) n->add_input(i);
@@ -93,43 +80,37 @@ std::vector<std::string> OnnxBuilder::node(const std::string& op, const std::vec
   return names;
 }
 
-std::string OnnxBuilder::initializer(const at::Tensor& value, const std::string& stem, int32_t onnx_dtype) {
-  const at::Tensor t = value.detach().cpu().contiguous();
-  pb::TensorProto* proto = graph_.add_initializer();
+void OnnxBuilder::named_node(const std::string& op, const std::vector<std::string>& inputs, const std::string& output) {
+  pb::NodeProto* n = graph_->proto.add_node();
+  n->set_op_type(op);
+  n->set_name(output + "/" + op);
+  for (const auto& i : inputs) n->add_input(i);
+  n->add_output(output);
+}
+
+std::string OnnxBuilder::initializer(const RawTensor& value, const std::string& stem) {
+  pb::TensorProto* proto = graph_->proto.add_initializer();
   const std::string name = fresh(stem);
   proto->set_name(name);
-  for (int64_t d : t.sizes()) proto->add_dims(d);
-  if (onnx_dtype == pb::TensorProto::INT4 || onnx_dtype == pb::TensorProto::UINT4) {
-    proto->set_data_type(onnx_dtype);
-    proto->set_raw_data(pack_int4(t));
-  } else {
-    proto->set_data_type(onnx_dtype ? onnx_dtype : onnx_type(t.scalar_type()));
-    proto->set_raw_data(t.data_ptr(), t.numel() * t.element_size());
-  }
+  set_tensor(*proto, value);
   return name;
 }
 
 std::string OnnxBuilder::int64s(const std::vector<int64_t>& values, const std::string& stem) {
-  return initializer(at::tensor(values, at::kLong), stem);
+  RawTensor t{ElementType::Int64, {static_cast<int64_t>(values.size())},
+              std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int64_t))};
+  return initializer(t, stem);
 }
 
-std::string OnnxBuilder::scalar_int64(int64_t value) { return initializer(at::scalar_tensor(value, at::kLong), "const"); }
-
-std::string OnnxBuilder::scalar_float(double value, at::ScalarType dtype) {
-  return initializer(at::scalar_tensor(value, dtype), "const");
+std::string OnnxBuilder::scalar_int64(int64_t value) {
+  return initializer({ElementType::Int64, {}, std::string(reinterpret_cast<const char*>(&value), sizeof value)}, "const");
 }
 
-namespace {
-void set_type(pb::ValueInfoProto* info, at::ScalarType dtype) {
-  info->mutable_type()->mutable_tensor_type()->set_elem_type(onnx_type(dtype));
-}
-}  // namespace
-
-void OnnxBuilder::input(const std::string& name, at::ScalarType dtype, const std::vector<int64_t>& dims,
+void OnnxBuilder::input(const std::string& name, ElementType type, const std::vector<int64_t>& dims,
                         const std::vector<std::string>& dim_names) {
-  pb::ValueInfoProto* info = graph_.add_input();
+  pb::ValueInfoProto* info = graph_->proto.add_input();
   info->set_name(name);
-  set_type(info, dtype);
+  set_type(info, type);
   auto* shape = info->mutable_type()->mutable_tensor_type()->mutable_shape();
   for (size_t d = 0; d < dims.size(); ++d) {
     auto* dim = shape->add_dim();
@@ -140,16 +121,26 @@ void OnnxBuilder::input(const std::string& name, at::ScalarType dtype, const std
   }
 }
 
-void OnnxBuilder::output(const std::string& name, at::ScalarType dtype, int64_t rank) {
-  pb::ValueInfoProto* info = graph_.add_output();
+void OnnxBuilder::output(const std::string& name, ElementType type, int64_t rank) {
+  pb::ValueInfoProto* info = graph_->proto.add_output();
   info->set_name(name);
-  set_type(info, dtype);
-  // The rank is known; each size is left unknown (it may follow a symbolic input axis).
+  set_type(info, type);
   auto* shape = info->mutable_type()->mutable_tensor_type()->mutable_shape();
   for (int64_t d = 0; d < rank; ++d) shape->add_dim();
 }
 
-std::string serialize_model(const pb::GraphProto& graph, int64_t opset, const std::map<std::string, std::string>& metadata) {
+void OnnxBuilder::prune_initializers() {
+  std::set<std::string> read;
+  for (const auto& n : graph_->proto.node())
+    for (const auto& i : n.input()) read.insert(i);
+  for (const auto& o : graph_->proto.output()) read.insert(o.name());
+  google::protobuf::RepeatedPtrField<pb::TensorProto> kept;
+  for (auto& t : *graph_->proto.mutable_initializer())
+    if (read.count(t.name())) *kept.Add() = std::move(t);
+  graph_->proto.mutable_initializer()->Swap(&kept);
+}
+
+std::string OnnxBuilder::serialize(int64_t opset, const std::map<std::string, std::string>& metadata) const {
   pb::ModelProto model;
   // The lowest IR version that carries the opset (ONNX's versioning table):
   // older readers (TensorRT 8.x, onnx 1.12's checker) accept the file then.
@@ -163,9 +154,9 @@ std::string serialize_model(const pb::GraphProto& graph, int64_t opset, const st
     entry->set_key(key);
     entry->set_value(value);
   }
-  *model.mutable_graph() = graph;
+  *model.mutable_graph() = graph_->proto;
   std::string bytes;
-  if (!model.SerializeToString(&bytes)) throw ExportError("ONNX: the model could not be serialized (over 2 GiB?)");
+  if (!model.SerializeToString(&bytes)) throw std::runtime_error("the ONNX model could not be serialized (over 2 GiB?)");
   return bytes;
 }
 

@@ -1,28 +1,47 @@
 // An ONNX graph under construction: unique value names, nodes with their
-// attributes, initializers made from LibTorch tensors (int4 packed two to a
-// byte), graph inputs and outputs. Knows ONNX's encoding, nothing of TorchScript.
+// attributes, initializers, graph inputs and outputs, and the serialized model.
+// Knows ONNX's encoding and nothing of LibTorch: it builds apart from the
+// LibTorch translation units (some LibTorch packages ship protobuf headers of
+// their own, older than the protoc that generates onnx.pb.h), and tensors reach
+// it as raw bytes (onnx_tensors.h makes them from LibTorch tensors).
 #pragma once
-#include <ATen/Tensor.h>
-
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
 
-#include "export/onnx.pb.h"
-
 namespace qforge::onnx_export {
 
-using AttributeValue = std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>, at::Tensor>;
+// ONNX's TensorProto.DataType values qforge writes.
+enum class ElementType : int32_t {
+  Float = 1, UInt8 = 2, Int8 = 3, Int16 = 5, Int32 = 6, Int64 = 7, Bool = 9,
+  Float16 = 10, Double = 11, BFloat16 = 16, UInt4 = 21, Int4 = 22,
+};
+
+// A tensor as ONNX stores it: element type, dims, little-endian bytes (4-bit types packed).
+struct RawTensor {
+  ElementType type = ElementType::Float;
+  std::vector<int64_t> dims;
+  std::string bytes;
+};
+
+using AttributeValue = std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>, RawTensor>;
 using Attributes = std::vector<std::pair<std::string, AttributeValue>>;
 
-// ONNX element type of a LibTorch dtype; ExportError for dtypes ONNX has no type for.
-int32_t onnx_type(at::ScalarType dtype);
+// Every node, initializer and graph input or output the graph holds (for checks).
+struct NodeView {
+  std::string op;
+  std::vector<std::string> inputs, outputs;
+};
 
 class OnnxBuilder {
  public:
   explicit OnnxBuilder(std::string graph_name);
+  ~OnnxBuilder();
+  OnnxBuilder(const OnnxBuilder&) = delete;
+  OnnxBuilder& operator=(const OnnxBuilder&) = delete;
 
   // A name not used before, from a readable stem ("layer1.0.conv1.weight").
   std::string fresh(const std::string& stem);
@@ -34,29 +53,29 @@ class OnnxBuilder {
                     const std::string& stem = "") {
     return node(op, inputs, 1, attributes, stem).front();
   }
+  // A node whose one output has exactly the name given (graph outputs).
+  void named_node(const std::string& op, const std::vector<std::string>& inputs, const std::string& output);
 
-  // An initializer holding `value` (contiguous copy, CPU). `onnx_dtype` overrides
-  // the element type for integer codes stored narrower (INT4/UINT4: packed).
-  std::string initializer(const at::Tensor& value, const std::string& stem, int32_t onnx_dtype = 0);
+  std::string initializer(const RawTensor& value, const std::string& stem);
   std::string int64s(const std::vector<int64_t>& values, const std::string& stem = "const");  // 1-D int64
-  std::string scalar_int64(int64_t value);   // 0-D int64
-  std::string scalar_float(double value, at::ScalarType dtype = at::kFloat);  // 0-D
+  std::string scalar_int64(int64_t value);                                                       // 0-D int64
 
   // dims: a size, or -1 for a symbolic dimension named by `dim_names` at the same index.
-  void input(const std::string& name, at::ScalarType dtype, const std::vector<int64_t>& dims,
+  void input(const std::string& name, ElementType type, const std::vector<int64_t>& dims,
              const std::vector<std::string>& dim_names);
-  void output(const std::string& name, at::ScalarType dtype, int64_t rank);
+  // An output of known rank and element type; its sizes are left unknown.
+  void output(const std::string& name, ElementType type, int64_t rank);
 
-  qforge::onnx::GraphProto& graph() { return graph_; }
-  const qforge::onnx::GraphProto& graph() const { return graph_; }
+  // Drops the initializers no node reads.
+  void prune_initializers();
+
+  // The model file: IR version for the opset, the default domain, producer, metadata.
+  std::string serialize(int64_t opset, const std::map<std::string, std::string>& metadata) const;
 
  private:
-  qforge::onnx::GraphProto graph_;
+  struct Graph;
+  std::unique_ptr<Graph> graph_;
   std::map<std::string, int> used_;
 };
-
-// The model file: IR version for the opset, the default domain, producer, metadata.
-std::string serialize_model(const qforge::onnx::GraphProto& graph, int64_t opset,
-                            const std::map<std::string, std::string>& metadata);
 
 }  // namespace qforge::onnx_export

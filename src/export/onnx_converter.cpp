@@ -76,9 +76,13 @@ std::vector<int64_t> Converter::static_ints(const Value* v, const std::string& w
   return e.toIntVector();
 }
 
+std::string Converter::scalar_float(double value, at::ScalarType dtype) {
+  return constant(at::scalar_tensor(value, at::TensorOptions().dtype(dtype)));
+}
+
 std::string Converter::cast(const std::string& name, at::ScalarType from, at::ScalarType to) {
   if (from == to) return name;
-  return b.node1("Cast", {name}, {{"to", static_cast<int64_t>(onnx_type(to))}});
+  return b.node1("Cast", {name}, {{"to", static_cast<int64_t>(element_type(to))}});
 }
 
 std::string Converter::tensor(const Value* v, std::optional<at::ScalarType> as) {
@@ -88,7 +92,7 @@ std::string Converter::tensor(const Value* v, std::optional<at::ScalarType> as) 
     if (as && *as != own) {  // a constant in the dtype it meets: no Cast node
       const auto& e = x.example;
       const at::Tensor t = e.isTensor() ? e.toTensor() : at::scalar_tensor(e.toScalar(), at::kDouble);
-      return b.initializer(t.to(*as), "const");
+      return constant(t.to(*as));
     }
     return materialize(x, stem(v->node()));
   }
@@ -106,10 +110,10 @@ std::string Converter::materialize(const Val& v, const std::string& stem_hint) {
     auto found = constants_.find(key);
     if (found != constants_.end()) return found->second;
     const std::string stem = v.origin.empty() ? (stem_hint.empty() ? "const" : stem_hint + "/const") : v.origin;
-    return constants_[key] = b.initializer(t, stem);
+    return constants_[key] = constant(t, stem);
   }
   if (e.isInt() || e.isDouble() || e.isBool())
-    return b.initializer(at::scalar_tensor(e.toScalar(), number_dtype(e)), "const");
+    return constant(at::scalar_tensor(e.toScalar(), number_dtype(e)));
   if (e.isIntList()) return b.int64s(e.toIntVector());
   if (e.isNone()) return "";  // ONNX's empty name: an optional input left out
   throw ExportError("ONNX export: a constant of type " + e.tagKind() + " cannot be an ONNX tensor");
@@ -118,20 +122,13 @@ std::string Converter::materialize(const Val& v, const std::string& stem_hint) {
 namespace {
 
 // The narrowest ONNX integer type holding [qmin, qmax]; 4-bit types from opset 21.
-int32_t code_type(int64_t qmin, int64_t qmax, int64_t opset) {
-  namespace pb = qforge::onnx;
-  if (opset >= 21 && qmin >= -8 && qmax <= 7) return pb::TensorProto::INT4;
-  if (opset >= 21 && qmin >= 0 && qmax <= 15) return pb::TensorProto::UINT4;
-  if (qmin >= -128 && qmax <= 127) return pb::TensorProto::INT8;
-  return pb::TensorProto::UINT8;
+ElementType code_type(int64_t qmin, int64_t qmax, int64_t opset) {
+  if (opset >= 21 && qmin >= -8 && qmax <= 7) return ElementType::Int4;
+  if (opset >= 21 && qmin >= 0 && qmax <= 15) return ElementType::UInt4;
+  if (qmin >= -128 && qmax <= 127) return ElementType::Int8;
+  return ElementType::UInt8;
 }
 
-at::Tensor as_code_tensor(const at::Tensor& codes, int32_t type) {
-  namespace pb = qforge::onnx;
-  if (type == pb::TensorProto::INT8) return codes.to(at::kChar);
-  if (type == pb::TensorProto::UINT8) return codes.to(at::kByte);
-  return codes.to(at::kInt);  // packed by the builder
-}
 
 }  // namespace
 
@@ -172,11 +169,11 @@ std::string Converter::dequantized(const QuantizedConstant& q, bool transposed, 
     scale = scale.reshape({});
     zero = zero.reshape({});
   }
-  const int32_t type = code_type(q.qmin, q.qmax, options.opset);
+  const ElementType type = code_type(q.qmin, q.qmax, options.opset);
   const std::string stem = q.layer.empty() ? "weight" : q.layer + ".weight";
-  const std::string codes_name = b.initializer(as_code_tensor(codes, type), stem + "_quantized", type);
-  const std::string scale_name = b.initializer(scale, stem + "_scale");
-  const std::string zero_name = b.initializer(as_code_tensor(zero, type), stem + "_zero_point", type);
+  const std::string codes_name = b.initializer(raw_codes(codes, type), stem + "_quantized");
+  const std::string scale_name = constant(scale, stem + "_scale");
+  const std::string zero_name = b.initializer(raw_codes(zero, type), stem + "_zero_point");
   Attributes attributes;
   if (axis >= 0) attributes.push_back({"axis", axis});
   if (block) attributes.push_back({"block_size", block});
@@ -209,14 +206,14 @@ std::string Converter::weight(const Value* v, bool transposed, const std::string
   const at::Tensor t = w.example.toTensor();
   const auto key = std::make_pair(static_cast<const void*>(t.storage().data()), c10::str("T", t.sizes(), t.strides()));
   if (auto found = constants_.find(key); found != constants_.end()) return found->second;
-  return constants_[key] = b.initializer(t.t().contiguous(), (w.origin.empty() ? std::string("weight") : w.origin) + "_t");
+  return constants_[key] = constant(t.t().contiguous(), (w.origin.empty() ? std::string("weight") : w.origin) + "_t");
 }
 
 std::string Converter::int64_list(const Value* v) {
   const Val& x = val(v);
   if (!x.runtime()) {
     const auto& e = x.example;
-    if (e.isTensor()) return b.initializer(e.toTensor().to(at::kLong).reshape({-1}), "const");
+    if (e.isTensor()) return constant(e.toTensor().to(at::kLong).reshape({-1}));
     return b.int64s(static_ints(v, "a size list"));
   }
   if (!x.name.empty()) return cast(x.name, dtype(v), at::kLong);

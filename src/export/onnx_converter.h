@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "export/onnx_builder.h"
+#include "export/onnx_tensors.h"
 
 namespace qforge::onnx_export {
 
@@ -106,6 +107,8 @@ class Converter {
   void set(const torch::jit::Value* v, Val value);
   void alias(const torch::jit::Value* out, const torch::jit::Value* in) { set(out, val(in)); }
   std::string cast(const std::string& name, at::ScalarType from, at::ScalarType to);
+  std::string constant(const at::Tensor& value, const std::string& stem = "const") { return b.initializer(raw(value), stem); }
+  std::string scalar_float(double value, at::ScalarType dtype = at::kFloat);  // a 0-D constant of `dtype`
   std::string stem(const torch::jit::Node* n) const;  // readable prefix for the node's ONNX names
   [[noreturn]] void fail(const torch::jit::Node* n, const std::string& why) const;
   std::string where(const torch::jit::Node* n) const;  // "layer 'blocks.0.attn', model.py:42"

@@ -115,12 +115,8 @@ void add_outputs(Converter& cx, const Val& result, onnx_export::OnnxBuilder& b, 
     if (!v.example.isTensor()) throw ExportError("ONNX export: output '" + name + "' is not a tensor");
     if (v.name.empty()) throw ExportError("ONNX export: output '" + name + "' does not depend on the inputs");
     const std::string out = b.fresh(name);
-    auto* node = b.graph().add_node();
-    node->set_op_type("Identity");
-    node->set_name(out + "/Identity");
-    node->add_input(v.name);
-    node->add_output(out);
-    b.output(out, v.example.toTensor().scalar_type(), v.example.toTensor().dim());
+    b.named_node("Identity", {v.name}, out);
+    b.output(out, onnx_export::element_type(v.example.toTensor().scalar_type()), v.example.toTensor().dim());
     names.push_back(out);
   }
 }
@@ -155,15 +151,15 @@ OnnxModel export_onnx(const torch::jit::Module& module, const std::string& metho
     std::vector<int64_t> dims = input.example.sizes().vec();
     for (size_t d = 0; d < dims.size(); ++d)
       if (options.dynamic && !input.dim_names.at(d).empty()) dims[d] = -1;
-    b.input(input.name, input.example.scalar_type(), dims, input.dim_names);
+    b.input(input.name, onnx_export::element_type(input.example.scalar_type()), dims, input.dim_names);
     model.inputs.push_back(input.name);
   }
   if (options.quantized) onnx_export::lint(cx.quantizers, options.target);
-  onnx_export::prune_initializers(b.graph());
+  b.prune_initializers();
   for (const auto& q : cx.quantizers) (q.weight ? model.quantized_weights : model.quantized_activations)++;
   model.notes = cx.notes;
-  model.bytes = onnx_export::serialize_model(
-      b.graph(), model.opset,
+  model.bytes = b.serialize(
+      model.opset,
       {{"qforge_version", version()}, {"target", to_string(options.target)}, {"graph_name", options.graph_name},
        {"quantized", options.quantized ? "true" : "false"}});
   return model;

@@ -2,8 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <map>
-#include <set>
 
 #include "qforge/errors.h"
 #include "util/text.h"
@@ -63,16 +61,6 @@ void lint(const std::vector<QuantizerRecord>& quantizers, Target target) {
   for (size_t i = 0; i < shown; ++i) text += "\n  " + problems[i];
   if (shown < problems.size()) text += "\n  ... and " + std::to_string(problems.size() - shown) + " more";
   throw ExportError(text);
-}
-
-void prune_initializers(qforge::onnx::GraphProto& graph) {
-  std::set<std::string> read;
-  for (const auto& n : graph.node())
-    for (const auto& i : n.input()) read.insert(i);
-  for (const auto& o : graph.output()) read.insert(o.name());
-  auto* list = graph.mutable_initializer();
-  for (int i = list->size() - 1; i >= 0; --i)
-    if (!read.count(list->Get(i).name())) list->DeleteSubrange(i, 1);
 }
 
 }  // namespace qforge::onnx_export

@@ -12,7 +12,4 @@ namespace qforge::onnx_export {
 // ExportError listing every quantizer that breaks a rule of `target`, naming the layer and the rule.
 void lint(const std::vector<QuantizerRecord>& quantizers, Target target);
 
-// Drops initializers no node reads.
-void prune_initializers(qforge::onnx::GraphProto& graph);
-
 }  // namespace qforge::onnx_export

@@ -26,18 +26,18 @@ std::string attention(Converter& cx, const std::string& q, const std::string& k,
   for (int64_t i = 0; i < rank; ++i) perm[i] = i;
   std::swap(perm[rank - 1], perm[rank - 2]);
   const std::string kt = b.node1("Transpose", {k}, {{"perm", perm}});
-  std::string scores = b.node1("MatMul", {b.node1("Mul", {q, b.scalar_float(scale, dt)}), kt});
+  std::string scores = b.node1("MatMul", {b.node1("Mul", {q, cx.scalar_float(scale, dt)}), kt});
   const double neg_inf = -std::numeric_limits<double>::infinity();
   if (causal) {  // -inf above the diagonal
     const std::string l = slice1d(cx, cx.shape_of(q), rank - 2, rank - 1);
     const std::string s = slice1d(cx, cx.shape_of(k), rank - 2, rank - 1);
     const std::string shape = b.node1("Concat", {l, s}, {{"axis", int64_t{0}}});
-    const std::string filled = b.node1("ConstantOfShape", {shape}, {{"value", at::full({1}, neg_inf, at::TensorOptions().dtype(dt))}});
+    const std::string filled = b.node1("ConstantOfShape", {shape}, {{"value", raw(at::full({1}, neg_inf, at::TensorOptions().dtype(dt)))}});
     scores = b.node1("Add", {scores, b.node1("Trilu", {filled, b.scalar_int64(1)}, {{"upper", int64_t{1}}})});
   }
   if (!mask.name.empty()) {
     if (mask.is_bool) {
-      const std::string blocked = b.scalar_float(neg_inf, dt);
+      const std::string blocked = cx.scalar_float(neg_inf, dt);
       scores = mask.blocks ? b.node1("Where", {mask.name, blocked, scores}) : b.node1("Where", {mask.name, scores, blocked});
     } else {
       scores = b.node1("Add", {scores, mask.name});
@@ -77,8 +77,8 @@ void sdpa(Converter& cx, const Node* n, bool legacy) {
 std::string projection(Converter& cx, const std::string& x, const at::Tensor& w, const at::Tensor& bias, int64_t part,
                        int64_t width, const std::string& stem) {
   const at::Tensor wp = w.narrow(0, part * width, width).t().contiguous();
-  std::string y = cx.b.node1("MatMul", {x, cx.b.initializer(wp, stem + ".in_proj_weight_t")});
-  if (bias.defined()) y = cx.b.node1("Add", {y, cx.b.initializer(bias.narrow(0, part * width, width), stem + ".in_proj_bias")});
+  std::string y = cx.b.node1("MatMul", {x, cx.constant(wp, stem + ".in_proj_weight_t")});
+  if (bias.defined()) y = cx.b.node1("Add", {y, cx.constant(bias.narrow(0, part * width, width), stem + ".in_proj_bias")});
   return y;
 }
 
@@ -99,8 +99,8 @@ void native_mha(Converter& cx, const Node* n) {
   const std::string query = cx.tensor(n->input(0), dt);
   std::vector<std::string> qkv;
   if (cx.val(n->input(0)).name == cx.val(n->input(1)).name && cx.val(n->input(1)).name == cx.val(n->input(2)).name) {
-    std::string packed = b.node1("MatMul", {query, b.initializer(w.t().contiguous(), stem + ".in_proj_weight_t")});
-    if (bias.defined()) packed = b.node1("Add", {packed, b.initializer(bias, stem + ".in_proj_bias")});
+    std::string packed = b.node1("MatMul", {query, cx.constant(w.t().contiguous(), stem + ".in_proj_weight_t")});
+    if (bias.defined()) packed = b.node1("Add", {packed, cx.constant(bias, stem + ".in_proj_bias")});
     qkv = b.node("Split", {packed, b.int64s({width, width, width})}, 3, {{"axis", int64_t{-1}}});
   } else {
     for (int64_t part = 0; part < 3; ++part)

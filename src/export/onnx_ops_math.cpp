@@ -50,7 +50,7 @@ void add_or_sub(Converter& cx, const Node* n, const std::string& op) {
   std::string b = cx.tensor(n->input(1), t);
   if (n->inputs().size() > 2 && !cx.is_none(n->input(2))) {
     const double alpha = cx.static_double(n->input(2), "alpha");
-    if (alpha != 1.0) b = cx.b.node1("Mul", {b, cx.b.scalar_float(alpha, t)});
+    if (alpha != 1.0) b = cx.b.node1("Mul", {b, cx.scalar_float(alpha, t)});
   }
   cx.set(n->output(0), cx.b.node1(op, {a, b}, {}, cx.stem(n)));
 }
@@ -95,7 +95,7 @@ void unary(Converter& cx, const Node* n, const std::string& op, const Attributes
 void clip(Converter& cx, const Node* n, const std::optional<double>& lo, const std::optional<double>& hi) {
   const at::ScalarType t = cx.result_dtype();
   const std::string x = cx.tensor(n->input(0), t);
-  std::vector<std::string> inputs = {x, lo ? cx.b.scalar_float(*lo, t) : "", hi ? cx.b.scalar_float(*hi, t) : ""};
+  std::vector<std::string> inputs = {x, lo ? cx.scalar_float(*lo, t) : "", hi ? cx.scalar_float(*hi, t) : ""};
   if (!hi) inputs.pop_back();
   cx.set(n->output(0), cx.b.node1("Clip", inputs, {}, cx.stem(n)));
 }
@@ -130,13 +130,13 @@ void gelu(Converter& cx, const Node* n) {
   std::string inner;
   if (approximate == "tanh") {  // tanh(sqrt(2/pi) (x + 0.044715 x^3))
     const std::string cube = b.node1("Mul", {b.node1("Mul", {x, x}), x});
-    const std::string sum = b.node1("Add", {x, b.node1("Mul", {cube, b.scalar_float(0.044715, t)})});
-    inner = b.node1("Tanh", {b.node1("Mul", {sum, b.scalar_float(std::sqrt(2.0 / M_PI), t)})});
+    const std::string sum = b.node1("Add", {x, b.node1("Mul", {cube, cx.scalar_float(0.044715, t)})});
+    inner = b.node1("Tanh", {b.node1("Mul", {sum, cx.scalar_float(std::sqrt(2.0 / M_PI), t)})});
   } else {  // erf(x / sqrt 2)
-    inner = b.node1("Erf", {b.node1("Div", {x, b.scalar_float(std::sqrt(2.0), t)})});
+    inner = b.node1("Erf", {b.node1("Div", {x, cx.scalar_float(std::sqrt(2.0), t)})});
   }
-  const std::string half_x = b.node1("Mul", {x, b.scalar_float(0.5, t)});
-  cx.set(n->output(0), b.node1("Mul", {half_x, b.node1("Add", {inner, b.scalar_float(1.0, t)})}, {}, cx.stem(n)));
+  const std::string half_x = b.node1("Mul", {x, cx.scalar_float(0.5, t)});
+  cx.set(n->output(0), b.node1("Mul", {half_x, b.node1("Add", {inner, cx.scalar_float(1.0, t)})}, {}, cx.stem(n)));
 }
 
 void silu(Converter& cx, const Node* n) {
@@ -255,13 +255,17 @@ void add_math_ops(std::map<std::string, OpHandler>& t) {
     const at::ScalarType dt = cx.result_dtype();
     std::string self = cx.tensor(n->input(0), dt);
     const double alpha = n->inputs().size() > 2 ? cx.static_double(n->input(2), "alpha") : 1.0;
-    if (alpha != 1.0) self = cx.b.node1("Mul", {self, cx.b.scalar_float(alpha, dt)});
+    if (alpha != 1.0) self = cx.b.node1("Mul", {self, cx.scalar_float(alpha, dt)});
     cx.set(n->output(0), cx.b.node1("Sub", {cx.tensor(n->input(1), dt), self}, {}, cx.stem(n)));
   };
   t["aten::rsqrt"] = [](Converter& cx, Node* n) {
     cx.set(n->output(0), cx.b.node1("Reciprocal", {cx.b.node1("Sqrt", {cx.tensor(n->input(0), cx.result_dtype())})}));
   };
   t["aten::floordiv"] = [](Converter& cx, Node* n) { same_dtype_op(cx, n, "Div", {0, 1}); };
+  t["aten::floor_divide"] = [](Converter& cx, Node* n) {  // ONNX's integer Div truncates: the same for sizes (>= 0)
+    same_dtype_op(cx, n, "Div", {0, 1});
+    if (at::isFloatingType(cx.result_dtype())) cx.set(n->output(0), cx.b.node1("Floor", {cx.val(n->output(0)).name}));
+  };
   t["aten::remainder"] = [](Converter& cx, Node* n) {
     same_dtype_op(cx, n, "Mod", {0, 1}, {{"fmod", int64_t{at::isFloatingType(cx.result_dtype()) ? 1 : 0}}});
   };

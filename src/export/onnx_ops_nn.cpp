@@ -99,9 +99,9 @@ void add_matmul(Converter& cx, const Node* n) {
   const at::ScalarType dt = cx.result_dtype();
   std::string product = cx.b.node1("MatMul", {cx.tensor(n->input(1), dt), cx.tensor(n->input(2), dt)}, {}, cx.stem(n));
   const double beta = cx.static_double(n->input(3), "beta"), alpha = cx.static_double(n->input(4), "alpha");
-  if (alpha != 1.0) product = cx.b.node1("Mul", {product, cx.b.scalar_float(alpha, dt)});
+  if (alpha != 1.0) product = cx.b.node1("Mul", {product, cx.scalar_float(alpha, dt)});
   std::string bias = cx.tensor(n->input(0), dt);
-  if (beta != 1.0) bias = cx.b.node1("Mul", {bias, cx.b.scalar_float(beta, dt)});
+  if (beta != 1.0) bias = cx.b.node1("Mul", {bias, cx.scalar_float(beta, dt)});
   cx.set(n->output(0), cx.b.node1("Add", {bias, product}, {}, cx.stem(n)));
 }
 
@@ -162,7 +162,7 @@ void adaptive_pool(Converter& cx, const Node* n, bool is_max) {
 
 std::string parameter_or(Converter& cx, const Value* v, const std::vector<int64_t>& shape, double fill, at::ScalarType dt) {
   if (!cx.is_none(v)) return cx.tensor(v, dt);
-  return cx.b.initializer(at::full(shape, fill, at::TensorOptions().dtype(dt)), "const");
+  return cx.constant(at::full(shape, fill, at::TensorOptions().dtype(dt)));
 }
 
 // batch_norm(x, weight, bias, mean, var, training, momentum, eps, cudnn)

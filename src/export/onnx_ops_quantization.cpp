@@ -8,13 +8,12 @@
 namespace qforge::onnx_export {
 namespace {
 
-int32_t activation_type(int64_t qmin, int64_t qmax, int64_t opset) {
-  namespace pb = qforge::onnx;
-  if (qmin == -128 && qmax == 127) return pb::TensorProto::INT8;
-  if (qmin == 0 && qmax == 255) return pb::TensorProto::UINT8;
-  if (opset >= 21 && qmin == -8 && qmax == 7) return pb::TensorProto::INT4;
-  if (opset >= 21 && qmin == 0 && qmax == 15) return pb::TensorProto::UINT4;
-  return qmin < 0 ? pb::TensorProto::INT8 : pb::TensorProto::UINT8;  // narrower ranges: clipped after (below)
+ElementType activation_type(int64_t qmin, int64_t qmax, int64_t opset) {
+  if (qmin == -128 && qmax == 127) return ElementType::Int8;
+  if (qmin == 0 && qmax == 255) return ElementType::UInt8;
+  if (opset >= 21 && qmin == -8 && qmax == 7) return ElementType::Int4;
+  if (opset >= 21 && qmin == 0 && qmax == 15) return ElementType::UInt4;
+  return qmin < 0 ? ElementType::Int8 : ElementType::UInt8;  // narrower ranges: clipped after (below)
 }
 
 at::Tensor tensor_of(const c10::IValue& v, at::ScalarType dt) {
@@ -40,15 +39,12 @@ void fake_quantize(Converter& cx, const Node* n, bool per_channel) {
   auto shared = cx.activation_qdq.find(key);
   if (shared != cx.activation_qdq.end()) return cx.set(n->output(0), cx.cast(shared->second, at::kFloat, dt));
 
-  const int32_t type = activation_type(qmin, qmax, cx.options.opset);
-  namespace pb = qforge::onnx;
-  const at::Tensor stored_zero = type == pb::TensorProto::INT8 ? zero.to(at::kChar)
-                                 : type == pb::TensorProto::UINT8 ? zero.to(at::kByte) : zero.to(at::kInt);
+  const ElementType type = activation_type(qmin, qmax, cx.options.opset);
   const Val& scale_value = cx.val(n->input(1));
   const std::string layer = cx.layer_of(scale_value);
   const std::string stem = layer.empty() ? "activation" : layer + ".input";
-  const std::string s = cx.b.initializer(axis < 0 ? scale.reshape({}) : scale, stem + "_scale");
-  const std::string z = cx.b.initializer(axis < 0 ? stored_zero.reshape({}) : stored_zero, stem + "_zero_point", type);
+  const std::string s = cx.constant(axis < 0 ? scale.reshape({}) : scale, stem + "_scale");
+  const std::string z = cx.b.initializer(raw_codes(axis < 0 ? zero.reshape({}) : zero, type), stem + "_zero_point");
   Attributes attributes;
   if (axis >= 0) attributes.push_back({"axis", axis});
   const std::string q = cx.b.node1("QuantizeLinear", {x, s, z}, attributes, stem);
@@ -57,13 +53,13 @@ void fake_quantize(Converter& cx, const Node* n, bool per_channel) {
   // values as the fake-quant op, since clamping the codes and clipping their
   // dequantized values agree (the dequantization is increasing).
   const bool narrower = !(qmin == -128 && qmax == 127) && !(qmin == 0 && qmax == 255) &&
-                        !(type == pb::TensorProto::INT4 || type == pb::TensorProto::UINT4);
+                        type != ElementType::Int4 && type != ElementType::UInt4;
   if (narrower) {
     if (axis >= 0) cx.fail(n, "per-channel activation quantization narrower than 8 bits has no ONNX form");
     const double s0 = scale.item<double>(), z0 = static_cast<double>(zero.item<int64_t>());
     const float lo = static_cast<float>(qmin - z0) * static_cast<float>(s0);
     const float hi = static_cast<float>(qmax - z0) * static_cast<float>(s0);
-    y = cx.b.node1("Clip", {y, cx.b.scalar_float(lo), cx.b.scalar_float(hi)});
+    y = cx.b.node1("Clip", {y, cx.scalar_float(lo), cx.scalar_float(hi)});
   }
   QuantizerRecord record;
   record.layer = layer.empty() ? x : layer;

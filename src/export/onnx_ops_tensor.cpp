@@ -184,13 +184,13 @@ std::vector<std::string> tensors_of_list(Converter& cx, const Value* list, at::S
     for (const auto& t : v.example.toListRef()) {
       Val constant;
       constant.example = t;
-      names.push_back(cx.b.initializer(t.toTensor().to(dtype), "const"));
+      names.push_back(cx.constant(t.toTensor().to(dtype), "const"));
     }
     return names;
   }
   for (const auto& item : v.items) {
     if (item.runtime()) names.push_back(cx.cast(item.name, number_dtype(item.example), dtype));
-    else names.push_back(cx.b.initializer(item.example.toTensor().to(dtype), "const"));
+    else names.push_back(cx.constant(item.example.toTensor().to(dtype), "const"));
   }
   return names;
 }
@@ -274,7 +274,7 @@ void index(Converter& cx, const Node* n) {
   if (list.size() != 1 || !list[0].isTensor() || list[0].toTensor().scalar_type() == at::kBool)
     cx.fail(n, "only indexing the first dim with one integer tensor has an ONNX form here");
   const std::string idx = indices.runtime() ? cx.cast(indices.items.at(0).name, list[0].toTensor().scalar_type(), at::kLong)
-                                            : cx.b.initializer(list[0].toTensor().to(at::kLong), "const");
+                                            : cx.constant(list[0].toTensor().to(at::kLong), "const");
   cx.set(n->output(0), cx.b.node1("Gather", {cx.tensor(n->input(0)), idx}, {{"axis", int64_t{0}}}, cx.stem(n)));
 }
 
@@ -291,7 +291,7 @@ void arange(Converter& cx, const Node* n) {
   const at::ScalarType dt = cx.result_dtype();
   // (end, dtype, layout, device, pin) (start, end, ...) (start, end, step, ...)
   const size_t count = n->inputs().size() >= 5 ? n->inputs().size() - 4 : 1;
-  std::string start = cx.b.scalar_float(0, dt), end, step = cx.b.scalar_float(1, dt);
+  std::string start = cx.scalar_float(0, dt), end, step = cx.scalar_float(1, dt);
   if (count == 1) {
     end = cx.tensor(n->input(0), dt);
   } else {
@@ -308,7 +308,7 @@ void filled(Converter& cx, const Node* n, std::optional<double> value, bool like
   const double fill = value ? *value : cx.static_double(n->input(1), "the fill value");
   const std::string shape = like ? cx.shape_of(cx.tensor(n->input(0))) : cx.int64_list(n->input(0));
   const at::Tensor one = at::full({1}, fill, example.options().device(at::kCPU));
-  cx.set(n->output(0), cx.b.node1("ConstantOfShape", {shape}, {{"value", one}}, cx.stem(n)));
+  cx.set(n->output(0), cx.b.node1("ConstantOfShape", {shape}, {{"value", raw(one)}}, cx.stem(n)));
 }
 
 // triu / tril(x, diagonal)
@@ -328,7 +328,7 @@ void constant_pad(Converter& cx, const Node* n) {
     pads[dim + rank] = pad[i + 1];
   }
   const at::ScalarType dt = cx.result_dtype();
-  const std::string value = cx.b.scalar_float(cx.static_double(n->input(2), "the pad value"), dt);
+  const std::string value = cx.scalar_float(cx.static_double(n->input(2), "the pad value"), dt);
   cx.set(n->output(0), cx.b.node1("Pad", {cx.tensor(n->input(0)), cx.b.int64s(pads), value}, {{"mode", std::string("constant")}},
                                   cx.stem(n)));
 }

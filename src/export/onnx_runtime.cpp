@@ -124,6 +124,10 @@ std::optional<OnnxRuntimeRun> run_in_onnxruntime(const std::string& model_path, 
   manifest["inputs"] = list;
   manifest["batch_size"] = batch_size;
   manifest["threads"] = 0;
+  // 4-bit weights behind a blocked DequantizeLinear before MatMul become onnxruntime's
+  // MatMulNBits, which by default also rounds the activations to int8 (accuracy level 4);
+  // level 1 computes in float, as the file's weight-only scheme says.
+  manifest["session_config"] = json::object{{"session.qdq_matmulnbits_accuracy_level", "1"}};
   manifest["outputs_dir"] = dir.path.string();
   const std::string manifest_path = (dir.path / "manifest.json").string();
   {
