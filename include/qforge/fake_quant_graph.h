@@ -60,6 +60,14 @@ at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multipli
 torch::jit::Module with_fake_quantization(const torch::jit::Module& module, const std::string& method,
                                           const std::vector<LayerFakeQuant>& layers);
 
+// TensorRT fuses a residual add into the convolution before it when the add's
+// other input is quantized. For each add of a convolution's output and a tensor
+// that a layer's input quantizer already quantizes, the add reads that tensor
+// through the same quantizer (so the TorchScript model and its ONNX export, which
+// then shares one Q/DQ pair between both consumers, compute alike). Edits the
+// method's graph in place, before it first runs; returns the adds changed.
+int quantize_residual_inputs(torch::jit::Module& module, const std::string& method);
+
 // A clone of `module` whose `method` calls qforge::observe(x, i) on the
 // input x of every linear/conv op that reads layer i's weight: the
 // calibration graph. The op hands x to the ObserveScope active on this

@@ -329,6 +329,10 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       if (l.weight) result.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
     }
     result.model = quantized.empty() ? base.clone() : with_fake_quantization(base, method, quantized);
+    if (!quantized.empty() && config.deployment_settings && config.deployment_settings->target == Target::TensorRT) {
+      const int adds = quantize_residual_inputs(result.model, method);
+      if (adds) log::info("TensorRT placement: " + std::to_string(adds) + " residual add(s) read their shortcut quantized");
+    }
     // Store weights already on their grid: the file holds exactly the deployed values.
     for (const auto& l : result.layers) {
       if (!l.quantized || !l.weight) continue;

@@ -234,4 +234,45 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
   return module;
 }
 
+namespace {
+
+bool is_convolution(const Node* n) {
+  static const std::set<std::string> ops = {"aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d"};
+  return ops.count(n->kind().toQualString()) > 0;
+}
+
+// The per-tensor quantizer that already quantizes `x` for a layer, when it runs before `node`.
+Node* quantizer_of(Value* x, const Node* node) {
+  for (const auto& use : x->uses())
+    if (use.offset == 0 && use.user->kind() == c10::Symbol::aten("fake_quantize_per_tensor_affine") &&
+        use.user->isBefore(node))
+      return use.user;
+  return nullptr;
+}
+
+}  // namespace
+
+int quantize_residual_inputs(torch::jit::Module& module, const std::string& method) {
+  const auto graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
+  std::vector<Node*> adds;
+  for (Node* n : graph->nodes())
+    if (n->kind() == c10::aten::add || n->kind() == c10::Symbol::aten("add_")) adds.push_back(n);
+  int count = 0;
+  for (Node* add : adds) {
+    for (size_t side = 0; side < 2; ++side) {
+      Value* other = add->input(1 - side);
+      if (!is_convolution(add->input(side)->node()) || is_convolution(other->node())) continue;
+      Node* quantizer = quantizer_of(other, add);
+      if (!quantizer) continue;
+      WithInsertPoint before_add(add);
+      Node* copy = graph->insertNode(graph->create(quantizer->kind(), quantizer->inputs(), 1));
+      copy->output()->setType(quantizer->output()->type());
+      add->replaceInput(1 - side, copy->output());
+      ++count;
+      break;
+    }
+  }
+  return count;
+}
+
 }  // namespace qforge
