@@ -64,26 +64,28 @@ std::string fixed(double v, int digits) {
 
 std::string percent(int64_t part, int64_t whole) { return whole ? fixed(100.0 * part / whole, 2) + "%" : "-"; }
 
-json::object evaluation_json(const EvaluationResult& e) {
+// The sums of a reference model (`reference`: "float") against another
+// (`other`: "compiled"), keyed by those names.
+json::object evaluation_json(const EvaluationResult& e, const std::string& reference = "float",
+                             const std::string& other = "compiled") {
   json::object ev;
   ev["rows"] = e.rows;
   ev["predictions"] = e.predictions;
   ev["labelled"] = e.labelled;
   if (e.labelled) {
-    ev["float_top1"] = static_cast<double>(e.fp_correct) / e.labelled;
-    ev["compiled_top1"] = static_cast<double>(e.compiled_correct) / e.labelled;
-    ev["float_cross_entropy"] = e.fp_nll / e.labelled;
-    ev["compiled_cross_entropy"] = e.compiled_nll / e.labelled;
+    ev[reference + "_top1"] = static_cast<double>(e.fp_correct) / e.labelled;
+    ev[other + "_top1"] = static_cast<double>(e.compiled_correct) / e.labelled;
+    ev[reference + "_cross_entropy"] = e.fp_nll / e.labelled;
+    ev[other + "_cross_entropy"] = e.compiled_nll / e.labelled;
     if (e.sequence) {
-      ev["float_perplexity"] = e.fp_perplexity();
-      ev["compiled_perplexity"] = e.compiled_perplexity();
+      ev[reference + "_perplexity"] = e.fp_perplexity();
+      ev[other + "_perplexity"] = e.compiled_perplexity();
     }
   }
   if (e.predictions) ev["top1_agreement"] = static_cast<double>(e.top1_agreement) / e.predictions;
   ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
   return ev;
 }
-
 
 // The ONNX file run in onnxruntime against the TorchScript model ("float" in the sums).
 json::object onnx_json(const OnnxSummary& o) {
@@ -95,22 +97,8 @@ json::object onnx_json(const OnnxSummary& o) {
   out["quantized_activations"] = o.quantized_activations;
   out["notes"] = json::array(o.notes.begin(), o.notes.end());
   if (o.evaluation) {
-    const auto& e = *o.evaluation;
-    json::object ev;
+    json::object ev = evaluation_json(*o.evaluation, "torchscript", "onnx");
     ev["runtime"] = o.runtime;
-    ev["rows"] = e.rows;
-    ev["predictions"] = e.predictions;
-    ev["labelled"] = e.labelled;
-    if (e.labelled) {
-      ev["torchscript_top1"] = static_cast<double>(e.fp_correct) / e.labelled;
-      ev["onnx_top1"] = static_cast<double>(e.compiled_correct) / e.labelled;
-      if (e.sequence) {
-        ev["torchscript_perplexity"] = e.fp_perplexity();
-        ev["onnx_perplexity"] = e.compiled_perplexity();
-      }
-    }
-    if (e.predictions) ev["top1_agreement"] = static_cast<double>(e.top1_agreement) / e.predictions;
-    ev["output_sqnr_db"] = finite_or_null(e.output_sqnr_db);
     out["evaluation"] = ev;
   } else {
     out["not_evaluated"] = o.not_evaluated;
@@ -120,34 +108,24 @@ json::object onnx_json(const OnnxSummary& o) {
 
 }  // namespace
 
-std::string onnx_evaluation_text(const EvaluationResult& e) {
-  std::ostringstream out;
-  out << e.rows << " held-out rows: ";
-  if (e.labelled) {
-    out << "top-1 TorchScript " << percent(e.fp_correct, e.labelled) << ", ONNX " << percent(e.compiled_correct, e.labelled)
-        << "; ";
-    if (e.sequence)
-      out << "perplexity TorchScript " << fixed(e.fp_perplexity(), 3) << ", ONNX " << fixed(e.compiled_perplexity(), 3)
-          << "; ";
-  }
-  if (e.predictions) out << "top-1 agreement " << percent(e.top1_agreement, e.predictions) << ", ";
-  out << "output SQNR against TorchScript " << fixed(e.output_sqnr_db, 1) << " dB";
-  return out.str();
-}
-
-// "top-1 float 96.55%, compiled 96.60%; perplexity ...; top-1 agreement ..., output SQNR ... dB"
-std::string evaluation_text(const EvaluationResult& e) {
+std::string evaluation_text(const EvaluationResult& e, const std::string& reference, const std::string& other) {
   std::ostringstream out;
   if (e.labelled) {
-    out << "top-1 float " << percent(e.fp_correct, e.labelled) << ", compiled " << percent(e.compiled_correct, e.labelled)
-        << "; ";
+    out << "top-1 " << reference << " " << percent(e.fp_correct, e.labelled) << ", " << other << " "
+        << percent(e.compiled_correct, e.labelled) << "; ";
     if (e.sequence)
-      out << "perplexity float " << fixed(e.fp_perplexity(), 3) << ", compiled " << fixed(e.compiled_perplexity(), 3)
-          << "; ";
+      out << "perplexity " << reference << " " << fixed(e.fp_perplexity(), 3) << ", " << other << " "
+          << fixed(e.compiled_perplexity(), 3) << "; ";
   }
   if (e.predictions) out << "top-1 agreement " << percent(e.top1_agreement, e.predictions) << ", ";
   out << "output SQNR " << fixed(e.output_sqnr_db, 1) << " dB";
   return out.str();
+}
+
+std::string evaluation_text(const EvaluationResult& e) { return evaluation_text(e, "float", "compiled"); }
+
+std::string onnx_evaluation_text(const EvaluationResult& e) {
+  return std::to_string(e.rows) + " held-out rows: " + evaluation_text(e, "TorchScript", "ONNX");
 }
 
 std::string quant_params_json(const CompileResult& result, const ExperimentConfig& config) {

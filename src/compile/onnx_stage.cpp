@@ -1,6 +1,7 @@
 #include "compile/onnx_stage.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
