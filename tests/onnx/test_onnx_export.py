@@ -246,6 +246,49 @@ def case_linear_int4_groups():
             y, min_sqnr=50.0)
 
 
+def case_torchvision_classifiers():
+    """The classifier families of torchvision, small configurations traced at 32x32
+    (ViT and ConvNeXt built smaller than their published sizes, same code), each
+    compiled to INT8 for onnxruntime and run in onnxruntime against TorchScript."""
+    print(require_onnxruntime())
+    import torch
+    import torchvision
+    from torchvision.models.convnext import CNBlockConfig
+    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
+    from qforge_h5 import write_samples
+    m = torchvision.models
+    builders = {
+        "mobilenet_v3_small": lambda: m.mobilenet_v3_small(num_classes=10),
+        "efficientnet_b0": lambda: m.efficientnet_b0(num_classes=10),
+        "regnet_y_400mf": lambda: m.regnet_y_400mf(num_classes=10),
+        "shufflenet_v2_x0_5": lambda: m.shufflenet_v2_x0_5(num_classes=10),
+        "squeezenet1_1": lambda: m.squeezenet1_1(num_classes=10),
+        "mnasnet0_5": lambda: m.mnasnet0_5(num_classes=10),
+        "convnext": lambda: m.ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=10),
+        "vit": lambda: m.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                                           mlp_dim=64, num_classes=10),
+    }
+    rng = np.random.default_rng(0)
+    data = os.path.join(WORK, "img32.h5")
+    write_samples(data, "tensor", ["x"], {"s32": {"x": rng.standard_normal((16, 3, 32, 32), dtype=np.float32)}})
+    torch.manual_seed(0)
+    for name, build in builders.items():
+        model = build().eval()
+        path = os.path.join(WORK, f"{name}.pt")
+        with torch.no_grad():
+            torch.jit.trace(model, torch.randn(1, 3, 32, 32)).save(path)
+        # fullgraph: false keeps layers that only fused ops read (ViT's attention projection) in float.
+        out = compile_model(path, data, "onnxruntime", name, extra="fullgraph: false\n")
+        groups = data_rows(data)
+        # Random weights amplify rounding: onnxruntime's sigmoid and SiLU (x * sigmoid(x))
+        # differ from ATen's in the last bits, which moves a few activation codes by one
+        # step, and deep untrained networks grow that (EfficientNet: 32-40 dB). So this
+        # coverage check asks for full top-1 agreement and 30 dB; the trained models
+        # (MNIST, fortunes) and the cases above hold 35 dB.
+        compare(name, torch_outputs(os.path.join(out, "model.qforge.pt"), groups),
+                onnx_outputs(os.path.join(out, "model.qforge.onnx"), groups), min_agreement=1.0, min_sqnr=30.0)
+
+
 def case_batch_sizes_1_and_7():
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "batches")
