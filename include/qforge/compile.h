@@ -25,6 +25,8 @@ struct LayerResult {
   QuantRange weight_range;
   std::optional<ActivationObserver::Result> input;  // input activation range and parameters
   QuantRange input_range;
+  std::optional<ActivationObserver::Result> output;  // output range, where the output meets a residual add (onnxruntime, openvino)
+  QuantRange output_range;
   std::optional<double> sensitivity;    // relative output error with only this layer quantized
   std::optional<double> weight_sqnr_db;  // weight vs its quantized values (before fine-tuning)
   bool fine_tuned = false;               // its weight carries a merged QA-LoRA adapter

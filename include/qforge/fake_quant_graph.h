@@ -41,6 +41,8 @@ struct LayerFakeQuant {
   QuantRange weight_range;
   std::optional<QParams> input;            // per-tensor activation quantization of the layer's input
   QuantRange input_range;
+  std::optional<QParams> output;           // per-tensor quantization of the layer's output (residual adds)
+  QuantRange output_range;
   // Learned ranges (LSQ with the scale in the log domain): when defined, the
   // scale used is scale·exp(log_multiplier), through ATen's learnable
   // fake-quant ops, so the multiplier gets a gradient. One element per scale.
@@ -75,6 +77,20 @@ int quantize_residual_inputs(torch::jit::Module& module, const std::string& meth
 // layer whose weight the method does not read.
 torch::jit::Module with_observers(const torch::jit::Module& module, const std::string& method,
                                   const std::vector<std::string>& layers);
+
+// A tensor calibration observes: a layer's input, or its output.
+struct ObservedTensor {
+  std::string layer;
+  bool output = false;
+};
+// As above, with observers on layer outputs too (qforge::observe(y, i) after the op).
+torch::jit::Module with_observers(const torch::jit::Module& module, const std::string& method,
+                                  const std::vector<ObservedTensor>& points);
+
+// The layers whose output (a convolution's or linear's result) is an operand of
+// an add: the residual connections that onnxruntime runs as one quantized add
+// when both operands and the sum are quantized.
+std::vector<std::string> layers_feeding_adds(const torch::jit::Module& module, const std::string& method);
 
 // The layers (module paths) whose weight `method` reads.
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method);

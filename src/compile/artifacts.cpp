@@ -47,6 +47,13 @@ json::object layer_params_json(const LayerResult& l) {
     a["zero_point"] = numbers(l.input->qparams.zero_point);
     o["activations"] = a;
   }
+  if (l.quantized && l.output) {
+    json::object a = scheme_json(l.plan.activations, l.output_range);
+    a["range"] = json::array{l.output->lo, l.output->hi};
+    a["scale"] = numbers(l.output->qparams.scale);
+    a["zero_point"] = numbers(l.output->qparams.zero_point);
+    o["outputs"] = a;
+  }
   if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
   if (l.fine_tuned) o["fine_tuned"] = true;
   return o;

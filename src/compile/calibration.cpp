@@ -13,15 +13,15 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
                                                   const std::vector<CalibrationPoint>& points, const Runner& run,
                                                   const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
   std::vector<ActivationObserver> observers;
-  std::vector<std::string> layers;
+  std::vector<ObservedTensor> tensors;
   bool any_histogram = false;
   for (const auto& p : points) {
     observers.emplace_back(p.settings);
-    layers.push_back(p.layer);
+    tensors.push_back({p.layer, p.output});
     any_histogram = any_histogram || observers.back().needs_histogram();
   }
   if (points.empty()) return observers;
-  torch::jit::Module observed = with_observers(model, method, layers);
+  torch::jit::Module observed = with_observers(model, method, tensors);
   bool histogram_pass = false;
   const auto run_shard = [&] {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) {
@@ -50,7 +50,7 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
 
 ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {
   if (!std::isfinite(observer.observed_min()) || !std::isfinite(observer.observed_max()))
-    throw ModelError("layer '" + point.layer + "': no finite input values were observed on the calibration data "
+    throw ModelError("layer '" + point.layer + "': no finite " + (point.output ? "output" : "input") + " values were observed on the calibration data "
                      "(the method did not run the layer, or its inputs overflow); skip it in layer_quantization_settings");
   return observer.compute();
 }

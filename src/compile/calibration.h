@@ -14,8 +14,9 @@
 namespace qforge {
 
 struct CalibrationPoint {
-  std::string layer;            // the layer whose input is observed
+  std::string layer;            // the layer whose input (or output) is observed
   TensorQuantSettings settings;  // its activation settings
+  bool output = false;          // its output rather than its input
 };
 
 // Collective. Returns one reduced observer per point, identical on every rank.

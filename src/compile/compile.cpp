@@ -65,6 +65,8 @@ LayerFakeQuant fake_quant_of(const LayerResult& l) {
   f.weight_range = l.weight_range;
   if (l.input) f.input = l.input->qparams;
   f.input_range = l.input_range;
+  if (l.output) f.output = l.output->qparams;
+  f.output_range = l.output_range;
   return f;
 }
 
@@ -177,12 +179,21 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
 
   // Activation ranges: one observer per quantized layer input.
   std::vector<CalibrationPoint> points;
-  std::vector<int> point_of(plans.size(), -1);
-  for (size_t i = 0; i < plans.size(); ++i)
-    if (quantizing && plans[i].quantize && plans[i].activations.enabled) {
-      point_of[i] = static_cast<int>(points.size());
-      points.push_back({plans[i].layer.name, plans[i].activations});
-    }
+  std::vector<int> point_of(plans.size(), -1), output_point_of(plans.size(), -1);
+  // onnxruntime and OpenVINO run a residual add in int8 when both operands and the
+  // sum are quantized: the outputs of the layers that feed adds get a quantizer too.
+  const Target target = config.deployment_settings ? config.deployment_settings->target : Target::None;
+  std::vector<std::string> feeding_adds;
+  if (quantizing && (target == Target::OnnxRuntime || target == Target::OpenVino))
+    feeding_adds = layers_feeding_adds(model->module(), method);
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (!quantizing || !plans[i].quantize || !plans[i].activations.enabled) continue;
+    point_of[i] = static_cast<int>(points.size());
+    points.push_back({plans[i].layer.name, plans[i].activations});
+    if (std::find(feeding_adds.begin(), feeding_adds.end(), plans[i].layer.name) == feeding_adds.end()) continue;
+    output_point_of[i] = static_cast<int>(points.size());
+    points.push_back({plans[i].layer.name, plans[i].activations, true});
+  }
   std::vector<ActivationObserver> observers;
   if (!points.empty())
     observers = calibrate(model->module(), method, points, run_mixed,
@@ -204,6 +215,10 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       if (l.quantized && point_of[i] >= 0) {
         l.input = calibrated_range(points[point_of[i]], observers[point_of[i]]);
         l.input_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
+      }
+      if (l.quantized && output_point_of[i] >= 0) {
+        l.output = calibrated_range(points[output_point_of[i]], observers[output_point_of[i]]);
+        l.output_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
       result.layers.push_back(std::move(l));
     }
@@ -329,9 +344,10 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       if (l.weight) result.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
     }
     result.model = quantized.empty() ? base.clone() : with_fake_quantization(base, method, quantized);
-    if (!quantized.empty() && config.deployment_settings && config.deployment_settings->target == Target::TensorRT) {
+    if (!quantized.empty() &&
+        (target == Target::TensorRT || target == Target::OnnxRuntime || target == Target::OpenVino)) {
       const int adds = quantize_residual_inputs(result.model, method);
-      if (adds) log::info("TensorRT placement: " + std::to_string(adds) + " residual add(s) read their shortcut quantized");
+      if (adds) log::info(std::to_string(adds) + " residual add(s) read their shortcut through its quantizer");
     }
     // Store weights already on their grid: the file holds exactly the deployed values.
     for (const auto& l : result.layers) {

@@ -168,19 +168,41 @@ std::vector<std::string> layers_read_by(const torch::jit::Module& module, const 
 
 torch::jit::Module with_observers(const torch::jit::Module& original, const std::string& method,
                                   const std::vector<std::string>& layers) {
+  std::vector<ObservedTensor> points;
+  for (const auto& l : layers) points.push_back({l, false});
+  return with_observers(original, method, points);
+}
+
+torch::jit::Module with_observers(const torch::jit::Module& original, const std::string& method,
+                                  const std::vector<ObservedTensor>& points) {
   Rewrite rewrite(original, method);
   Graph& graph = *rewrite.graph;
   const auto observe = c10::Symbol::fromQualString("qforge::observe");
-  for (size_t point = 0; point < layers.size(); ++point) {
-    for (Node* read : rewrite.reads_of(layers[point], method)) {
+  for (size_t point = 0; point < points.size(); ++point) {
+    for (Node* read : rewrite.reads_of(points[point].layer, method)) {
       for (Node* user : activation_users(read->output())) {
-        WithInsertPoint before_user(user);
+        Value* observed = points[point].output ? user->output() : user->input(0);
+        WithInsertPoint at(points[point].output ? user->next() : user);
         Value* id = graph.insertConstant(static_cast<int64_t>(point));
-        graph.insertNode(graph.create(observe, {user->input(0), id}, 0));
+        graph.insertNode(graph.create(observe, {observed, id}, 0));
       }
     }
   }
   return rewrite.module;
+}
+
+std::vector<std::string> layers_feeding_adds(const torch::jit::Module& module, const std::string& method) {
+  const Rewrite rewrite(module, method);
+  std::vector<std::string> out;
+  for (const auto& [layer, reads] : rewrite.weight_reads) {
+    bool feeds_add = false;
+    for (Node* read : reads)
+      for (Node* user : activation_users(read->output()))
+        for (const auto& use : user->output()->uses())
+          feeds_add = feeds_add || use.user->kind() == c10::aten::add || use.user->kind() == c10::Symbol::aten("add_");
+    if (feeds_add) out.push_back(layer);
+  }
+  return out;
 }
 
 torch::jit::Module with_fake_quantization(const torch::jit::Module& original, const std::string& method,
@@ -222,11 +244,19 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         }
         weight->replaceAllUsesAfterNodeWith(quantized->node(), quantized);
       }
-      if (!layer.input) continue;
       for (Node* user : activation_users(quantized)) {
-        WithInsertPoint before_user(user);
-        user->replaceInput(0, insert_fake_quantize(module, *graph, layer.layer, "input", user->input(0), *layer.input,
-                                                   layer.input_range, -1, layer.input_log_multiplier));
+        if (layer.input) {
+          WithInsertPoint before_user(user);
+          user->replaceInput(0, insert_fake_quantize(module, *graph, layer.layer, "input", user->input(0), *layer.input,
+                                                     layer.input_range, -1, layer.input_log_multiplier));
+        }
+        if (layer.output) {
+          WithInsertPoint after_user(user->next());
+          Value* y = user->output();
+          Value* q = insert_fake_quantize(module, *graph, layer.layer, "output", y, *layer.output, layer.output_range, -1,
+                                          at::Tensor());
+          y->replaceAllUsesAfterNodeWith(q->node(), q);
+        }
       }
     }
   }
@@ -239,6 +269,13 @@ namespace {
 bool is_convolution(const Node* n) {
   static const std::set<std::string> ops = {"aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d"};
   return ops.count(n->kind().toQualString()) > 0;
+}
+
+// The node computing `v`, looking through a quantizer of it (a layer's output quantizer).
+const Node* producer(const Value* v) {
+  const Node* n = v->node();
+  if (n->kind() == c10::Symbol::aten("fake_quantize_per_tensor_affine")) return n->input(0)->node();
+  return n;
 }
 
 // The per-tensor quantizer that already quantizes `x` for a layer, when it runs before `node`.
@@ -261,7 +298,7 @@ int quantize_residual_inputs(torch::jit::Module& module, const std::string& meth
   for (Node* add : adds) {
     for (size_t side = 0; side < 2; ++side) {
       Value* other = add->input(1 - side);
-      if (!is_convolution(add->input(side)->node()) || is_convolution(other->node())) continue;
+      if (!is_convolution(producer(add->input(side))) || is_convolution(producer(other))) continue;
       Node* quantizer = quantizer_of(other, add);
       if (!quantizer) continue;
       WithInsertPoint before_add(add);
