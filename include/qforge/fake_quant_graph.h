@@ -63,7 +63,9 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& module, cons
                                           const std::vector<LayerFakeQuant>& layers);
 
 // TensorRT fuses a residual add into the convolution before it when the add's
-// other input is quantized. For each add of a convolution's output and a tensor
+// other input is quantized, and onnxruntime runs the add in int8 when both
+// operands are (with layers_feeding_adds' output quantizers on the convolution
+// side). For each add of a convolution's output and a tensor
 // that a layer's input quantizer already quantizes, the add reads that tensor
 // through the same quantizer (so the TorchScript model and its ONNX export, which
 // then shares one Q/DQ pair between both consumers, compute alike). Edits the

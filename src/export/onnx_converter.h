@@ -102,6 +102,24 @@ class Converter {
   std::string int64_list(const torch::jit::Value* v);
   std::string shape_of(const std::string& tensor_name);  // Shape, once per tensor
 
+  // While it lives, `v` reads as the ONNX tensor `name` (an input inside a fused op).
+  class Scope {
+   public:
+    Scope(Converter& cx, const torch::jit::Value* v, const std::string& name) : cx_(cx), v_(v), saved_(cx.val(v)) {
+      Val renamed = saved_;
+      renamed.name = name;
+      cx_.values_[v_] = renamed;
+    }
+    ~Scope() { cx_.values_[v_] = saved_; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    Converter& cx_;
+    const torch::jit::Value* v_;
+    Val saved_;
+  };
+
   // --- for handlers: writing outputs ---
   void set(const torch::jit::Value* v, const std::string& onnx_name);
   void set(const torch::jit::Value* v, Val value);

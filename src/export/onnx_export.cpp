@@ -101,7 +101,7 @@ void bind_inputs(Converter& cx, const torch::jit::Module& module, const torch::j
 }
 
 // The method's results as graph outputs: "output" for one tensor, "output_<i>" for a tuple, keys for a dict.
-void add_outputs(Converter& cx, const Val& result, onnx_export::OnnxBuilder& b, std::vector<std::string>& names) {
+void add_outputs(const Val& result, onnx_export::OnnxBuilder& b, std::vector<std::string>& names) {
   std::vector<std::pair<std::string, Val>> outputs;
   if (result.example.isTensor()) {
     outputs.push_back({"output", result});
@@ -145,7 +145,7 @@ OnnxModel export_onnx(const torch::jit::Module& module, const std::string& metho
   Converter cx(b, convert);
   bind_inputs(cx, module, *graph, method, binding, inputs);
   cx.run(graph->block());
-  add_outputs(cx, cx.val(graph->outputs()[0]), b, model.outputs);
+  add_outputs(cx.val(graph->outputs()[0]), b, model.outputs);
 
   for (const auto& input : inputs) {
     std::vector<int64_t> dims = input.example.sizes().vec();

@@ -82,50 +82,120 @@ std::string projection(Converter& cx, const std::string& x, const at::Tensor& w,
   return y;
 }
 
-// _native_multi_head_attention(query, key, value, embed_dim, num_head, qkv_weight,
-// qkv_bias, proj_weight, proj_bias, mask, need_weights, average_attn_weights, mask_type)
-// over [B, L, E] inputs; the mask marks what is blocked.
-void native_mha(Converter& cx, const Node* n) {
+// The inputs of a packed multi-head attention (nn.MultiheadAttention's weights).
+struct AttentionInputs {
+  const Value* query;
+  const Value* key;
+  const Value* value;
+  const Value* qkv_weight;
+  const Value* qkv_bias;
+  const Value* proj_weight;
+  const Value* proj_bias;
+  const Value* mask;       // marks what is blocked; may be None
+  int64_t mask_type = 0;   // 0: [L, S], 1: key padding [B, S], 2: [B, H, L, S]
+  int64_t width = 0, heads = 0;
+};
+
+// Multi-head attention over [B, L, E] inputs with the packed in-projection:
+// the output, and the attention probabilities in `probabilities`.
+std::string multi_head_attention(Converter& cx, const Node* n, const AttentionInputs& a, std::string* probabilities) {
   const at::ScalarType dt = cx.result_dtype();
-  const int64_t width = cx.static_int(n->input(3), "embed_dim");
-  const int64_t heads = cx.static_int(n->input(4), "num_head");
-  const int64_t head = width / heads;
-  if (!cx.is_static(n->input(5)) || !cx.is_static(n->input(6))) cx.fail(n, "the in-projection must be constant");
-  const at::Tensor w = cx.example(n->input(5)).toTensor();
-  const at::Tensor bias = cx.is_none(n->input(6)) ? at::Tensor() : cx.example(n->input(6)).toTensor();
-  const std::string stem = cx.val(n->input(5)).origin.empty() ? "attention" : cx.layer_of(cx.val(n->input(5)));
+  const int64_t head = a.width / a.heads;
+  if (!cx.is_static(a.qkv_weight) || !cx.is_static(a.qkv_bias)) cx.fail(n, "the in-projection must be constant");
+  const at::Tensor w = cx.example(a.qkv_weight).toTensor();
+  const at::Tensor bias = cx.is_none(a.qkv_bias) ? at::Tensor() : cx.example(a.qkv_bias).toTensor();
+  const std::string stem = cx.val(a.qkv_weight).origin.empty() ? "attention" : cx.layer_of(cx.val(a.qkv_weight));
   auto& b = cx.b;
 
-  const std::string query = cx.tensor(n->input(0), dt);
   std::vector<std::string> qkv;
-  if (cx.val(n->input(0)).name == cx.val(n->input(1)).name && cx.val(n->input(1)).name == cx.val(n->input(2)).name) {
-    std::string packed = b.node1("MatMul", {query, cx.constant(w.t().contiguous(), stem + ".in_proj_weight_t")});
+  const Val &q = cx.val(a.query), &k = cx.val(a.key), &v = cx.val(a.value);
+  if (q.name == k.name && k.name == v.name) {  // self-attention: one MatMul, then split
+    std::string packed = b.node1("MatMul", {cx.tensor(a.query, dt), cx.constant(w.t().contiguous(), stem + ".in_proj_weight_t")});
     if (bias.defined()) packed = b.node1("Add", {packed, cx.constant(bias, stem + ".in_proj_bias")});
-    qkv = b.node("Split", {packed, b.int64s({width, width, width})}, 3, {{"axis", int64_t{-1}}});
+    qkv = b.node("Split", {packed, b.int64s({a.width, a.width, a.width})}, 3, {{"axis", int64_t{-1}}});
   } else {
+    const Value* inputs[] = {a.query, a.key, a.value};
     for (int64_t part = 0; part < 3; ++part)
-      qkv.push_back(projection(cx, cx.tensor(n->input(part), dt), w, bias, part, width, stem));
+      qkv.push_back(projection(cx, cx.tensor(inputs[part], dt), w, bias, part, a.width, stem));
   }
-  const std::string split_shape = b.int64s({0, 0, heads, head});
+  const std::string split_shape = b.int64s({0, 0, a.heads, head});
   const std::vector<int64_t> to_heads = {0, 2, 1, 3};
   for (auto& x : qkv) x = b.node1("Transpose", {b.node1("Reshape", {x, split_shape})}, {{"perm", to_heads}});
 
-  Mask mask = mask_of(cx, n->input(9), true, dt);
-  if (!mask.name.empty()) {
-    const int64_t mask_type = cx.is_none(n->input(12)) ? 0 : cx.static_int(n->input(12), "mask_type");
-    if (mask_type == 1) mask.name = unsqueeze(cx, mask.name, {1, 2});  // key padding [B, S] -> [B, 1, 1, S]
-  }
-  std::string probabilities;
+  Mask mask = mask_of(cx, a.mask, true, dt);
+  if (!mask.name.empty() && a.mask_type == 1) mask.name = unsqueeze(cx, mask.name, {1, 2});  // [B, S] -> [B, 1, 1, S]
   std::string y = attention(cx, qkv[0], qkv[1], qkv[2], 4, 1.0 / std::sqrt(static_cast<double>(head)), mask, false, dt,
-                            &probabilities);
-  y = b.node1("Reshape", {b.node1("Transpose", {y}, {{"perm", to_heads}}), b.int64s({0, 0, width})});
-  y = b.node1("MatMul", {y, cx.weight(n->input(7), true, "MatMul")}, {}, stem);
-  if (!cx.is_none(n->input(8))) y = b.node1("Add", {y, cx.tensor(n->input(8), dt)});
-  cx.set(n->output(0), y);
+                            probabilities);
+  y = b.node1("Reshape", {b.node1("Transpose", {y}, {{"perm", to_heads}}), b.int64s({0, 0, a.width})});
+  y = b.node1("MatMul", {y, cx.weight(a.proj_weight, true, "MatMul")}, {}, stem);
+  if (!cx.is_none(a.proj_bias)) y = b.node1("Add", {y, cx.tensor(a.proj_bias, dt)});
+  return y;
+}
+
+int64_t mask_type_of(Converter& cx, const Value* v) { return cx.is_none(v) ? 0 : cx.static_int(v, "mask_type"); }
+
+// _native_multi_head_attention(query, key, value, embed_dim, num_head, qkv_weight,
+// qkv_bias, proj_weight, proj_bias, mask, need_weights, average_attn_weights, mask_type)
+void native_mha(Converter& cx, const Node* n) {
+  AttentionInputs a{n->input(0), n->input(1), n->input(2), n->input(5), n->input(6), n->input(7), n->input(8), n->input(9)};
+  a.mask_type = mask_type_of(cx, n->input(12));
+  a.width = cx.static_int(n->input(3), "embed_dim");
+  a.heads = cx.static_int(n->input(4), "num_head");
+  std::string probabilities;
+  cx.set(n->output(0), multi_head_attention(cx, n, a, &probabilities));
   if (!n->output(1)->uses().empty()) {
     const bool average = cx.example(n->input(11)).toBool();
     cx.set(n->output(1), average ? reduce(cx, "ReduceMean", probabilities, std::vector<int64_t>{1}, false) : probabilities);
   }
+}
+
+std::string layer_norm(Converter& cx, const std::string& x, const Value* weight, const Value* bias, double eps,
+                       at::ScalarType dt) {
+  return cx.b.node1("LayerNormalization", {x, cx.tensor(weight, dt), cx.tensor(bias, dt)},
+                    {{"axis", int64_t{-1}}, {"epsilon", eps}});
+}
+
+// _transformer_encoder_layer_fwd(src, embed_dim, num_heads, qkv_weight, qkv_bias,
+// proj_weight, proj_bias, use_gelu, norm_first, eps, norm_weight_1, norm_bias_1,
+// norm_weight_2, norm_bias_2, ffn_weight_1, ffn_bias_1, ffn_weight_2, ffn_bias_2,
+// mask, mask_type): nn.TransformerEncoderLayer's fused inference path.
+void transformer_encoder_layer(Converter& cx, const Node* n) {
+  if (cx.options.opset < 17) cx.fail(n, "LayerNormalization needs opset 17 or later");
+  const at::ScalarType dt = cx.result_dtype();
+  auto& b = cx.b;
+  const bool gelu = cx.example(n->input(7)).toBool(), norm_first = cx.example(n->input(8)).toBool();
+  const double eps = cx.static_double(n->input(9), "eps");
+  const std::string src = cx.tensor(n->input(0), dt);
+  AttentionInputs a{n->input(0), n->input(0), n->input(0), n->input(3), n->input(4), n->input(5), n->input(6), n->input(18)};
+  a.mask_type = n->inputs().size() > 19 ? mask_type_of(cx, n->input(19)) : 0;
+  a.width = cx.static_int(n->input(1), "embed_dim");
+  a.heads = cx.static_int(n->input(2), "num_heads");
+  const auto attend = [&](const std::string& x) {
+    // The attention reads `x` as its self-attention input.
+    Converter::Scope scope(cx, n->input(0), x);
+    return multi_head_attention(cx, n, a, nullptr);
+  };
+  const auto feed_forward = [&](const std::string& x) {
+    std::string h = b.node1("MatMul", {x, cx.weight(n->input(14), true, "MatMul")});
+    h = b.node1("Add", {h, cx.tensor(n->input(15), dt)});
+    if (gelu) {
+      const std::string inner = b.node1("Erf", {b.node1("Div", {h, cx.scalar_float(std::sqrt(2.0), dt)})});
+      h = b.node1("Mul", {b.node1("Mul", {h, cx.scalar_float(0.5, dt)}), b.node1("Add", {inner, cx.scalar_float(1.0, dt)})});
+    } else {
+      h = b.node1("Relu", {h});
+    }
+    h = b.node1("MatMul", {h, cx.weight(n->input(16), true, "MatMul")});
+    return b.node1("Add", {h, cx.tensor(n->input(17), dt)});
+  };
+  std::string x = src;
+  if (norm_first) {
+    x = b.node1("Add", {x, attend(layer_norm(cx, x, n->input(10), n->input(11), eps, dt))});
+    x = b.node1("Add", {x, feed_forward(layer_norm(cx, x, n->input(12), n->input(13), eps, dt))});
+  } else {
+    x = layer_norm(cx, b.node1("Add", {x, attend(x)}), n->input(10), n->input(11), eps, dt);
+    x = layer_norm(cx, b.node1("Add", {x, feed_forward(x)}), n->input(12), n->input(13), eps, dt);
+  }
+  cx.set(n->output(0), x);
 }
 
 }  // namespace
@@ -134,6 +204,7 @@ void add_attention_ops(std::map<std::string, OpHandler>& t) {
   t["aten::scaled_dot_product_attention"] = [](Converter& cx, Node* n) { sdpa(cx, n, false); };
   t["aten::_scaled_dot_product_attention"] = [](Converter& cx, Node* n) { sdpa(cx, n, true); };
   t["aten::_native_multi_head_attention"] = native_mha;
+  t["aten::_transformer_encoder_layer_fwd"] = transformer_encoder_layer;
 }
 
 }  // namespace qforge::onnx_export

@@ -290,6 +290,47 @@ def case_torchvision_classifiers():
                 onnx_outputs(os.path.join(out, "model.qforge.onnx"), groups), min_agreement=0.9, min_sqnr=30.0)
 
 
+def case_transformer_encoder_and_decoder_layers():
+    """nn.TransformerEncoderLayer traced without autograd records one fused op
+    (aten::_transformer_encoder_layer_fwd); nn.TransformerDecoderLayer records its
+    pieces. Both, post-norm and pre-norm, export and run in onnxruntime."""
+    print(require_onnxruntime())
+    import torch
+    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
+    from qforge_h5 import write_samples
+
+    class EncoderDecoder(torch.nn.Module):
+        def __init__(self, norm_first):
+            super().__init__()
+            self.embed = torch.nn.Embedding(100, 32)
+            self.encoder = torch.nn.TransformerEncoderLayer(32, 2, 64, batch_first=True, norm_first=norm_first)
+            self.decoder = torch.nn.TransformerDecoderLayer(32, 2, 64, batch_first=True, norm_first=norm_first,
+                                                            activation="gelu")
+            self.head = torch.nn.Linear(32, 4)
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            memory = self.encoder(x)
+            return self.head(self.decoder(x, memory).mean(1))
+
+    rng = np.random.default_rng(1)
+    data = os.path.join(WORK, "ids.h5")
+    write_samples(data, "tensor", ["ids"], {"len12": {"ids": rng.integers(0, 100, (12, 12))},
+                                             "len20": {"ids": rng.integers(0, 100, (8, 20))}})
+    torch.manual_seed(0)
+    for norm_first in (False, True):
+        name = "encdec_prenorm" if norm_first else "encdec_postnorm"
+        path = os.path.join(WORK, f"{name}.pt")
+        with torch.no_grad():
+            traced = torch.jit.trace(EncoderDecoder(norm_first).eval(), torch.randint(0, 100, (2, 12)))
+        ops = {n.kind() for n in traced.inlined_graph.nodes()}
+        check("aten::_transformer_encoder_layer_fwd" in ops, f"{name}: the trace holds no fused encoder layer: {ops}")
+        traced.save(path)
+        # The fused op reads the encoder's linear weights itself: they stay float (fullgraph: false).
+        out = compile_model(path, data, "onnxruntime", name, extra="fullgraph: false\n")
+        compare_with_compiled(name, out, data)
+
+
 def case_batch_sizes_1_and_7():
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "batches")
