@@ -33,6 +33,12 @@ const CalibrationSettings& example_data(const ExperimentConfig& config) {
   throw ConfigError("ONNX export: the experiment has neither calibration_inputs nor evaluation_inputs to shape its inputs");
 }
 
+int64_t fixed_batch(const ExperimentConfig& config) {
+  if (config.dynamic) return 2;
+  return config.tracing_inputs && !config.tracing_inputs->batch_sizes.empty() ? config.tracing_inputs->batch_sizes.front()
+                                                                               : 1;
+}
+
 }  // namespace
 
 OnnxModel export_for_experiment(const torch::jit::Module& compiled, const ExperimentConfig& config,
@@ -41,7 +47,8 @@ OnnxModel export_for_experiment(const torch::jit::Module& compiled, const Experi
   const auto& settings = example_data(config);
   const DatasetInfo info = inspect_dataset(settings.files, settings.groups, settings.max_samples);
   const auto t = transform ? transform : make_transform(config.data_transform, info);
-  const int64_t rows = std::min<int64_t>(2, info.groups.at(0).rows);
+  // Symbolic axes take any size; fixed ones (dynamic: false) take the first traced batch size.
+  const int64_t rows = std::min<int64_t>(fixed_batch(config), info.groups.at(0).rows);
   const auto batches = read_all(info, {0, rows}, rows, t);
   return export_onnx(compiled, config.model.method, binding, onnx_inputs_for(info, batches.at(0).inputs, config.dynamic),
                      options);
@@ -70,8 +77,25 @@ void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, 
         for (size_t k = begin; k < end; ++k) parts.push_back(batches[k].inputs[i]);
         stacked.push_back(at::cat(parts));
       }
+      // A file with fixed sizes (dynamic: false) takes the first group's shape, in
+      // batches of its batch size: other shapes, and the rows past the last whole
+      // batch, are left out.
+      const auto same_shape = [&](const at::Tensor& a, const at::Tensor& b) {
+        return a.sizes().slice(1) == b.sizes().slice(1);
+      };
+      if (!config.dynamic && !same_shape(stacked.at(0), batches.front().inputs.at(0))) {
+        begin = end;
+        continue;
+      }
+      const int64_t run_batch = config.dynamic ? ev.batch_size : fixed_batch(config);
+      const int64_t usable = stacked.at(0).size(0) / run_batch * run_batch;
+      if (usable == 0) {
+        begin = end;
+        continue;
+      }
+      for (auto& t : stacked) t = t.narrow(0, 0, usable);
       std::string why;
-      const auto ran = run_in_onnxruntime(path, info.input_names, stacked, ev.batch_size, why);
+      const auto ran = run_in_onnxruntime(path, info.input_names, stacked, run_batch, why);
       if (!ran) {
         summary.not_evaluated = why;
         std::filesystem::remove(path);
@@ -79,7 +103,7 @@ void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, 
       }
       summary.runtime = ran->runtime;
       int64_t offset = 0;
-      for (size_t k = begin; k < end; ++k) {
+      for (size_t k = begin; k < end && offset + batches[k].rows() <= usable; ++k) {
         const Batch& batch = batches[k];
         const at::Tensor actual = ran->outputs.at(0).narrow(0, offset, batch.rows());
         offset += batch.rows();

@@ -155,7 +155,7 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
   v("is_dry_run", c.is_dry_run, "validate and plan; write only the plan and logs");
   v("skip_eval_set_mode", c.skip_eval_set_mode, "do not switch the module to eval()");
   v("fullgraph", c.fullgraph, "fail on layers qforge cannot handle instead of leaving them in floating point");
-  v("dynamic", c.dynamic, "honour dynamic axes found in the tracing inputs");
+  v("dynamic", c.dynamic, "symbolic ONNX axes (batch, and sizes that differ between shape groups); false fixes them all");
   v("disable", c.disable, "return the model unchanged");
   v("resources", c.resources, "what qforge submit asks SLURM for");
   v("sweep", c.sweep,

@@ -331,6 +331,24 @@ def case_transformer_encoder_and_decoder_layers():
         compare_with_compiled(name, out, data)
 
 
+def case_dynamic_false_fixes_every_axis():
+    """dynamic: false: every input size is fixed (batch 1 by default, the first shape
+    group's image size); the compile still runs the file in onnxruntime on the rows
+    that fit it."""
+    print(require_onnxruntime())
+    out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "resnet18_static",
+                        extra=f"dynamic: false\nevaluation_inputs: {{files: [{ASSETS}/images.h5], batch_size: 4}}\n")
+    model = load_onnx(os.path.join(out, "model.qforge.onnx"))
+    inputs = graph_inputs(model)
+    print(f"resnet18 static: inputs {inputs}")
+    check(len(inputs) == 1 and list(inputs[0][1]) == [1, 3, 32, 32], f"every axis fixed at [1, 3, 32, 32]: {inputs}")
+    report = json.load(open(os.path.join(out, "report.json")))
+    ev = report["onnx"].get("evaluation")
+    check(ev is not None, f"the fixed-size file was not evaluated: {report['onnx']}")
+    check(ev["rows"] == 23, f"the 23 rows of the 32x32 group were evaluated, not {ev['rows']}")
+    check(ev["top1_agreement"] >= MIN_AGREEMENT, f"agreement {ev['top1_agreement']}")
+
+
 def case_batch_sizes_1_and_7():
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "batches")
