@@ -25,6 +25,13 @@ struct LayerResult {
   QuantRange weight_range;
   std::optional<ActivationObserver::Result> input;  // input activation range and parameters
   QuantRange input_range;
+  // The input's histogram, for the report page: `counts` over [lo, hi] of x, or of |x|
+  // (symmetric); empty where the observer kept none (min/max).
+  struct Histogram {
+    double lo = 0, hi = 0;
+    bool magnitude = false;
+    std::vector<int64_t> counts;
+  } input_histogram;
   std::optional<ActivationObserver::Result> output;  // output range, where the output meets a residual add (onnxruntime, openvino)
   QuantRange output_range;
   std::optional<double> sensitivity;    // relative output error with only this layer quantized

@@ -38,6 +38,8 @@ class ActivationObserver {
   double observed_min() const { settle(); return min_; }
   double observed_max() const { settle(); return max_; }
   const std::vector<int64_t>& histogram() const { settle(); return counts_; }
+  // The histogram's edges: [lo, hi] of x (asymmetric) or of |x| (symmetric); {0, 0} before pass 2.
+  std::pair<double, double> histogram_edges() const { return {grid_lo_, grid_hi_}; }
 
  private:
   // Folds what observe() accumulated on the activations' device into the

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "graph/model_json.h"
+#include "report/report_html.h"
 #include "qforge/config_yaml.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -159,6 +160,14 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     o["parameters"] = l.plan.layer.parameters;
     o["weight_shape"] = json::array(l.plan.layer.weight_shape.begin(), l.plan.layer.weight_shape.end());
     if (l.weight_sqnr_db) o["weight_sqnr_db"] = finite_or_null(*l.weight_sqnr_db);
+    if (!l.input_histogram.counts.empty()) {
+      json::object h;
+      h["lo"] = l.input_histogram.lo;
+      h["hi"] = l.input_histogram.hi;
+      h["of_magnitude"] = l.input_histogram.magnitude;
+      h["counts"] = json::array(l.input_histogram.counts.begin(), l.input_histogram.counts.end());
+      o["input_histogram"] = h;
+    }
     json::array matched(l.plan.matched.begin(), l.plan.matched.end());
     o["matched_settings"] = matched;
     layers.push_back(o);
@@ -276,7 +285,9 @@ void write_artifacts(CompileResult& result, const ExperimentConfig& config, int 
   write("quant_params.json", "quant_params", quant_params_json(result, config));
   write("config.yaml", "config", config_to_yaml(config));
   write("summary.txt", "summary", summary_text(result, ranks));
-  write("report.json", "report", report_json(result, config, ranks));
+  const std::string report = report_json(result, config, ranks);
+  write("report.json", "report", report);
+  write("report.html", "report_page", report_html({{dir, report}}));
 }
 
 }  // namespace qforge

@@ -6,6 +6,7 @@
 #include "qforge/compile.h"
 
 #include <algorithm>
+#include <tuple>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -68,6 +69,19 @@ LayerFakeQuant fake_quant_of(const LayerResult& l) {
   if (l.output) f.output = l.output->qparams;
   f.output_range = l.output_range;
   return f;
+}
+
+// The observer's histogram folded into at most 64 bins, for the report page.
+LayerResult::Histogram display_histogram(const ActivationObserver& observer, bool symmetric) {
+  LayerResult::Histogram h;
+  const auto& counts = observer.histogram();
+  if (counts.empty()) return h;
+  std::tie(h.lo, h.hi) = observer.histogram_edges();
+  h.magnitude = symmetric;
+  const size_t fold = (counts.size() + 63) / 64;
+  h.counts.assign((counts.size() + fold - 1) / fold, 0);
+  for (size_t i = 0; i < counts.size(); ++i) h.counts[i / fold] += counts[i];
+  return h;
 }
 
 // Bytes of a quantized weight deployed at its width, with one float32 scale
@@ -214,6 +228,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
       }
       if (l.quantized && point_of[i] >= 0) {
         l.input = calibrated_range(points[point_of[i]], observers[point_of[i]]);
+        l.input_histogram = display_histogram(observers[point_of[i]], l.plan.activations.symmetric);
         l.input_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
       if (l.quantized && output_point_of[i] >= 0) {
@@ -399,7 +414,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
     if (result.fine_tune) std::filesystem::remove(config.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
     log::info(summary_text(result, rt.size()));
     log::info("artifacts in " + config.out_dir + ": model.qforge.pt" + (result.onnx.written ? ", model.qforge.onnx" : "") +
-              ", quant_params.json, report.json, summary.txt, config.yaml");
+              ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
   });
   return result;
 }
