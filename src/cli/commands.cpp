@@ -1,12 +1,15 @@
 #include "cli/commands.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <regex>
 
 #include "compile/onnx_stage.h"
+#include "report/report_html.h"
 #include "qforge/compile.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
@@ -34,6 +37,7 @@ commands:
   inspect MODEL       list a TorchScript model's layers and its method's inputs
   data check FILE...  validate calibration HDF5 files (optionally against a model)
   export OUT_DIR      write an earlier compile's model as ONNX again (other target, opset, float)
+  report OUT_DIR...   draw report.html again from report.json (several: one page comparing them)
   config keys         list every experiment key with its default
   config show CONFIG  print the resolved experiment (defaults and --set applied)
 
@@ -84,6 +88,16 @@ The graph's inputs take their names, dtypes and symbolic axes from the experimen
   --opset N    13..21 (default: 17, or 21 when weights are 4-bit)
   --float      leave every quantizer out: the same graph in floating point (a baseline)
   -o FILE      where to write (default OUT_DIR/model.qforge.onnx; the file is replaced whole)
+)";
+
+const char* kReportHelp = R"(usage: qforge report OUT_DIR... [-o FILE]
+
+Draws the report page of a compile (OUT_DIR/report.json) as one self-contained HTML file:
+sensitivity and SQNR per layer, activation histograms with the chosen ranges, fine-tuning
+loss, time per phase and rank, sizes, float / TorchScript / ONNX accuracy, a sortable table.
+Several OUT_DIRs (or a sweep's out_dir, holding sweep-<i>/) make one page comparing them.
+
+  -o FILE   where to write (default OUT_DIR/report.html for one compile, else report-sweep.html)
 )";
 
 const char* kInspectHelp = R"(usage: qforge inspect MODEL [--method NAME] [--json]
@@ -277,6 +291,46 @@ int cmd_export(const std::vector<std::string>& argv) {
   return kExitOk;
 }
 
+// A compile's output directory, or a sweep's, as the (directory, report.json text) pairs it holds.
+std::vector<std::pair<std::string, std::string>> reports_in(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const auto read = [](const fs::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  if (fs::exists(fs::path(dir) / "report.json")) return {{dir, read(fs::path(dir) / "report.json")}};
+  std::vector<std::pair<std::string, std::string>> out;
+  if (fs::is_directory(dir))
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (entry.path().filename().string().rfind("sweep-", 0) == 0 && fs::exists(entry.path() / "report.json"))
+        out.push_back({entry.path().string(), read(entry.path() / "report.json")});
+  std::sort(out.begin(), out.end());
+  if (out.empty()) throw UsageError("qforge report: " + dir + " holds no report.json (nor sweep-<i>/report.json)");
+  return out;
+}
+
+int cmd_report(const std::vector<std::string>& argv) {
+  std::vector<std::string> normalized = argv;
+  for (auto& a : normalized)
+    if (a == "-o") a = "--output";
+  const Args args = parse(normalized, {"--help"}, {"--output"}, "qforge report");
+  if (args.flag("--help")) {
+    std::cout << kReportHelp;
+    return kExitOk;
+  }
+  if (args.positional.empty()) throw UsageError("qforge report: expected OUT_DIR (qforge report --help)");
+  std::vector<std::pair<std::string, std::string>> runs;
+  for (const auto& dir : args.positional)
+    for (auto& run : reports_in(dir)) runs.push_back(std::move(run));
+  const std::string fallback = runs.size() == 1 ? runs[0].first + "/report.html" : "report-sweep.html";
+  const std::string path = args.value("--output", fallback);
+  write_file_atomic(path, report_html(runs));
+  std::cout << "qforge: wrote " << path << " (" << runs.size() << " compile(s))\n";
+  return kExitOk;
+}
+
 int cmd_inspect(const std::vector<std::string>& argv) {
   const Args args = parse(argv, {"--help", "--json"}, {"--method"}, "qforge inspect");
   if (args.flag("--help")) {
@@ -419,9 +473,10 @@ int run_command_line(const std::vector<std::string>& args) {
   if (command == "submit") return cmd_submit(rest);
   if (command == "inspect") return cmd_inspect(rest);
   if (command == "export") return cmd_export(rest);
+  if (command == "report") return cmd_report(rest);
   if (command == "data") return cmd_data(rest);
   if (command == "config") return cmd_config(rest);
-  const auto near = nearest_names(command, {"compile", "submit", "inspect", "export", "data", "config"}, 1);
+  const auto near = nearest_names(command, {"compile", "submit", "inspect", "export", "report", "data", "config"}, 1);
   throw UsageError("unknown command '" + command + "'; did you mean '" + near[0] + "'? (qforge --help)");
 }
 
