@@ -282,7 +282,7 @@ def case_compile_multi_input_and_mobilenet_load_in_python():
     out = run(["compile", cfg, "--set", "out_dir=tuple"], ranks=2)
     contains(out, "compiled 'tuple_model' on 2 rank(s)", "evaluation on 26 held-out rows")
     check(artifacts("tuple") == ["config.yaml", "logs", "model.qforge.onnx", "model.qforge.pt", "quant_params.json",
-                                 "report.json", "summary.txt"], f"artifacts: {artifacts('tuple')}")
+                                 "report.html", "report.json", "summary.txt"], f"artifacts: {artifacts('tuple')}")
     with h5py.File(os.path.join(ASSETS, "text_tuple.h5")) as f:
         ids = torch.from_numpy(f["samples/len12/ids"][:4])
         mask = torch.from_numpy(f["samples/len12/mask"][:4])

@@ -1,0 +1,168 @@
+"""The report page in a real browser: Debian's chromium, headless, renders report.html of
+the MNIST compiles (tests/mnist) and the fortunes language model (tests/fortunes), and a
+sweep page over the MNIST compiles; the DOM must hold each chart with one mark per layer,
+step and rank, the page must not be blank at a laptop's size, and it must print on A4.
+Usage: test_report_page.py BUILD_DIR [SCREENSHOT.png]  (exit 77: no chromium, or no compiles)"""
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from html.parser import HTMLParser
+
+SKIP = 77
+QFORGE = os.environ["QFORGE_BIN"]
+WORK = tempfile.mkdtemp(prefix="qforge-report-")
+# Flags that keep chromium off the network and its services (the machine has none).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  f"--user-data-dir={WORK}/profile"]
+
+
+def check(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+def chromium(*args):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    p = subprocess.run([exe] + CHROMIUM_FLAGS + list(args), capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"chromium {' '.join(args)}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+class Marks(HTMLParser):
+    """Counts, per chart (svg data-chart), its marks (class "mark"), and the layer table's rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.chart, self.marks, self.table_rows, self.ready, self.in_layers = None, {}, 0, False, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "body" and a.get("data-ready") == "true":
+            self.ready = True
+        if tag == "svg" and "data-chart" in a:
+            self.chart = a["data-chart"]
+            self.marks.setdefault(self.chart, 0)
+        elif self.chart and "mark" in a.get("class", "").split():
+            self.marks[self.chart] += 1
+        if tag == "table":
+            self.in_layers = a.get("data-table") == "layers"
+        if tag == "tr" and self.in_layers and "data-layer" in a:
+            self.table_rows += 1
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self.chart = None
+        if tag == "table":
+            self.in_layers = False
+
+
+def rendered(page):
+    parser = Marks()
+    parser.feed(chromium("--dump-dom", "file://" + os.path.abspath(page)))
+    check(parser.ready, f"{page}: the page's script did not finish (no data-ready)")
+    return parser
+
+
+def png_not_blank(path):
+    """Decodes the PNG's pixel rows and wants more than a background colour in them."""
+    data = open(path, "rb").read()
+    check(data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG")
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    check(width >= 1000 and height >= 700, f"{path}: {width}x{height}")
+    # Filtered rows: a one-colour page is nearly all zero bytes after the filters.
+    busy = sum(1 for b in raw if b) / len(raw)
+    check(busy > 0.01, f"{path} looks blank ({100 * busy:.3f}% non-zero filtered bytes)")
+    return width, height, busy
+
+
+def check_run_page(out_dir):
+    report = json.load(open(os.path.join(out_dir, "report.json")))
+    page = os.path.join(out_dir, "report.html")
+    check(os.path.exists(page), f"{out_dir}: no report.html")
+    marks = rendered(page)
+    layers = report["layers"]
+    sensitivity = sum(1 for l in layers if "sensitivity" in l)
+    weighted = [l for l in layers if "weight_sqnr_db" in l]
+    expected = {"phases": len(report["phases"]) * report["ranks"],
+                "sqnr": len(weighted) + sum(1 for l in weighted if l.get("sensitivity", 0) > 0)}
+    if sensitivity:
+        expected["sensitivity"] = sensitivity
+    if report.get("fine_tune", {}).get("loss"):
+        expected["loss"] = len(report["fine_tune"]["loss"])
+        if report["fine_tune"]["evaluations"]:
+            expected["evaluations"] = len(report["fine_tune"]["evaluations"])
+    histograms = [l for l in layers if "input_histogram" in l]
+    if histograms:
+        expected["histogram-chosen"] = len(histograms[0]["input_histogram"]["counts"])
+    if report.get("evaluation"):
+        expected["accuracy"] = 3 if report.get("onnx", {}).get("evaluation") else 2
+    for chart, count in expected.items():
+        check(marks.marks.get(chart) == count, f"{page}: chart '{chart}' has {marks.marks.get(chart)} marks, expected {count}")
+    check(marks.table_rows == len(layers), f"{page}: layer table has {marks.table_rows} rows for {len(layers)} layers")
+    print(f"{report['graph_name']}: " + ", ".join(f"{c} {n}" for c, n in sorted(marks.marks.items())) +
+          f", table {marks.table_rows} rows")
+    return page
+
+
+def main(build, screenshot):
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        print("no chromium (apt-get install chromium)")
+        return SKIP
+    runs = [os.path.join(build, "mnist_out", n) for n in ("mnist_int8", "mnist_w4", "mnist_w4a8_qalora")]
+    runs += [os.path.join(build, "fortunes_out", n) for n in ("rtn", "qalora")]
+    runs = [r for r in runs if os.path.exists(os.path.join(r, "report.json"))]
+    if not runs:
+        print("no MNIST or fortunes compiles under " + build + " (their tests were skipped)")
+        return SKIP
+    pages = [check_run_page(r) for r in runs]
+
+    # A laptop's screen: not blank; the first page's picture is the README's screenshot.
+    shot = os.path.join(WORK, "page.png")
+    chromium("--window-size=1366,768", f"--screenshot={shot}", "file://" + os.path.abspath(pages[0]))
+    width, height, busy = png_not_blank(shot)
+    print(f"screenshot {width}x{height}, {100 * busy:.1f}% non-zero filtered bytes")
+    if screenshot:
+        chromium("--window-size=1366,2400", f"--screenshot={screenshot}", "file://" + os.path.abspath(pages[0]))
+        png_not_blank(screenshot)
+        print("wrote " + screenshot)
+
+    # Printed: A4 pages (595 x 842 points).
+    pdf = os.path.join(WORK, "page.pdf")
+    chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", "file://" + os.path.abspath(pages[0]))
+    text = open(pdf, "rb").read().decode("latin-1")
+    boxes = re.findall(r"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", text)
+    check(boxes and all(abs(float(w) - 595) < 2 and abs(float(h) - 842) < 2 for w, h in boxes), f"not A4: {boxes[:3]}")
+    print(f"printed on {len(boxes)} A4 page(s)")
+
+    # A sweep: one page comparing compiles of one model, a point per compile.
+    same_model = [r for r in runs if "mnist_out" in r] or runs
+    sweep = os.path.join(WORK, "sweep.html")
+    subprocess.run([QFORGE, "report", *same_model, "-o", sweep], check=True, capture_output=True)
+    marks = rendered(sweep)
+    check(marks.marks.get("sweep") == len(same_model), f"sweep page: {marks.marks.get('sweep')} points for {len(same_model)} compiles")
+    print(f"sweep page: {len(same_model)} points")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    sys.exit(code)
