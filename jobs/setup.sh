@@ -8,12 +8,11 @@ cd "$(dirname "$0")/.."
 # BLAS it falls back to runs linear layers about 10x slower. fortunes: English
 # text for the language-model example (jobs/fortunes_lm.sh). slurm-wlm, munge:
 # `qforge submit` and the one-node cluster its tests run on (tests/slurm/cluster.sh).
-# protobuf-compiler, libprotobuf-dev: the ONNX exporter's schema (src/export/onnx.proto).
 # python3-onnx: the ONNX tests read and check the exported files (tests/onnx/).
 # chromium: the report page's tests render it headless (tests/report/).
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
-          libopenblas0-openmp fortunes slurm-wlm munge protobuf-compiler libprotobuf-dev python3-onnx chromium)
+          libopenblas0-openmp fortunes slurm-wlm munge python3-onnx chromium)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 

@@ -1,10 +1,10 @@
 // An ONNX graph under construction: unique value names, nodes with their
-// attributes, initializers, graph inputs and outputs, and the serialized model.
-// Knows ONNX's encoding and nothing of LibTorch: it builds apart from the
-// LibTorch translation units (some LibTorch packages ship protobuf headers of
-// their own, older than the protoc that generates onnx.pb.h), and tensors reach
+// attributes, initializers, graph inputs and outputs, and the serialized model
+// (ONNX's messages in Protocol Buffers' wire format, written by the builder
+// itself: onnx_builder.cpp says why). Knows nothing of LibTorch: tensors reach
 // it as raw bytes (onnx_tensors.h makes them from LibTorch tensors).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
