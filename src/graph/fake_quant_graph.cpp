@@ -302,9 +302,10 @@ int quantize_residual_inputs(torch::jit::Module& module, const std::string& meth
       Node* quantizer = quantizer_of(other, add);
       if (!quantizer) continue;
       WithInsertPoint before_add(add);
-      Node* copy = graph->insertNode(graph->create(quantizer->kind(), quantizer->inputs(), 1));
-      copy->output()->setType(quantizer->output()->type());
-      add->replaceInput(1 - side, copy->output());
+      // Inserted by schema, as every other quantizer of the graph, with the same parameters.
+      Value* quantized = graph->insert(quantizer->kind(), {other, quantizer->input(1), quantizer->input(2),
+                                                           quantizer->input(3), quantizer->input(4)});
+      add->replaceInput(1 - side, quantized);
       ++count;
       break;
     }
