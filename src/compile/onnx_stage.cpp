@@ -88,7 +88,8 @@ void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, 
         continue;
       }
       const int64_t run_batch = config.dynamic ? ev.batch_size : fixed_batch(config);
-      const int64_t usable = stacked.at(0).size(0) / run_batch * run_batch;
+      const int64_t rows = stacked.at(0).size(0);
+      const int64_t usable = config.dynamic ? rows : rows / run_batch * run_batch;
       if (usable == 0) {
         begin = end;
         continue;

@@ -41,6 +41,7 @@ for path in sys.argv[1:]:
         continue
     print(f"{report['graph_name']}: ONNX top-1 {100 * onnx['onnx_top1']:.2f}%, agreement with TorchScript "
           f"{100 * onnx['top1_agreement']:.2f}%, SQNR {onnx['output_sqnr_db']} dB")
+    assert onnx["rows"] == 2000, f"{path}: the ONNX file ran on {onnx['rows']} of the 2000 held-out rows"
     assert onnx["top1_agreement"] >= 0.995, f"{path}: ONNX agrees with TorchScript on {onnx['top1_agreement']:.4f}"
     assert onnx["output_sqnr_db"] is None or onnx["output_sqnr_db"] >= 35, f"{path}: ONNX SQNR {onnx['output_sqnr_db']}"
 PY
