@@ -27,6 +27,15 @@ json::object scheme_json(const TensorQuantSettings& s, const QuantRange& range) 
   return o;
 }
 
+// A calibrated activation quantizer: scheme, range, scale and zero point.
+json::object activation_json(const TensorQuantSettings& s, const QuantRange& range, const ActivationObserver::Result& r) {
+  json::object a = scheme_json(s, range);
+  a["range"] = json::array{r.lo, r.hi};
+  a["scale"] = numbers(r.qparams.scale);
+  a["zero_point"] = numbers(r.qparams.zero_point);
+  return a;
+}
+
 json::object layer_params_json(const LayerResult& l) {
   json::object o;
   o["name"] = l.plan.layer.name;
@@ -41,20 +50,8 @@ json::object layer_params_json(const LayerResult& l) {
     w["zero_point"] = numbers(l.weight->qparams.zero_point);
     o["weights"] = w;
   }
-  if (l.quantized && l.input) {
-    json::object a = scheme_json(l.plan.activations, l.input_range);
-    a["range"] = json::array{l.input->lo, l.input->hi};
-    a["scale"] = numbers(l.input->qparams.scale);
-    a["zero_point"] = numbers(l.input->qparams.zero_point);
-    o["activations"] = a;
-  }
-  if (l.quantized && l.output) {
-    json::object a = scheme_json(l.plan.activations, l.output_range);
-    a["range"] = json::array{l.output->lo, l.output->hi};
-    a["scale"] = numbers(l.output->qparams.scale);
-    a["zero_point"] = numbers(l.output->qparams.zero_point);
-    o["outputs"] = a;
-  }
+  if (l.quantized && l.input) o["activations"] = activation_json(l.plan.activations, l.input_range, *l.input);
+  if (l.quantized && l.output) o["outputs"] = activation_json(l.plan.activations, l.output_range, *l.output);
   if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
   if (l.fine_tuned) o["fine_tuned"] = true;
   return o;
