@@ -23,7 +23,7 @@ run qalora
   "$BUILD/fortunes_out/qalora/report.json"
 "$PY" - "$BUILD/fortunes_out/rtn/report.json" "$BUILD/fortunes_out/qalora/report.json" "$DATA/eval.h5" \
   "$BUILD/fortunes_out/qalora/model.qforge.pt" <<'PY'
-import json, math, sys
+import json, math, os, sys
 import h5py, torch
 rtn, qalora = (json.load(open(p)) for p in sys.argv[1:3])
 # The compiled model loads in plain PyTorch and gives the perplexity the report states.
@@ -47,13 +47,8 @@ steps = [e["step"] for e in qalora["fine_tune"]["evaluations"]]
 assert steps == [100, 200], f"periodic evaluations at steps {steps}"
 print(f"W4 perplexity above float: round-to-nearest {100 * gap_rtn:.2f}%, QA-LoRA {100 * gap:.2f}%")
 # The deployed file: model.qforge.onnx (int4 blocks, opset 21) in onnxruntime on the held-out text.
+sys.path.insert(0, os.path.join(os.environ["QFORGE_SOURCE_DIR"], "tests", "onnx"))
+from deployed_check import check_deployed
 for name, report in (("rtn", rtn), ("qalora", qalora)):
-    onnx = report.get("onnx", {}).get("evaluation")
-    if onnx is None:
-        print(f"{name}: ONNX not evaluated: {report.get('onnx', {}).get('not_evaluated', 'no ONNX file')}")
-        continue
-    print(f"{name}: ONNX perplexity {onnx['onnx_perplexity']:.4f} (TorchScript {onnx['torchscript_perplexity']:.4f}), "
-          f"next-token agreement {100 * onnx['top1_agreement']:.2f}%, SQNR {onnx['output_sqnr_db']} dB")
-    assert onnx["top1_agreement"] >= 0.995, f"{name}: ONNX agrees with TorchScript on {onnx['top1_agreement']:.4f}"
-    assert onnx["output_sqnr_db"] is None or onnx["output_sqnr_db"] >= 35, f"{name}: ONNX SQNR {onnx['output_sqnr_db']}"
+    check_deployed(name, report, rows=report["evaluation"]["rows"])
 PY

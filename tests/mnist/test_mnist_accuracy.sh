@@ -22,7 +22,7 @@ done
 REPORTS=("$BUILD"/mnist_out/{mnist_int8,mnist_w4,mnist_w4a8_qalora}/report.json)
 "$PY" "$SOURCE/jobs/mnist/accuracy_table.py" "${REPORTS[@]}"
 "$PY" - "${REPORTS[@]}" <<'PY'
-import json, sys
+import json, os, sys
 int8, w4, qalora = (json.load(open(p))["evaluation"] for p in sys.argv[1:])
 assert int8["labelled"] == 2000, int8
 assert int8["float_top1"] > 0.95, f"the float model is undertrained: {int8['float_top1']}"
@@ -33,15 +33,9 @@ w4a8_drop = 100 * (qalora["float_top1"] - qalora["compiled_top1"])
 assert w4a8_drop <= 1.0, f"W4A8 after QA-LoRA loses {w4a8_drop:.2f} points of top-1"
 print(f"INT8 within {drop:.2f} points of float, W4A8 QA-LoRA within {w4a8_drop:.2f}")
 # The deployed file: model.qforge.onnx run in onnxruntime on the same 2,000 digits.
+sys.path.insert(0, os.path.join(os.environ["QFORGE_SOURCE_DIR"], "tests", "onnx"))
+from deployed_check import check_deployed
 for path in sys.argv[1:]:
     report = json.load(open(path))
-    onnx = report.get("onnx", {}).get("evaluation")
-    if onnx is None:
-        print(f"{report['graph_name']}: ONNX not evaluated: {report.get('onnx', {}).get('not_evaluated', 'no ONNX file')}")
-        continue
-    print(f"{report['graph_name']}: ONNX top-1 {100 * onnx['onnx_top1']:.2f}%, agreement with TorchScript "
-          f"{100 * onnx['top1_agreement']:.2f}%, SQNR {onnx['output_sqnr_db']} dB")
-    assert onnx["rows"] == 2000, f"{path}: the ONNX file ran on {onnx['rows']} of the 2000 held-out rows"
-    assert onnx["top1_agreement"] >= 0.995, f"{path}: ONNX agrees with TorchScript on {onnx['top1_agreement']:.4f}"
-    assert onnx["output_sqnr_db"] is None or onnx["output_sqnr_db"] >= 35, f"{path}: ONNX SQNR {onnx['output_sqnr_db']}"
+    check_deployed(report["graph_name"], report, rows=2000)
 PY
