@@ -102,10 +102,11 @@ sweep:
 def case_signalled_job_requeues_and_resumes():
     # SLURM's --signal (here sent at once with scancel) reaches the ranks mid-fine-tune:
     # they checkpoint, the script requeues the job, the restarted job resumes and
-    # ends where a run never stopped ends.
+    # ends where a run never stopped ends. 3,000 steps: on an idle machine 300 ended
+    # (about 1 s) before the signal sent at step 5 arrived.
     cfg = experiment("ft.yaml", """
 compile_options:
-  fine_tune: {enabled: true, steps: 300, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
+  fine_tune: {enabled: true, steps: 3000, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
               log_every: 1, lora_dropout: 0.1}
 """)
     env = dict(os.environ, OMP_NUM_THREADS="1")  # as the job's ranks (cpus_per_task: 1)
