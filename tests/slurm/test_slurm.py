@@ -4,6 +4,7 @@ Exits 77 (skipped) when no cluster is running."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,11 +100,48 @@ sweep:
     check(bits == [(4, "channel"), (6, "tensor")], f"each task compiled its own setting: {bits}")
 
 
+def ranks_of(out_dir):
+    """The PIDs of the qforge ranks compiling into out_dir (this one-node cluster runs them here)."""
+    exe = os.path.realpath(QFORGE)
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if os.path.realpath(f"/proc/{pid}/exe") == exe and f"out_dir={out_dir}".encode() in cmdline:
+                pids.append(int(pid))
+        except OSError:
+            pass  # a process that ended while we looked
+    return pids
+
+
+def usr1_pending(pid):
+    status = open(f"/proc/{pid}/status").read()
+    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)", status, re.M)
+    return any(int(m, 16) & (1 << (signal.SIGUSR1 - 1)) for m in masks)
+
+
+def signal_mid_run(job, out_dir):
+    """Sends SIGUSR1 through SLURM while the job's ranks are frozen (SIGSTOP), so the signal
+    lands mid-run however long SLURM takes to deliver it on a loaded machine."""
+    pids = ranks_of(out_dir)
+    check(len(pids) == 2, f"expected the job's 2 ranks running, found {pids}: {job_records(job)}")
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["scancel", "--signal=USR1", job], check=True)
+        deadline = time.time() + 60
+        while not all(usr1_pending(pid) for pid in pids):
+            check(time.time() < deadline, "SLURM never delivered SIGUSR1 to the ranks")
+            time.sleep(0.05)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 def case_signalled_job_requeues_and_resumes():
     # SLURM's --signal (here sent at once with scancel) reaches the ranks mid-fine-tune:
     # they checkpoint, the script requeues the job, the restarted job resumes and
-    # ends where a run never stopped ends. 3,000 steps: on an idle machine 300 ended
-    # (about 1 s) before the signal sent at step 5 arrived.
+    # ends where a run never stopped ends.
     cfg = experiment("ft.yaml", """
 compile_options:
   fine_tune: {enabled: true, steps: 3000, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
@@ -118,7 +156,7 @@ compile_options:
     while not (os.path.exists(rank0) and "fine-tune step 5/" in open(rank0).read()):
         check(time.time() < deadline, f"the job never reached step 5: {job_records(job)}")
         time.sleep(0.05)
-    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    signal_mid_run(job, "ft_job")
     [record] = wait_for(job)
     log = read("ft_job", f"slurm-{job}.out")
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
