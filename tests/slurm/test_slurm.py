@@ -120,13 +120,30 @@ def usr1_pending(pid):
     return any(int(m, 16) & (1 << (signal.SIGUSR1 - 1)) for m in masks)
 
 
-def signal_mid_run(job, out_dir):
-    """Sends SIGUSR1 through SLURM while the job's ranks are frozen (SIGSTOP), so the signal
-    lands mid-run however long SLURM takes to deliver it on a loaded machine."""
-    pids = ranks_of(out_dir)
-    check(len(pids) == 2, f"expected the job's 2 ranks running, found {pids}: {job_records(job)}")
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+def freeze_mid_fine_tune(job, out_dir, steps, after=5):
+    """SIGSTOPs the job's 2 ranks once their log shows `after` fine-tuning steps and
+    returns their PIDs. The ranks are frozen for every look at the log, so however
+    late this process runs on a loaded machine, the job cannot finish unseen."""
+    log = os.path.join(WORK, out_dir, "logs", "rank-0.log")
+    deadline = time.time() + 200
+    while True:
+        check(time.time() < deadline, f"the job never reached step {after}: {job_records(job)}")
+        pids = ranks_of(out_dir)
+        if len(pids) == 2:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
+            if done >= after:
+                check(done < steps, f"the job finished all {steps} steps before it could be signalled")
+                return pids
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+
+
+def signal_frozen(job, pids):
+    """Sends SIGUSR1 through SLURM to the frozen ranks and lets them go once it is
+    pending in both, so the signal lands mid-run however long SLURM takes."""
     try:
         subprocess.run(["scancel", "--signal=USR1", job], check=True)
         deadline = time.time() + 60
@@ -151,12 +168,7 @@ compile_options:
     subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=ft_whole"],
                    cwd=WORK, env=env, check=True, capture_output=True, timeout=400)
     job, _ = submit(cfg, "out_dir=ft_job")
-    rank0 = os.path.join(WORK, "ft_job", "logs", "rank-0.log")
-    deadline = time.time() + 200
-    while not (os.path.exists(rank0) and "fine-tune step 5/" in open(rank0).read()):
-        check(time.time() < deadline, f"the job never reached step 5: {job_records(job)}")
-        time.sleep(0.05)
-    signal_mid_run(job, "ft_job")
+    signal_frozen(job, freeze_mid_fine_tune(job, "ft_job", steps=3000))
     [record] = wait_for(job)
     log = read("ft_job", f"slurm-{job}.out")
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
