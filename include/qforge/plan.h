@@ -69,6 +69,11 @@ struct Plan {
 // model (one batch per shape group, and every tracing sample) on every rank;
 // rank 0 prints the plan and writes <out_dir>/plan.json. Collective: call on
 // every rank. Returns the plan (complete on rank 0).
-Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks = {});
+// It runs the compile's first stage (load, bind, fold, plan), so a dry run that
+// passes means the compile's first stage passes; layers the data never runs are
+// found here (one batch per shape group with the calibration observers in place).
+// `input`: a module in memory (C++ API), as compile() takes it.
+Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks = {},
+             torch::jit::Module* input = nullptr);
 
 }  // namespace qforge

@@ -1,5 +1,6 @@
 #include "compile/calibration.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "graph/observe_op.h"
@@ -36,13 +37,18 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
   timer.run("calibrate: ranges", run_shard, [&] {
     for (auto& o : observers) o.reduce_range(&comm);
   });
-  if (any_histogram) {
+  // An observer that saw nothing on any rank (a layer the method never runs) has
+  // no range to count a histogram over: the compile decides about its layer.
+  const auto counts = [](const ActivationObserver& o) {
+    return o.needs_histogram() && std::isfinite(o.observed_min()) && std::isfinite(o.observed_max());
+  };
+  if (std::any_of(observers.begin(), observers.end(), counts)) {
     for (auto& o : observers)
-      if (o.needs_histogram()) o.begin_histogram();
+      if (counts(o)) o.begin_histogram();
     histogram_pass = true;
     timer.run("calibrate: histograms", run_shard, [&] {
       for (auto& o : observers)
-        if (o.needs_histogram()) o.reduce_histogram(&comm);
+        if (counts(o)) o.reduce_histogram(&comm);
     });
   }
   return observers;

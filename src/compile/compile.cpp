@@ -1,9 +1,9 @@
-// qforge::compile: load and prepare the model, calibrate across ranks,
-// choose quantization parameters, measure sensitivity, assemble the compiled
-// model, evaluate it, and write the artifacts on rank 0. Every step that can
-// fail on some ranks runs as a collective phase, so a failure is reported
-// once and no rank is left waiting.
-#include "qforge/compile.h"
+// qforge::compile, one stage after another (compile/session.h): prepare the
+// model, calibrate across ranks, choose quantization parameters, measure
+// sensitivity, fine-tune, assemble the compiled model, evaluate it, export
+// it, and write the artifacts on rank 0. Read top to bottom; compile() at the
+// end is the whole sequence.
+#include "compile/session.h"
 
 #include <algorithm>
 #include <tuple>
@@ -12,22 +12,14 @@
 #include <filesystem>
 #include <thread>
 
-#include <torch/csrc/jit/runtime/graph_executor.h>
-
 #include "compile/artifacts.h"
-#include "compile/batches.h"
-#include "compile/calibration.h"
 #include "compile/evaluation.h"
 #include "compile/onnx_stage.h"
-#include "compile/phase_timer.h"
 #include "compile/sensitivity.h"
 #include "finetune/qa_lora.h"
-#include "runtime/device.h"
 #include "qforge/errors.h"
 #include "qforge/fake_quant_graph.h"
 #include "qforge/logger.h"
-#include "qforge/model.h"
-#include "qforge/runtime.h"
 #include "util/text.h"
 
 namespace qforge {
@@ -91,332 +83,417 @@ int64_t deployed_weight_bytes(const LayerResult& l) {
   return (l.weight_elements * l.plan.weights.bits + 7) / 8 + params * 5;
 }
 
+bool observed_anything(const ActivationObserver& observer) {
+  return std::isfinite(observer.observed_min()) && std::isfinite(observer.observed_max());
+}
+
 }  // namespace
 
-CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input) {
-  CompileResult result;
-  result.graph_name = config.effective_graph_name();
-  result.disabled = config.disable;
-  if (config.is_dry_run) {
-    dry_run(config, callbacks);
-    result.dry_run = true;
-    return result;
-  }
-  Runtime& rt = Runtime::get();
-  torch::NoGradGuard no_grad;
-  const torch::jit::GraphOptimizerEnabledGuard executor(torchscript_optimize());  // restored on return
+
+CompileSession::CompileSession(const ExperimentConfig& config, const CompileCallbacks& callbacks,
+                               torch::jit::Module* input)
+    : config_(config),
+      callbacks_(callbacks),
+      input_(input),
+      rt_(Runtime::get()),
+      executor_(torchscript_optimize()),  // restored when the session ends
+      timer_(rt_) {
+  result_.graph_name = config.effective_graph_name();
+  result_.disabled = config.disable;
   // Ranks sharing a host share its cores: without this each would start one
   // thread per core and oversubscribe them (an explicit OMP_NUM_THREADS wins).
-  if (rt.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
-    at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt.local_size()));
-  PhaseTimer timer(rt);
-  ComputePlacement placement;
-  const c10::Device& device = placement.device;
-  std::unique_ptr<Communicator> comm;
-  const std::string& method = config.model.method;
+  if (rt_.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
+    at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt_.local_size()));
+}
 
-  std::optional<Model> model;
-  DatasetInfo data;
-  CallBinding binding;
-  DataTransformFn transform;
-  std::vector<LayerPlan> plans;
-  const bool quantizing = config.quantization_settings.has_value() && !config.disable;
+c10::IValue CompileSession::forward(torch::jit::Module& module, const Batch& batch) const {
+  if (callbacks_.forward) return callbacks_.forward(module, batch);
+  return run_module(module, config_.model.method, prepared_.binding, batch, prepared_.model->path());
+}
 
-  timer.run("load", [&] {
-    placement = select_device(config, rt);
-    model = input ? Model::wrap(config.discard_input_model ? *input : input->clone(), "the input module", method)
-                  : Model::load(config.model.path, method);
-    move_module(model->module(), device);
-    if (!config.skip_eval_set_mode) model->module().eval();
-    result.float_bytes = model->parameter_bytes();
-    if (config.disable) return;
-    if (config.calibration_inputs) {
-      const auto& cal = *config.calibration_inputs;
-      data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
-      if (!callbacks.forward) binding = model->bind(data, config.forward.kwargs);
-      transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, data);
+// Batches reach the method on the model's device (the forward callback's contract).
+c10::IValue CompileSession::run(torch::jit::Module& module, const Batch& batch) const {
+  return forward(module, to_device(batch, prepared_.placement.device));
+}
+
+// Calibration and fine-tuning may run in mixed precision; evaluation measures the model as deployed.
+c10::IValue CompileSession::run_mixed(torch::jit::Module& module, const Batch& batch) const {
+  AutocastScope autocast(config_.autocast, prepared_.placement.device);
+  return run(module, batch);
+}
+
+// ---- prepare: load, bind, fold, plan -------------------------------------
+
+void CompileSession::prepare() {
+  PreparedCompile& p = prepared_;
+  const std::string& method = config_.model.method;
+  p.quantizing = config_.quantization_settings.has_value() && !config_.disable;
+  timer_.run("load", [&] {
+    p.placement = select_device(config_, rt_);
+    p.model = input_ ? Model::wrap(config_.discard_input_model ? *input_ : input_->clone(), "the input module", method)
+                     : Model::load(config_.model.path, method);
+    move_module(p.model->module(), p.placement.device);
+    if (!config_.skip_eval_set_mode) p.model->module().eval();
+    result_.float_bytes = p.model->parameter_bytes();
+    if (config_.disable) return;
+    if (config_.calibration_inputs) {
+      const auto& cal = *config_.calibration_inputs;
+      p.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
+      if (!callbacks_.forward) p.binding = p.model->bind(p.data, config_.forward.kwargs);
+      p.transform = callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, p.data);
     }
-    if (!model->module().is_training()) result.folded_batch_norms = model->fold_conv_batch_norm();
-    plans = plan_layers(model->layers(), config);
-    const auto reached = layers_read_by(model->module(), method);
-    for (auto& p : plans) {
-      if (!p.quantize || std::find(reached.begin(), reached.end(), p.layer.name) != reached.end()) continue;
-      if (config.fullgraph)
-        throw ModelError("layer '" + p.layer.name + "': " + method + " does not read its weight in a way qforge can "
+    if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
+    p.plans = plan_layers(p.model->layers(), config_);
+    const auto reached = layers_read_by(p.model->module(), method);
+    for (auto& plan : p.plans) {
+      if (!plan.quantize || std::find(reached.begin(), reached.end(), plan.layer.name) != reached.end()) continue;
+      if (config_.fullgraph)
+        throw ModelError("layer '" + plan.layer.name + "': " + method + " does not read its weight in a way qforge can "
                          "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
-      p.quantize = false;
-      p.reason = method + " does not read its weight directly (fullgraph: false)";
+      plan.quantize = false;
+      plan.reason = method + " does not read its weight directly (fullgraph: false)";
     }
-    if (!config.compile_options.ptq)
-      for (const auto& p : plans)
-        if (p.quantize && p.activations.enabled)
-          throw ConfigError("compile_options.ptq is false but layer '" + p.layer.name +
+    if (!config_.compile_options.ptq)
+      for (const auto& plan : p.plans)
+        if (plan.quantize && plan.activations.enabled)
+          throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name +
                             "' quantizes activations, whose ranges only calibration measures; enable ptq or set "
                             "quantization_settings.activations.enabled: false");
   });
-
+  base_ = p.model->module();  // assembled from the float model, or fine-tuning's copy of it
   // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
   // between ranks sharing a GPU, which NCCL refuses).
-  comm = device.is_cuda() && !placement.gpu_shared ? make_nccl_communicator(device.index()) : make_mpi_communicator();
+  const c10::Device& device = p.placement.device;
+  p.comm = device.is_cuda() && !p.placement.gpu_shared ? make_nccl_communicator(device.index()) : make_mpi_communicator();
   if (device.is_cuda())
-    log::info("rank " + std::to_string(rt.rank()) + " on " + rt.host() + " computes on " + device.str() +
-              ", collectives over " + comm->backend() +
-              (config.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config.autocast)));
-  const Runner forward = callbacks.forward ? Runner(callbacks.forward)
-                                           : Runner([&](torch::jit::Module& m, const Batch& b) {
-                                               return run_module(m, method, binding, b, model->path());
-                                             });
-  // Batches reach the method on the model's device (the seed's forward_fn contract).
-  const Runner run = [&](torch::jit::Module& m, const Batch& b) { return forward(m, to_device(b, device)); };
-  // Calibration and fine-tuning may run in mixed precision; evaluation measures the model as deployed.
-  const Runner run_mixed = [&](torch::jit::Module& m, const Batch& b) {
-    AutocastScope autocast(config.autocast, device);
-    return run(m, b);
-  };
+    log::info("rank " + std::to_string(rt_.rank()) + " on " + rt_.host() + " computes on " + device.str() +
+              ", collectives over " + p.comm->backend() +
+              (config_.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config_.autocast)));
+  plan_activation_points();
+}
 
-  // This rank's shard of the held-out samples (evaluation_inputs), which must
-  // hold the inputs the calibration samples do.
-  const auto evaluation_source = [&]() -> ShardSource {
-    const auto& ev = *config.evaluation_inputs;
-    const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
-    if (!config.calibration_inputs) {  // nothing bound the data to the method yet
-      data = info;
-      if (!callbacks.forward) binding = model->bind(info, config.forward.kwargs);
-    }
-    if (info.kind != data.kind || info.input_names != data.input_names)
-      throw DataError("evaluation_inputs: the files hold inputs (" + join(info.input_names) +
-                      ") other than the calibration inputs (" + join(data.input_names) + ")");
-    const auto eval_transform =
-        callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, info);
-    return shard_of(info, ev, eval_transform, rt, device);
-  };
-
-  // Activation ranges: one observer per quantized layer input.
-  std::vector<CalibrationPoint> points;
-  std::vector<int> point_of(plans.size(), -1), output_point_of(plans.size(), -1);
-  // onnxruntime and OpenVINO run a residual add in int8 when both operands and the
-  // sum are quantized: the outputs of the layers that feed adds get a quantizer too.
-  const Target target = config.deployment_settings ? config.deployment_settings->target : Target::None;
+// One observer per quantized layer input. onnxruntime and OpenVINO run a
+// residual add in int8 when both operands and the sum are quantized: the
+// outputs of the layers that feed adds get an observer too.
+void CompileSession::plan_activation_points() {
+  PreparedCompile& p = prepared_;
+  p.point_of.assign(p.plans.size(), -1);
+  p.output_point_of.assign(p.plans.size(), -1);
+  const Target target = config_.deployment_settings ? config_.deployment_settings->target : Target::None;
   std::vector<std::string> feeding_adds;
-  if (quantizing && (target == Target::OnnxRuntime || target == Target::OpenVino))
-    feeding_adds = layers_feeding_adds(model->module(), method);
-  for (size_t i = 0; i < plans.size(); ++i) {
-    if (!quantizing || !plans[i].quantize || !plans[i].activations.enabled) continue;
-    point_of[i] = static_cast<int>(points.size());
-    points.push_back({plans[i].layer.name, plans[i].activations});
-    if (std::find(feeding_adds.begin(), feeding_adds.end(), plans[i].layer.name) == feeding_adds.end()) continue;
-    output_point_of[i] = static_cast<int>(points.size());
-    points.push_back({plans[i].layer.name, plans[i].activations, true});
+  if (p.quantizing && (target == Target::OnnxRuntime || target == Target::OpenVino))
+    feeding_adds = layers_feeding_adds(p.model->module(), config_.model.method);
+  for (size_t i = 0; i < p.plans.size(); ++i) {
+    if (!p.quantizing || !p.plans[i].quantize || !p.plans[i].activations.enabled) continue;
+    p.point_of[i] = static_cast<int>(p.points.size());
+    p.points.push_back({p.plans[i].layer.name, p.plans[i].activations});
+    if (std::find(feeding_adds.begin(), feeding_adds.end(), p.plans[i].layer.name) == feeding_adds.end()) continue;
+    p.output_point_of[i] = static_cast<int>(p.points.size());
+    p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, true});
   }
-  std::vector<ActivationObserver> observers;
-  if (!points.empty())
-    observers = calibrate(model->module(), method, points, run_mixed,
-                          shard_of(data, *config.calibration_inputs, transform, rt, device), *comm, timer);
+}
 
-  timer.run("quantize", [&] {
-    for (size_t i = 0; i < plans.size(); ++i) {
+// The held-out samples of this rank (evaluation_inputs), which must hold the
+// inputs the calibration samples do.
+ShardSource CompileSession::evaluation_source() {
+  PreparedCompile& p = prepared_;
+  const auto& ev = *config_.evaluation_inputs;
+  const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
+  if (!config_.calibration_inputs) {  // nothing bound the data to the method yet
+    p.data = info;
+    if (!callbacks_.forward) p.binding = p.model->bind(info, config_.forward.kwargs);
+  }
+  if (info.kind != p.data.kind || info.input_names != p.data.input_names)
+    throw DataError("evaluation_inputs: the files hold inputs (" + join(info.input_names) +
+                    ") other than the calibration inputs (" + join(p.data.input_names) + ")");
+  const auto eval_transform =
+      callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, info);
+  return shard_of(info, ev, eval_transform, rt_, p.placement.device);
+}
+
+// ---- calibrate and quantize ----------------------------------------------
+
+void CompileSession::calibrate() {
+  const PreparedCompile& p = prepared_;
+  if (p.points.empty()) return;
+  const Runner run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
+  observers_ = qforge::calibrate(p.model->module(), config_.model.method, p.points, run,
+                                 shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device),
+                                 *p.comm, timer_);
+}
+
+void keep_unreached_layers_float(const ExperimentConfig& config, const std::vector<int>& point_of,
+                                 const std::function<bool(int point)>& reached, std::vector<LayerPlan>& plans) {
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (point_of[i] < 0 || reached(point_of[i])) continue;
+    if (config.fullgraph)
+      throw ModelError("layer '" + plans[i].layer.name + "': no input values were observed on the calibration data "
+                       "(the method does not run it as a layer: its weight feeds fused or functional code, or a "
+                       "branch the data never takes); set fullgraph: false to keep it in floating point, or skip it "
+                       "in layer_quantization_settings");
+    log::warn("layer '" + plans[i].layer.name + "' stays in floating point: not reached on the calibration data");
+    plans[i].quantize = false;
+    plans[i].reason = "not reached on the calibration data (fullgraph: false)";
+  }
+}
+
+void CompileSession::quantize() {
+  PreparedCompile& p = prepared_;
+  timer_.run("quantize", [&] {
+    if (!p.points.empty())
+      keep_unreached_layers_float(config_, p.point_of, [&](int point) { return observed_anything(observers_[point]); },
+                                  prepared_.plans);
+    for (size_t i = 0; i < p.plans.size(); ++i) {
       LayerResult l;
-      l.plan = plans[i];
-      l.quantized = quantizing && plans[i].quantize;
-      l.reason = plans[i].reason;
+      l.plan = p.plans[i];
+      l.quantized = p.quantizing && p.plans[i].quantize;
+      l.reason = p.plans[i].reason;
       if (l.quantized && l.plan.weights.enabled) {
-        const auto weight = model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
+        const auto weight = p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
         l.weight = observe_weight(weight, l.plan.weights);
         l.weight_range = quant_range(l.plan.weights.bits, l.plan.weights.is_signed);
         l.weight_sqnr_db = sqnr_db(weight, fake_quantize_weight(weight, *l.weight, l.plan.weights));
         l.weight_elements = weight.numel();
       }
-      if (l.quantized && point_of[i] >= 0) {
-        l.input = calibrated_range(points[point_of[i]], observers[point_of[i]]);
-        l.input_histogram = display_histogram(observers[point_of[i]], l.plan.activations.symmetric);
+      if (l.quantized && p.point_of[i] >= 0) {
+        l.input = calibrated_range(p.points[p.point_of[i]], observers_[p.point_of[i]]);
+        l.input_histogram = display_histogram(observers_[p.point_of[i]], l.plan.activations.symmetric);
         l.input_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
-      if (l.quantized && output_point_of[i] >= 0) {
-        l.output = calibrated_range(points[output_point_of[i]], observers[output_point_of[i]]);
+      if (l.quantized && p.output_point_of[i] >= 0) {
+        l.output = calibrated_range(p.points[p.output_point_of[i]], observers_[p.output_point_of[i]]);
         l.output_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
-      result.layers.push_back(std::move(l));
+      result_.layers.push_back(std::move(l));
     }
   });
+}
 
-  const auto threshold = config.quantization_settings ? config.quantization_settings->sensitivity_threshold
-                                                      : std::optional<double>();
-  if (quantizing && (config.compile_options.sensitivity || threshold)) {
-    std::vector<size_t> measured;  // indices into result.layers
-    std::vector<LayerFakeQuant> candidates;
-    for (size_t i = 0; i < result.layers.size(); ++i)
-      if (result.layers[i].quantized) {
-        measured.push_back(i);
-        candidates.push_back(fake_quant_of(result.layers[i]));
-      }
-    SensitivityWork work;
-    timer.run(
-        "sensitivity",
-        [&] {
-          const auto& cal = *config.calibration_inputs;
-          const int64_t rows = std::min(config.compile_options.sensitivity_samples, data.total_rows());
-          const auto batches = read_all(data, {0, rows}, cal.batch_size, transform);  // the same rows on every rank
-          log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
-                    " calibration rows, split over " + std::to_string(rt.size()) + " rank(s)");
-          work = measure_sensitivity(model->module(), method, candidates, batches, run, rt.rank(), rt.size());
-        },
-        [&] {
-          const auto errors = gather_sensitivity(work, candidates.size(), rt);
-          for (size_t k = 0; k < measured.size(); ++k) {
-            auto& l = result.layers[measured[k]];
-            l.sensitivity = errors[k];
-            if (threshold && errors[k] > *threshold) {
-              l.quantized = false;
-              l.reason = "sensitivity " + std::to_string(errors[k]) + " above sensitivity_threshold " +
-                         std::to_string(*threshold);
-            }
+// ---- sensitivity -----------------------------------------------------------
+
+void CompileSession::measure_sensitivity() {
+  const PreparedCompile& p = prepared_;
+  const auto threshold = config_.quantization_settings ? config_.quantization_settings->sensitivity_threshold
+                                                       : std::optional<double>();
+  if (!p.quantizing || !(config_.compile_options.sensitivity || threshold)) return;
+  std::vector<size_t> measured;  // indices into result_.layers
+  std::vector<LayerFakeQuant> candidates;
+  for (size_t i = 0; i < result_.layers.size(); ++i)
+    if (result_.layers[i].quantized) {
+      measured.push_back(i);
+      candidates.push_back(fake_quant_of(result_.layers[i]));
+    }
+  SensitivityWork work;
+  timer_.run(
+      "sensitivity",
+      [&] {
+        const auto& cal = *config_.calibration_inputs;
+        const int64_t rows = std::min(config_.compile_options.sensitivity_samples, p.data.total_rows());
+        const auto batches = read_all(p.data, {0, rows}, cal.batch_size, p.transform);  // the same rows on every rank
+        log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
+                  " calibration rows, split over " + std::to_string(rt_.size()) + " rank(s)");
+        const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
+        work = qforge::measure_sensitivity(p.model->module(), config_.model.method, candidates, batches, run, rt_.rank(),
+                                          rt_.size());
+      },
+      [&] {
+        const auto errors = gather_sensitivity(work, candidates.size(), rt_);
+        for (size_t k = 0; k < measured.size(); ++k) {
+          auto& l = result_.layers[measured[k]];
+          l.sensitivity = errors[k];
+          if (threshold && errors[k] > *threshold) {
+            l.quantized = false;
+            l.reason = "sensitivity " + std::to_string(errors[k]) + " above sensitivity_threshold " +
+                       std::to_string(*threshold);
           }
-        });
-  }
-
-  // The model the compiled one is assembled from: the float model, or a copy
-  // of it holding the fine-tuned weights (the float model stays the reference
-  // of the evaluation).
-  torch::jit::Module base = model->module();
-  const auto& tune = config.compile_options.fine_tune;
-  if (quantizing && tune.enabled) {
-    std::vector<FineTuneTarget> targets;
-    std::vector<LayerFakeQuant> others;
-    timer.run("fine-tune setup", [&] {
-      for (auto& l : result.layers) {
-        if (!l.quantized) continue;
-        const bool wanted = tune.targets.empty() ||
-                            std::any_of(tune.targets.begin(), tune.targets.end(), [&](const std::string& t) {
-                              return t == l.plan.layer.type || layer_matches(t, l.plan.layer.name);
-                            });
-        if (wanted && l.weight) {
-          targets.push_back({fake_quant_of(l), l.plan.weights,
-                             model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
-          l.fine_tuned = true;
-        } else {
-          others.push_back(fake_quant_of(l));
         }
-      }
-      if (targets.empty())
-        throw ConfigError("compile_options.fine_tune.targets: no quantized layer with quantized weights matches " +
-                          (tune.targets.empty() ? std::string("(all)") : join(tune.targets)));
-      log::info(std::string("fine-tune: ") + to_string(tune.method) + " on " + std::to_string(targets.size()) + " layers, rank " +
-                std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
-                std::to_string(tune.batch_size) + " rows over " + std::to_string(rt.size()) + " rank(s)");
-    });
-    const CheckpointPlan checkpoints{config.out_dir + "/checkpoints/fine_tune.pt", config.compile_options.checkpoint_every,
-                                     tune.resume, tune.stop_after_steps};
-    std::vector<FineTuneEvaluation> evaluations;
-    FineTuneEvaluator evaluate;
-    if (tune.eval_every > 0)
-      evaluate = [&](torch::jit::Module& student, int64_t step) {
-        EvaluationSums sums;
-        rt.collective_phase("evaluate at step " + std::to_string(step),
-                            [&] { sums = evaluate_shard(model->module(), student, run, evaluation_source()); });
-        evaluations.push_back({step, reduce_evaluation(sums, *comm)});
-        log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
-      };
-    const FineTuneReport tuned = fine_tune(model->module(), method, targets, others, tune, config.seed, data,
-                                           reader_options(*config.calibration_inputs, transform, device),
-                                           run_mixed, comm.get(), rt, checkpoints, evaluate);
-    timer.record("fine-tune", tuned.seconds);
-    if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
-      result.stopped = true;
-      result.stop_signal = tuned.stop_signal;
-      return result;
-    }
-    // qa_lora: the merged weights are on their (learned) grid, so the assembly
-    // below quantizes them to themselves. lora: they are float, and get the
-    // round-to-nearest quantization of their own range.
-    base = model->module().clone();
-    for (const auto& [layer, weight] : tuned.merged)
-      submodule(base, layer, model->path()).setattr("weight", weight);
-    for (auto& l : result.layers) {
-      const std::string& name = l.plan.layer.name;
-      if (auto s = tuned.weight_scales.find(name); s != tuned.weight_scales.end()) l.weight->qparams.scale = s->second;
-      if (auto s = tuned.input_scales.find(name); s != tuned.input_scales.end()) l.input->qparams.scale = s->second;
-      if (tune.method == FineTuneMethod::Lora && tuned.merged.count(name))
-        l.weight = observe_weight(tuned.merged.at(name), l.plan.weights);
-    }
-    FineTuneSummary summary;
-    summary.method = to_string(tune.method);
-    summary.loss = tuned.loss;
-    summary.evaluations = evaluations;
-    summary.learned_ranges = static_cast<int64_t>(tuned.weight_scales.size() + tuned.input_scales.size());
-    summary.seconds = tuned.seconds;
-    summary.samples = tuned.samples;
-    summary.step_seconds = tuned.step_seconds;
-    for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
-    result.fine_tune = summary;
-  }
+      });
+}
 
-  timer.run("assemble", [&] {
+// ---- fine-tune -------------------------------------------------------------
+
+bool CompileSession::fine_tune() {
+  PreparedCompile& p = prepared_;
+  const auto& tune = config_.compile_options.fine_tune;
+  if (!p.quantizing || !tune.enabled) return true;
+  std::vector<FineTuneTarget> targets;
+  std::vector<LayerFakeQuant> others;
+  timer_.run("fine-tune setup", [&] {
+    for (auto& l : result_.layers) {
+      if (!l.quantized) continue;
+      const bool wanted = tune.targets.empty() ||
+                          std::any_of(tune.targets.begin(), tune.targets.end(), [&](const std::string& t) {
+                            return t == l.plan.layer.type || layer_matches(t, l.plan.layer.name);
+                          });
+      if (wanted && l.weight) {
+        targets.push_back({fake_quant_of(l), l.plan.weights,
+                           p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
+        l.fine_tuned = true;
+      } else {
+        others.push_back(fake_quant_of(l));
+      }
+    }
+    if (targets.empty())
+      throw ConfigError("compile_options.fine_tune.targets: no quantized layer with quantized weights matches " +
+                        (tune.targets.empty() ? std::string("(all)") : join(tune.targets)));
+    log::info(std::string("fine-tune: ") + to_string(tune.method) + " on " + std::to_string(targets.size()) +
+              " layers, rank " + std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
+              std::to_string(tune.batch_size) + " rows over " + std::to_string(rt_.size()) + " rank(s)");
+  });
+  const CheckpointPlan checkpoints{config_.out_dir + "/checkpoints/fine_tune.pt", config_.compile_options.checkpoint_every,
+                                   tune.resume, tune.stop_after_steps};
+  std::vector<FineTuneEvaluation> evaluations;
+  FineTuneEvaluator evaluate;
+  if (tune.eval_every > 0)
+    evaluate = [&](torch::jit::Module& student, int64_t step) {
+      EvaluationSums sums;
+      const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
+      rt_.collective_phase("evaluate at step " + std::to_string(step),
+                           [&] { sums = evaluate_shard(p.model->module(), student, run, evaluation_source()); });
+      evaluations.push_back({step, reduce_evaluation(sums, *p.comm)});
+      log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
+    };
+  const Runner run_mixed = [this](torch::jit::Module& m, const Batch& b) { return this->run_mixed(m, b); };
+  const FineTuneReport tuned =
+      qforge::fine_tune(p.model->module(), config_.model.method, targets, others, tune, config_.seed, p.data,
+                        reader_options(*config_.calibration_inputs, p.transform, p.placement.device), run_mixed,
+                        p.comm.get(), rt_, checkpoints, evaluate);
+  timer_.record("fine-tune", tuned.seconds);
+  if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
+    result_.stopped = true;
+    result_.stop_signal = tuned.stop_signal;
+    return false;
+  }
+  // qa_lora: the merged weights are on their (learned) grid, so the assembly
+  // quantizes them to themselves. lora: they are float, and get the
+  // round-to-nearest quantization of their own range.
+  base_ = p.model->module().clone();
+  for (const auto& [layer, weight] : tuned.merged) submodule(base_, layer, p.model->path()).setattr("weight", weight);
+  for (auto& l : result_.layers) {
+    const std::string& name = l.plan.layer.name;
+    if (auto s = tuned.weight_scales.find(name); s != tuned.weight_scales.end()) l.weight->qparams.scale = s->second;
+    if (auto s = tuned.input_scales.find(name); s != tuned.input_scales.end()) l.input->qparams.scale = s->second;
+    if (tune.method == FineTuneMethod::Lora && tuned.merged.count(name))
+      l.weight = observe_weight(tuned.merged.at(name), l.plan.weights);
+  }
+  FineTuneSummary summary;
+  summary.method = to_string(tune.method);
+  summary.loss = tuned.loss;
+  summary.evaluations = evaluations;
+  summary.learned_ranges = static_cast<int64_t>(tuned.weight_scales.size() + tuned.input_scales.size());
+  summary.seconds = tuned.seconds;
+  summary.samples = tuned.samples;
+  summary.step_seconds = tuned.step_seconds;
+  for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
+  result_.fine_tune = summary;
+  return true;
+}
+
+// ---- assemble, evaluate, export, write --------------------------------------
+
+void CompileSession::assemble() {
+  const PreparedCompile& p = prepared_;
+  const std::string& method = config_.model.method;
+  timer_.run("assemble", [&] {
     std::vector<LayerFakeQuant> quantized;
-    result.deployed_bytes = result.float_bytes;
-    for (const auto& l : result.layers) {
+    result_.deployed_bytes = result_.float_bytes;
+    for (const auto& l : result_.layers) {
       if (!l.quantized) continue;
       quantized.push_back(fake_quant_of(l));
-      if (l.weight) result.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
+      if (l.weight) result_.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
     }
-    result.model = quantized.empty() ? base.clone() : with_fake_quantization(base, method, quantized);
+    result_.model = quantized.empty() ? base_.clone() : with_fake_quantization(base_, method, quantized);
+    const Target target = config_.deployment_settings ? config_.deployment_settings->target : Target::None;
     if (!quantized.empty() &&
         (target == Target::TensorRT || target == Target::OnnxRuntime || target == Target::OpenVino)) {
-      const int adds = quantize_residual_inputs(result.model, method);
+      const int adds = quantize_residual_inputs(result_.model, method);
       if (adds) log::info(std::to_string(adds) + " residual add(s) read their shortcut through its quantizer");
     }
     // Store weights already on their grid: the file holds exactly the deployed values.
-    for (const auto& l : result.layers) {
+    for (const auto& l : result_.layers) {
       if (!l.quantized || !l.weight) continue;
-      auto layer = submodule(result.model, l.plan.layer.name, model->path());
+      auto layer = submodule(result_.model, l.plan.layer.name, p.model->path());
       const auto weight = layer.attr("weight").toTensor();
       layer.setattr("weight", fake_quantize_weight(weight.detach(), *l.weight, l.plan.weights)
                                   .to(weight.scalar_type())
                                   .set_requires_grad(weight.requires_grad()));
     }
   });
+}
 
-  if (config.evaluation_inputs && !config.disable) {
+void CompileSession::evaluate() {
+  if (config_.evaluation_inputs && !config_.disable) {
+    const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
     EvaluationSums sums;
-    timer.run(
-        "evaluate", [&] { sums = evaluate_shard(model->module(), result.model, run, evaluation_source()); },
-        [&] { result.evaluation = reduce_evaluation(sums, *comm); });
+    timer_.run(
+        "evaluate", [&] { sums = evaluate_shard(prepared_.model->module(), result_.model, run, evaluation_source()); },
+        [&] { result_.evaluation = reduce_evaluation(sums, *prepared_.comm); });
   }
-
   // Deployable anywhere: the compiled model leaves on the CPU.
-  move_module(result.model, c10::Device(c10::kCPU));
-  if (config.deployment_settings && config.deployment_settings->writes_onnx() && !config.disable)
-    timer.run("export", [&] {
-      if (!rt.is_root()) return;
-      std::vector<std::string> layer_names;
-      for (const auto& l : result.layers) layer_names.push_back(l.plan.layer.name);
-      const CallBinding onnx_binding = callbacks.forward ? model->bind(data, config.forward.kwargs) : binding;
-      const OnnxModel onnx =
-          export_for_experiment(result.model, config, onnx_binding, onnx_options(config, layer_names), transform);
-      result.onnx.bytes = onnx.bytes;
-      result.onnx.opset = onnx.opset;
-      result.onnx.quantized_weights = onnx.quantized_weights;
-      result.onnx.quantized_activations = onnx.quantized_activations;
-      result.onnx.notes = onnx.notes;
-      for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
-      if (config.evaluation_inputs && config.deployment_settings->evaluate_onnx) {
-        // The compiled model now lives on the CPU: run it there, without the device copy.
-        evaluate_onnx(onnx.bytes, result.model, forward, config, transform, result.onnx);
-        if (result.onnx.evaluation)
-          log::info("ONNX in " + result.onnx.runtime + ": " + onnx_evaluation_text(*result.onnx.evaluation));
-        else
-          log::warn("ONNX file not evaluated: " + result.onnx.not_evaluated);
-      }
-    });
-  result.phases = timer.gather();
-  rt.collective_phase("write", [&] {
-    if (!rt.is_root()) return;
-    write_artifacts(result, config, rt.size());
-    if (result.fine_tune) std::filesystem::remove(config.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
-    log::info(summary_text(result, rt.size()));
-    log::info("artifacts in " + config.out_dir + ": model.qforge.pt" + (result.onnx.written ? ", model.qforge.onnx" : "") +
+  move_module(result_.model, c10::Device(c10::kCPU));
+}
+
+void CompileSession::export_onnx() {
+  if (!config_.deployment_settings || !config_.deployment_settings->writes_onnx() || config_.disable) return;
+  const PreparedCompile& p = prepared_;
+  timer_.run("export", [&] {
+    if (!rt_.is_root()) return;
+    std::vector<std::string> layer_names;
+    for (const auto& l : result_.layers) layer_names.push_back(l.plan.layer.name);
+    const CallBinding binding = callbacks_.forward ? p.model->bind(p.data, config_.forward.kwargs) : p.binding;
+    const OnnxModel onnx =
+        export_for_experiment(result_.model, config_, binding, onnx_options(config_, layer_names), p.transform);
+    result_.onnx.bytes = onnx.bytes;
+    result_.onnx.opset = onnx.opset;
+    result_.onnx.quantized_weights = onnx.quantized_weights;
+    result_.onnx.quantized_activations = onnx.quantized_activations;
+    result_.onnx.notes = onnx.notes;
+    for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
+    if (config_.evaluation_inputs && config_.deployment_settings->evaluate_onnx) {
+      // The compiled model now lives on the CPU: run it there, without the device copy.
+      const Runner forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
+      evaluate_onnx(onnx.bytes, result_.model, forward, config_, p.transform, result_.onnx);
+      if (result_.onnx.evaluation)
+        log::info("ONNX in " + result_.onnx.runtime + ": " + onnx_evaluation_text(*result_.onnx.evaluation));
+      else
+        log::warn("ONNX file not evaluated: " + result_.onnx.not_evaluated);
+    }
+  });
+}
+
+void CompileSession::write() {
+  result_.phases = timer_.gather();
+  rt_.collective_phase("write", [&] {
+    if (!rt_.is_root()) return;
+    write_artifacts(result_, config_, rt_.size());
+    if (result_.fine_tune) std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
+    log::info(summary_text(result_, rt_.size()));
+    log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" + (result_.onnx.written ? ", model.qforge.onnx" : "") +
               ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
   });
-  return result;
+}
+
+// ---- the whole compile -------------------------------------------------------
+
+CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input) {
+  if (config.is_dry_run) {
+    CompileResult result;
+    result.graph_name = config.effective_graph_name();
+    result.dry_run = true;
+    dry_run(config, callbacks, input);
+    return result;
+  }
+  CompileSession session(config, callbacks, input);
+  session.prepare();
+  session.calibrate();
+  session.quantize();
+  session.measure_sensitivity();
+  if (!session.fine_tune()) return session.take_result();  // stopped: its checkpoint is the output
+  session.assemble();
+  session.evaluate();
+  session.export_onnx();
+  session.write();
+  return session.take_result();
 }
 
 }  // namespace qforge

@@ -4,8 +4,12 @@
 #include <iomanip>
 #include <sstream>
 
+#include "compile/onnx_stage.h"
+#include "compile/session.h"
+#include "graph/observe_op.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
+#include "qforge/fake_quant_graph.h"
 #include "qforge/logger.h"
 #include "qforge/plan.h"
 #include "qforge/runtime.h"
@@ -166,64 +170,111 @@ std::string Plan::to_text() const {
   return out.str();
 }
 
-Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) {
+namespace {
+
+// Which activation points saw values on one batch per shape group of this
+// rank's shard, reduced over the ranks (1: seen on some rank).
+std::vector<int64_t> points_reached(CompileSession& session, const std::vector<Batch>& first_of_group) {
+  const PreparedCompile& p = session.prepared();
+  std::vector<ObservedTensor> tensors;
+  for (const auto& point : p.points) tensors.push_back({point.layer, point.output});
+  std::vector<int64_t> seen(p.points.size(), 0);
+  torch::jit::Module observed =
+      tensors.empty() ? p.model->module() : with_observers(p.model->module(), p.model->method(), tensors);
+  {
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) {
+      if (x.numel() > 0) seen.at(point) = 1;
+    });
+    for (const auto& batch : first_of_group) session.run(observed, batch);  // also: does the data fit the model?
+  }
+  if (seen.empty()) return seen;  // no points on any rank: nothing to reduce
+  at::Tensor reduced = at::tensor(seen, at::kLong).to(p.placement.device);
+  p.comm->all_reduce(reduced, ReduceOp::Max);
+  reduced = reduced.cpu();
+  return std::vector<int64_t>(reduced.data_ptr<int64_t>(), reduced.data_ptr<int64_t>() + reduced.numel());
+}
+
+// Targets deployed as ONNX: the float graph converts now, so an operator or a
+// branch ONNX cannot express fails before calibration, not at the export.
+void check_onnx_conversion(const ExperimentConfig& config, const CompileCallbacks& callbacks, const PreparedCompile& p) {
+  if (!config.deployment_settings || !config.deployment_settings->writes_onnx() || config.disable) return;
+  torch::jit::Module model = p.model->module();
+  if (p.placement.device.is_cuda()) {  // the converter runs on the CPU, as the export does
+    model = model.clone();
+    move_module(model, c10::Device(c10::kCPU));
+  }
+  OnnxExportOptions options = onnx_options(config, {});
+  options.quantized = false;
+  const CallBinding binding = callbacks.forward ? p.model->bind(p.data, config.forward.kwargs) : p.binding;
+  const OnnxModel onnx = export_for_experiment(model, config, binding, options, p.transform);
+  log::info("ONNX: the float graph converts (opset " + std::to_string(onnx.opset) + ")");
+}
+
+}  // namespace
+
+Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input) {
   Runtime& rt = Runtime::get();
+  rt.collective_phase("plan", [&] {
+    if (!config.calibration_inputs)
+      throw ConfigError("calibration_inputs: a dry run needs calibration data to validate and shard");
+  });
+  // The compile's own first stage: load, bind, fold, plan.
+  CompileSession session(config, callbacks, input);
+  session.prepare();
+  const PreparedCompile& p = session.prepared();
   Plan plan;
   plan.graph_name = config.effective_graph_name();
   plan.resolved_config = config_to_yaml(config);
-  std::optional<Model> model;
-  CallBinding binding;
-  DataTransformFn transform;
-  RowRange mine;
+  plan.signature = p.model->signature();
+  plan.parameters = p.model->parameter_count();
+  plan.parameter_bytes = p.model->parameter_bytes();
+  plan.data = p.data;
+  plan.all_layers = p.model->layers();
+  plan.layers = p.plans;
+  const auto& cal = *config.calibration_inputs;
+  const RowRange mine = shard_whole_batches(plan.data.group_rows(), cal.batch_size, rt.rank(), rt.size());
+  log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +
+             std::to_string(mine.end - 1));
 
-  rt.collective_phase("load", [&] {
-    if (!config.calibration_inputs)
-      throw ConfigError("calibration_inputs: a dry run needs calibration data to validate and shard");
-    select_device(config, rt);  // device and gpu_index checked as compile checks them
-    model = Model::load(config.model.path, config.model.method);
-    if (!config.skip_eval_set_mode) model->module().eval();
-    plan.signature = model->signature();
-    plan.parameters = model->parameter_count();
-    plan.parameter_bytes = model->parameter_bytes();
-    const auto& cal = *config.calibration_inputs;
-    plan.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
-    binding = model->bind(plan.data, config.forward.kwargs);  // does the data fit the model at all?
-    plan.all_layers = model->layers();
-    plan.layers = plan_layers(plan.all_layers, config);
-    transform = callbacks.data_transform ? callbacks.data_transform : make_transform(config.data_transform, plan.data);
-    mine = shard_whole_batches(plan.data.group_rows(), cal.batch_size, rt.rank(), rt.size());
-    log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +
-               std::to_string(mine.end - 1));
-  });
-
+  // Every row of the shard is read and checked; one batch per shape group runs
+  // with the calibration observers in place.
   RankShard shard{rt.rank(), rt.host(), mine, 0, 0};
+  std::vector<Batch> first_of_group;
+  std::vector<int64_t> seen;
   rt.collective_phase("data", [&] {
-    const auto& cal = *config.calibration_inputs;
-    SampleReaderOptions options{cal.batch_size, cal.prefetch, cal.check_finite, transform};
+    SampleReaderOptions options{cal.batch_size, cal.prefetch, cal.check_finite, p.transform};
     SampleReader reader(plan.data, mine, options);
     shard.batches = static_cast<int64_t>(reader.batch_count());
     int last_group = -1;
     while (auto batch = reader.next()) {
-      if (batch->group != last_group) {  // one model call per shape group validates the fit
-        model->run(binding, *batch);
-        last_group = batch->group;
-      }
+      if (batch->group != last_group) first_of_group.push_back(*batch);
+      last_group = batch->group;
     }
     shard.peak_rss_bytes = peak_rss_bytes();
     log::debug("rank " + std::to_string(rt.rank()) + ": read and checked " + std::to_string(mine.size()) + " rows");
   });
+  rt.collective_phase("reach", [&] {
+    seen = points_reached(session, first_of_group);
+    keep_unreached_layers_float(config, p.point_of, [&](int point) { return seen[point] != 0; }, plan.layers);
+  });
+  shard.peak_rss_bytes = std::max(shard.peak_rss_bytes, peak_rss_bytes());
 
   rt.collective_phase("trace", [&] {
     DatasetInfo tracing_info;
-    const auto batches = tracing_batches(config, plan.data, transform, &tracing_info);
+    const auto batches = tracing_batches(config, plan.data, p.transform, &tracing_info);
     std::vector<std::vector<std::vector<int64_t>>> shapes;
+    torch::jit::Module model = p.model->module();
     for (const auto& batch : batches) {
-      model->run(binding, batch);
+      session.run(model, batch);
       std::vector<std::vector<int64_t>> sample;
       for (const auto& t : batch.inputs) sample.push_back(t.sizes().vec());
       shapes.push_back(sample);
     }
     plan.axes = find_dynamic_axes(plan.data.input_names, shapes);
+  });
+
+  rt.collective_phase("onnx", [&] {
+    if (rt.is_root()) check_onnx_conversion(config, callbacks, p);
   });
 
   // Shards of every rank, for the report on rank 0.
@@ -237,7 +288,6 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks) 
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
   // point) + prefetched batches; the measured peak of the dry run covers activations.
-  const auto& cal = *config.calibration_inputs;
   const int64_t observers = static_cast<int64_t>(plan.layers.size()) *
                             (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
   const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();

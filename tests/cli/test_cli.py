@@ -310,6 +310,59 @@ def case_compile_failure_keeps_earlier_artifacts():
     check(not [f for f in artifacts("keep") if ".tmp" in f], f"temporary files left: {artifacts('keep')}")
 
 
+def case_dry_run_finds_layers_the_data_never_runs():
+    """The dry run is the compile's first stage: a layer whose weight feeds fused
+    code (nn.MultiheadAttention's out_proj, traced) or a branch the calibration
+    data never takes fails both by name, or stays float with fullgraph: false."""
+    import torch
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+            self.rare = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.fc(x))
+            if bool(h.abs().sum() > 1e9):  # never on the calibration data
+                h = self.rare(h)
+            return self.head(h)
+
+    torch.manual_seed(0)
+    model = os.path.join(WORK, "branchy.pt")
+    torch.jit.script(Branchy().eval()).save(model)
+    # The branch has no ONNX form: TensorRT's preset observes with histograms
+    # without exporting (deployment_settings.onnx: false).
+    for name, path, data, layer in (("branchy", model, f"{ASSETS}/vectors.h5", "rare"),
+                                    ("mha", f"{ASSETS}/mha_encoder_traced.pt", f"{ASSETS}/tokens.h5", "attn.out_proj")):
+        cfg = write_config(f"{name}.yaml", f"""
+model: {{path: {path}}}
+out_dir: {name}_out
+calibration_inputs: {{files: [{data}], batch_size: 2}}
+deployment_settings: {{target: tensorrt, onnx: {'false' if name == 'branchy' else 'true'}}}
+quantization_settings: {{}}
+""")
+        for dry in (["--dry-run"], []):
+            out = run(["compile", cfg] + dry, ranks=2, expect=5, timeout=240)
+            contains(out, f"layer '{layer}'", "fullgraph: false")
+            check("observer:" not in out and "internal error" not in out, f"{name}: an anonymous error:\n{out}")
+        run(["compile", cfg, "--dry-run", "--set", "fullgraph=false"], ranks=2)
+        planned = {l["name"]: l for l in json.load(open(os.path.join(WORK, f"{name}_out", "plan.json")))["layers"]}
+        check(planned[layer]["decision"] == "skip", f"{name}: the plan keeps {layer} float: {planned[layer]}")
+        check(sum(l["decision"] == "quantize" for l in planned.values()) >= 2, f"{name}: the others quantize")
+        run(["compile", cfg, "--set", "fullgraph=false"], ranks=2, timeout=240)
+        layers = {l["name"]: l for l in json.load(open(os.path.join(WORK, f"{name}_out", "quant_params.json")))["layers"]}
+        check(layers[layer]["decision"] == "float", f"{name}: {layer} stays float: {layers[layer]}")
+        check(layers[layer]["reason"] == planned[layer]["reason"], f"{name}: the compile keeps the plan's reason")
+        check(sum(l["decision"] != "float" for l in layers.values()) >= 2, f"{name}: the other layers quantize")
+    contains(planned["attn.out_proj"]["reason"], "does not read its weight directly")
+    # What ONNX cannot express is found by the dry run too, before calibration.
+    out = run(["compile", write_config("branchy.yaml", open(os.path.join(WORK, "branchy.yaml")).read().replace(
+        "onnx: false", "onnx: true")), "--dry-run", "--set", "fullgraph=false"], ranks=2, expect=7)
+    contains(out, "prim::If", "data-dependent control flow")
+
+
 def case_compile_sensitivity_threshold_keeps_layers_float():
     cfg = compile_config("sens.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt",
                          "compile_options: {sensitivity_samples: 8}\n")

@@ -1,0 +1,91 @@
+// One compile as a sequence of stages over state kept in one place:
+//   prepare · calibrate · quantize · sensitivity · fine-tune · assemble ·
+//   evaluate · export · write
+// Every stage is collective (call it on every rank, in this order); a stage
+// that can fail on some ranks runs as a collective phase, so a failure is
+// reported once and no rank is left waiting. The dry run is `prepare` followed
+// by the checks in plan/dry_run.cpp: one code path for the first stage.
+#pragma once
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/script.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "compile/batches.h"
+#include "compile/calibration.h"
+#include "compile/phase_timer.h"
+#include "qforge/communicator.h"
+#include "qforge/compile.h"
+#include "qforge/model.h"
+#include "qforge/runtime.h"
+#include "runtime/device.h"
+
+namespace qforge {
+
+// What `prepare` leaves behind: the model on its device, bound to the data,
+// its layers planned, and the activation points calibration will observe.
+struct PreparedCompile {
+  ComputePlacement placement;
+  std::unique_ptr<Communicator> comm;  // NCCL between GPUs, MPI between CPU ranks
+  std::optional<Model> model;
+  DatasetInfo data;                    // the calibration set (empty without one)
+  CallBinding binding;                 // how a batch becomes the method's arguments
+  DataTransformFn transform;
+  std::vector<LayerPlan> plans;        // one per quantizable layer
+  bool quantizing = false;
+  std::vector<CalibrationPoint> points;  // observed activations
+  std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
+};
+
+// A planned layer whose input no observer saw on any rank is not run as a
+// layer by the method (its weight feeds fused or functional code, or a branch
+// the data never takes): fullgraph refuses it by name, otherwise it stays in
+// floating point with the reason. `reached` answers per activation point.
+void keep_unreached_layers_float(const ExperimentConfig& config, const std::vector<int>& point_of,
+                                 const std::function<bool(int point)>& reached, std::vector<LayerPlan>& plans);
+
+class CompileSession {
+ public:
+  CompileSession(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input);
+  CompileSession(const CompileSession&) = delete;
+  CompileSession& operator=(const CompileSession&) = delete;
+
+  void prepare();              // load, bind, fold batch norms, plan layers and activation points
+  void calibrate();            // activation ranges over every rank's shard
+  void quantize();             // weight and activation parameters per layer
+  void measure_sensitivity();  // per-layer error; sensitivity_threshold keeps layers float
+  bool fine_tune();            // false: stopped at a checkpoint (the run's only output)
+  void assemble();             // the compiled TorchScript model
+  void evaluate();             // compiled against float on evaluation_inputs
+  void export_onnx();          // model.qforge.onnx (rank 0), run in onnxruntime when asked
+  void write();                // the artifacts (rank 0)
+
+  const PreparedCompile& prepared() const { return prepared_; }
+  // Runs a module on one batch on the model's device, as calibration does.
+  c10::IValue run(torch::jit::Module& module, const Batch& batch) const;
+  PhaseTimer& timer() { return timer_; }
+  CompileResult take_result() { return std::move(result_); }
+
+ private:
+  c10::IValue forward(torch::jit::Module& module, const Batch& batch) const;  // the batch where it is
+  c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
+  ShardSource evaluation_source();
+  void plan_activation_points();
+
+  const ExperimentConfig& config_;
+  const CompileCallbacks& callbacks_;
+  torch::jit::Module* input_;
+  Runtime& rt_;
+  torch::NoGradGuard no_grad_;
+  torch::jit::GraphOptimizerEnabledGuard executor_;
+  PhaseTimer timer_;
+  PreparedCompile prepared_;
+  std::vector<ActivationObserver> observers_;
+  torch::jit::Module base_;  // the model the compiled one is assembled from
+  CompileResult result_;
+};
+
+}  // namespace qforge
