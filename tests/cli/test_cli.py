@@ -410,14 +410,47 @@ compile_options:
     contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
 
 
-def rank_of_run(pid, marker):
-    """Whether process `pid` is a qforge rank (not its launcher) whose command line holds `marker`."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-    return os.path.basename(args[0]) == "qforge" and marker in args
+def ranks_of(*markers):
+    """The PIDs of the qforge ranks (not their launchers) whose command line holds every marker."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # a process that ended while we looked
+        if os.path.basename(args[0]) == "qforge" and all(m in args for m in markers):
+            pids.append(int(pid))
+    return pids
+
+
+def send(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
+    """SIGSTOPs the run's ranks (found by `markers`: its config file, which is unique to
+    this test's directory, and its out_dir) once `log` shows `after` fine-tuning steps, and
+    returns their PIDs. The ranks are frozen for every look at the log, so however
+    late this process runs on a loaded machine, the run cannot finish unseen."""
+    import signal
+    deadline, looks, found = time.time() + 200, 0, []
+    while True:
+        found = ranks_of(*markers)
+        if len(found) == ranks:
+            send(found, signal.SIGSTOP)
+            looks += 1
+            done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
+            if after <= done < steps:
+                return found
+            send(found, signal.SIGCONT)
+            check(done < steps, f"the run finished all {steps} steps before it could be frozen ({looks} looks)")
+        check(time.time() < deadline, f"no {ranks} rank(s) at step {after} in 200 s (last found: {found})")
+        time.sleep(0.02)
 
 
 def case_compile_fine_tune_signal_checkpoints_and_resumes():
@@ -437,13 +470,9 @@ compile_options:
     # Rank 0's log file has a line per step as it happens (the console's
     # output may reach mpirun later, in one piece).
     log = os.path.join(WORK, "sig_parts", "logs", "rank-0.log")
-    while not (os.path.exists(log) and "fine-tune step 5/" in open(log).read()):
-        if p.poll() is not None:
-            raise AssertionError(f"the run ended before step 5:\n{p.communicate()[0].decode()}")
-        time.sleep(0.01)
-    ranks = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and rank_of_run(int(pid), "out_dir=sig_parts")]
-    check(len(ranks) == 2, f"expected the 2 ranks' processes, found {ranks}")
+    ranks = freeze_mid_fine_tune([cfg, "out_dir=sig_parts"], log, ranks=2, steps=1000)
     os.kill(max(ranks), signal.SIGUSR1)
+    send(ranks, signal.SIGCONT)
     out = p.communicate(timeout=120)[0].decode()
     check(p.returncode == 75, f"a signalled run exits 75, got {p.returncode}:\n{out}")
     contains(out, f"(signal {int(signal.SIGUSR1)})", "run again to resume")

@@ -26,6 +26,8 @@ stop() {
       [ -f "$dir/$daemon.pid" ] && kill -0 "$(cat "$dir/$daemon.pid" 2>/dev/null)" 2>/dev/null || break
       sleep 0.1
     done
+    # One that does not end in 5 s (a slurmd waiting on a stuck job) would keep its port.
+    [ -f "$dir/$daemon.pid" ] && kill -9 "$(cat "$dir/$daemon.pid" 2>/dev/null)" 2>/dev/null || true
     rm -f "$dir/$daemon.pid"
   done
 }

@@ -10,15 +10,21 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from test_cli import ASSETS, MPIEXEC, QFORGE, WORK, check, contains, write_config  # noqa: E402
+from test_cli import (ASSETS, MPIEXEC, QFORGE, WORK, check, contains, freeze_mid_fine_tune,  # noqa: E402
+                      send, write_config)
 
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
-def submit(config, *sets, expect=0):
+def start_submit(config, *sets):
     cmd = [QFORGE, "submit", config] + [a for s in sets for a in ("--set", s)]
-    p = subprocess.run(cmd, cwd=WORK, capture_output=True, text=True, timeout=60)
-    out = p.stdout + p.stderr
+    return cmd, subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def submit(config, *sets, expect=0, started=None):
+    """Submits (or finishes a start_submit) and returns the job id and the output."""
+    cmd, p = started or start_submit(config, *sets)
+    out = p.communicate(timeout=60)[0]
     check(p.returncode == expect, f"{' '.join(cmd)}: exit {p.returncode}, expected {expect}\n{out}")
     if expect != 0:
         return None, out
@@ -100,45 +106,10 @@ sweep:
     check(bits == [(4, "channel"), (6, "tensor")], f"each task compiled its own setting: {bits}")
 
 
-def ranks_of(out_dir):
-    """The PIDs of the qforge ranks compiling into out_dir (this one-node cluster runs them here)."""
-    exe = os.path.realpath(QFORGE)
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            if os.path.realpath(f"/proc/{pid}/exe") == exe and f"out_dir={out_dir}".encode() in cmdline:
-                pids.append(int(pid))
-        except OSError:
-            pass  # a process that ended while we looked
-    return pids
-
-
 def usr1_pending(pid):
     status = open(f"/proc/{pid}/status").read()
     masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)", status, re.M)
     return any(int(m, 16) & (1 << (signal.SIGUSR1 - 1)) for m in masks)
-
-
-def freeze_mid_fine_tune(job, out_dir, steps, after=5):
-    """SIGSTOPs the job's 2 ranks once their log shows `after` fine-tuning steps and
-    returns their PIDs. The ranks are frozen for every look at the log, so however
-    late this process runs on a loaded machine, the job cannot finish unseen."""
-    log = os.path.join(WORK, out_dir, "logs", "rank-0.log")
-    deadline = time.time() + 200
-    while True:
-        check(time.time() < deadline, f"the job never reached step {after}: {job_records(job)}")
-        pids = ranks_of(out_dir)
-        if len(pids) == 2:
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
-            if done >= after:
-                check(done < steps, f"the job finished all {steps} steps before it could be signalled")
-                return pids
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        time.sleep(0.02)
 
 
 def signal_frozen(job, pids):
@@ -151,8 +122,7 @@ def signal_frozen(job, pids):
             check(time.time() < deadline, "SLURM never delivered SIGUSR1 to the ranks")
             time.sleep(0.05)
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        send(pids, signal.SIGCONT)
 
 
 def case_signalled_job_requeues_and_resumes():
@@ -167,8 +137,17 @@ compile_options:
     env = dict(os.environ, OMP_NUM_THREADS="1")  # as the job's ranks (cpus_per_task: 1)
     subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=ft_whole"],
                    cwd=WORK, env=env, check=True, capture_output=True, timeout=400)
-    job, _ = submit(cfg, "out_dir=ft_job")
-    signal_frozen(job, freeze_mid_fine_tune(job, "ft_job", steps=3000))
+    # The job may reach its fine-tuning before `qforge submit` has returned: look
+    # for its ranks while submitting.
+    submitting = start_submit(cfg, "out_dir=ft_job")
+    ranks = freeze_mid_fine_tune([cfg, "out_dir=ft_job"], os.path.join(WORK, "ft_job", "logs", "rank-0.log"),
+                                 ranks=2, steps=3000)
+    try:
+        job, _ = submit(None, started=submitting)
+    except BaseException:
+        send(ranks, signal.SIGCONT)
+        raise
+    signal_frozen(job, ranks)
     [record] = wait_for(job)
     log = read("ft_job", f"slurm-{job}.out")
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
