@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <unistd.h>
 
@@ -224,7 +225,9 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   SampleReader reader(data, batches.slices, reading);
   const auto start = std::chrono::steady_clock::now();
   // Rank 0 on a terminal draws a progress bar; logs and pipes get plain lines every log_every steps.
-  const bool progress_bar = runtime.is_root() && isatty(fileno(stdout));
+  // Under mpirun stdout is a pseudo-terminal whatever mpirun's own output is (often a file): plain lines.
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_RANK");
+  const bool progress_bar = runtime.is_root() && isatty(fileno(stdout)) && !launched;
   for (int64_t step = first_step; step < settings.steps; ++step) {
     // A stop signal on any rank stops every rank here, at the same step.
     int signal = stop_signal();

@@ -456,7 +456,8 @@ def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
 def case_compile_fine_tune_signal_checkpoints_and_resumes():
     # SIGUSR1 (what SLURM's --signal sends to the tasks) to one rank only,
     # mid-fine-tune: every rank stops at the same step, rank 0 checkpoints, the
-    # command exits 75; run again, it resumes and ends as a run never stopped.
+    # command exits 75; then SIGUSR1 to mpirun does the same; run again, it
+    # resumes and ends as a run never stopped.
     import signal
     import torch
     cfg = compile_config("sig.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
@@ -477,6 +478,17 @@ compile_options:
     check(p.returncode == 75, f"a signalled run exits 75, got {p.returncode}:\n{out}")
     contains(out, f"(signal {int(signal.SIGUSR1)})", "run again to resume")
     check(artifacts("sig_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('sig_parts')}")
+    # The resumed run stopped again, by SIGUSR1 to mpirun (which forwards it to every
+    # rank): exit 75 again, and no progress bar drawn into mpirun's output.
+    p = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ranks = freeze_mid_fine_tune([cfg, "out_dir=sig_parts"], log, ranks=2, steps=1000, after=open(log).read().count(
+        "fine-tune step ") + 5)
+    os.kill(p.pid, signal.SIGUSR1)
+    send(ranks, signal.SIGCONT)
+    out = p.communicate(timeout=120)[0].decode()
+    check(p.returncode == 75, f"SIGUSR1 to mpirun: exit 75, got {p.returncode}:\n{out}")
+    contains(out, "resumed from", "run again to resume")
+    check("fine-tune [" not in out, f"a progress bar under mpirun:\n{out[-2000:]}")
     out = run(["compile", cfg, "--set", "out_dir=sig_parts"], ranks=2, timeout=300)
     contains(out, "resumed from")
     whole = json.load(open(os.path.join(WORK, "sig_whole", "report.json")))["fine_tune"]
