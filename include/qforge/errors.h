@@ -27,6 +27,7 @@ enum ExitCode : int {
   kExitModel = 5,       // model does not load or does not fit the data
   kExitLibrary = 6,     // MPI / HDF5 / NCCL / CUDA error
   kExitExport = 7,      // the compiled model cannot be written for the target (ONNX op, rule or opset)
+  kExitOutput = 8,      // the output directory cannot be used (not writable, no space, held by another compile)
   kExitStopped = 75,    // stopped by a signal after writing a checkpoint: run again to resume (EX_TEMPFAIL)
 };
 
@@ -47,6 +48,10 @@ struct LibraryError : Error {
 };
 struct ExportError : Error {
   explicit ExportError(const std::string& m) : Error(m, kExitExport) {}
+};
+
+struct OutputDirError : Error {
+  explicit OutputDirError(const std::string& m) : Error(m, kExitOutput) {}
 };
 
 // Thrown on ranks that did not fail themselves when a collective check

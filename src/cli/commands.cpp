@@ -19,6 +19,7 @@
 #include "qforge/runtime.h"
 #include "qforge/version.h"
 #include "graph/model_json.h"
+#include "output/output_dir.h"
 #include "runtime/stop_signal.h"
 #include "slurm/submission.h"
 #include "util/fs.h"
@@ -191,14 +192,16 @@ int cmd_compile(const std::vector<std::string>& argv) {
   Runtime& rt = Runtime::get();
   Logger::instance().set_console(rt.is_root());
   ExperimentConfig config;
+  std::optional<OutputDirectoryLock> lock;  // before the logs: a refused run writes nothing there
   rt.collective_phase("config", [&] {
     const auto sets = args.values("--set");
     config = args.flag("--sweep-task")
                  ? load_sweep_task(args.positional[0], sets, integer_option(args, "--sweep-task", "qforge compile"))
                  : load_config(args.positional[0], sets);
     if (args.flag("--dry-run")) config.is_dry_run = true;
-    Logger::instance().open(config.effective_logs_dir(), rt.rank());
+    if (rt.is_root()) lock.emplace(config.out_dir);
   });
+  rt.collective_phase("logs", [&] { Logger::instance().open(config.effective_logs_dir(), rt.rank()); });
   log::debug("qforge " + version() + " rank " + std::to_string(rt.rank()) + " of " + std::to_string(rt.size()) +
              " on " + rt.host() + " (local rank " + std::to_string(rt.local_rank()) + ")");
   // SIGTERM / SIGUSR1 while fine-tuning: checkpoint and stop at the next step.

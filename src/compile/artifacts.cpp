@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "graph/model_json.h"
+#include "output/artifact_set.h"
 #include "report/report_html.h"
 #include "qforge/config_yaml.h"
 #include "util/fs.h"
@@ -265,26 +266,33 @@ std::string summary_text(const CompileResult& result, int ranks) {
 
 void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks) {
   const std::string dir = config.out_dir;
-  const std::string model_path = dir + "/model.qforge.pt";
-  write_atomic(model_path, [&](const std::string& temporary) { result.model.save(temporary); });
-  result.artifacts["model"] = model_path;
-  result.model_file_bytes = static_cast<int64_t>(std::filesystem::file_size(model_path));
-  const auto write = [&](const std::string& name, const std::string& key, const std::string& content) {
-    write_file_atomic(dir + "/" + name, content);
+  ArtifactSet set(dir, {"model.qforge.pt", "model.qforge.onnx", "quant_params.json", "config.yaml", "summary.txt",
+                        "report.json", "report.html"});
+  const auto add = [&](const std::string& name, const std::string& key, const std::string& content) {
+    set.add(name, content);
     result.artifacts[key] = dir + "/" + name;
   };
+  {
+    // Serialized in memory and written by qforge: a full disk is an error that
+    // names the file, not a failure inside LibTorch's writer.
+    std::ostringstream model;
+    result.model.save(model);
+    add("model.qforge.pt", "model", model.str());
+    result.model_file_bytes = static_cast<int64_t>(model.tellp());
+  }
   if (!result.onnx.bytes.empty()) {
-    write("model.qforge.onnx", "onnx", result.onnx.bytes);
+    add("model.qforge.onnx", "onnx", result.onnx.bytes);
     result.onnx.file_bytes = static_cast<int64_t>(result.onnx.bytes.size());
     result.onnx.written = true;
-    result.onnx.bytes.clear();
   }
-  write("quant_params.json", "quant_params", quant_params_json(result, config));
-  write("config.yaml", "config", config_to_yaml(config));
-  write("summary.txt", "summary", summary_text(result, ranks));
+  add("quant_params.json", "quant_params", quant_params_json(result, config));
+  add("config.yaml", "config", config_to_yaml(config));
+  add("summary.txt", "summary", summary_text(result, ranks));
   const std::string report = report_json(result, config, ranks);
-  write("report.json", "report", report);
-  write("report.html", "report_page", report_html({{dir, report}}));
+  add("report.json", "report", report);
+  add("report.html", "report_page", report_html({{dir, report}}));
+  set.commit();
+  result.onnx.bytes.clear();
 }
 
 }  // namespace qforge

@@ -129,6 +129,7 @@ void CompileSession::prepare() {
   const std::string& method = config_.model.method;
   p.quantizing = config_.quantization_settings.has_value() && !config_.disable;
   timer_.run("load", [&] {
+    claim_output_directory();
     p.placement = select_device(config_, rt_);
     p.model = input_ ? Model::wrap(config_.discard_input_model ? *input_ : input_->clone(), "the input module", method)
                      : Model::load(config_.model.path, method);
@@ -170,6 +171,16 @@ void CompileSession::prepare() {
               ", collectives over " + p.comm->backend() +
               (config_.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config_.autocast)));
   plan_activation_points();
+}
+
+// Rank 0 locks out_dir and checks, before any work, that it can hold the
+// artifacts: about twice the model file (TorchScript and ONNX) and the reports.
+void CompileSession::claim_output_directory() {
+  if (!rt_.is_root()) return;
+  output_lock_.emplace(config_.out_dir);
+  std::error_code ec;
+  const auto model_bytes = input_ ? 0 : std::filesystem::file_size(config_.model.path, ec);
+  check_output_directory(config_.out_dir, 2 * static_cast<int64_t>(ec ? 0 : model_bytes) + (1 << 20));
 }
 
 // One observer per quantized layer input. onnxruntime and OpenVINO run a

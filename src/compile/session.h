@@ -17,6 +17,7 @@
 #include "compile/batches.h"
 #include "compile/calibration.h"
 #include "compile/phase_timer.h"
+#include "output/output_dir.h"
 #include "qforge/communicator.h"
 #include "qforge/compile.h"
 #include "qforge/model.h"
@@ -53,7 +54,7 @@ class CompileSession {
   CompileSession(const CompileSession&) = delete;
   CompileSession& operator=(const CompileSession&) = delete;
 
-  void prepare();              // load, bind, fold batch norms, plan layers and activation points
+  void prepare();              // claim out_dir; load, bind, fold batch norms, plan layers and activation points
   void calibrate();            // activation ranges over every rank's shard
   void quantize();             // weight and activation parameters per layer
   void measure_sensitivity();  // per-layer error; sensitivity_threshold keeps layers float
@@ -74,6 +75,7 @@ class CompileSession {
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();
   void plan_activation_points();
+  void claim_output_directory();
 
   const ExperimentConfig& config_;
   const CompileCallbacks& callbacks_;
@@ -82,6 +84,7 @@ class CompileSession {
   torch::NoGradGuard no_grad_;
   torch::jit::GraphOptimizerEnabledGuard executor_;
   PhaseTimer timer_;
+  std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;
   std::vector<ActivationObserver> observers_;
   torch::jit::Module base_;  // the model the compiled one is assembled from

@@ -1,0 +1,172 @@
+"""The output directory as a user meets it: checked before any work, one compile
+at a time, and a set of artifacts that a failure never leaves half-written.
+Usage: test_output_dir.py CASE. Cases that need a small file system run in a
+mount namespace of their own (root; exit 77, skipped, otherwise)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_cli import (ASSETS, MPIEXEC, QFORGE, WORK, check, compile_config, contains,  # noqa: E402
+                      freeze_mid_fine_tune, run, send, write_config)
+
+BACKTRACE = ("frame #", "Exception raised from", "terminate called", "Aborted")
+FINE_TUNE = """
+compile_options:
+  fine_tune: {enabled: true, steps: 3000, batch_size: 8, lora_rank: 4, learning_rate: 0.005, warmup_steps: 1,
+              log_every: 1}
+"""
+
+
+def in_own_mount_namespace(case):
+    """Runs `case` again in a private mount namespace, where it may mount small
+    file systems that vanish with it; returns only inside that namespace."""
+    if os.environ.get("QFORGE_TEST_OWN_MOUNTS") == "1":
+        return
+    if os.geteuid() != 0:
+        print("mounting a small file system needs root: skipped")
+        sys.exit(77)
+    env = dict(os.environ, QFORGE_TEST_OWN_MOUNTS="1")
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                        os.path.abspath(__file__), case], env=env)
+    sys.exit(p.returncode)
+
+
+def small_disk(name, size):
+    path = os.path.join(WORK, name)
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True)
+    return path
+
+
+def fill(disk):
+    """Writes zeros to disk/filler until the file system is full."""
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def no_backtrace(out):
+    for marker in BACKTRACE:
+        check(marker not in out, f"a C++ backtrace or abort reached the user ('{marker}'):\n{out}")
+
+
+def contents(directory):
+    """Every file under `directory` (but the logs) with its bytes."""
+    found = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if "logs" not in os.path.relpath(path, directory).split(os.sep):
+                found[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return found
+
+
+def launch(args, ranks):
+    cmd = ([MPIEXEC, "-np", str(ranks), "--oversubscribe"] if ranks > 1 else []) + [QFORGE] + args
+    return subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def case_refused_before_any_work():
+    """A path that is a file, a read-only file system and a disk too small for the
+    artifacts fail the dry run and the compile before calibration, with exit 8."""
+    in_own_mount_namespace("refused_before_any_work")
+    cfg = compile_config("out.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
+    write_config("a_file", "not a directory")
+    read_only = os.path.join(WORK, "read_only")
+    os.makedirs(read_only)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", read_only], check=True)
+    tiny = small_disk("tiny", "256k")
+    for out_dir, why in ((os.path.join(WORK, "a_file"), "exists and is not a directory"),
+                         (os.path.join(read_only, "out"), "cannot create the directory"),
+                         (os.path.join(tiny, "out"), "no space left on device for the artifacts")):
+        for ranks, dry in ((1, ["--dry-run"]), (2, [])):
+            out = run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={WORK}/logs"] + dry,
+                      ranks=ranks if ranks > 1 else 0, expect=8)
+            contains(out, f"out_dir {out_dir}", why)
+            check("calibration:" not in out, f"refused only after calibration:\n{out}")
+            no_backtrace(out)
+    print(f"tiny disk: {out.strip().splitlines()[0]}")
+
+
+def case_full_disk_keeps_the_previous_artifacts():
+    """The disk fills up while a compile fine-tunes (its ranks frozen, the disk
+    filled, the ranks let go): the write fails with "No space left on device"
+    naming the file, exit 8, on 1 and 2 ranks; the earlier artifacts stay as
+    they were, and nothing temporary is left."""
+    in_own_mount_namespace("full_disk_keeps_the_previous_artifacts")
+    disk = small_disk("disk", "16m")
+    out_dir = os.path.join(disk, "out")
+    cfg = compile_config("disk.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", FINE_TUNE)
+    run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={WORK}/logs_first",
+         "--set", "compile_options.fine_tune.steps=20"], ranks=2, timeout=300)
+    before = contents(out_dir)
+    check("model.qforge.pt" in before and "report.json" in before, f"the first compile's artifacts: {sorted(before)}")
+    for ranks in (1, 2):
+        logs = os.path.join(WORK, f"logs_{ranks}")
+        p = launch(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={logs}"], ranks)
+        pids = freeze_mid_fine_tune([cfg, f"logs_dir={logs}"], os.path.join(logs, "rank-0.log"), ranks, 3000)
+        fill(disk)
+        send(pids, signal.SIGCONT)
+        out = p.communicate(timeout=300)[0]
+        check(p.returncode == 8, f"{ranks} rank(s): a full disk exits 8, got {p.returncode}:\n{out}")
+        contains(out, "No space left on device", out_dir + "/")
+        no_backtrace(out)
+        check(contents(out_dir) == before, f"{ranks} rank(s): the earlier artifacts changed: {sorted(contents(out_dir))}")
+        os.remove(os.path.join(disk, "filler"))
+        print(f"{ranks} rank(s): {[l for l in out.splitlines() if 'No space' in l][0]}")
+
+
+def case_one_compile_per_output_directory():
+    """A second compile into a directory another one is writing is refused with the
+    holder's host and PID, and writes nothing there; a lock whose process is gone
+    is taken over with a warning."""
+    cfg = compile_config("lock.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", FINE_TUNE)
+    out_dir = os.path.join(WORK, "shared")
+    first = launch(["compile", cfg, "--set", f"out_dir={out_dir}"], 2)
+    pids = freeze_mid_fine_tune([cfg, f"out_dir={out_dir}"], os.path.join(out_dir, "logs", "rank-0.log"), 2, 3000)
+    try:
+        logs_before = open(os.path.join(out_dir, "logs", "rank-0.log"), "rb").read()
+        for ranks, dry in ((2, []), (1, ["--dry-run"])):
+            out = run(["compile", cfg, "--set", f"out_dir={out_dir}"] + dry, ranks=ranks if ranks > 1 else 0, expect=8)
+            contains(out, "another compile is writing there", f"host {socket.gethostname()}", "PID ")
+            holder = int(out.split("PID ")[1].split(",")[0].split(")")[0])
+            check(holder in pids, f"the lock names a rank of the first compile ({pids}), not {holder}")
+            no_backtrace(out)
+        check(open(os.path.join(out_dir, "logs", "rank-0.log"), "rb").read() == logs_before,
+              "the refused compile wrote into the first one's log")
+    finally:
+        send(pids, signal.SIGCONT)
+    out = first.communicate(timeout=300)[0]
+    check(first.returncode == 0, f"the first compile ends well, exit {first.returncode}:\n{out}")
+    check(not os.path.exists(os.path.join(out_dir, ".qforge.lock")), "the lock is released at the end")
+    # A lock left by a process that is gone (SIGKILL, a crashed node) on this host.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(os.path.join(out_dir, ".qforge.lock"), "w") as f:
+        f.write(f"host={socket.gethostname()}\npid={dead.pid}\njob=\nstarted=yesterday\n")
+    out = run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", "compile_options.fine_tune.steps=5"])
+    contains(out, "taking over the lock", f"PID {dead.pid} no longer runs")
+    # One held on another host cannot be checked: refused.
+    with open(os.path.join(out_dir, ".qforge.lock"), "w") as f:
+        f.write("host=elsewhere\npid=1\njob=\nstarted=now\n")
+    contains(run(["compile", cfg, "--set", f"out_dir={out_dir}"], expect=8), "host elsewhere, PID 1")
+
+
+if __name__ == "__main__":
+    try:
+        globals()["case_" + sys.argv[1]]()
+        print(f"{sys.argv[1]}: ok")
+    finally:
+        import shutil
+        if os.environ.get("QFORGE_TEST_OWN_MOUNTS") == "1":
+            subprocess.run(f"grep -o ' {WORK}[^ ]*' /proc/self/mounts | xargs -r -n1 umount", shell=True)
+        shutil.rmtree(WORK, ignore_errors=True)
