@@ -154,6 +154,7 @@ void CompileSession::prepare() {
       plan.quantize = false;
       plan.reason = method + " does not read its weight directly (fullgraph: false)";
     }
+    if (p.quantizing) refuse_quantizing_nothing(p.plans);
     if (!config_.compile_options.ptq)
       for (const auto& plan : p.plans)
         if (plan.quantize && plan.activations.enabled)
@@ -233,6 +234,26 @@ void CompileSession::calibrate() {
                                  *p.comm, timer_);
 }
 
+void refuse_quantizing_nothing(const std::vector<LayerPlan>& plans) {
+  if (std::any_of(plans.begin(), plans.end(), [](const LayerPlan& p) { return p.quantize; })) return;
+  if (!plans.empty() && std::all_of(plans.begin(), plans.end(), [](const LayerPlan& p) { return p.kept_by_choice; }))
+    return;  // every layer skipped on purpose
+  std::string why;
+  size_t listed = 0;
+  for (const auto& plan : plans) {
+    if (plan.kept_by_choice) continue;
+    if (listed++ < 6) why += "\n  layer '" + plan.layer.name + "': " + plan.reason;
+  }
+  if (listed > 6) why += "\n  and " + std::to_string(listed - 6) + " more";
+  throw ConfigError(plans.empty() ? std::string("quantization_settings: the model has no quantizable layer (Linear, Conv, "
+                                                "Embedding): there is nothing to quantize")
+                                  : "quantization_settings: no layer would be quantized, and the compile would write "
+                                    "a floating-point model:" + why +
+                                        "\nfix: a group_size that divides the layers' inputs (or weights.granularity: "
+                                        "channel), fullgraph: true to see why a layer is not reached, or skip the "
+                                        "layers on purpose in layer_quantization_settings");
+}
+
 void keep_unreached_layers_float(const ExperimentConfig& config, const std::vector<int>& point_of,
                                  const std::function<bool(int point)>& reached, std::vector<LayerPlan>& plans) {
   for (size_t i = 0; i < plans.size(); ++i) {
@@ -242,7 +263,6 @@ void keep_unreached_layers_float(const ExperimentConfig& config, const std::vect
                        "(the method does not run it as a layer: its weight feeds fused or functional code, or a "
                        "branch the data never takes); set fullgraph: false to keep it in floating point, or skip it "
                        "in layer_quantization_settings");
-    log::warn("layer '" + plans[i].layer.name + "' stays in floating point: not reached on the calibration data");
     plans[i].quantize = false;
     plans[i].reason = "not reached on the calibration data (fullgraph: false)";
   }
@@ -254,6 +274,12 @@ void CompileSession::quantize() {
     if (!p.points.empty())
       keep_unreached_layers_float(config_, p.point_of, [&](int point) { return observed_anything(observers_[point]); },
                                   prepared_.plans);
+    if (p.quantizing) {
+      refuse_quantizing_nothing(p.plans);
+      for (const auto& plan : p.plans)  // the layers a setting could not apply to
+        if (!plan.quantize && !plan.kept_by_choice)
+          log::warn("layer '" + plan.layer.name + "' stays in floating point: " + plan.reason);
+    }
     for (size_t i = 0; i < p.plans.size(); ++i) {
       LayerResult l;
       l.plan = p.plans[i];

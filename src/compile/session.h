@@ -48,6 +48,11 @@ struct PreparedCompile {
 void keep_unreached_layers_float(const ExperimentConfig& config, const std::vector<int>& point_of,
                                  const std::function<bool(int point)>& reached, std::vector<LayerPlan>& plans);
 
+// ConfigError (naming each layer and why) when no layer would be quantized and
+// not every layer was skipped on purpose: such a compile would replace good
+// artifacts with a floating-point model.
+void refuse_quantizing_nothing(const std::vector<LayerPlan>& plans);
+
 class CompileSession {
  public:
   CompileSession(const ExperimentConfig& config, const CompileCallbacks& callbacks, torch::jit::Module* input);

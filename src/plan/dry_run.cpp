@@ -256,6 +256,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   rt.collective_phase("reach", [&] {
     seen = points_reached(session, first_of_group);
     keep_unreached_layers_float(config, p.point_of, [&](int point) { return seen[point] != 0; }, plan.layers);
+    if (p.quantizing) refuse_quantizing_nothing(plan.layers);
   });
   shard.peak_rss_bytes = std::max(shard.peak_rss_bytes, peak_rss_bytes());
 

@@ -79,8 +79,9 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
     if (!config.quantization_settings) plan.reason = "no quantization_settings";
     else if (skip) plan.reason = "skipped by layer_quantization_settings[" + plan.matched.back() + "]";
     else if (!plan.weights.enabled && !plan.activations.enabled) plan.reason = "weights and activations disabled";
-    else if (plan.weights.enabled && plan.weights.granularity == Granularity::Group &&
-             layer.weight_shape.size() >= 2) {
+    plan.kept_by_choice = !plan.reason.empty();
+    if (plan.reason.empty() && plan.weights.enabled && plan.weights.granularity == Granularity::Group &&
+        layer.weight_shape.size() >= 2) {
       int64_t inputs = 1;  // elements one output channel reads: in_features, or in_channels*kernel
       for (size_t d = 1; d < layer.weight_shape.size(); ++d) inputs *= layer.weight_shape[d];
       if (inputs % plan.weights.group_size != 0)

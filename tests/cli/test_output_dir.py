@@ -161,6 +161,32 @@ def case_one_compile_per_output_directory():
     contains(run(["compile", cfg, "--set", f"out_dir={out_dir}"], expect=8), "host elsewhere, PID 1")
 
 
+def case_nothing_quantized_is_an_error():
+    """TensorRT-LLM's groups of 128 fit none of a small model's layers: the compile
+    names each layer and the fix (exit 3) before calibrating, and writes nothing;
+    layers all skipped on purpose are a float compile, not an error."""
+    cfg = compile_config("none.yaml", "tuple_model.pt", "text_tuple.h5", 5, "tensorrt_llm")
+    for dry in (["--dry-run"], []):
+        out = run(["compile", cfg, "--set", "out_dir=none"] + dry, ranks=2, expect=3)
+        contains(out, "no layer would be quantized", "layer 'proj'", "not a multiple of group_size 128",
+                 "fix: a group_size that divides")
+        check("calibration:" not in out, f"found only after calibration:\n{out}")
+    check(not os.path.exists(os.path.join(WORK, "none", "model.qforge.pt")), "a refused compile writes no model")
+    out = run(["compile", cfg, "--set", "out_dir=none", "--set", "layer_quantization_settings={'*': {skip: true}}"])
+    layers = json.load(open(os.path.join(WORK, "none", "quant_params.json")))["layers"]
+    check(all(l["decision"] == "float" for l in layers), "every layer skipped on purpose stays float")
+    # One layer a setting cannot take, the others quantized: a warning names it.
+    some = write_config("some.yaml", f"""
+model: {{path: {ASSETS}/tuple_model.pt}}
+calibration_inputs: {{files: [{ASSETS}/text_tuple.h5], batch_size: 5}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{weights: {{granularity: group, group_size: 16}}}}
+layer_quantization_settings: {{head: {{weights: {{group_size: 64}}}}}}
+""")
+    out = run(["compile", some, "--set", "out_dir=some"])
+    contains(out, "warn: layer 'head' stays in floating point: 32 inputs per output channel are not a multiple")
+
+
 if __name__ == "__main__":
     try:
         globals()["case_" + sys.argv[1]]()
