@@ -432,6 +432,10 @@ int cmd_config(const std::vector<std::string>& argv) {
   }
   if (argv[0] == "keys") {
     const Args args = parse({argv.begin() + 1, argv.end()}, {"--help", "--markdown"}, {}, "qforge config keys");
+    if (args.flag("--help")) {
+      std::cout << kConfigHelp;
+      return kExitOk;
+    }
     const bool md = args.flag("--markdown");
     if (md) std::cout << "| key | default | meaning |\n| --- | --- | --- |\n";
     const auto keys = config_key_reference();
@@ -447,6 +451,10 @@ int cmd_config(const std::vector<std::string>& argv) {
   }
   if (argv[0] == "show") {
     const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--set"}, "qforge config show");
+    if (args.flag("--help")) {
+      std::cout << kConfigHelp;
+      return kExitOk;
+    }
     if (args.positional.size() != 1) throw UsageError("qforge config show: expected one CONFIG file");
     const auto sets = args.values("--set");
     std::cout << config_to_yaml(load_config(args.positional[0], sets));

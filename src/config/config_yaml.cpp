@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -35,7 +36,26 @@ std::string join_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
 }
 
-std::string where(const YAML::Node& node) {
+// The experiment file and the --set assignments applied to it, by the key
+// path each sets ("a.b.c"; a bracketed name is one more part).
+struct Source {
+  std::string file;
+  std::map<std::string, std::string> assignments;
+};
+
+std::string dotted(const std::string& path) {  // "a[b.c].d" -> "a.b.c.d"
+  std::string out;
+  for (const char ch : path)
+    if (ch == '[') out += '.';
+    else if (ch != ']') out += ch;
+  return out;
+}
+
+// Where a value came from: its --set assignment, or its line in the file.
+std::string where(const YAML::Node& node, const std::string& path, const Source& source) {
+  const std::string key = dotted(path);
+  for (const auto& [set_key, assignment] : source.assignments)
+    if (key == set_key || key.rfind(set_key + ".", 0) == 0) return " (--set " + assignment + ")";
   const auto mark = node.Mark();
   return mark.line >= 0 ? " (line " + std::to_string(mark.line + 1) + ")" : "";
 }
@@ -44,7 +64,7 @@ std::string where(const YAML::Node& node) {
 
 class Reader {
  public:
-  Reader(const std::string& source, const YAML::Node& node, std::string path)
+  Reader(const Source& source, const YAML::Node& node, std::string path)
       : source_(source), node_(node), path_(std::move(path)) {}
 
   template <class T> void operator()(const char* key, T& value, const char* /*doc*/) {
@@ -62,7 +82,8 @@ class Reader {
       const auto near = nearest_names(key, known_, 1);
       std::string valid;
       for (const auto& k : known_) valid += (valid.empty() ? "" : ", ") + k;
-      throw ConfigError(source_ + ": unknown key '" + join_path(path_, key) + "'" + where(entry.first) +
+      throw ConfigError(source_.file + ": unknown key '" + join_path(path_, key) + "'" +
+                        where(entry.first, join_path(path_, key), source_) +
                         (near.empty() ? "" : "; did you mean '" + join_path(path_, near[0]) + "'?") +
                         " Valid keys here: " + valid);
     }
@@ -111,7 +132,7 @@ class Reader {
     const std::string text = node.Scalar();
     try {
       if constexpr (std::is_enum_v<T>) {
-        value = enum_from_string<T>(text, source_ + ": " + path);
+        value = enum_from_string<T>(text, source_.file + ": " + path + where(node, path, source_));
       } else if constexpr (std::is_same_v<T, std::string>) {
         value = text;
       } else {
@@ -133,10 +154,10 @@ class Reader {
     std::string got = node.IsScalar() ? "'" + node.Scalar() + "'"
                       : node.IsSequence() ? std::string("a list")
                       : node.IsMap() ? std::string("a mapping") : std::string("nothing");
-    throw ConfigError(source_ + ": " + path + where(node) + ": expected " + expected + ", got " + got);
+    throw ConfigError(source_.file + ": " + path + where(node, path, source_) + ": expected " + expected + ", got " + got);
   }
 
-  std::string source_;
+  const Source& source_;
   YAML::Node node_;
   std::string path_;
   std::vector<std::string> known_;
@@ -250,7 +271,8 @@ std::vector<std::string> split_key(const std::string& key, const std::string& or
   return parts;
 }
 
-void apply_override(YAML::Node& root, const std::string& assignment) {
+// Applies one --set assignment; returns the key path it sets ("a.b.c").
+std::string apply_override(YAML::Node& root, const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     throw UsageError("--set " + assignment + ": expected key=value, e.g. --set calibration_inputs.batch_size=16");
@@ -279,6 +301,39 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   if (!parent.IsMap() && !parent.IsNull())
     throw UsageError("--set " + assignment + ": the parent of '" + parts.back() + "' is not a mapping");
   parent[parts.back()] = value;
+  std::string key;
+  for (const auto& part : parts) key += (key.empty() ? "" : ".") + part;
+  return key;
+}
+
+// yaml-cpp keeps the first of two equal keys and drops the second silently;
+// an override appended at the end of a file would be ignored.
+void refuse_duplicate_keys(const YAML::Node& node, const std::string& path, const std::string& file) {
+  if (node.IsSequence())
+    for (size_t i = 0; i < node.size(); ++i) refuse_duplicate_keys(node[i], path + "[" + std::to_string(i) + "]", file);
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& entry : node) {
+    const std::string key = entry.first.Scalar();
+    const int line = entry.first.Mark().line + 1;
+    if (const auto seen = first_line.find(key); seen != first_line.end())
+      throw ConfigError(file + ": key '" + join_path(path, key) + "' is given twice (lines " +
+                        std::to_string(seen->second) + " and " + std::to_string(line) + "); keep one");
+    first_line[key] = line;
+    refuse_duplicate_keys(entry.second, join_path(path, key), file);
+  }
+}
+
+// yaml-cpp reports a tab in the indentation as a misplaced value; say what it is.
+std::string tab_hint(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line;
+  for (int number = 1; std::getline(lines, line); ++number) {
+    const auto first = line.find_first_not_of(" \t");
+    if (line.find('\t') < std::min(first, line.size()))
+      return "; line " + std::to_string(number) + " is indented with a tab: YAML indents with spaces only";
+  }
+  return "";
 }
 
 }  // namespace
@@ -315,11 +370,13 @@ ExperimentConfig parse_config(const std::string& yaml_text, const std::string& s
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(source + ": not valid YAML: " + e.what());
+    throw ConfigError(source + ": not valid YAML: " + e.what() + tab_hint(yaml_text));
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(source + ": the experiment must be a YAML mapping of keys");
-  for (const auto& assignment : overrides) apply_override(root, assignment);
+  refuse_duplicate_keys(root, "", source);
+  Source origin{source, {}};
+  for (const auto& assignment : overrides) origin.assignments[apply_override(root, assignment)] = assignment;
 
   ExperimentConfig config;
   // A deployment preset supplies the defaults of quantization_settings: keys
@@ -332,7 +389,7 @@ ExperimentConfig parse_config(const std::string& yaml_text, const std::string& s
       config.quantization_settings =
           preset_quantization_settings(enum_from_string<Target>(target.Scalar(), source + ": deployment_settings.target"));
   }
-  Reader reader(source, root, "");
+  Reader reader(origin, root, "");
   schema::describe(reader, config);
   reader.finish();
   try {

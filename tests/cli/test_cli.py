@@ -235,6 +235,35 @@ def artifacts(out):
     return sorted(os.listdir(os.path.join(WORK, out)))
 
 
+def case_yaml_mistakes_are_named():
+    """A key given twice, a tab in the indentation and a bad --set value are named as
+    such: both lines, the tab's line, the --set argument (not line 1 of the file)."""
+    base = image_config()
+    text = open(base).read()
+    twice = write_config("twice.yaml", text + "calibration_inputs: {files: [other.h5], batch_size: 8}\n")
+    line = text.splitlines().index(next(l for l in text.splitlines() if l.startswith("calibration_inputs"))) + 1
+    last = len(text.splitlines()) + 1
+    contains(run(["compile", twice], expect=3), "key 'calibration_inputs' is given twice",
+             f"(lines {line} and {last})")
+    nested = write_config("nested.yaml", text.replace("batch_size: 4}", "batch_size: 4, batch_size: 8}"))
+    contains(run(["config", "show", nested], expect=3), "key 'calibration_inputs.batch_size' is given twice")
+    tabbed = write_config("tab.yaml", "model:\n  path: m.pt\nquantization_settings:\n\tweights: {bits: 8}\n")
+    contains(run(["config", "show", tabbed], expect=3), "line 4 is indented with a tab")
+    for assignment, expected in (("calibration_inputs.batch_size=abc", "expected an integer"),
+                                 ("quantization_settings.weights.granularity=row", "granularity"),
+                                 ("calibration_inputs.batch_sise=4", "unknown key")):
+        out = run(["config", "show", base, "--set", assignment], expect=3)
+        contains(out, f"(--set {assignment})", expected)
+        check("(line 1)" not in out, f"a --set error blamed on line 1 of the file:\n{out}")
+
+
+def case_help_after_every_subcommand():
+    for command in (["compile"], ["submit"], ["inspect"], ["export"], ["report"], ["data"], ["data", "check"],
+                    ["config"], ["config", "keys"], ["config", "show"]):
+        out = run(command + ["--help"])
+        contains(out, "usage: qforge")
+
+
 def case_compile_quant_params_identical_on_1_to_4_ranks():
     # Every observer, symmetric and not, weights per channel, per group and per
     # tensor, plus the sensitivity analysis: byte-identical on 1, 2, 3, 4 ranks.
