@@ -440,7 +440,7 @@ compile_options:
 
 
 def ranks_of(*markers):
-    """The PIDs of the qforge ranks (not their launchers) whose command line holds every marker."""
+    """The PIDs of the `qforge compile` ranks (not their launchers) whose command line holds every marker."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -448,7 +448,8 @@ def ranks_of(*markers):
                 args = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue  # a process that ended while we looked
-        if os.path.basename(args[0]) == "qforge" and all(m in args for m in markers):
+        # "compile": not `qforge submit`, whose command line holds the same config and out_dir
+        if os.path.basename(args[0]) == "qforge" and args[1:2] == ["compile"] and all(m in args for m in markers):
             pids.append(int(pid))
     return pids
 
