@@ -220,7 +220,13 @@ std::string summary_text(const CompileResult& result, int ranks) {
   out << "  layers: " << quantized << " quantized, " << result.layers.size() - quantized << " kept in floating point";
   if (!result.folded_batch_norms.empty()) out << "; " << result.folded_batch_norms.size() << " batch norms folded";
   out << "\n\n";
-  out << "  " << std::left << std::setw(28) << "layer" << std::setw(18) << "type" << std::right << std::setw(10) << "params"
+  std::vector<std::string> names, types;
+  for (const auto& l : result.layers) {
+    names.push_back(l.plan.layer.name);
+    types.push_back(l.plan.layer.type);
+  }
+  const int name_width = static_cast<int>(column_width(names, 28)), type_width = static_cast<int>(column_width(types, 18));
+  out << "  " << std::left << std::setw(name_width) << "layer" << std::setw(type_width) << "type" << std::right << std::setw(10) << "params"
       << std::setw(7) << "bits" << std::setw(13) << "sensitivity" << std::setw(10) << "SQNR dB" << "  decision\n";
   const std::string method = result.fine_tune && result.fine_tune->method == "lora" ? "LoRA" : "QA-LoRA";
   for (const auto& l : result.layers) {
@@ -228,16 +234,16 @@ std::string summary_text(const CompileResult& result, int ranks) {
     const std::string bits = l.quantized ? (l.weight ? "w" + std::to_string(l.plan.weights.bits) : "w-") +
                                                (l.input ? "a" + std::to_string(l.plan.activations.bits) : "")
                                          : "fp";
-    out << "  " << std::left << std::setw(28) << l.plan.layer.name << std::setw(18) << l.plan.layer.type << std::right
+    out << "  " << std::left << std::setw(name_width) << l.plan.layer.name << std::setw(type_width) << l.plan.layer.type << std::right
         << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
         << (l.quantized ? "quantize" + fine_tuned : "float: " + l.reason) << "\n";
   }
-  out << "\n  model size: " << mib(result.float_bytes) << " float -> " << mib(result.deployed_bytes)
-      << " deployed (quantized weights at their bit width); model.qforge.pt " << mib(result.model_file_bytes) << "\n";
+  out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)
+      << " deployed (quantized weights at their bit width); model.qforge.pt " << size_text(result.model_file_bytes) << "\n";
   if (result.onnx.written) {
-    out << "  model.qforge.onnx " << mib(result.onnx.file_bytes) << " (opset " << result.onnx.opset << ", "
+    out << "  model.qforge.onnx " << size_text(result.onnx.file_bytes) << " (opset " << result.onnx.opset << ", "
         << result.onnx.quantized_weights << " quantized weights, " << result.onnx.quantized_activations
         << " quantized activations)\n";
     if (result.onnx.evaluation)

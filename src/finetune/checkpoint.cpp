@@ -10,6 +10,8 @@ namespace qforge {
 namespace {
 
 constexpr int64_t kFormat = 1;
+// What a user can do about a checkpoint that cannot be read.
+constexpr const char* kStartOver = "; delete it, or set compile_options.fine_tune.resume: false to start over";
 
 at::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::string& key) {
   at::Tensor t;
@@ -47,7 +49,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     archive.read("fingerprint", stored_fingerprint);
   } catch (const c10::Error& e) {
     throw DataError(path + ": cannot read the fine-tuning checkpoint (truncated, or not a qforge checkpoint): " +
-                    e.what_without_backtrace());
+                    e.what_without_backtrace() + kStartOver);
   }
   if (!stored_fingerprint.isString() || stored_fingerprint.toStringRef() != fingerprint)
     throw ConfigError(path + ": the checkpoint belongs to another model or other fine-tuning settings (it was made for " +
@@ -65,7 +67,7 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the process's generator
     generator.set_state(read_tensor(archive, "cpu_generator"));
   } catch (const c10::Error& e) {
-    throw DataError(path + ": the fine-tuning checkpoint is incomplete: " + e.what_without_backtrace());
+    throw DataError(path + ": the fine-tuning checkpoint is incomplete: " + e.what_without_backtrace() + kStartOver);
   }
   return state;
 }

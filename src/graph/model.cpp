@@ -1,6 +1,8 @@
 // Loading a TorchScript model and binding samples to its method.
 #include "qforge/model.h"
 
+#include <algorithm>
+
 #include <torch/csrc/jit/passes/fold_conv_bn.h>
 
 #include <filesystem>
@@ -238,8 +240,14 @@ c10::IValue run_module(torch::jit::Module& module, const std::string& method, co
     for (size_t i = 0; i < batch.inputs.size(); ++i)
       shapes += (i ? ", " : "") + binding.names[i] + " " + c10::str(batch.inputs[i].sizes()) + " " +
                 c10::toString(batch.inputs[i].scalar_type());
+    // float64 data into float32 weights: the commonest mismatch, and its fix is one line of YAML.
+    const bool doubles = std::any_of(batch.inputs.begin(), batch.inputs.end(),
+                                     [](const at::Tensor& t) { return t.scalar_type() == at::kDouble; });
     throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" +
-                     shapes + "): " + interpreter_error_summary(e));
+                     shapes + "): " + interpreter_error_summary(e) +
+                     (doubles ? "; the data is float64: cast it to the model's type with data_transform: "
+                                "[{op: cast, dtype: float32}]"
+                              : ""));
   }
 }
 

@@ -13,22 +13,15 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 
 #include "qforge/errors.h"
 #include "qforge/logger.h"
+#include "util/text.h"
 
 namespace qforge {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string mib_text(int64_t bytes) {
-  std::ostringstream out;
-  out.precision(1);
-  out << std::fixed << static_cast<double>(bytes) / (1024.0 * 1024.0) << " MiB";
-  return out.str();
-}
 
 std::string this_host() {
   char name[256] = {0};
@@ -112,8 +105,8 @@ void check_output_directory(const std::string& path, int64_t expected_bytes) {
   if (::statvfs(path.c_str(), &disk) == 0) {
     const auto free_bytes = static_cast<int64_t>(disk.f_bavail) * static_cast<int64_t>(disk.f_frsize);
     if (free_bytes < expected_bytes)
-      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " + mib_text(free_bytes) +
-                        " free, about " + mib_text(expected_bytes) + " needed");
+      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " + size_text(free_bytes) +
+                        " free, about " + size_text(expected_bytes) + " needed");
   }
 }
 

@@ -144,29 +144,35 @@ std::string Plan::to_text() const {
   int quantized = 0;
   for (const auto& l : layers) quantized += l.quantize;
   out << "plan for '" << graph_name << "': " << signature.to_string() << "\n";
-  out << "  model: " << parameters << " parameters (" << mib(parameter_bytes) << ")\n";
+  out << "  model: " << parameters << " parameters (" << size_text(parameter_bytes) << ")\n";
   out << "  data: " << data.total_rows() << " rows in " << data.groups.size() << " shape group(s), "
       << to_string(data.kind) << " samples (" << join(data.input_names) << ")\n";
   out << "  ranks: " << shards.size() << "\n";
   for (const auto& s : shards)
     out << "    rank " << s.rank << " on " << s.host << ": rows " << s.rows.begin << ".." << s.rows.end - 1 << " ("
-        << s.rows.size() << " rows, " << s.batches << " batches), peak memory " << mib(s.peak_rss_bytes) << "\n";
+        << s.rows.size() << " rows, " << s.batches << " batches), peak memory " << size_text(s.peak_rss_bytes) << "\n";
   for (const auto& a : axes)
     out << "  input '" << a.input << "': shape " << shape_text(a.min_shape)
         << (a.dynamic.empty() ? std::string(", static") : " .. " + shape_text(a.max_shape) + ", dynamic axes " + shape_text(a.dynamic))
         << "\n";
   out << "  layers: " << quantized << " to quantize, " << layers.size() - quantized << " quantizable kept in floating point, "
       << all_layers.size() - layers.size() << " other modules\n";
-  out << "    " << std::left << std::setw(32) << "layer" << std::setw(24) << "type" << std::setw(10) << "params"
-      << std::setw(20) << "weight" << "decision\n";
+  std::vector<std::string> names, types;
+  for (const auto& l : layers) {
+    names.push_back(l.layer.name);
+    types.push_back(l.layer.type);
+  }
+  const int name_width = static_cast<int>(column_width(names, 32)), type_width = static_cast<int>(column_width(types, 24));
+  out << "    " << std::left << std::setw(name_width) << "layer" << std::setw(type_width) << "type" << std::setw(10)
+      << "params" << std::setw(20) << "weight" << "decision\n";
   for (const auto& l : layers) {
     std::string decision = l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
                                             (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
                                       : "skip: " + l.reason;
-    out << "    " << std::left << std::setw(32) << l.layer.name << std::setw(24) << l.layer.type << std::setw(10)
+    out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type << std::setw(10)
         << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }
-  out << "  estimated memory per rank: " << mib(estimated_bytes_per_rank) << "\n";
+  out << "  estimated memory per rank: " << size_text(estimated_bytes_per_rank) << "\n";
   return out.str();
 }
 

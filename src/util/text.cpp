@@ -1,5 +1,6 @@
 #include "util/text.h"
 
+#include <algorithm>
 #include <iomanip>
 #include <sstream>
 
@@ -17,9 +18,19 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
   return out;
 }
 
-std::string mib(int64_t bytes) {
+size_t column_width(const std::vector<std::string>& values, size_t minimum) {
+  size_t width = minimum;
+  for (const auto& v : values) width = std::max(width, v.size() + 2);
+  return width;
+}
+
+std::string size_text(int64_t bytes) {
   std::ostringstream out;
-  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1024.0 * 1024.0) << " MiB";
+  out << std::fixed << std::setprecision(1);
+  if (bytes >= (1 << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
+  else out << bytes << " B";
   return out.str();
 }
 

@@ -257,6 +257,51 @@ def case_yaml_mistakes_are_named():
         check("(line 1)" not in out, f"a --set error blamed on line 1 of the file:\n{out}")
 
 
+def case_hints_for_common_mistakes():
+    """float64 data for a float32 model names the cast that fixes it; an unreadable
+    checkpoint names resume: false; long layer names keep the table's columns; a
+    small model's sizes are not "0.0 MiB"."""
+    import numpy as np
+    import torch
+    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
+    from qforge_h5 import write_samples
+    long_name = "encoder_block_0_attention_output_projection_with_a_long_name"
+
+    class Named(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module(long_name, torch.nn.Linear(8, 8))
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(torch.relu(getattr(self, long_name)(x)))
+
+    model = os.path.join(WORK, "named.pt")
+    torch.jit.trace(Named().eval(), torch.randn(2, 8)).save(model)
+    data = os.path.join(WORK, "doubles.h5")
+    write_samples(data, "tensor", ["x"], {"all": {"x": np.random.default_rng(0).standard_normal((12, 8))}})
+    cfg = write_config("named.yaml", f"""
+model: {{path: {model}}}
+out_dir: named
+calibration_inputs: {{files: [{data}], batch_size: 4}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{}}
+compile_options: {{fine_tune: {{enabled: true, steps: 4, batch_size: 4}}}}
+""")
+    contains(run(["compile", cfg], expect=5), "the data is float64", "data_transform: [{op: cast, dtype: float32}]")
+    cast = ["--set", "data_transform=[{op: cast, dtype: float32}]"]
+    out = run(["compile", cfg] + cast)
+    row = next(line for line in out.splitlines() if line.strip().startswith(long_name))
+    check(row.split(long_name)[1].startswith("  "), f"the long name runs into the next column:\n{row}")
+    contains(out, "432 B float ->")  # 8*8+8 + 8*4+4 float32 parameters
+    check("0.0 MiB" not in out, f"a small model's sizes in MiB:\n{out}")
+    os.makedirs(os.path.join(WORK, "named", "checkpoints"), exist_ok=True)
+    with open(os.path.join(WORK, "named", "checkpoints", "fine_tune.pt"), "wb") as f:
+        f.write(b"PK\x03\x04 a truncated archive")
+    contains(run(["compile", cfg] + cast, expect=4), "fine_tune.pt: cannot read the fine-tuning checkpoint",
+             "compile_options.fine_tune.resume: false")
+
+
 def case_help_after_every_subcommand():
     for command in (["compile"], ["submit"], ["inspect"], ["export"], ["report"], ["data"], ["data", "check"],
                     ["config"], ["config", "keys"], ["config", "show"]):
