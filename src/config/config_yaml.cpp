@@ -60,6 +60,16 @@ std::string where(const YAML::Node& node, const std::string& path, const Source&
   return mark.line >= 0 ? " (line " + std::to_string(mark.line + 1) + ")" : "";
 }
 
+// A mapping's key as text; a key that is itself a list or a mapping
+// (`{[a, b]: 1}`, `? {x: 1}`) is a ConfigError naming where it is.
+std::string key_text(const YAML::Node& key, const std::string& path, const std::string& file) {
+  if (key.IsScalar()) return key.Scalar();
+  const auto mark = key.Mark();
+  throw ConfigError(file + ": " + (path.empty() ? std::string("top level") : path) +
+                    (mark.line >= 0 ? " (line " + std::to_string(mark.line + 1) + ")" : "") +
+                    ": a key must be a plain name, got " + (key.IsSequence() ? "a list" : key.IsMap() ? "a mapping" : "nothing"));
+}
+
 // ---- Reader ----------------------------------------------------------------
 
 class Reader {
@@ -77,7 +87,7 @@ class Reader {
   // Every key of this map must be one the schema described.
   void finish() const {
     for (const auto& entry : node_) {
-      const auto key = entry.first.as<std::string>();
+      const auto key = key_text(entry.first, path_, source_.file);
       if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
       const auto near = nearest_names(key, known_, 1);
       std::string valid;
@@ -114,7 +124,7 @@ class Reader {
       if (node.IsNull()) return;
       if (!node.IsMap()) fail(node, path, "a mapping");
       for (const auto& entry : node) {
-        const auto key = entry.first.as<std::string>();
+        const auto key = key_text(entry.first, path, source_.file);
         read(entry.second, value[key], path + "[" + key + "]");
       }
     } else {  // a section described in schema.h
@@ -314,7 +324,7 @@ void refuse_duplicate_keys(const YAML::Node& node, const std::string& path, cons
   if (!node.IsMap()) return;
   std::map<std::string, int> first_line;
   for (const auto& entry : node) {
-    const std::string key = entry.first.Scalar();
+    const std::string key = key_text(entry.first, path, file);
     const int line = entry.first.Mark().line + 1;
     if (const auto seen = first_line.find(key); seen != first_line.end())
       throw ConfigError(file + ": key '" + join_path(path, key) + "' is given twice (lines " +
