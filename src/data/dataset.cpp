@@ -147,10 +147,10 @@ DatasetInfo inspect_dataset(const std::vector<std::string>& files, const std::ve
       g.rows = std::min(g.rows, left);
       left -= g.rows;
     }
-    info.groups.erase(std::remove_if(info.groups.begin(), info.groups.end(),
-                                     [](const ShapeGroup& g) { return g.rows == 0; }),
-                      info.groups.end());
   }
+  // A group without rows (an empty one, or one max_rows leaves out) has nothing to read.
+  info.groups.erase(std::remove_if(info.groups.begin(), info.groups.end(), [](const ShapeGroup& g) { return g.rows == 0; }),
+                    info.groups.end());
   if (info.total_rows() == 0) throw DataError(files[0] + ": the calibration set holds no rows");
   return info;
 }
