@@ -44,31 +44,6 @@ DType delivered_dtype(hid_t type, const std::string& where) {
                   "booleans as uint8)");
 }
 
-hid_t memory_type(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return H5T_NATIVE_FLOAT;
-    case DType::Float64: return H5T_NATIVE_DOUBLE;
-    case DType::Int8: return H5T_NATIVE_INT8;
-    case DType::UInt8: return H5T_NATIVE_UINT8;
-    case DType::Int16: return H5T_NATIVE_INT16;
-    case DType::Int32: return H5T_NATIVE_INT32;
-    case DType::Int64: return H5T_NATIVE_INT64;
-    default: throw Error("hdf5: no memory type for this dtype");
-  }
-}
-
-at::ScalarType scalar_type(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return at::kFloat;
-    case DType::Float64: return at::kDouble;
-    case DType::Int8: return at::kChar;
-    case DType::UInt8: return at::kByte;
-    case DType::Int16: return at::kShort;
-    case DType::Int32: return at::kInt;
-    case DType::Int64: return at::kLong;
-    default: throw Error("hdf5: no tensor type for this dtype");
-  }
-}
 
 }  // namespace
 
@@ -215,28 +190,17 @@ ArraySpec describe_dataset(hid_t file, const std::string& path, const std::strin
   return spec;
 }
 
-at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin,
-                     int64_t row_end, const std::string& where, bool pinned) {
-  std::vector<int64_t> shape{row_end - row_begin};
-  shape.insert(shape.end(), spec.row_shape.begin(), spec.row_shape.end());
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(scalar_type(spec.dtype)).pinned_memory(pinned));
-  std::lock_guard<std::mutex> lock(library_lock());
-  const hid_t dataset = H5Dopen2(file, path.c_str(), H5P_DEFAULT);
-  if (dataset < 0) throw DataError(where + ": cannot open dataset (" + last_error_text() + ")");
-  const hid_t space = H5Dget_space(dataset);
-  std::vector<hsize_t> start(shape.size(), 0), count(shape.begin(), shape.end());
-  start[0] = static_cast<hsize_t>(row_begin);
-  H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-  const hid_t memspace = H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr);
-  const herr_t rc = out.numel() == 0 ? 0
-                    : H5Dread(dataset, memory_type(spec.dtype), memspace, space, H5P_DEFAULT, out.data_ptr());
-  H5Sclose(memspace);
-  H5Sclose(space);
-  H5Dclose(dataset);
-  if (rc < 0)
-    throw DataError(where + ": cannot read rows " + std::to_string(row_begin) + ".." + std::to_string(row_end - 1) +
-                    " (" + last_error_text() + "); the file may be truncated or corrupt");
-  return out;
+hid_t memory_type(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return H5T_NATIVE_FLOAT;
+    case DType::Float64: return H5T_NATIVE_DOUBLE;
+    case DType::Int8: return H5T_NATIVE_INT8;
+    case DType::UInt8: return H5T_NATIVE_UINT8;
+    case DType::Int16: return H5T_NATIVE_INT16;
+    case DType::Int32: return H5T_NATIVE_INT32;
+    case DType::Int64: return H5T_NATIVE_INT64;
+    default: throw Error("hdf5: no memory type for this dtype");
+  }
 }
 
 }  // namespace qforge::h5

@@ -52,6 +52,9 @@ std::vector<std::string> list_groups(hid_t file, const std::string& path, const 
 // Shape and delivered type of a dataset; `rows` receives axis 0.
 ArraySpec describe_dataset(hid_t file, const std::string& path, const std::string& where, int64_t* rows);
 
+// HDF5's in-memory type of a delivered dtype.
+hid_t memory_type(DType dtype);
+
 // Rows [row_begin, row_end) of a dataset described by `spec`, as a tensor of
 // shape [rows, ...row_shape].
 // pinned: into page-locked host memory, which a GPU copies from asynchronously
