@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -58,7 +59,12 @@ Holder read_holder(const std::string& file) {
 }
 
 // Why the holder's lock may be taken over ("" when it may not).
-std::string stale_because(const Holder& h) {
+std::string stale_because(const Holder& h, const std::string& file) {
+  if (h.host.empty() || h.pid.empty()) {  // a writer killed between creating the lock and filling it
+    std::error_code ec;
+    const auto age = fs::file_time_type::clock::now() - fs::last_write_time(file, ec);
+    return !ec && age > std::chrono::seconds(10) ? "an empty lock file, older than 10 s" : "";
+  }
   if (!h.job.empty() && h.job == slurm_job()) return "an earlier run of this SLURM job (requeued)";
   if (h.host != this_host()) return "";
   const long pid = std::strtol(h.pid.c_str(), nullptr, 10);
@@ -105,8 +111,8 @@ void check_output_directory(const std::string& path, int64_t expected_bytes) {
   if (::statvfs(path.c_str(), &disk) == 0) {
     const auto free_bytes = static_cast<int64_t>(disk.f_bavail) * static_cast<int64_t>(disk.f_frsize);
     if (free_bytes < expected_bytes)
-      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " + size_text(free_bytes) +
-                        " free, about " + size_text(expected_bytes) + " needed");
+      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " +
+                           size_text(free_bytes) + " free, about " + size_text(expected_bytes) + " needed");
   }
 }
 
@@ -119,15 +125,15 @@ OutputDirectoryLock::OutputDirectoryLock(const std::string& path) {
   try {
     if (create_lock(file)) return;
     const Holder holder = read_holder(file);
-    const std::string why = stale_because(holder);
+    const std::string why = stale_because(holder, file);
     if (why.empty())
       throw OutputDirError("out_dir " + path + ": another compile is writing there (" + holder.text() +
-                        "); wait for it to end, or choose another out_dir");
+                           "); wait for it to end, or choose another out_dir");
     log::warn("out_dir " + path + ": taking over the lock of " + holder.text() + ": " + why);
     ::unlink(file.c_str());
     if (!create_lock(file))
       throw OutputDirError("out_dir " + path + ": another compile took the lock at the same moment (" +
-                        read_holder(file).text() + ")");
+                           read_holder(file).text() + ")");
   } catch (...) {
     --held[key_];
     throw;

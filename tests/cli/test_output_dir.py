@@ -155,6 +155,12 @@ def case_one_compile_per_output_directory():
         f.write(f"host={socket.gethostname()}\npid={dead.pid}\njob=\nstarted=yesterday\n")
     out = run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", "compile_options.fine_tune.steps=5"])
     contains(out, "taking over the lock", f"PID {dead.pid} no longer runs")
+    # An empty one (its writer killed between creating and filling it), once it is old.
+    lock = os.path.join(out_dir, ".qforge.lock")
+    open(lock, "w").close()
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    contains(run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", "compile_options.fine_tune.steps=5"]),
+             "taking over the lock", "an empty lock file")
     # One held on another host cannot be checked: refused.
     with open(os.path.join(out_dir, ".qforge.lock"), "w") as f:
         f.write("host=elsewhere\npid=1\njob=\nstarted=now\n")
