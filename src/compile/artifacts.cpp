@@ -278,14 +278,10 @@ void write_artifacts(CompileResult& result, const ExperimentConfig& config, int 
     set.add(name, content);
     result.artifacts[key] = dir + "/" + name;
   };
-  {
-    // Serialized in memory and written by qforge: a full disk is an error that
-    // names the file, not a failure inside LibTorch's writer.
-    std::ostringstream model;
-    result.model.save(model);
-    add("model.qforge.pt", "model", model.str());
-    result.model_file_bytes = static_cast<int64_t>(model.tellp());
-  }
+  // Streamed through qforge's writer: a full disk is an error that names the
+  // file, not an abort inside LibTorch's.
+  result.model_file_bytes = set.add_stream("model.qforge.pt", [&](std::ostream& out) { result.model.save(out); });
+  result.artifacts["model"] = dir + "/model.qforge.pt";
   if (!result.onnx.bytes.empty()) {
     add("model.qforge.onnx", "onnx", result.onnx.bytes);
     result.onnx.file_bytes = static_cast<int64_t>(result.onnx.bytes.size());

@@ -34,6 +34,12 @@ void ArtifactSet::add(const std::string& name, const std::string& content) {
   staged_.push_back(name);
 }
 
+int64_t ArtifactSet::add_stream(const std::string& name, const std::function<void(std::ostream&)>& write) {
+  const int64_t bytes = write_stream_durably((fs::path(staging_) / name).string(), write, (fs::path(dir_) / name).string());
+  staged_.push_back(name);
+  return bytes;
+}
+
 void ArtifactSet::commit() {
   for (const auto& name : staged_) {
     const std::string from = (fs::path(staging_) / name).string(), to = (fs::path(dir_) / name).string();

@@ -5,6 +5,9 @@
 // The writer must hold out_dir's lock (output_dir.h): staging directories of
 // killed writers are removed.
 #pragma once
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,8 @@ class ArtifactSet {
 
   // Stages `content` as `name`; OutputDirError naming dir/name ("no space left on device").
   void add(const std::string& name, const std::string& content);
+  // Stages what `write` streams as `name` (a model too large to hold twice in memory); its size.
+  int64_t add_stream(const std::string& name, const std::function<void(std::ostream&)>& write);
   // Renames every staged file into `dir`, removes the known artifacts not staged.
   void commit();
 

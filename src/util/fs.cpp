@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
+#include <streambuf>
 
 #include "qforge/errors.h"
 
@@ -34,22 +36,66 @@ void write_atomic(const std::string& path, const std::function<void(const std::s
   }
 }
 
-void write_file_durably(const std::string& path, const std::string& content, const std::string& shown) {
+namespace {
+
+// An unbuffered stream into a file descriptor that keeps the first write error
+// instead of throwing it: a writer such as LibTorch's cannot recover from an
+// exception in mid-file (its destructor writes again, and the process aborts).
+class FileSink : public std::streambuf {
+ public:
+  explicit FileSink(int fd) : fd_(fd) {}
+  int error() const { return error_; }
+  int64_t bytes() const { return bytes_; }
+
+ protected:
+  std::streamsize xsputn(const char* data, std::streamsize count) override {
+    for (std::streamsize done = 0; done < count && !error_;) {
+      const ssize_t n = ::write(fd_, data + done, static_cast<size_t>(count - done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) error_ = errno;
+      else done += n, bytes_ += n;
+    }
+    return count;  // taken; a failure is reported once the writer is done
+  }
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      const char ch = traits_type::to_char_type(c);
+      xsputn(&ch, 1);
+    }
+    return traits_type::not_eof(c);
+  }
+
+ private:
+  int fd_;
+  int error_ = 0;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace
+
+int64_t write_stream_durably(const std::string& path, const std::function<void(std::ostream&)>& write,
+                             const std::string& shown) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw OutputDirError(shown + ": cannot write: " + std::strerror(errno));
-  size_t written = 0;
-  while (written < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      throw OutputDirError(shown + ": cannot write: " + why);
-    }
-    written += static_cast<size_t>(n);
+  FileSink sink(fd);
+  std::ostream out(&sink);
+  try {
+    write(out);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
   // fsync and close report what delayed allocation found (a full disk, say).
-  if (::fsync(fd) != 0 || ::close(fd) != 0) throw OutputDirError(shown + ": cannot write: " + std::strerror(errno));
+  int error = sink.error();
+  if (!error && ::fsync(fd) != 0) error = errno;
+  if (::close(fd) != 0 && !error) error = errno;
+  if (error) throw OutputDirError(shown + ": cannot write: " + std::strerror(error));
+  return sink.bytes();
+}
+
+void write_file_durably(const std::string& path, const std::string& content, const std::string& shown) {
+  write_stream_durably(path, [&](std::ostream& out) { out.write(content.data(), static_cast<std::streamsize>(content.size())); },
+                       shown);
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {
