@@ -204,11 +204,10 @@ std::vector<int64_t> points_reached(CompileSession& session, const std::vector<B
 // branch ONNX cannot express fails before calibration, not at the export.
 void check_onnx_conversion(const ExperimentConfig& config, const CompileCallbacks& callbacks, const PreparedCompile& p) {
   if (!config.deployment_settings || !config.deployment_settings->writes_onnx() || config.disable) return;
-  torch::jit::Module model = p.model->module();
-  if (p.placement.device.is_cuda()) {  // the converter runs on the CPU, as the export does
-    model = model.clone();
-    move_module(model, c10::Device(c10::kCPU));
-  }
+  // A rewritten copy, as the compile exports: its graph inlined afresh (the model has
+  // run by now, unoptimized, and its methods' cached graphs still call submodules).
+  torch::jit::Module model = with_fake_quantization(p.model->module(), p.model->method(), {});
+  move_module(model, c10::Device(c10::kCPU));  // the converter runs on the CPU, as the export does
   OnnxExportOptions options = onnx_options(config, {});
   options.quantized = false;
   const CallBinding binding = callbacks.forward ? p.model->bind(p.data, config.forward.kwargs) : p.binding;

@@ -431,6 +431,10 @@ quantization_settings: {{}}
         check(layers[layer]["reason"] == planned[layer]["reason"], f"{name}: the compile keeps the plan's reason")
         check(sum(l["decision"] != "float" for l in layers.values()) >= 2, f"{name}: the other layers quantize")
     contains(planned["attn.out_proj"]["reason"], "does not read its weight directly")
+    # A model of nested submodules (resnet's blocks) converts in the dry run after it
+    # has run there: the conversion inlines a fresh copy.
+    rn = compile_config("rn_dry.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
+    contains(run(["compile", rn, "--dry-run", "--set", "out_dir=rn_dry"], ranks=2), "the float graph converts")
     # What ONNX cannot express is found by the dry run too, before calibration.
     out = run(["compile", write_config("branchy.yaml", open(os.path.join(WORK, "branchy.yaml")).read().replace(
         "onnx: false", "onnx: true")), "--dry-run", "--set", "fullgraph=false"], ranks=2, expect=7)
