@@ -1,13 +1,12 @@
 #include "export/onnx_export.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <regex>
 
 #include "export/onnx_converter.h"
 #include "export/onnx_lint.h"
+#include "graph/inline_calls.h"
 #include "qforge/errors.h"
 #include "qforge/version.h"
 #include "util/text.h"
@@ -27,8 +26,7 @@ constexpr int64_t kInt4Opset = 21;  // INT4 and DequantizeLinear's block_size
 
 std::shared_ptr<torch::jit::Graph> inlined_graph(const torch::jit::Module& module, const std::string& method) {
   auto graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph()->copy();
-  const torch::jit::GraphOptimizerEnabledGuard callees_inlined(true);  // see fake_quant_graph.cpp
-  torch::jit::Inline(*graph);
+  inline_calls(*graph);
   return graph;
 }
 

@@ -3,14 +3,13 @@
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
 
+#include "graph/inline_calls.h"
 #include "qforge/errors.h"
 #include "qforge/model.h"
 
@@ -113,10 +112,7 @@ struct Rewrite {
   // (a clone under grad mode would hang them on the original's graph).
   Rewrite(const torch::jit::Module& original, const std::string& method) : module(clone_without_grad(original)) {
     graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
-    // Inline takes each callee's optimized graph, which is inlined itself
-    // only while the executor optimizes (compile() runs graphs unoptimized).
-    const torch::jit::GraphOptimizerEnabledGuard callees_inlined(true);
-    torch::jit::Inline(*graph);
+    inline_calls(*graph);
     collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
   }
 

@@ -1,8 +1,10 @@
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <fstream>
 
+#include "graph/inline_calls.h"
 #include "qforge/errors.h"
 #include "qforge/fake_quant_graph.h"
 #include "qforge/model.h"
@@ -102,4 +104,29 @@ TEST(FakeQuantGraph, UnknownLayerIsNamed) {
   layer.layer = "fc2";
   qforge::test::expect_error<ModelError>(
       [&] { with_fake_quantization(model.module(), "forward", {layer}); }, {"layer 'fc2'"});
+}
+
+// LibTorch caches each method's graph on its first run; a model first run
+// unoptimized (as compile() runs it) caches graphs that still call submodules.
+TEST(GraphInlining, NoCallIsLeftAfterTheModelRanUnoptimized) {
+  auto model = Model::load(asset("resnet18_traced.pt"));
+  auto& m = model.module();
+  {
+    const torch::jit::GraphOptimizerEnabledGuard unoptimized(false);
+    m.forward({ramp({1, 3, 32, 32})});
+  }
+  auto graph = torch::jit::toGraphFunction(m.get_method("forward").function()).graph()->copy();
+  inline_calls(*graph);
+  std::vector<std::string> calls;
+  const std::function<void(const torch::jit::Block*)> find_calls = [&](const torch::jit::Block* block) {
+    for (const auto* n : block->nodes()) {
+      if (n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction) calls.push_back(n->kind().toQualString());
+      for (const auto* b : n->blocks()) find_calls(b);
+    }
+  };
+  find_calls(graph->block());
+  EXPECT_TRUE(calls.empty()) << calls.size() << " calls left, the first a " << calls.front();
+  int convolutions = 0;
+  for (const auto* n : graph->nodes()) convolutions += n->kind() == c10::aten::_convolution || n->kind() == c10::aten::conv2d;
+  EXPECT_EQ(convolutions, 20);  // ResNet-18's 20 convolutions, each inlined once
 }
