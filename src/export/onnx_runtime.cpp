@@ -12,6 +12,7 @@
 
 #include "qforge/errors.h"
 #include "qforge_version_config.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 extern char** environ;
@@ -97,10 +98,7 @@ struct TemporaryDirectory {
     if (!mkdtemp(pattern.data())) throw Error("cannot make a temporary directory in " + fs::temp_directory_path().string());
     path = pattern;
   }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
+  ~TemporaryDirectory() { remove_tree(path.string()); }
 };
 
 }  // namespace

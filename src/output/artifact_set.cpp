@@ -19,14 +19,13 @@ ArtifactSet::ArtifactSet(std::string dir, std::vector<std::string> names) : dir_
   // The writer holds out_dir's lock: any staging directory there was left by a
   // process that was killed while writing.
   for (const auto& entry : fs::directory_iterator(dir_, ec))
-    if (entry.path().filename().string().rfind(".staging-", 0) == 0) fs::remove_all(entry.path(), ec);
+    if (entry.path().filename().string().rfind(".staging-", 0) == 0) remove_tree(entry.path().string());
   fs::create_directories(staging_, ec);
   if (ec) throw OutputDirError(dir_ + ": cannot create the staging directory " + staging_ + ": " + ec.message());
 }
 
 ArtifactSet::~ArtifactSet() {
-  std::error_code ignored;
-  fs::remove_all(staging_, ignored);
+  remove_tree(staging_);
 }
 
 void ArtifactSet::add(const std::string& name, const std::string& content) {

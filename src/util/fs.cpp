@@ -1,9 +1,11 @@
 #include "util/fs.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <ostream>
@@ -17,6 +19,20 @@ void ensure_directory(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) throw OutputDirError(path + ": cannot create directory: " + ec.message());
+}
+
+namespace {
+
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  ::remove(path);  // a file, a link or (visited after its contents) a directory
+  return 0;        // go on whatever failed
+}
+
+}  // namespace
+
+void remove_tree(const std::string& path) {
+  constexpr int kOpenDirectories = 16;
+  ::nftw(path.c_str(), remove_entry, kOpenDirectories, FTW_DEPTH | FTW_PHYS);
 }
 
 void write_atomic(const std::string& path, const std::function<void(const std::string& temporary)>& write) {

@@ -19,5 +19,11 @@ int64_t write_stream_durably(const std::string& path, const std::function<void(s
 void write_file_durably(const std::string& path, const std::string& content, const std::string& shown);
 void write_file_atomic(const std::string& path, const std::string& content);
 void ensure_directory(const std::string& path);
+// Removes `path` and everything under it (symbolic links themselves, not what
+// they point to); errors are ignored: it is for cleaning up what qforge made.
+// Not std::filesystem::remove_all: LibTorch builds made for old systems (the
+// PyTorch wheels) carry and export their own copy of it, which the dynamic
+// linker may bind qforge's calls to, and that copy crashed (PyTorch 2.11).
+void remove_tree(const std::string& path);
 
 }  // namespace qforge
