@@ -1,18 +1,19 @@
 """The deployed-file check the accuracy tests share: a compile's report.json must hold the
 ONNX file's run in onnxruntime, agreeing with the TorchScript model (top-1 at least 99.5%,
-output SQNR at least 35 dB). Where this machine has no onnxruntime-node, the missing run
-is reported, not failed."""
-import os
-import subprocess
+output SQNR at least 35 dB). Where this machine has no onnxruntime (neither onnxruntime-node
+nor Python's), the missing run is reported, not failed."""
+from onnx_check import Skip, runner
 
 MIN_AGREEMENT = 0.995
 MIN_SQNR_DB = 35.0
 
 
 def onnxruntime_available():
-    source = os.environ.get("QFORGE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-    return subprocess.run(["node", "-e", "require('onnxruntime-node')"], cwd=source,
-                          capture_output=True).returncode == 0
+    try:
+        runner()
+        return True
+    except Skip:
+        return False
 
 
 def check_deployed(label, report, rows=None):
@@ -20,7 +21,7 @@ def check_deployed(label, report, rows=None):
     onnx = report.get("onnx", {}).get("evaluation")
     if onnx is None:
         why = report.get("onnx", {}).get("not_evaluated", "no ONNX file")
-        assert not onnxruntime_available(), f"{label}: ONNX not evaluated although onnxruntime-node loads: {why}"
+        assert not onnxruntime_available(), f"{label}: ONNX not evaluated although onnxruntime loads: {why}"
         print(f"{label}: ONNX not evaluated: {why}")
         return None
     metric = (f"perplexity {onnx['onnx_perplexity']:.4f} (TorchScript {onnx['torchscript_perplexity']:.4f})"

@@ -1,46 +1,66 @@
 """Helpers for the ONNX export tests: run an exported model in a real onnxruntime
-(onnxruntime-node, through src/export/runners/ort_run.js), run a TorchScript model
+(onnxruntime-node through src/export/runners/ort_run.js where Node.js has it, as
+on Debian; else Python's onnxruntime through ort_run.py, as on the GPU machines),
+run a TorchScript model
 in Python's torch, read qforge's HDF5 samples, and compare outputs.
 
     ys = run_onnx("model.qforge.onnx", {"x": x}, batch_size=32, threads=2)
     refs = torchscript_outputs("model.qforge.pt", {"x": x})
     sqnr_db(refs[0], ys[0]), top1_agreement(refs[0], ys[0])
 
-run_onnx raises Skip when Node.js or the npm package onnxruntime-node is missing;
-a test maps Skip to exit 77 (ctest's SKIP_RETURN_CODE)."""
+run_onnx raises Skip when neither runtime is there; a test maps Skip to exit 77
+(ctest's SKIP_RETURN_CODE)."""
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
 
 SOURCE = os.environ.get("QFORGE_SOURCE_DIR") or os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RUNNER = os.path.join(SOURCE, "src", "export", "runners", "ort_run.js")
+RUNNERS_DIR = os.path.join(SOURCE, "src", "export", "runners")
 SKIP_EXIT = 77
+NO_RUNTIME_EXIT = 3  # the runners' exit code where their onnxruntime cannot be loaded
 
 
 class Skip(Exception):
-    """The test cannot run here (no onnxruntime-node): exit 77."""
+    """The test cannot run here (no onnxruntime): exit 77."""
 
 
-def node_binary():
+def _candidate_runners():
     node = os.environ.get("QFORGE_NODE") or shutil.which("node") or shutil.which("nodejs")
-    if not node:
-        raise Skip("Node.js is not installed (bash jobs/setup.sh installs it with onnxruntime-node)")
-    return node
+    if node:
+        yield [node, os.path.join(RUNNERS_DIR, "ort_run.js")]
+    yield [sys.executable, os.path.join(RUNNERS_DIR, "ort_run.py")]
+
+
+_runner = None
+
+
+def runner():
+    """(command, version line) of the first runner whose onnxruntime loads; Skip if none."""
+    global _runner
+    if _runner is None:
+        missing = []
+        for command in _candidate_runners():
+            p = subprocess.run(command + ["--version"], capture_output=True, text=True, timeout=120)
+            if p.returncode == NO_RUNTIME_EXIT:
+                missing.append(p.stderr.strip())
+                continue
+            if p.returncode != 0:
+                raise AssertionError(f"{' '.join(command)} --version: exit {p.returncode}\n{p.stderr}{p.stdout}")
+            _runner = (command, p.stdout.strip())
+            break
+        else:
+            raise Skip("no onnxruntime (bash jobs/setup.sh installs onnxruntime-node): " + "; ".join(missing))
+    return _runner
 
 
 def require_onnxruntime():
-    """Raises Skip unless the runner can load onnxruntime-node; returns its version line."""
-    node = node_binary()
-    p = subprocess.run([node, RUNNER, "--version"], capture_output=True, text=True, timeout=120)
-    if p.returncode == 3:
-        raise Skip(p.stderr.strip())
-    if p.returncode != 0:
-        raise AssertionError(f"{RUNNER} --version: exit {p.returncode}\n{p.stderr}{p.stdout}")
-    return p.stdout.strip()
+    """Raises Skip unless a runner can load onnxruntime; returns its version line."""
+    return runner()[1]
 
 
 def _dtype_name(a):
@@ -58,7 +78,7 @@ def run_onnx_named(model_path, inputs, batch_size=32, threads=2, optimization="a
     of `batch_size`; returns [(output name, array)] in the model's output order.
     optimization: onnxruntime's graph optimization level (disabled, basic, extended,
     all); session_config: onnxruntime session configuration entries."""
-    node = node_binary()
+    command = runner()[0]
     work = tempfile.mkdtemp(prefix="qforge-ort-")
     try:
         entries = []
@@ -73,12 +93,10 @@ def run_onnx_named(model_path, inputs, batch_size=32, threads=2, optimization="a
             json.dump({"inputs": entries, "batch_size": batch_size, "threads": threads,
                        "outputs_dir": os.path.join(work, "outputs"), "graph_optimization_level": optimization,
                        "session_config": session_config or {}}, f)
-        p = subprocess.run([node, RUNNER, os.path.abspath(model_path), manifest], capture_output=True, text=True,
+        p = subprocess.run(command + [os.path.abspath(model_path), manifest], capture_output=True, text=True,
                            timeout=600)
-        if p.returncode == 3:
-            raise Skip(p.stderr.strip())
         if p.returncode != 0:
-            raise AssertionError(f"onnxruntime-node failed on {model_path} (exit {p.returncode}):\n{p.stderr}{p.stdout}")
+            raise AssertionError(f"{command[1]} failed on {model_path} (exit {p.returncode}):\n{p.stderr}{p.stdout}")
         with open(os.path.join(work, "outputs", "outputs.json")) as f:
             report = json.load(f)
         outputs = []

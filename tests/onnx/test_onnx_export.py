@@ -1,9 +1,9 @@
 """ONNX export tests: `qforge compile` writes <out_dir>/model.qforge.onnx (QDQ) for
 tensorrt, onnxruntime, openvino and tensorrt_llm, and `qforge export` writes it again
-from a compile's output; the file runs in a real onnxruntime (onnxruntime-node, through
-src/export/runners/ort_run.js) and agrees with the compiled TorchScript model on the
+from a compile's output; the file runs in a real onnxruntime (onnxruntime-node or Python's, through
+src/export/runners/) and agrees with the compiled TorchScript model on the
 data's rows. Usage: test_onnx_export.py CASE (the cases are the functions named case_*).
-Exit 77 (skipped) where onnxruntime-node is missing (bash jobs/setup.sh installs it)."""
+Exit 77 (skipped) where neither onnxruntime is there (bash jobs/setup.sh installs it)."""
 import json
 import os
 import shutil
