@@ -27,6 +27,7 @@ WORK = tempfile.mkdtemp(prefix="qforge-onnx-")
 MIN_AGREEMENT = 0.995  # top-1 agreement of the ONNX model with model.qforge.pt
 MIN_SQNR_DB = 35.0     # output SQNR of the ONNX model against model.qforge.pt
 ONNX_INT4 = 22         # TensorProto.INT4 (python3-onnx 1.12 predates it)
+EXIT_OUTPUT = 8        # the README's exit code for an output that cannot be written
 EXIT_EXPORT = 7        # the README's exit code for a model the target cannot take (ONNX op, rule, opset)
 # The MHA encoder traced under no_grad: its attention is one fused op
 # (aten::_native_multi_head_attention) that also reads attn.out_proj's weight, a
@@ -415,6 +416,44 @@ def case_export_command_float_and_int8():
     check(s_float > s_int8, "without its quantizers the model is closer to the float model than with them")
 
 
+def case_failed_exports_keep_earlier_files():
+    """An opset too low for 4-bit weights (in `qforge export` and in a compile) and an
+    unwritable -o path are each a clear error with its exit code, and the compile's
+    earlier model.qforge.pt and model.qforge.onnx stay byte for byte as they were."""
+    out = compile_model("wide_mlp_traced.pt", "vectors64.h5", "tensorrt_llm", "kept",
+                        quantization="{weights: {group_size: 64}}")
+    names = ("model.qforge.pt", "model.qforge.onnx", "report.json")
+    before = {n: file_bytes(os.path.join(out, n)) for n in names}
+
+    def unchanged(after_what):
+        for n in names:
+            check(file_bytes(os.path.join(out, n)) == before[n], f"{after_what} changed {n}")
+
+    _, text = run(["export", out, "--opset", "17"], expect=EXIT_EXPORT)
+    check("opset 21" in text, f"the error names the opset 4-bit weights need:\n{text}")
+    unchanged("export --opset 17")
+    print(f"export --opset 17: {text.strip().splitlines()[-1]}")
+
+    read_only = os.path.join(WORK, "read_only")
+    os.makedirs(read_only, exist_ok=True)
+    os.chmod(read_only, 0o555)
+    target = os.path.join(read_only, "x.onnx")
+    code, text = run(["export", out, "-o", target], expect=None)
+    if os.geteuid() != 0:  # root writes into a read-only directory: only the others are refused
+        check(code == EXIT_OUTPUT and target in text, f"an unwritable -o is exit {EXIT_OUTPUT} naming it:\n{text}")
+        print(f"export -o {target}: {text.strip().splitlines()[-1]}")
+    code, text = run(["export", out, "-o", os.path.join(out, "report.json", "x.onnx")], expect=EXIT_OUTPUT)
+    check("report.json" in text, f"the error names the path that is not a directory:\n{text}")
+    unchanged("export -o under a file")
+    print(f"export -o under a file: {text.strip().splitlines()[-1]}")
+
+    cfg = os.path.join(WORK, "kept.yaml")
+    _, text = run(["compile", cfg, "--set", "deployment_settings.opset=17"], expect=EXIT_EXPORT)
+    check("opset 21" in text, f"the compile's error names the opset 4-bit weights need:\n{text}")
+    unchanged("a compile whose export failed")
+    print(f"compile with opset 17: {text.strip().splitlines()[-1]}")
+
+
 def case_unsupported_op_is_named():
     import torch
     sys.path.insert(0, os.path.join(SOURCE, "jobs"))
@@ -447,7 +486,7 @@ quantization_settings: {{}}
     code, text = run(["compile", cfg], expect=None)
     errors = [line for line in text.splitlines() if "error" in line.lower()]
     print(f"qforge compile: exit {code}: {' '.join(errors) if errors else text.strip()}")
-    check(code != 0, f"a model with aten::fft_rfft compiled for onnxruntime without error:\n{text}")
+    check(code == EXIT_EXPORT, f"a model with aten::fft_rfft for onnxruntime: exit {code}, expected {EXIT_EXPORT}:\n{text}")
     check("aten::fft_rfft" in text and "supported" in text, f"the error names the op and says it is not supported:\n{text}")
     out = os.path.join(WORK, "spectral")
     left = [f for f in os.listdir(out) if ".onnx" in f] if os.path.isdir(out) else []
