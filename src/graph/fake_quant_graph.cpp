@@ -9,6 +9,7 @@
 #include <regex>
 #include <set>
 
+#include "graph/decompose_attention.h"
 #include "graph/inline_calls.h"
 #include "qforge/errors.h"
 #include "qforge/model.h"
@@ -98,11 +99,11 @@ namespace {
 
 torch::jit::Module clone_without_grad(const torch::jit::Module& original) {
   torch::NoGradGuard no_grad;
-  return original.clone();
+  return clone_module(original);
 }
 
-// A clone of the module with the method's graph inlined, and where that graph
-// reads each layer's weight.
+// A clone of the module with the method's graph inlined, its fused attention
+// written as its pieces, and where that graph reads each layer's weight.
 struct Rewrite {
   torch::jit::Module module;
   std::shared_ptr<Graph> graph;
@@ -113,6 +114,7 @@ struct Rewrite {
   Rewrite(const torch::jit::Module& original, const std::string& method) : module(clone_without_grad(original)) {
     graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
     inline_calls(*graph);
+    decompose_fused_attention(*graph);
     collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
   }
 
@@ -148,8 +150,8 @@ at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multipli
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
   const Rewrite rewrite(module, method);
   std::vector<std::string> out;
-  // A weight that reaches only fused or functional code (the output projection
-  // inside aten::_native_multi_head_attention) has no input an observer could see.
+  // A weight that reaches only functional code (F.linear on a weight passed
+  // around as a tensor) has no input an observer could see.
   const auto computes_with = [](const Node* read) {
     for (const auto& use : read->output()->uses()) {
       const std::string kind = use.user->kind().toQualString();

@@ -385,9 +385,9 @@ def case_compile_failure_keeps_earlier_artifacts():
 
 
 def case_dry_run_finds_layers_the_data_never_runs():
-    """The dry run is the compile's first stage: a layer whose weight feeds fused
-    code (nn.MultiheadAttention's out_proj, traced) or a branch the calibration
-    data never takes fails both by name, or stays float with fullgraph: false."""
+    """The dry run is the compile's first stage: a layer whose weight feeds functional
+    code (a matmul with its transpose) or a branch the calibration data never takes
+    fails both by name, or stays float with fullgraph: false."""
     import torch
 
     class Branchy(torch.nn.Module):
@@ -403,13 +403,26 @@ def case_dry_run_finds_layers_the_data_never_runs():
                 h = self.rare(h)
             return self.head(h)
 
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+            self.proj = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(torch.matmul(torch.relu(self.fc(x)), self.proj.weight.t()))
+
     torch.manual_seed(0)
     model = os.path.join(WORK, "branchy.pt")
     torch.jit.script(Branchy().eval()).save(model)
+    functional = os.path.join(WORK, "functional.pt")
+    with torch.no_grad():
+        torch.jit.trace(Functional().eval(), torch.randn(2, 8)).save(functional)
     # The branch has no ONNX form: TensorRT's preset observes with histograms
     # without exporting (deployment_settings.onnx: false).
     for name, path, data, layer in (("branchy", model, f"{ASSETS}/vectors.h5", "rare"),
-                                    ("mha", f"{ASSETS}/mha_encoder_traced.pt", f"{ASSETS}/tokens.h5", "attn.out_proj")):
+                                    ("functional", functional, f"{ASSETS}/vectors.h5", "proj")):
         cfg = write_config(f"{name}.yaml", f"""
 model: {{path: {path}}}
 out_dir: {name}_out
@@ -430,7 +443,7 @@ quantization_settings: {{}}
         check(layers[layer]["decision"] == "float", f"{name}: {layer} stays float: {layers[layer]}")
         check(layers[layer]["reason"] == planned[layer]["reason"], f"{name}: the compile keeps the plan's reason")
         check(sum(l["decision"] != "float" for l in layers.values()) >= 2, f"{name}: the other layers quantize")
-    contains(planned["attn.out_proj"]["reason"], "does not read its weight directly")
+    contains(planned["proj"]["reason"], "does not read its weight directly")
     # A model of nested submodules (resnet's blocks) converts in the dry run after it
     # has run there: the conversion inlines a fresh copy.
     rn = compile_config("rn_dry.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")

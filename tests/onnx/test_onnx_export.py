@@ -29,10 +29,6 @@ MIN_SQNR_DB = 35.0     # output SQNR of the ONNX model against model.qforge.pt
 ONNX_INT4 = 22         # TensorProto.INT4 (python3-onnx 1.12 predates it)
 EXIT_OUTPUT = 8        # the README's exit code for an output that cannot be written
 EXIT_EXPORT = 7        # the README's exit code for a model the target cannot take (ONNX op, rule, opset)
-# The MHA encoder traced under no_grad: its attention is one fused op
-# (aten::_native_multi_head_attention) that also reads attn.out_proj's weight, a
-# layer no observer can see; with fullgraph: false it stays in floating point.
-MHA_FAST_EXTRA = "fullgraph: false\n"
 
 
 def run(args, ranks=0, expect=0, timeout=300):
@@ -200,9 +196,12 @@ def case_mobilenet_v2_int8_onnxruntime():
 
 def case_mha_encoder_int8():
     print(require_onnxruntime())
-    for model, extra in (("mha_encoder_traced.pt", MHA_FAST_EXTRA), ("mha_encoder_slow_traced.pt", "")):
+    # The first trace holds the fused aten::_native_multi_head_attention, the second its pieces.
+    for model in ("mha_encoder_traced.pt", "mha_encoder_slow_traced.pt"):
         stem = model[:-3]
-        out = compile_model(model, "tokens.h5", "onnxruntime", stem, extra=extra)
+        out = compile_model(model, "tokens.h5", "onnxruntime", stem)
+        layers = {l["name"]: l["decision"] for l in json.load(open(os.path.join(out, "report.json")))["layers"]}
+        check(layers.get("attn.out_proj") == "quantize", f"{stem}: attn.out_proj is not quantized: {layers}")
         path = os.path.join(out, "model.qforge.onnx")
         model_proto = load_onnx(path)
         inputs = graph_inputs(model_proto)
@@ -278,8 +277,7 @@ def case_torchvision_classifiers():
         path = os.path.join(WORK, f"{name}.pt")
         with torch.no_grad():
             torch.jit.trace(model, torch.randn(1, 3, 32, 32)).save(path)
-        # fullgraph: false keeps layers that only fused ops read (ViT's attention projection) in float.
-        out = compile_model(path, data, "onnxruntime", name, extra="fullgraph: false\n")
+        out = compile_model(path, data, "onnxruntime", name)
         groups = data_rows(data)
         # Random weights amplify rounding: onnxruntime's integer kernels requantize, and its
         # sigmoid and SiLU differ from ATen's in the last bits, which moves a few codes by
@@ -327,8 +325,11 @@ def case_transformer_encoder_and_decoder_layers():
         ops = {n.kind() for n in traced.inlined_graph.nodes()}
         check("aten::_transformer_encoder_layer_fwd" in ops, f"{name}: the trace holds no fused encoder layer: {ops}")
         traced.save(path)
-        # The fused op reads the encoder's linear weights itself: they stay float (fullgraph: false).
-        out = compile_model(path, data, "onnxruntime", name, extra="fullgraph: false\n")
+        # The fused encoder op is written as its pieces: its linears are quantized too.
+        out = compile_model(path, data, "onnxruntime", name)
+        layers = {l["name"]: l["decision"] for l in json.load(open(os.path.join(out, "report.json")))["layers"]}
+        linears = ("encoder.linear1", "encoder.linear2", "encoder.self_attn.out_proj", "decoder.linear1")
+        check(all(layers.get(n) == "quantize" for n in linears), f"{name}: linears not quantized: {layers}")
         compare_with_compiled(name, out, data)
 
 
