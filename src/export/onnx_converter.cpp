@@ -22,12 +22,17 @@ bool Val::runtime() const {
   return false;
 }
 
+// An export error found where the node is not at hand: Converter::run names it.
+struct UnplacedExportError : ExportError {
+  explicit UnplacedExportError(const std::string& why) : ExportError(why) {}
+};
+
 at::ScalarType number_dtype(const c10::IValue& v) {
   if (v.isTensor()) return v.toTensor().scalar_type();
   if (v.isInt()) return at::kLong;
   if (v.isDouble()) return at::kFloat;  // run-time numbers travel as float32, the dtype they meet
   if (v.isBool()) return at::kBool;
-  throw ExportError("ONNX export: a value of type " + v.tagKind() + " where a tensor or number was expected");
+  throw UnplacedExportError("a value of type " + v.tagKind() + " where a tensor or number was expected");
 }
 
 std::map<std::string, OpHandler>& op_table() {
@@ -407,7 +412,13 @@ void Converter::fold(Node* n, std::vector<c10::IValue>& outputs) {
 }
 
 void Converter::run(torch::jit::Block* block) {
-  for (Node* n : block->nodes()) convert(n);
+  for (Node* n : block->nodes()) {
+    try {
+      convert(n);
+    } catch (const UnplacedExportError& e) {
+      fail(n, e.what());
+    }
+  }
 }
 
 void Converter::convert(Node* n) {

@@ -1,6 +1,7 @@
 #include "export/onnx_export.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 
 #include <regex>
 
@@ -24,9 +25,34 @@ constexpr int64_t kMinOpset = 13;  // per-axis Q/DQ, Unsqueeze/Split axes as inp
 constexpr int64_t kMaxOpset = 21;
 constexpr int64_t kInt4Opset = 21;  // INT4 and DequantizeLinear's block_size
 
+// A block that raises on every path through it: a prim::RaiseException at its top level.
+bool raises(const torch::jit::Block* block) {
+  for (const auto* n : block->nodes())
+    if (n->kind() == c10::prim::RaiseException) return true;
+  return false;
+}
+
+// Checks that raise (scripted code asserting that shapes agree, that a weight
+// is not None) have no ONNX form, and their conditions often none either (a
+// comparison of shape lists): each `if` with one raising branch is replaced
+// by its other branch.
+void drop_assertions(torch::jit::Block* block) {
+  for (auto it = block->nodes().begin(); it != block->nodes().end();) {
+    torch::jit::Node* n = *it++;
+    for (auto* inner : n->blocks()) drop_assertions(inner);
+    if (n->kind() != c10::prim::If || raises(n->blocks()[0]) == raises(n->blocks()[1])) continue;
+    torch::jit::Block* kept = n->blocks()[raises(n->blocks()[0]) ? 1 : 0];
+    for (auto k = kept->nodes().begin(); k != kept->nodes().end();) (*k++)->moveBefore(n);
+    for (size_t i = 0; i < n->outputs().size(); ++i) n->output(i)->replaceAllUsesWith(kept->outputs()[i]);
+    n->destroy();
+  }
+}
+
 std::shared_ptr<torch::jit::Graph> inlined_graph(const torch::jit::Module& module, const std::string& method) {
   auto graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph()->copy();
   inline_calls(*graph);
+  drop_assertions(graph->block());
+  torch::jit::EliminateDeadCode(graph);
   return graph;
 }
 

@@ -32,4 +32,7 @@ void same_dtype_op(Converter& cx, const Node* n, const std::string& op, const st
 // The output aliases input 0 (no ONNX node): contiguous, dropout in eval, detach.
 void pass_through(Converter& cx, const Node* n);
 
+// `a + b` of two lists (scripted code: [q] + k.chunk(2)): one list of both's items.
+void concat_lists(Converter& cx, const Node* n);
+
 }  // namespace qforge::onnx_export

@@ -211,7 +211,10 @@ void convert_dtype(Converter& cx, const Node* n) {
 
 void add_math_ops(std::map<std::string, OpHandler>& t) {
   for (const std::string suffix : {"", "_"}) {
-    t["aten::add" + suffix] = [](Converter& cx, Node* n) { add_or_sub(cx, n, "Add"); };
+    t["aten::add" + suffix] = [](Converter& cx, Node* n) {
+      if (cx.example(n->input(0)).isList()) return concat_lists(cx, n);
+      add_or_sub(cx, n, "Add");
+    };
     t["aten::sub" + suffix] = [](Converter& cx, Node* n) { add_or_sub(cx, n, "Sub"); };
     t["aten::mul" + suffix] = [](Converter& cx, Node* n) { same_dtype_op(cx, n, "Mul", {0, 1}); };
     t["aten::div" + suffix] = [](Converter& cx, Node* n) { division(cx, n); };

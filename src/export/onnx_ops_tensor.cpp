@@ -15,6 +15,32 @@ Val runtime_items(Converter& cx, const Node* n) {
   return v;
 }
 
+// A list's items; a static list (folded, so without items) gives its first
+// `count` example elements, each static.
+std::vector<Val> items_of(const Val& list, size_t count) {
+  if (!list.items.empty() || !list.example.isList()) return list.items;
+  std::vector<Val> items;
+  const auto elements = list.example.toListRef();
+  for (size_t i = 0; i < std::min(count, elements.size()); ++i) {
+    Val item;
+    item.example = elements[i];
+    items.push_back(item);
+  }
+  return items;
+}
+
+// list.append(x), as scripted code builds lists: the list's value gains the item,
+// so later reads of the list see it. The example list already holds it (the
+// op ran on the examples before its handler).
+void append(Converter& cx, const Node* n) {
+  Val list = cx.val(n->input(0));
+  const size_t before = list.example.isList() ? list.example.toListRef().size() - 1 : 0;
+  list.items = items_of(list, before);
+  list.items.push_back(cx.val(n->input(1)));
+  cx.set(n->input(0), list);
+  cx.set(n->output(0), list);
+}
+
 void unpack(Converter& cx, const Node* n) {
   const Val& packed = cx.val(n->input(0));
   if (packed.items.size() != n->outputs().size())
@@ -339,12 +365,13 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["prim::ListConstruct"] = [](Converter& cx, Node* n) { cx.set(n->output(0), runtime_items(cx, n)); };
   t["prim::TupleConstruct"] = t["prim::ListConstruct"];
   t["prim::ListUnpack"] = unpack;
+  t["aten::append"] = append;
   t["prim::TupleUnpack"] = unpack;
   t["prim::TupleIndex"] = get_item;
   t["aten::__getitem__"] = get_item;
   t["aten::size"] = size;
   for (const std::string op : {"aten::dim", "prim::device", "prim::dtype", "aten::len", "aten::is_floating_point",
-                               "prim::layout", "prim::is_cuda", "aten::__isnot__", "aten::__is__", "aten::warn"})
+                               "prim::layout", "prim::is_cuda", "prim::is_nested", "aten::__isnot__", "aten::__is__", "aten::warn"})
     t[op] = static_fact;
   t["aten::view"] = reshape;
   t["aten::reshape"] = reshape;
@@ -381,6 +408,14 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["aten::triu"] = [](Converter& cx, Node* n) { trilu(cx, n, true); };
   t["aten::tril"] = [](Converter& cx, Node* n) { trilu(cx, n, false); };
   t["aten::constant_pad_nd"] = constant_pad;
+}
+
+void concat_lists(Converter& cx, const Node* n) {
+  const Val &a = cx.val(n->input(0)), &b = cx.val(n->input(1));
+  Val list;
+  list.items = items_of(a, a.example.isList() ? a.example.toListRef().size() : 0);
+  for (auto& item : items_of(b, b.example.isList() ? b.example.toListRef().size() : 0)) list.items.push_back(item);
+  cx.set(n->output(0), list);
 }
 
 }  // namespace qforge::onnx_export
