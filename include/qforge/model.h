@@ -22,6 +22,7 @@ struct LayerInfo {
   bool has_children = false;
   bool quantizable = false;
   std::string reason;        // why it is not quantizable (empty when it is)
+  std::string shares_weight_with;  // the first other layer whose weight is this one's tensor (tied), or empty
 };
 
 // The class name without "__torch__." and "___torch_mangle_N" parts: "Conv2d".
@@ -102,6 +103,13 @@ torch::jit::Module submodule(const torch::jit::Module& module, const std::string
 void move_module(torch::jit::Module& module, const c10::Device& device);
 // Where the module computes: its first parameter's device (CPU without parameters).
 c10::Device module_device(const torch::jit::Module& module);
+
+// Layers of `copy` (a clone of `original`) whose weights are one tensor in
+// `original` share one tensor again: Module::clone copies each weight apart,
+// which would store a tied table twice and let the two drift apart.
+void tie_weights_like(const torch::jit::Module& original, torch::jit::Module& copy);
+// A deep copy of `module` with tied weights kept tied.
+torch::jit::Module clone_module(const torch::jit::Module& module);
 
 // Runs `method` of `module` (the model or a rewritten copy of it) on one
 // batch bound as `binding` says; errors name `what`, the method and the batch.

@@ -18,6 +18,7 @@ struct LayerPlan {
   bool quantize = false;
   std::string reason;                // why it is skipped (empty when quantized)
   bool kept_by_choice = false;       // skipped because the experiment says so, not because a setting cannot apply
+  bool tied = false;                 // computes with layer.shares_weight_with's weight, quantized there
   std::vector<std::string> matched;  // layer_quantization_settings keys that apply, in order
   TensorQuantSettings weights;       // effective settings, overrides applied
   TensorQuantSettings activations;

@@ -41,8 +41,9 @@ json::object layer_params_json(const LayerResult& l) {
   json::object o;
   o["name"] = l.plan.layer.name;
   o["type"] = l.plan.layer.type;
-  o["decision"] = l.quantized ? "quantize" : "float";
+  o["decision"] = l.quantized ? "quantize" : l.plan.tied ? "tied" : "float";
   if (!l.quantized) o["reason"] = l.reason;
+  if (!l.plan.layer.shares_weight_with.empty()) o["shares_weight_with"] = l.plan.layer.shares_weight_with;
   if (l.quantized && l.weight) {
     json::object w = scheme_json(l.plan.weights, l.weight_range);
     w["axis"] = l.weight->axis;
@@ -233,12 +234,12 @@ std::string summary_text(const CompileResult& result, int ranks) {
     const std::string fine_tuned = l.fine_tuned ? " + " + method : "";
     const std::string bits = l.quantized ? (l.weight ? "w" + std::to_string(l.plan.weights.bits) : "w-") +
                                                (l.input ? "a" + std::to_string(l.plan.activations.bits) : "")
-                                         : "fp";
+                                         : l.plan.tied ? "tied" : "fp";
     out << "  " << std::left << std::setw(name_width) << l.plan.layer.name << std::setw(type_width) << l.plan.layer.type << std::right
         << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
-        << (l.quantized ? "quantize" + fine_tuned : "float: " + l.reason) << "\n";
+        << (l.quantized ? "quantize" + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason) << "\n";
   }
   out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)
       << " deployed (quantized weights at their bit width); model.qforge.pt " << size_text(result.model_file_bytes) << "\n";

@@ -6,6 +6,7 @@
 #include "compile/session.h"
 
 #include <algorithm>
+#include <set>
 #include <tuple>
 #include <cmath>
 #include <cstdlib>
@@ -131,7 +132,7 @@ void CompileSession::prepare() {
   timer_.run("load", [&] {
     claim_output_directory();
     p.placement = select_device(config_, rt_);
-    p.model = input_ ? Model::wrap(config_.discard_input_model ? *input_ : input_->clone(), "the input module", method)
+    p.model = input_ ? Model::wrap(config_.discard_input_model ? *input_ : clone_module(*input_), "the input module", method)
                      : Model::load(config_.model.path, method);
     move_module(p.model->module(), p.placement.device);
     if (!config_.skip_eval_set_mode) p.model->module().eval();
@@ -146,8 +147,19 @@ void CompileSession::prepare() {
     if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
     p.plans = plan_layers(p.model->layers(), config_);
     const auto reached = layers_read_by(p.model->module(), method);
+    const auto is_reached = [&](const std::string& layer) {
+      return std::find(reached.begin(), reached.end(), layer) != reached.end();
+    };
     for (auto& plan : p.plans) {
-      if (!plan.quantize || std::find(reached.begin(), reached.end(), plan.layer.name) != reached.end()) continue;
+      if (!plan.quantize || is_reached(plan.layer.name)) continue;
+      if (!plan.layer.shares_weight_with.empty() && is_reached(plan.layer.shares_weight_with)) {
+        // A traced graph reads a tied weight through one of its layers only.
+        plan.quantize = false;
+        plan.tied = true;
+        plan.kept_by_choice = true;
+        plan.reason = "computes with the weight of '" + plan.layer.shares_weight_with + "' (tied), quantized there";
+        continue;
+      }
       if (config_.fullgraph)
         throw ModelError("layer '" + plan.layer.name + "': " + method + " does not read its weight in a way qforge can "
                          "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
@@ -404,7 +416,7 @@ bool CompileSession::fine_tune() {
   // qa_lora: the merged weights are on their (learned) grid, so the assembly
   // quantizes them to themselves. lora: they are float, and get the
   // round-to-nearest quantization of their own range.
-  base_ = p.model->module().clone();
+  base_ = clone_module(p.model->module());
   for (const auto& [layer, weight] : tuned.merged) submodule(base_, layer, p.model->path()).setattr("weight", weight);
   for (auto& l : result_.layers) {
     const std::string& name = l.plan.layer.name;
@@ -434,12 +446,15 @@ void CompileSession::assemble() {
   timer_.run("assemble", [&] {
     std::vector<LayerFakeQuant> quantized;
     result_.deployed_bytes = result_.float_bytes;
+    std::set<std::string> counted;  // a tied weight is stored once
     for (const auto& l : result_.layers) {
       if (!l.quantized) continue;
       quantized.push_back(fake_quant_of(l));
-      if (l.weight) result_.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
+      counted.insert(l.plan.layer.name);
+      if (l.weight && !counted.count(l.plan.layer.shares_weight_with))
+        result_.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
     }
-    result_.model = quantized.empty() ? base_.clone() : with_fake_quantization(base_, method, quantized);
+    result_.model = quantized.empty() ? clone_module(base_) : with_fake_quantization(base_, method, quantized);
     const Target target = config_.deployment_settings ? config_.deployment_settings->target : Target::None;
     if (!quantized.empty() &&
         (target == Target::TensorRT || target == Target::OnnxRuntime || target == Target::OpenVino)) {

@@ -1,4 +1,5 @@
 // Which TorchScript classes are layers qforge quantizes, and why others are not.
+#include <map>
 #include <regex>
 #include <set>
 
@@ -20,11 +21,28 @@ bool is_quantizable_type(const std::string& short_type) {
   return types.count(short_type) > 0;
 }
 
+namespace {
+
+// Layers whose weight is one tensor (an output layer tied to the embedding):
+// each names the first other layer it shares with. `weights[i]`: the data of
+// layer i's weight, or null.
+void mark_shared_weights(const std::vector<const void*>& weights, std::vector<LayerInfo>& layers) {
+  std::map<const void*, std::vector<size_t>> by_data;
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (weights[i]) by_data[weights[i]].push_back(i);
+  for (const auto& [data, members] : by_data)
+    if (members.size() > 1)
+      for (size_t i : members) layers[i].shares_weight_with = layers[members[0] == i ? members[1] : members[0]].name;
+}
+
+}  // namespace
+
 std::vector<LayerInfo> Model::layers() const {
   static const std::set<std::string> normalization = {
       "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
       "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"};
   std::vector<LayerInfo> out;
+  std::vector<const void*> weights;
   for (const auto& item : module_.named_modules()) {
     if (item.name.empty()) continue;  // the root module
     LayerInfo layer;
@@ -36,6 +54,9 @@ std::vector<LayerInfo> Model::layers() const {
     if (item.value.hasattr("weight")) {
       const auto w = item.value.attr("weight");
       if (w.isTensor()) layer.weight_shape = w.toTensor().sizes().vec();
+      weights.push_back(w.isTensor() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr() : nullptr);
+    } else {
+      weights.push_back(nullptr);
     }
     layer.has_children = item.value.children().size() > 0;
     layer.quantizable = is_quantizable_type(layer.type) && !layer.weight_shape.empty();
@@ -44,11 +65,32 @@ std::vector<LayerInfo> Model::layers() const {
       else if (normalization.count(layer.type)) layer.reason = "normalization: folded or kept in floating point";
       else if (layer.has_children && layer.parameters == 0) layer.reason = "container of other layers";
       else if (layer.parameters == 0) layer.reason = "no weights";
+      else if (layer.type == "MultiheadAttention")  // its out_proj is a Linear of its own
+        layer.reason = "the packed query/key/value projection (in_proj_weight) stays in floating point";
       else layer.reason = "layer type " + layer.type + " is not quantized";
     }
     out.push_back(std::move(layer));
   }
+  mark_shared_weights(weights, out);
   return out;
+}
+
+void tie_weights_like(const torch::jit::Module& original, torch::jit::Module& copy) {
+  std::map<const void*, std::string> first;  // a weight's data -> the first layer holding it
+  for (const auto& item : original.named_modules()) {
+    if (item.name.empty() || !item.value.hasattr("weight")) continue;
+    const auto w = item.value.attr("weight");
+    if (!w.isTensor() || !w.toTensor().defined() || w.toTensor().numel() == 0) continue;
+    const auto [owner, inserted] = first.emplace(w.toTensor().data_ptr(), item.name);
+    if (!inserted)
+      submodule(copy, item.name, "the copy").setattr("weight", submodule(copy, owner->second, "the copy").attr("weight"));
+  }
+}
+
+torch::jit::Module clone_module(const torch::jit::Module& module) {
+  torch::jit::Module copy = module.clone();
+  tie_weights_like(module, copy);
+  return copy;
 }
 
 }  // namespace qforge

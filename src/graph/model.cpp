@@ -157,7 +157,9 @@ int64_t Model::parameter_count() const {
 
 int64_t Model::parameter_bytes() const {
   int64_t n = 0;
-  for (const auto& p : module_.parameters()) n += p.numel() * static_cast<int64_t>(p.element_size());
+  std::set<const void*> seen;  // tied parameters are one tensor
+  for (const auto& p : module_.parameters())
+    if (seen.insert(p.data_ptr()).second) n += p.numel() * static_cast<int64_t>(p.element_size());
   return n;
 }
 
@@ -253,9 +255,15 @@ c10::IValue run_module(torch::jit::Module& module, const std::string& method, co
 
 std::vector<std::string> Model::fold_conv_batch_norm() {
   std::map<std::string, at::Tensor> before;
-  for (const auto& layer : layers())
+  bool batch_norms = false;
+  for (const auto& layer : layers()) {
     if (!layer.weight_shape.empty()) before[layer.name] = submodule(layer.name).attr("weight").toTensor();
-  module_ = torch::jit::FoldConvBatchNorm(module_);
+    batch_norms = batch_norms || layer.type.rfind("BatchNorm", 0) == 0;
+  }
+  if (!batch_norms) return {};
+  auto folded_module = torch::jit::FoldConvBatchNorm(module_);  // works on a clone
+  tie_weights_like(module_, folded_module);
+  module_ = folded_module;
   std::vector<std::string> folded;
   for (const auto& [name, weight] : before)
     if (!submodule(name).attr("weight").toTensor().equal(weight)) folded.push_back(name);
