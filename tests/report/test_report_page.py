@@ -15,6 +15,7 @@ import zlib
 from html.parser import HTMLParser
 
 SKIP = 77
+FLOAT_COLOUR = "#dd6b20"  # COLORS.float in src/report/report_page.html
 QFORGE = os.environ["QFORGE_BIN"]
 WORK = tempfile.mkdtemp(prefix="qforge-report-")
 # Flags that keep chromium off the network and its services (the machine has none).
@@ -36,11 +37,14 @@ def chromium(*args):
 
 
 class Marks(HTMLParser):
-    """Counts, per chart (svg data-chart), its marks (class "mark"), and the layer table's rows."""
+    """Counts, per chart (svg data-chart), its marks (class "mark"), its chosen-range lines
+    (class "range") and threshold lines (class "threshold"), and the layer table's rows."""
 
     def __init__(self):
         super().__init__()
         self.chart, self.marks, self.table_rows, self.ready, self.in_layers = None, {}, 0, False, False
+        self.lines = {}  # (chart, "range" | "threshold") -> count
+        self.floats = 0  # sensitivity bars of layers kept in floating point
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -49,8 +53,14 @@ class Marks(HTMLParser):
         if tag == "svg" and "data-chart" in a:
             self.chart = a["data-chart"]
             self.marks.setdefault(self.chart, 0)
-        elif self.chart and "mark" in a.get("class", "").split():
-            self.marks[self.chart] += 1
+        elif self.chart:
+            classes = a.get("class", "").split()
+            if "mark" in classes:
+                self.marks[self.chart] += 1
+                self.floats += self.chart == "sensitivity" and a.get("fill") == FLOAT_COLOUR
+            for line in ("range", "threshold"):
+                if line in classes:
+                    self.lines[(self.chart, line)] = self.lines.get((self.chart, line), 0) + 1
         if tag == "table":
             self.in_layers = a.get("data-table") == "layers"
         if tag == "tr" and self.in_layers and "data-layer" in a:
@@ -110,14 +120,46 @@ def check_run_page(out_dir):
     histograms = [l for l in layers if "input_histogram" in l]
     if histograms:
         expected["histogram-chosen"] = len(histograms[0]["input_histogram"]["counts"])
+        worst = min(5, len(histograms))  # the five worst, or every layer with a histogram
+        check(marks.lines.get(("histogram-chosen", "range"), 0) >= 1, f"{page}: the chosen layer's range is not drawn")
+        check(marks.lines.get(("histogram-worst", "range"), 0) >= worst, f"{page}: ranges missing in the five worst")
+        bins = sorted(len(l["input_histogram"]["counts"]) for l in histograms)
+        check(min(bins) * worst <= marks.marks.get("histogram-worst", 0) <= max(bins) * worst,
+              f"{page}: {marks.marks.get('histogram-worst')} bars in the five worst histograms of {bins} bins")
+    expected["sizes"] = sum(1 for k in ("float_bytes", "model_file_bytes", "deployed_bytes", "onnx_file_bytes")
+                            if report["sizes"].get(k) is not None)
     if report.get("evaluation"):
         expected["accuracy"] = 3 if report.get("onnx", {}).get("evaluation") else 2
+    if sensitivity and re.search(r"sensitivity_threshold:\s*[0-9.]", report.get("config", "")):
+        check(marks.lines.get(("sensitivity", "threshold")) == 1, f"{page}: no threshold line in the sensitivity chart")
     for chart, count in expected.items():
         check(marks.marks.get(chart) == count, f"{page}: chart '{chart}' has {marks.marks.get(chart)} marks, expected {count}")
     check(marks.table_rows == len(layers), f"{page}: layer table has {marks.table_rows} rows for {len(layers)} layers")
     print(f"{report['graph_name']}: " + ", ".join(f"{c} {n}" for c, n in sorted(marks.marks.items())) +
           f", table {marks.table_rows} rows")
     return page
+
+
+def check_threshold_drawn(out_dir):
+    """A threshold between the layers' sensitivities: `qforge report` redraws the page with
+    the dashed line and the layers above it in the float colour."""
+    report = json.load(open(os.path.join(out_dir, "report.json")))
+    measured = sorted(l["sensitivity"] for l in report["layers"] if "sensitivity" in l)
+    if len(measured) < 2:
+        return
+    threshold = (measured[-1] + measured[-2]) / 2
+    for layer in report["layers"]:
+        if layer.get("sensitivity", 0) > threshold:
+            layer["decision"], layer["reason"] = "float", f"sensitivity above the threshold {threshold:.6g}"
+    report["config"] = re.sub(r"sensitivity_threshold: [^,}]*", f"sensitivity_threshold: {threshold:.6g}", report["config"])
+    copy = os.path.join(WORK, "with_threshold")
+    os.makedirs(copy)
+    json.dump(report, open(os.path.join(copy, "report.json"), "w"))
+    subprocess.run([QFORGE, "report", copy], check=True, capture_output=True)
+    marks = rendered(os.path.join(copy, "report.html"))
+    check(marks.lines.get(("sensitivity", "threshold")) == 1, "no threshold line in the sensitivity chart")
+    check(marks.floats == 1, f"{marks.floats} sensitivity bars in the float colour, expected the 1 above {threshold:.6g}")
+    print(f"threshold {threshold:.6g}: one line, one layer drawn as kept in floating point")
 
 
 def main(build, screenshot):
@@ -131,6 +173,7 @@ def main(build, screenshot):
         print("no MNIST or fortunes compiles under " + build + " (their tests were skipped)")
         return SKIP
     pages = [check_run_page(r) for r in runs]
+    check_threshold_drawn(runs[0])
 
     # A laptop's screen: not blank; the first page's picture is the README's screenshot.
     shot = os.path.join(WORK, "page.png")
