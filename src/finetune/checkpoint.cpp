@@ -19,6 +19,14 @@ at::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::strin
   return t.to(at::kCPU);  // metadata is read on the host; parameters are copied to their device
 }
 
+// What LibTorch said, without its backtrace and source excerpts: it throws
+// c10::Error, and std::runtime_error from its TorchScript parser.
+std::string reason(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
+  return what.substr(0, what.find('\n'));
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const std::string& fingerprint, const CheckpointState& state,
@@ -47,9 +55,11 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     archive.load_from(path, parameters.empty() ? at::Device(at::kCPU) : parameters.front().device());
     if (read_tensor(archive, "format").item<int64_t>() != kFormat) throw DataError(path + ": unknown checkpoint format");
     archive.read("fingerprint", stored_fingerprint);
-  } catch (const c10::Error& e) {
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
     throw DataError(path + ": cannot read the fine-tuning checkpoint (truncated, or not a qforge checkpoint): " +
-                    e.what_without_backtrace() + kStartOver);
+                    reason(e) + kStartOver);
   }
   if (!stored_fingerprint.isString() || stored_fingerprint.toStringRef() != fingerprint)
     throw ConfigError(path + ": the checkpoint belongs to another model or other fine-tuning settings (it was made for " +
@@ -66,8 +76,8 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     optimizer.load(optimizer_archive);
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the process's generator
     generator.set_state(read_tensor(archive, "cpu_generator"));
-  } catch (const c10::Error& e) {
-    throw DataError(path + ": the fine-tuning checkpoint is incomplete: " + e.what_without_backtrace() + kStartOver);
+  } catch (const std::exception& e) {
+    throw DataError(path + ": the fine-tuning checkpoint is incomplete: " + reason(e) + kStartOver);
   }
   return state;
 }
