@@ -17,6 +17,8 @@ case "$target" in
   experiment) sources=("$src"/src/config/*.cpp); libs=(-lyaml-cpp) ;;
   hdf5_layout) sources=("$src"/src/data/dataset.cpp "$src"/src/data/hdf5_file.cpp "$src"/src/config/*.cpp)
                libs=($(pkg-config --cflags --libs hdf5) -lyaml-cpp) ;;
+  checkpoint) sources=("$src"/src/finetune/checkpoint.cpp "$src"/src/util/fs.cpp)
+              libs=(-I/usr/include/torch/csrc/api/include -ltorch -ltorch_cpu -lc10) ;;
   *) echo "run_fuzz.sh: unknown target '$target'" >&2; exit 2 ;;
 esac
 binary="$build/fuzz/fuzz_$target"
@@ -27,5 +29,7 @@ clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-reco
 corpus="$build/fuzz/corpus_$target"
 mkdir -p "$corpus"
 cd "$build/fuzz"
-"$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+export LSAN_OPTIONS="suppressions=$src/tests/fuzz/lsan_suppressions.txt"
+# -error_exitcode: libFuzzer's own default, 77, is what ctest reads as "skipped".
+"$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -error_exitcode=1 \
   "$corpus" "$src/tests/fuzz/seeds/$target"
