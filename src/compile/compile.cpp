@@ -6,6 +6,7 @@
 #include "compile/session.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 #include <cmath>
@@ -440,6 +441,25 @@ bool CompileSession::fine_tune() {
 
 // ---- assemble, evaluate, export, write --------------------------------------
 
+namespace {
+
+// Layers that share a weight store one tensor in the compiled model, the one
+// on the grid: a tied layer takes its owner's, and two quantized layers whose
+// rounded weights came out equal (one table, one setting) keep one of them.
+void tie_stored_weights(torch::jit::Module& model, const std::vector<LayerResult>& layers, const std::string& where) {
+  std::map<std::string, const LayerResult*> by_name;
+  for (const auto& l : layers) by_name[l.plan.layer.name] = &l;
+  for (const auto& l : layers) {
+    const auto owner = by_name.find(l.plan.layer.shares_weight_with);
+    if (owner == by_name.end() || !owner->second->quantized) continue;
+    auto layer = submodule(model, l.plan.layer.name, where);
+    const auto shared = submodule(model, owner->first, where).attr("weight").toTensor();
+    if (l.plan.tied || (l.quantized && layer.attr("weight").toTensor().equal(shared))) layer.setattr("weight", shared);
+  }
+}
+
+}  // namespace
+
 void CompileSession::assemble() {
   const PreparedCompile& p = prepared_;
   const std::string& method = config_.model.method;
@@ -470,6 +490,7 @@ void CompileSession::assemble() {
                                   .to(weight.scalar_type())
                                   .set_requires_grad(weight.requires_grad()));
     }
+    tie_stored_weights(result_.model, result_.layers, p.model->path());
   });
 }
 

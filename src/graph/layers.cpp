@@ -54,7 +54,7 @@ std::vector<LayerInfo> Model::layers() const {
     if (item.value.hasattr("weight")) {
       const auto w = item.value.attr("weight");
       if (w.isTensor()) layer.weight_shape = w.toTensor().sizes().vec();
-      weights.push_back(w.isTensor() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr() : nullptr);
+      weights.push_back(w.isTensor() && w.toTensor().defined() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr() : nullptr);
     } else {
       weights.push_back(nullptr);
     }

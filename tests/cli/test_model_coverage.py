@@ -212,6 +212,10 @@ def case_tied_decoder():
         # A scripted model reads the table through both layers: each rounds it on one grid.
         expected = {"traced": "tied", "scripted": "quantize"}[how]
         check(layers["head"]["decision"] == expected, f"tied {how} {target}: head is {layers['head']}")
+        # The compiled model stores the rounded table once, where one layer computes with the other's.
+        compiled = torch.jit.load(os.path.join(WORK, f"tied_{how}_{target}", "model.qforge.pt"))
+        stored_once = compiled.head.weight.data_ptr() == compiled.embed.weight.data_ptr()
+        check(stored_once or how == "scripted", f"tied {how} {target}: model.qforge.pt stores the table twice")
         # Counted once: the float size holds the table once.
         params = sum(p.numel() for p in TiedDecoder().parameters())  # nn.Module counts shared tensors once
         check(report["sizes"]["float_bytes"] == 4 * params,
