@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # chromium: the report page's tests render it headless (tests/report/).
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
-          libopenblas0-openmp fortunes slurm-wlm munge python3-onnx chromium clang libclang-rt-14-dev)
+          libopenblas0-openmp fortunes slurm-wlm munge python3-onnx chromium clang libclang-rt-14-dev
+          libcli11-dev libfmt-dev libspdlog-dev)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 

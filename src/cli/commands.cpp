@@ -1,6 +1,9 @@
 #include "cli/commands.h"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -121,84 +124,86 @@ keys: every key of the experiment schema with its default and meaning.
 show: the experiment as qforge resolves it.
 )";
 
-// A minimal option parser: positionals, flags, and repeated --key value / --key=value.
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::vector<std::string>> options;
-  bool flag(const std::string& name) const { return options.count(name) > 0; }
-  std::string value(const std::string& name, const std::string& fallback = "") const {
-    auto it = options.find(name);
-    return it == options.end() || it->second.empty() ? fallback : it->second.back();
+// One subcommand's command line, parsed by CLI11. The help is the text above
+// (printed by the caller), so CLI11's generated help is off; an unknown option
+// is reported with the nearest known one.
+class CommandLine {
+ public:
+  explicit CommandLine(std::string command) : command_(std::move(command)), app_(command_) {
+    app_.set_help_flag();
+    app_.allow_extras();
+    app_.add_flag("-h,--help", help_);
+    app_.add_option("arguments", positional_);
   }
-  // Every value of a repeated option (--set), in order.
-  std::vector<std::string> values(const std::string& name) const {
-    auto it = options.find(name);
-    return it == options.end() ? std::vector<std::string>{} : it->second;
+  CLI::App& app() { return app_; }
+  // Every value of a repeated option (--set KEY=VALUE, in order).
+  CLI::Option* add_repeated(const std::string& name, std::vector<std::string>& values) {
+    return app_.add_option(name, values)->allow_extra_args(false);
   }
+  // false: --help was asked for.
+  bool parse(const std::vector<std::string>& argv);
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  std::string command_;
+  CLI::App app_;
+  bool help_ = false;
+  std::vector<std::string> positional_;
 };
 
-Args parse(const std::vector<std::string>& argv, const std::vector<std::string>& flags,
-           const std::vector<std::string>& valued, const std::string& command) {
-  Args args;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.rfind("--", 0) != 0 && a != "-h") {
-      args.positional.push_back(a);
-      continue;
-    }
-    std::string name = a == "-h" ? "--help" : a;
-    std::string inline_value;
-    bool has_inline = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      inline_value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_inline = true;
-    }
-    if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
-      args.options[name];
-    } else if (std::find(valued.begin(), valued.end(), name) != valued.end()) {
-      if (has_inline) args.options[name].push_back(inline_value);
-      else if (i + 1 < argv.size()) args.options[name].push_back(argv[++i]);
-      else throw UsageError(command + ": option " + name + " needs a value");
-    } else {
-      std::vector<std::string> all = flags;
-      all.insert(all.end(), valued.begin(), valued.end());
-      const auto near = nearest_names(name, all, 1);
-      throw UsageError(command + ": unknown option " + name + (near.empty() ? "" : "; did you mean " + near[0] + "?") +
-                       " (" + command + " --help)");
-    }
+bool CommandLine::parse(const std::vector<std::string>& argv) {
+  try {
+    app_.parse(std::vector<std::string>(argv.rbegin(), argv.rend()));  // CLI11 takes them last first
+  } catch (const CLI::ArgumentMismatch& e) {  // CLI11 says "--opset: 1 required INT missing"
+    const std::string what = e.what();
+    throw UsageError(command_ + ": option " + what.substr(0, what.find(':')) + " needs a value (" + command_ + " --help)");
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(command_ + ": " + e.what() + " (" + command_ + " --help)");
   }
-  return args;
+  if (help_) return false;
+  const auto unknown = app_.remaining();
+  if (unknown.empty()) return true;
+  std::vector<std::string> known;
+  for (const CLI::Option* option : app_.get_options())
+    for (const auto& name : option->get_lnames()) known.push_back("--" + name);
+  const auto near = nearest_names(unknown[0].substr(0, unknown[0].find('=')), known, 1);
+  throw UsageError(command_ + ": unknown option " + unknown[0] + (near.empty() ? "" : "; did you mean " + near[0] + "?") +
+                   " (" + command_ + " --help)");
 }
 
-int64_t integer_option(const Args& args, const std::string& name, const std::string& command) {
-  const std::string text = args.value(name);
-  try {
-    size_t used = 0;
-    const int64_t value = std::stoll(text, &used);
-    if (used == text.size() && value >= 0) return value;
-  } catch (const std::exception&) {
-  }
-  throw UsageError(command + ": " + name + " expects a non-negative integer, got '" + text + "'");
+// Checks the text before CLI11 converts it: "12abc" or "-1" is refused by name.
+CLI::Validator integer_at_least(int64_t least) {
+  return CLI::Validator(
+      [least](std::string& text) -> std::string {
+        const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
+        if (digits && text.size() < 19 && std::stoll(text) >= least) return "";
+        return (least == 0 ? "expects a non-negative integer" : "expects an integer of at least " + std::to_string(least)) +
+               ", got '" + text + "'";
+      },
+      "N");
 }
 
 int cmd_compile(const std::vector<std::string>& argv) {
-  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set", "--sweep-task"}, "qforge compile");
-  if (args.flag("--help")) {
+  CommandLine line("qforge compile");
+  std::vector<std::string> sets;
+  bool dry_run = false;
+  int64_t sweep_task = -1;
+  line.add_repeated("--set", sets);
+  line.app().add_flag("--dry-run", dry_run);
+  line.app().add_option("--sweep-task", sweep_task)->check(integer_at_least(0));
+  if (!line.parse(argv)) {
     std::cout << kCompileHelp;
     return kExitOk;
   }
-  if (args.positional.size() != 1) throw UsageError("qforge compile: expected one CONFIG file (qforge compile --help)");
+  if (line.positional().size() != 1) throw UsageError("qforge compile: expected one CONFIG file (qforge compile --help)");
+  const std::string& path = line.positional()[0];
   Runtime& rt = Runtime::get();
   Logger::instance().set_console(rt.is_root());
   ExperimentConfig config;
   std::optional<OutputDirectoryLock> lock;  // before the logs: a refused run writes nothing there
   rt.collective_phase("config", [&] {
-    const auto sets = args.values("--set");
-    config = args.flag("--sweep-task")
-                 ? load_sweep_task(args.positional[0], sets, integer_option(args, "--sweep-task", "qforge compile"))
-                 : load_config(args.positional[0], sets);
-    if (args.flag("--dry-run")) config.is_dry_run = true;
+    config = sweep_task >= 0 ? load_sweep_task(path, sets, sweep_task) : load_config(path, sets);
+    if (dry_run) config.is_dry_run = true;
     if (rt.is_root()) lock.emplace(config.out_dir);
   });
   rt.collective_phase("logs", [&] { Logger::instance().open(config.effective_logs_dir(), rt.rank()); });
@@ -212,14 +217,17 @@ int cmd_compile(const std::vector<std::string>& argv) {
 }
 
 int cmd_submit(const std::vector<std::string>& argv) {
-  const Args args = parse(argv, {"--help", "--dry-run"}, {"--set"}, "qforge submit");
-  if (args.flag("--help")) {
+  CommandLine line("qforge submit");
+  std::vector<std::string> sets;
+  bool dry_run = false;
+  line.add_repeated("--set", sets);
+  line.app().add_flag("--dry-run", dry_run);
+  if (!line.parse(argv)) {
     std::cout << kSubmitHelp;
     return kExitOk;
   }
-  if (args.positional.size() != 1) throw UsageError("qforge submit: expected one CONFIG file (qforge submit --help)");
-  const std::string path = args.positional[0];
-  const auto sets = args.values("--set");
+  if (line.positional().size() != 1) throw UsageError("qforge submit: expected one CONFIG file (qforge submit --help)");
+  const std::string path = line.positional()[0];
   const ExperimentConfig config = load_config(path, sets);
   // Every setting of a sweep loads here: a typo fails now, not hours later in the queue.
   std::vector<ExperimentConfig> tasks;
@@ -233,7 +241,7 @@ int cmd_submit(const std::vector<std::string>& argv) {
   const auto command = sbatch_command(script_path, submission);
   std::string command_line;
   for (const auto& word : command) command_line += (command_line.empty() ? "" : " ") + shell_quote(word);
-  if (args.flag("--dry-run")) {
+  if (dry_run) {
     std::cout << script << "\n# submit with (run from " << submission.working_directory << "):\n# " << command_line << "\n";
     return kExitOk;
   }
@@ -259,33 +267,36 @@ int cmd_submit(const std::vector<std::string>& argv) {
 }
 
 int cmd_export(const std::vector<std::string>& argv) {
-  std::vector<std::string> normalized = argv;  // -o is the one short option
-  for (auto& a : normalized)
-    if (a == "-o") a = "--output";
-  const Args args = parse(normalized, {"--help", "--float"}, {"--target", "--opset", "--output"}, "qforge export");
-  if (args.flag("--help")) {
+  CommandLine line("qforge export");
+  std::string target, output;
+  int64_t opset = 0;
+  bool float_only = false;
+  const auto* target_option = line.app().add_option("--target", target);
+  const auto* opset_option = line.app().add_option("--opset", opset)->check(integer_at_least(0));
+  line.app().add_option("-o,--output", output);
+  line.app().add_flag("--float", float_only);
+  if (!line.parse(argv)) {
     std::cout << kExportHelp;
     return kExitOk;
   }
-  if (args.positional.size() != 1) throw UsageError("qforge export: expected one OUT_DIR (qforge export --help)");
-  const std::string dir = args.positional[0];
+  if (line.positional().size() != 1) throw UsageError("qforge export: expected one OUT_DIR (qforge export --help)");
+  const std::string dir = line.positional()[0];
   for (const std::string file : {"model.qforge.pt", "config.yaml"})
     if (!std::filesystem::exists(dir + "/" + file))
       throw UsageError("qforge export: " + dir + "/" + file + " not found; OUT_DIR must hold a finished compile");
   ExperimentConfig config = load_config(dir + "/config.yaml");
   if (!config.deployment_settings) config.deployment_settings = DeploymentSettings{};
-  if (args.flag("--target"))
-    config.deployment_settings->target = enum_from_string<Target>(args.value("--target"), "--target");
-  if (args.flag("--opset")) config.deployment_settings->opset = integer_option(args, "--opset", "qforge export");
+  if (target_option->count()) config.deployment_settings->target = enum_from_string<Target>(target, "--target");
+  if (opset_option->count()) config.deployment_settings->opset = opset;
   Model model = Model::load(dir + "/model.qforge.pt", config.model.method);
   const auto& data = config.calibration_inputs ? *config.calibration_inputs : *config.evaluation_inputs;
   const CallBinding binding = model.bind(inspect_dataset(data.files, data.groups, data.max_samples), config.forward.kwargs);
   std::vector<std::string> layers;
   for (const auto& l : model.layers()) layers.push_back(l.name);
   OnnxExportOptions options = onnx_options(config, layers);
-  options.quantized = !args.flag("--float");
+  options.quantized = !float_only;
   const OnnxModel onnx = export_for_experiment(model.module(), config, binding, options);
-  const std::string path = args.value("--output", dir + "/model.qforge.onnx");
+  const std::string path = output.empty() ? dir + "/model.qforge.onnx" : output;
   write_file_atomic(path, onnx.bytes);
   for (const auto& note : onnx.notes) std::cerr << "qforge export: note: " << note << "\n";
   std::cout << "qforge: wrote " << path << " (" << onnx.bytes.size() << " bytes, opset " << onnx.opset << ", target "
@@ -315,36 +326,39 @@ std::vector<std::pair<std::string, std::string>> reports_in(const std::string& d
 }
 
 int cmd_report(const std::vector<std::string>& argv) {
-  std::vector<std::string> normalized = argv;
-  for (auto& a : normalized)
-    if (a == "-o") a = "--output";
-  const Args args = parse(normalized, {"--help"}, {"--output"}, "qforge report");
-  if (args.flag("--help")) {
+  CommandLine line("qforge report");
+  std::string output;
+  line.app().add_option("-o,--output", output);
+  if (!line.parse(argv)) {
     std::cout << kReportHelp;
     return kExitOk;
   }
-  if (args.positional.empty()) throw UsageError("qforge report: expected OUT_DIR (qforge report --help)");
+  if (line.positional().empty()) throw UsageError("qforge report: expected OUT_DIR (qforge report --help)");
   std::vector<std::pair<std::string, std::string>> runs;
-  for (const auto& dir : args.positional)
+  for (const auto& dir : line.positional())
     for (auto& run : reports_in(dir)) runs.push_back(std::move(run));
   const std::string fallback = runs.size() == 1 ? runs[0].first + "/report.html" : "report-sweep.html";
-  const std::string path = args.value("--output", fallback);
+  const std::string path = output.empty() ? fallback : output;
   write_file_atomic(path, report_html(runs));
   std::cout << "qforge: wrote " << path << " (" << runs.size() << " compile(s))\n";
   return kExitOk;
 }
 
 int cmd_inspect(const std::vector<std::string>& argv) {
-  const Args args = parse(argv, {"--help", "--json"}, {"--method"}, "qforge inspect");
-  if (args.flag("--help")) {
+  CommandLine line("qforge inspect");
+  std::string method = "forward";
+  bool as_json = false;
+  line.app().add_option("--method", method);
+  line.app().add_flag("--json", as_json);
+  if (!line.parse(argv)) {
     std::cout << kInspectHelp;
     return kExitOk;
   }
-  if (args.positional.size() != 1) throw UsageError("qforge inspect: expected one MODEL file (qforge inspect --help)");
-  Model model = Model::load(args.positional[0], args.value("--method", "forward"));
+  if (line.positional().size() != 1) throw UsageError("qforge inspect: expected one MODEL file (qforge inspect --help)");
+  Model model = Model::load(line.positional()[0], method);
   const auto layers = model.layers();
   const auto sig = model.signature();
-  if (args.flag("--json")) {
+  if (as_json) {
     json::object root;
     root["model"] = model.path();
     root["method"] = sig.to_string();
@@ -379,14 +393,18 @@ int cmd_data(const std::vector<std::string>& argv) {
     return argv.empty() ? kExitUsage : kExitOk;
   }
   if (argv[0] != "check") throw UsageError("qforge data: unknown subcommand '" + argv[0] + "' (qforge data --help)");
-  const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--model", "--method", "--batch-size"},
-                          "qforge data check");
-  if (args.flag("--help")) {
+  CommandLine line("qforge data check");
+  std::string model_path, method = "forward";
+  int64_t batch_size = 64;
+  line.app().add_option("--model", model_path);
+  line.app().add_option("--method", method);
+  line.app().add_option("--batch-size", batch_size)->check(integer_at_least(1));
+  if (!line.parse({argv.begin() + 1, argv.end()})) {
     std::cout << kDataHelp;
     return kExitOk;
   }
-  if (args.positional.empty()) throw UsageError("qforge data check: expected at least one HDF5 FILE");
-  const DatasetInfo info = inspect_dataset(args.positional);
+  if (line.positional().empty()) throw UsageError("qforge data check: expected at least one HDF5 FILE");
+  const DatasetInfo info = inspect_dataset(line.positional());
   std::cout << "inputs: " << to_string(info.kind) << " (";
   for (size_t i = 0; i < info.input_names.size(); ++i) std::cout << (i ? ", " : "") << info.input_names[i];
   std::cout << "), " << info.total_rows() << " rows in " << info.groups.size() << " shape group(s)\n";
@@ -396,17 +414,10 @@ int cmd_data(const std::vector<std::string>& argv) {
     if (g.has_labels) std::cout << ", labels " << shape_text(g.labels.row_shape) << " " << to_string(g.labels.dtype);
     std::cout << "\n";
   }
-  int64_t batch_size = 64;
-  try {
-    batch_size = std::stoll(args.value("--batch-size", "64"));
-  } catch (const std::exception&) {
-    throw UsageError("qforge data check: --batch-size expects a positive integer");
-  }
-  if (batch_size < 1) throw UsageError("qforge data check: --batch-size expects a positive integer");
   std::optional<Model> model;
   CallBinding binding;
-  if (args.flag("--model")) {
-    model = Model::load(args.value("--model"), args.value("--method", "forward"));
+  if (!model_path.empty()) {
+    model = Model::load(model_path, method);
     model->module().eval();
     binding = model->bind(info, {});
   }
@@ -431,12 +442,13 @@ int cmd_config(const std::vector<std::string>& argv) {
     return argv.empty() ? kExitUsage : kExitOk;
   }
   if (argv[0] == "keys") {
-    const Args args = parse({argv.begin() + 1, argv.end()}, {"--help", "--markdown"}, {}, "qforge config keys");
-    if (args.flag("--help")) {
+    CommandLine line("qforge config keys");
+    bool md = false;
+    line.app().add_flag("--markdown", md);
+    if (!line.parse({argv.begin() + 1, argv.end()})) {
       std::cout << kConfigHelp;
       return kExitOk;
     }
-    const bool md = args.flag("--markdown");
     if (md) std::cout << "| key | default | meaning |\n| --- | --- | --- |\n";
     const auto keys = config_key_reference();
     size_t width = 0;
@@ -450,14 +462,15 @@ int cmd_config(const std::vector<std::string>& argv) {
     return kExitOk;
   }
   if (argv[0] == "show") {
-    const Args args = parse({argv.begin() + 1, argv.end()}, {"--help"}, {"--set"}, "qforge config show");
-    if (args.flag("--help")) {
+    CommandLine line("qforge config show");
+    std::vector<std::string> sets;
+    line.add_repeated("--set", sets);
+    if (!line.parse({argv.begin() + 1, argv.end()})) {
       std::cout << kConfigHelp;
       return kExitOk;
     }
-    if (args.positional.size() != 1) throw UsageError("qforge config show: expected one CONFIG file");
-    const auto sets = args.values("--set");
-    std::cout << config_to_yaml(load_config(args.positional[0], sets));
+    if (line.positional().size() != 1) throw UsageError("qforge config show: expected one CONFIG file");
+    std::cout << config_to_yaml(load_config(line.positional()[0], sets));
     return kExitOk;
   }
   throw UsageError("qforge config: unknown subcommand '" + argv[0] + "' (qforge config --help)");

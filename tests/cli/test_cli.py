@@ -88,6 +88,13 @@ def case_help_and_version():
     contains(version, "NCCL 2." if "CUDA available" in version else "NCCL: not built")
     contains(run(["compil"], expect=2), "did you mean 'compile'")
     contains(run(["compile", "x.yaml", "--dryrun"], expect=2), "did you mean --dry-run")
+    # Numbers are whole: "12abc" or "-1" is refused with the option named, not read as 12.
+    contains(run(["compile", "x.yaml", "--sweep-task", "12abc"], expect=2), "--sweep-task", "non-negative integer", "12abc")
+    contains(run(["export", "out", "--opset=-1"], expect=2), "--opset", "non-negative integer")
+    contains(run(["data", "check", "a.h5", "--batch-size", "0"], expect=2), "--batch-size", "at least 1")
+    contains(run(["export", "out", "-o"], expect=2), "option --output needs a value")
+    # Repeated --set keeps every value, in order, with or without '='.
+    contains(run(["compile", "--set=a=1", "--set", "b=2"], expect=2), "expected one CONFIG file")
 
 
 def case_inspect_torchvision_models():
