@@ -1,10 +1,11 @@
 #include "slurm/submission.h"
 
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -77,23 +78,53 @@ std::vector<std::string> sbatch_command(const std::string& script_path, const Su
   return command;
 }
 
-std::string run_sbatch(const std::vector<std::string>& command) {
-  bool found = false;
-  std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
-  for (std::string dir; std::getline(path, dir, ':');)
-    found = found || (!dir.empty() && ::access((std::filesystem::path(dir) / command[0]).c_str(), X_OK) == 0);
-  if (!found)
-    throw Error(command[0] + " not found on PATH: qforge submit runs where SLURM's commands do (a login node); "
-                "--dry-run prints the batch script without it");
-  std::string line;
-  for (const auto& word : command) line += (line.empty() ? "" : " ") + shell_quote(word);
-  FILE* pipe = ::popen(line.c_str(), "r");  // stdout is the job id; sbatch's complaints go to our stderr
-  if (!pipe) throw Error("cannot run " + line);
+namespace {
+
+// Starts `command` (no shell: its words are the arguments) with its stdout
+// on a pipe, and returns everything it printed there and its exit status.
+// posix_spawnp searches PATH itself and, unlike fork, is safe in an MPI process.
+std::pair<std::string, int> run_capturing_stdout(const std::vector<std::string>& command) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw Error("cannot create a pipe to run " + command[0]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  posix_spawn_file_actions_addclose(&actions, fds[1]);
+  std::vector<char*> argv;
+  for (const auto& word : command) argv.push_back(const_cast<char*>(word.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawned = ::posix_spawnp(&pid, command[0].c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  if (spawned != 0) {
+    ::close(fds[0]);
+    if (spawned == ENOENT)
+      throw Error(command[0] + " not found on PATH: qforge submit runs where SLURM's commands do (a login node); "
+                  "--dry-run prints the batch script without it");
+    throw Error("cannot run " + command[0] + ": " + std::strerror(spawned));
+  }
   std::string output;
   char buffer[256];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  const int code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) != 0;) {
+    if (n > 0) output.append(buffer, static_cast<size_t>(n));
+    else if (errno != EINTR) break;
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return {output, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+}  // namespace
+
+std::string run_sbatch(const std::vector<std::string>& command) {
+  std::string line;
+  for (const auto& word : command) line += (line.empty() ? "" : " ") + shell_quote(word);
+  // stdout is the job id; sbatch's complaints go to our stderr.
+  const auto [output, code] = run_capturing_stdout(command);
   if (code != 0) throw Error(command[0] + " refused the job (exit status " + std::to_string(code) + "): " + line);
   // --parsable prints "jobid" or "jobid;cluster".
   const std::string id = output.substr(0, output.find_first_of(";\n"));

@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "qforge/config_yaml.h"
+#include "qforge/errors.h"
 #include "slurm/submission.h"
 
 using namespace qforge;
@@ -62,4 +66,38 @@ TEST(Submission, SbatchGetsTheExperimentAndItsOverrides) {
   EXPECT_EQ(shell_quote("a=b/c.d"), "a=b/c.d");
   EXPECT_EQ(shell_quote("layer_quantization_settings[fc].skip=it's"), "'layer_quantization_settings[fc].skip=it'\\''s'");
   EXPECT_EQ(shell_quote(""), "''");
+}
+
+namespace {
+// An executable shell script standing in for sbatch.
+std::string fake_sbatch(const std::string& body) {
+  const auto dir = std::filesystem::temp_directory_path() / ("qforge-fake-sbatch-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "sbatch";
+  std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  return path.string();
+}
+}  // namespace
+
+TEST(Submission, RunSbatchReturnsTheJobIdItPrinted) {
+  // Arguments reach sbatch as they are: no shell reads them.
+  const auto sbatch = fake_sbatch("[ \"$2\" = \"it's x.yaml\" ] && echo '4242;cluster' || exit 9");
+  EXPECT_EQ(run_sbatch({sbatch, "--parsable", "it's x.yaml"}), "4242");
+}
+
+TEST(Submission, RunSbatchNamesAMissingOrRefusingSbatch) {
+  try {
+    run_sbatch({"qforge-no-such-sbatch", "--parsable", "x.sbatch"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qforge-no-such-sbatch not found on PATH"), std::string::npos) << e.what();
+  }
+  const auto sbatch = fake_sbatch("echo 'sbatch: error: invalid partition' >&2; exit 1");
+  try {
+    run_sbatch({sbatch, "--parsable", "x.sbatch"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("refused the job (exit status 1)"), std::string::npos) << e.what();
+  }
 }
