@@ -1,10 +1,14 @@
-// Per-rank logging: every rank writes <logs_dir>/rank-N.log; rank 0 also
-// prints a concise console. Messages before open() go to the console only.
+// Per-rank logging, a thin layer over spdlog: every rank writes
+// <logs_dir>/rank-N.log; rank 0 also prints a concise console (information on
+// stdout, warnings and errors on stderr). Messages before open() go to the
+// console only.
 #pragma once
-#include <fstream>
-#include <mutex>
-#include <sstream>
+#include <memory>
 #include <string>
+
+namespace spdlog {
+class logger;
+}
 
 namespace qforge {
 
@@ -14,20 +18,17 @@ class Logger {
  public:
   static Logger& instance();
 
-  // Opens this rank's log file (creating the directory).
+  // Opens this rank's log file (creating the directory); appends to an earlier run's.
   void open(const std::string& logs_dir, int rank);
-  void set_console(bool enabled) { console_ = enabled; }
-  void set_console_level(LogLevel level) { console_level_ = level; }
+  void set_console(bool enabled);
   const std::string& path() const { return path_; }
 
   void write(LogLevel level, const std::string& message);
 
  private:
-  std::mutex mutex_;
-  std::ofstream file_;
+  Logger();
+  std::shared_ptr<spdlog::logger> logger_;
   std::string path_;
-  bool console_ = true;
-  LogLevel console_level_ = LogLevel::Info;
 };
 
 namespace log {
