@@ -55,4 +55,10 @@ class Runtime {
   bool finalized_ = false;
 };
 
+// The process-wide settings the qforge command runs with (a program using the
+// library chooses its own): each rank's share of the host's cores as LibTorch
+// threads, and TorchScript graphs run as written, without the optimizing
+// executor's profiling runs (QFORGE_TORCHSCRIPT_OPTIMIZE=1 keeps it).
+void use_qforge_process_settings(const Runtime& rt);
+
 }  // namespace qforge

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   qforge::Runtime* runtime = nullptr;
   try {
     runtime = &qforge::Runtime::init(&argc, &argv);
+    qforge::use_qforge_process_settings(*runtime);
   } catch (const std::exception& e) {
     std::cerr << "qforge: error: cannot start MPI: " << e.what() << std::endl;
     return qforge::kExitLibrary;

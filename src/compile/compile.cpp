@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <thread>
 
 #include "compile/artifacts.h"
 #include "compile/evaluation.h"
@@ -40,17 +39,6 @@ ShardSource shard_of(const DatasetInfo& info, const CalibrationSettings& setting
                      const Runtime& rt, const c10::Device& device) {
   return {info, shard_whole_batches(info.group_rows(), settings.batch_size, rt.rank(), rt.size()),
           reader_options(settings, transform, device)};
-}
-
-// TorchScript's optimizing executor profiles the first runs of a graph, then
-// rewrites it and, on GPUs, compiles fused kernels at run time: seconds of
-// work inside calibration and the first fine-tuning steps, for little gain on
-// graphs of convolutions, matmuls and fused fake-quant ops. qforge runs the
-// graphs as written (the speed of eager PyTorch from the first batch) unless
-// QFORGE_TORCHSCRIPT_OPTIMIZE=1.
-bool torchscript_optimize() {
-  const char* value = std::getenv("QFORGE_TORCHSCRIPT_OPTIMIZE");
-  return value && std::string(value) == "1";
 }
 
 LayerFakeQuant fake_quant_of(const LayerResult& l) {
@@ -98,14 +86,9 @@ CompileSession::CompileSession(const ExperimentConfig& config, const CompileCall
       callbacks_(callbacks),
       input_(input),
       rt_(Runtime::get()),
-      executor_(torchscript_optimize()),  // restored when the session ends
       timer_(rt_) {
   result_.graph_name = config.effective_graph_name();
   result_.disabled = config.disable;
-  // Ranks sharing a host share its cores: without this each would start one
-  // thread per core and oversubscribe them (an explicit OMP_NUM_THREADS wins).
-  if (rt_.local_size() > 1 && !std::getenv("OMP_NUM_THREADS"))
-    at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / rt_.local_size()));
 }
 
 c10::IValue CompileSession::forward(torch::jit::Module& module, const Batch& batch) const {

@@ -6,7 +6,6 @@
 // reported once and no rank is left waiting. The dry run is `prepare` followed
 // by the checks in plan/dry_run.cpp: one code path for the first stage.
 #pragma once
-#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <functional>
@@ -87,7 +86,6 @@ class CompileSession {
   torch::jit::Module* input_;
   Runtime& rt_;
   torch::NoGradGuard no_grad_;
-  torch::jit::GraphOptimizerEnabledGuard executor_;
   PhaseTimer timer_;
   std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;

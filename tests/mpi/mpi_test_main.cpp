@@ -6,6 +6,7 @@
 
 int main(int argc, char** argv) {
   auto& runtime = qforge::Runtime::init(&argc, &argv);
+  qforge::use_qforge_process_settings(runtime);  // as the qforge command runs
   ::testing::InitGoogleTest(&argc, argv);
   if (!runtime.is_root()) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
