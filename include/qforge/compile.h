@@ -115,6 +115,7 @@ struct CompileResult {
   int64_t model_file_bytes = 0;     // model.qforge.pt on disk (rank 0)
   std::map<std::string, std::string> artifacts;  // name -> path, written by rank 0
   OnnxSummary onnx;                 // model.qforge.onnx (rank 0)
+  std::vector<std::string> notes;   // what the compile did otherwise than asked, and why
 };
 
 // Runs the compile the experiment describes. `input`, when given, is the model

@@ -208,6 +208,7 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     phases.push_back(o);
   }
   root["phases"] = phases;
+  root["notes"] = json::array(result.notes.begin(), result.notes.end());
   root["config"] = config_to_yaml(config);
   return pretty_json(root);
 }
@@ -241,6 +242,8 @@ std::string summary_text(const CompileResult& result, int ranks) {
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
         << (l.quantized ? "quantize" + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason) << "\n";
   }
+  for (const auto& note : result.notes) out << "\n  note: " << note;
+  if (!result.notes.empty()) out << "\n";
   out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)
       << " deployed (quantized weights at their bit width); model.qforge.pt " << size_text(result.model_file_bytes) << "\n";
   if (result.onnx.written) {

@@ -130,6 +130,7 @@ void CompileSession::prepare() {
     }
     if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
     p.plans = plan_layers(p.model->layers(), config_);
+    if (!config_.is_model_pretrained) observe_full_ranges(p.plans);
     const auto reached = layers_read_by(p.model->module(), method);
     const auto is_reached = [&](const std::string& layer) {
       return std::find(reached.begin(), reached.end(), layer) != reached.end();
@@ -221,6 +222,26 @@ ShardSource CompileSession::evaluation_source() {
 
 // ---- calibrate and quantize ----------------------------------------------
 
+// Untrained weights (is_model_pretrained: false) make activations whose tails
+// say nothing of the trained model's: clipping them (percentile, entropy, mse)
+// would fit noise, so every range is the observed minimum and maximum.
+void CompileSession::observe_full_ranges(std::vector<LayerPlan>& plans) {
+  size_t changed = 0;
+  for (auto& plan : plans)
+    if (plan.quantize && plan.activations.enabled && plan.activations.observer != Observer::MinMax) {
+      plan.activations.observer = Observer::MinMax;
+      ++changed;
+    }
+  if (changed)
+    add_note("is_model_pretrained: false: " + std::to_string(changed) + " layer(s) asked for a clipping observer; "
+             "their activation ranges are the observed min/max instead (clipping needs trained activations)");
+}
+
+void CompileSession::add_note(const std::string& note) {
+  log::info("note: " + note);
+  result_.notes.push_back(note);
+}
+
 void CompileSession::calibrate() {
   const PreparedCompile& p = prepared_;
   if (p.points.empty()) return;
@@ -309,6 +330,11 @@ void CompileSession::measure_sensitivity() {
   const auto threshold = config_.quantization_settings ? config_.quantization_settings->sensitivity_threshold
                                                        : std::optional<double>();
   if (!p.quantizing || !(config_.compile_options.sensitivity || threshold)) return;
+  if (!config_.is_model_pretrained) {  // the error of untrained layers says nothing of the trained model's
+    add_note(std::string("is_model_pretrained: false: per-layer sensitivity not measured") +
+             (threshold ? ", sensitivity_threshold not applied (every layer planned for quantization is quantized)" : ""));
+    return;
+  }
   std::vector<size_t> measured;  // indices into result_.layers
   std::vector<LayerFakeQuant> candidates;
   for (size_t i = 0; i < result_.layers.size(); ++i)

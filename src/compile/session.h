@@ -75,6 +75,8 @@ class CompileSession {
   CompileResult take_result() { return std::move(result_); }
 
  private:
+  void observe_full_ranges(std::vector<LayerPlan>& plans);  // is_model_pretrained: false
+  void add_note(const std::string& note);                   // logged, and in the report
   c10::IValue forward(torch::jit::Module& module, const Batch& batch) const;  // the batch where it is
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();

@@ -151,7 +151,7 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
     "per-layer overrides keyed by layer name or glob (layer4.*)");
   v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the seed's clika_compile_options)");
   v("discard_input_model", c.discard_input_model, "false keeps the caller's module untouched (C++ API)");
-  v("is_model_pretrained", c.is_model_pretrained, "the model carries trained weights");
+  v("is_model_pretrained", c.is_model_pretrained, "the model carries trained weights; false: activation ranges are plain min/max and sensitivity is not measured (both need trained weights), with a note in the report");
   v("is_dry_run", c.is_dry_run, "validate and plan; write only the plan and logs");
   v("skip_eval_set_mode", c.skip_eval_set_mode, "do not switch the module to eval()");
   v("fullgraph", c.fullgraph, "fail on layers qforge cannot handle instead of leaving them in floating point");

@@ -476,6 +476,30 @@ def case_compile_sensitivity_threshold_keeps_layers_float():
     contains(out, "float: sensitivity")
 
 
+def case_compile_untrained_model_skips_clipping_and_sensitivity():
+    # is_model_pretrained: false asks for what only trained weights support (entropy clipping,
+    # a sensitivity threshold); the compile uses full min/max ranges, quantizes every layer,
+    # and says so in the report and the summary.
+    cfg = compile_config("untrained.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt",
+                         "compile_options: {sensitivity_samples: 8}\n")
+    out = run(["compile", cfg, "--set", "out_dir=untrained", "--set", "is_model_pretrained=false",
+               "--set", "quantization_settings.activations.observer=entropy",
+               "--set", "quantization_settings.sensitivity_threshold=0.05"], ranks=2, timeout=240)
+    contains(out, "is_model_pretrained: false", "sensitivity_threshold not applied")
+    run(["compile", cfg, "--set", "out_dir=minmax", "--set", "quantization_settings.activations.observer=minmax"],
+        ranks=2, timeout=240)
+    untrained, minmax = (json.load(open(os.path.join(WORK, d, "quant_params.json")))["layers"]
+                         for d in ("untrained", "minmax"))
+    check([l["decision"] for l in untrained] == [l["decision"] for l in minmax], "every planned layer is quantized")
+    for u, m in zip(untrained, minmax):
+        if "activations" in m:
+            check(u["activations"]["scale"] == m["activations"]["scale"], f"{u['name']}: min/max range, not clipped")
+            check(u["activations"]["observer"] == "minmax", f"{u['name']}: the observer used is reported")
+    notes = json.load(open(os.path.join(WORK, "untrained", "report.json")))["notes"]
+    check(len(notes) == 2 and all("is_model_pretrained: false" in n for n in notes), f"report notes: {notes}")
+    contains(open(os.path.join(WORK, "untrained", "summary.txt")).read(), "note: is_model_pretrained: false")
+
+
 def case_compile_fine_tune_stopped_and_resumed_equals_uninterrupted():
     import torch
     cfg = compile_config("ft.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
