@@ -215,11 +215,15 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
 
 std::string summary_text(const CompileResult& result, int ranks) {
   std::ostringstream out;
-  int quantized = 0;
-  for (const auto& l : result.layers) quantized += l.quantized;
+  size_t quantized = 0, tied = 0;
+  for (const auto& l : result.layers) {
+    quantized += l.quantized;
+    tied += !l.quantized && l.plan.tied;
+  }
   out << "compiled '" << result.graph_name << "' on " << ranks << " rank(s)"
       << (result.disabled ? " (disable: true, model unchanged)" : "") << "\n";
-  out << "  layers: " << quantized << " quantized, " << result.layers.size() - quantized << " kept in floating point";
+  out << "  layers: " << quantized << " quantized, " << (tied ? std::to_string(tied) + " tied to a quantized one, " : "")
+      << result.layers.size() - quantized - tied << " kept in floating point";
   if (!result.folded_batch_norms.empty()) out << "; " << result.folded_batch_norms.size() << " batch norms folded";
   out << "\n\n";
   std::vector<std::string> names, types;

@@ -216,6 +216,9 @@ def case_tied_decoder():
         compiled = torch.jit.load(os.path.join(WORK, f"tied_{how}_{target}", "model.qforge.pt"))
         stored_once = compiled.head.weight.data_ptr() == compiled.embed.weight.data_ptr()
         check(stored_once or how == "scripted", f"tied {how} {target}: model.qforge.pt stores the table twice")
+        summary = open(os.path.join(WORK, f"tied_{how}_{target}", "summary.txt")).read()
+        if how == "traced":  # the tied layer is counted as such, not as kept in floating point
+            check(" 1 tied to a quantized one, " in summary, f"tied {how} {target}: summary counts:\n{summary}")
         # Counted once: the float size holds the table once.
         params = sum(p.numel() for p in TiedDecoder().parameters())  # nn.Module counts shared tensors once
         check(report["sizes"]["float_bytes"] == 4 * params,
