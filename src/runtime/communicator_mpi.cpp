@@ -2,6 +2,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdlib>
 
 #include "qforge/communicator.h"
 #include "qforge/runtime.h"
@@ -42,8 +43,16 @@ at::Tensor host_buffer(const at::Tensor& t) {
   return t.is_contiguous() ? t : t.contiguous();
 }
 
-// MPI counts are int: large tensors travel in pieces.
-constexpr int64_t kMaxChunk = INT_MAX / 8;
+// MPI counts are int: large tensors travel in pieces of at most this many
+// elements. QFORGE_MPI_CHUNK_ELEMENTS lowers it, so tests run the chunked path
+// on small tensors.
+int64_t max_chunk_elements() {
+  constexpr int64_t kLimit = INT_MAX / 8;
+  const char* hook = std::getenv("QFORGE_MPI_CHUNK_ELEMENTS");
+  if (!hook) return kLimit;
+  const long long value = std::atoll(hook);
+  return value > 0 && value < kLimit ? value : kLimit;
+}
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -51,13 +60,15 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return Runtime::get().rank(); }
   int size() const override { return Runtime::get().size(); }
 
+  explicit MpiCommunicator(int64_t chunk) : chunk_(chunk) {}
+
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
     at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const MPI_Datatype type = mpi_type(work);
     const int64_t element = static_cast<int64_t>(work.element_size());
-    for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
-      const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, work.numel() - offset));
+    for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
+      const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
       QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + offset * element, count, type, mpi_op(op),
                                      MPI_COMM_WORLD));
     }
@@ -68,33 +79,41 @@ class MpiCommunicator final : public Communicator {
     at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const int64_t element = static_cast<int64_t>(work.element_size());
-    for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
-      const int count = static_cast<int>(std::min<int64_t>(kMaxChunk, work.numel() - offset));
+    for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
+      const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
       QFORGE_MPI_CHECK(MPI_Bcast(bytes + offset * element, count, mpi_type(work), root, MPI_COMM_WORLD));
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
   at::Tensor all_gather(const at::Tensor& tensor) override {
-    const at::Tensor mine = host_buffer(tensor);
-    if (mine.numel() > kMaxChunk) throw Error("communicator backend mpi: all_gather tensor too large");
+    const at::Tensor mine = host_buffer(tensor).reshape({-1});
+    const int64_t n = mine.numel();
+    at::Tensor out = at::empty({size(), n}, mine.options());
+    for (int64_t offset = 0; offset < n; offset += chunk_) {
+      const int64_t count = std::min<int64_t>(chunk_, n - offset);
+      const at::Tensor piece = mine.narrow(0, offset, count).contiguous();
+      at::Tensor gathered = at::empty({size(), count}, mine.options());
+      QFORGE_MPI_CHECK(MPI_Allgather(piece.data_ptr(), static_cast<int>(count), mpi_type(mine), gathered.data_ptr(),
+                                     static_cast<int>(count), mpi_type(mine), MPI_COMM_WORLD));
+      out.narrow(1, offset, count).copy_(gathered);
+    }
     std::vector<int64_t> shape{size()};
-    for (auto d : mine.sizes()) shape.push_back(d);
-    at::Tensor out = at::empty(shape, mine.options());
-    QFORGE_MPI_CHECK(MPI_Allgather(mine.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
-                                   out.data_ptr(), static_cast<int>(mine.numel()), mpi_type(mine),
-                                   MPI_COMM_WORLD));
-    return out.to(tensor.device());
+    for (auto d : tensor.sizes()) shape.push_back(d);
+    return out.view(shape).to(tensor.device());
   }
 
   void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+
+ private:
+  int64_t chunk_;
 };
 
 }  // namespace
 
 std::unique_ptr<Communicator> make_mpi_communicator() {
   Runtime::get();  // must be initialized
-  return std::make_unique<MpiCommunicator>();
+  return std::make_unique<MpiCommunicator>(max_chunk_elements());
 }
 
 }  // namespace qforge
