@@ -23,7 +23,15 @@ int main(int argc, char** argv) {
   if (rt.is_root()) {
     std::printf("| bytes | float32 elements | time us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: | ---: |\n");
   }
+  int wrong = 0;
   for (int64_t bytes = 1 << 20; bytes <= (int64_t{1} << 28); bytes *= 4) {
+    // What is timed is checked: rank r contributes r + 1 everywhere, the sum is n(n+1)/2.
+    auto check = torch::full({bytes / 4}, rt.rank() + 1.0, torch::TensorOptions().device(device));
+    comm->all_reduce(check, qforge::ReduceOp::Sum);
+    if (!torch::all(check == n * (n + 1) / 2).item<bool>()) {
+      std::fprintf(stderr, "rank %d: all-reduce of %lld bytes gave a wrong sum\n", rt.rank(), static_cast<long long>(bytes));
+      wrong = 1;
+    }
     auto t = torch::rand({bytes / 4}, torch::TensorOptions().device(device));
     const int iterations = bytes >= (int64_t{1} << 26) ? 20 : 50;
     for (int i = 0; i < 5; ++i) comm->all_reduce(t, qforge::ReduceOp::Sum);  // warm-up: connections, buffers
@@ -39,5 +47,5 @@ int main(int argc, char** argv) {
   }
   comm.reset();
   rt.finalize();
-  return 0;
+  return wrong;
 }

@@ -1,7 +1,12 @@
-// Self-checking collectives: deterministic per-rank inputs with closed-form
-// expected results; any wrong element fails.
+// Self-checking collectives over both backends: deterministic per-rank inputs
+// with closed-form expected results; any wrong element fails. The NCCL cases
+// skip themselves without a GPU per rank.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
+#include <optional>
 
 #include "qforge/communicator.h"
 #include "qforge/errors.h"
@@ -10,51 +15,108 @@
 using namespace qforge;
 
 namespace {
-// Element i on rank r holds r * 1000 + i (exact in float for these sizes).
-torch::Tensor pattern(int rank, int64_t n, torch::ScalarType type) {
-  return (torch::arange(n, torch::kDouble) + rank * 1000.0).to(type);
+
+// One collective case in the style of nccl-tests: a backend, a dtype and an
+// element count. Counts cross the MPI backend's chunk boundary, lowered to
+// kTestChunk elements by its test hook, so the chunked path runs too.
+struct Case {
+  std::string backend;  // "Mpi" or "Nccl"
+  torch::ScalarType type;
+  int64_t n;
+};
+constexpr int64_t kTestChunk = 1000;
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.backend + "_" + c10::toString(info.param.type) + "_" + std::to_string(info.param.n);
 }
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  const std::vector<int64_t> counts{1, 999, 1000, 1001, 2 * kTestChunk + 37};
+  // MPI: what the host backend carries; NCCL: its own types (no int16), half precision too.
+  for (auto type : {torch::kFloat, torch::kDouble, torch::kLong, torch::kInt, torch::kShort, torch::kChar, torch::kByte})
+    for (auto n : counts) out.push_back({"Mpi", type, n});
+  for (auto type : {torch::kFloat, torch::kDouble, torch::kLong, torch::kInt, torch::kChar, torch::kByte, torch::kHalf,
+                    torch::kBFloat16})
+    for (auto n : counts) out.push_back({"Nccl", type, n});
+  return out;
+}
+
+// This rank's GPU, or nullopt (with the reason) where an NCCL case cannot run.
+std::optional<torch::Device> rank_gpu(std::string* why) {
+  const auto& rt = Runtime::get();
+  if (!torch::cuda::is_available()) {
+    *why = "no GPU";
+    return std::nullopt;
+  }
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  if (rt.local_size() > gpus) {
+    *why = std::to_string(rt.local_size()) + " ranks on a host with " + std::to_string(gpus) + " GPU(s)";
+    return std::nullopt;
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank()));
+}
+
+// Element i on rank r holds (i mod 7) + r: exact in every dtype, and so are
+// the sums of up to 4 ranks (at most 30, within int8).
+torch::Tensor pattern(int rank, int64_t n, torch::ScalarType type, const torch::Device& device = torch::kCPU) {
+  return (torch::arange(n, torch::kLong).remainder(7) + rank).to(device, type);
+}
+
 }  // namespace
 
-class Collectives : public ::testing::TestWithParam<torch::ScalarType> {};
+class Collectives : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    if (GetParam().backend == "Mpi") {
+      setenv("QFORGE_MPI_CHUNK_ELEMENTS", std::to_string(kTestChunk).c_str(), 1);
+      comm_ = make_mpi_communicator();
+      unsetenv("QFORGE_MPI_CHUNK_ELEMENTS");
+      return;
+    }
+    std::string why;
+    const auto gpu = rank_gpu(&why);
+    if (!gpu) GTEST_SKIP() << why;
+    device_ = *gpu;
+    comm_ = make_nccl_communicator(gpu->index());
+    ASSERT_EQ(comm_->backend(), "nccl");
+  }
+  torch::Tensor mine(int rank) const { return pattern(rank, GetParam().n, GetParam().type, device_); }
+  torch::Tensor expected(const torch::Tensor& exact) const { return exact.to(GetParam().type); }
+
+  std::unique_ptr<Communicator> comm_;
+  torch::Device device_ = torch::kCPU;
+};
 
 TEST_P(Collectives, AllReduceSumMinMax) {
-  auto comm = make_mpi_communicator();
-  const int w = comm->size(), r = comm->rank();
-  const int64_t n = 1037;  // not a multiple of anything convenient
-  const auto index = torch::arange(n, torch::kDouble);
-  auto sum = pattern(r, n, GetParam());
-  comm->all_reduce(sum, ReduceOp::Sum);
-  // sum_r (r*1000 + i) = 1000 * w(w-1)/2 + w*i
-  const auto expected_sum = (index * w + 1000.0 * w * (w - 1) / 2).to(GetParam());
-  EXPECT_TRUE(torch::equal(sum, expected_sum));
-  auto lo = pattern(r, n, GetParam());
-  comm->all_reduce(lo, ReduceOp::Min);
-  EXPECT_TRUE(torch::equal(lo, pattern(0, n, GetParam())));
-  auto hi = pattern(r, n, GetParam());
-  comm->all_reduce(hi, ReduceOp::Max);
-  EXPECT_TRUE(torch::equal(hi, pattern(w - 1, n, GetParam())));
+  const int w = comm_->size(), r = comm_->rank();
+  const auto base = torch::arange(GetParam().n, torch::kLong).remainder(7);
+  auto sum = mine(r), lo = mine(r), hi = mine(r);
+  comm_->all_reduce(sum, ReduceOp::Sum);
+  comm_->all_reduce(lo, ReduceOp::Min);
+  comm_->all_reduce(hi, ReduceOp::Max);
+  EXPECT_EQ(sum.device(), device_);
+  EXPECT_TRUE(torch::equal(sum.cpu(), expected(base * w + w * (w - 1) / 2)));
+  EXPECT_TRUE(torch::equal(lo.cpu(), expected(base)));
+  EXPECT_TRUE(torch::equal(hi.cpu(), expected(base + (w - 1))));
 }
 
 TEST_P(Collectives, BroadcastFromEveryRoot) {
-  auto comm = make_mpi_communicator();
-  for (int root = 0; root < comm->size(); ++root) {
-    auto t = pattern(comm->rank(), 333, GetParam());
-    comm->broadcast(t, root);
-    EXPECT_TRUE(torch::equal(t, pattern(root, 333, GetParam()))) << "root " << root;
+  for (int root = 0; root < comm_->size(); ++root) {
+    auto t = mine(comm_->rank());
+    comm_->broadcast(t, root);
+    EXPECT_TRUE(torch::equal(t.cpu(), pattern(root, GetParam().n, GetParam().type))) << "root " << root;
   }
 }
 
 TEST_P(Collectives, AllGatherStacksRanksInOrder) {
-  auto comm = make_mpi_communicator();
-  const auto mine = pattern(comm->rank(), 12, GetParam()).view({3, 4});
-  const auto all = comm->all_gather(mine);
-  ASSERT_EQ(all.sizes(), (c10::IntArrayRef{comm->size(), 3, 4}));
-  for (int r = 0; r < comm->size(); ++r) EXPECT_TRUE(torch::equal(all[r], pattern(r, 12, GetParam()).view({3, 4})));
+  const auto all = comm_->all_gather(mine(comm_->rank()));
+  ASSERT_EQ(all.sizes(), (c10::IntArrayRef{comm_->size(), GetParam().n}));
+  for (int r = 0; r < comm_->size(); ++r)
+    EXPECT_TRUE(torch::equal(all[r].cpu(), pattern(r, GetParam().n, GetParam().type))) << "rank " << r;
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, Collectives,
-                         ::testing::Values(torch::kFloat, torch::kDouble, torch::kLong, torch::kInt));
+INSTANTIATE_TEST_SUITE_P(Backends, Collectives, ::testing::ValuesIn(cases()), case_name);
 
 TEST(CollectivesMpi, NonContiguousTensorIsReducedInPlace) {
   auto comm = make_mpi_communicator();
@@ -105,4 +167,49 @@ TEST(Runtime, FailureOnOneRankReachesEveryRank) {
   }
   // and a phase where nobody fails passes everywhere
   EXPECT_NO_THROW(rt.collective_phase("ok", [] {}));
+}
+
+// The NCCL backend beyond what both backends share: strided views and CPU tensors
+// through the same communicator, and the watchdog turning a collective a peer
+// never joins into an error instead of a hang.
+TEST(NcclCommunicator, StridedViewsAndCpuTensorsTravelToo) {
+  std::string why;
+  const auto gpu = rank_gpu(&why);
+  if (!gpu) GTEST_SKIP() << why;
+  auto comm = make_nccl_communicator(gpu->index());
+  const int w = comm->size(), r = comm->rank();
+  // A strided view is reduced in place, its neighbours untouched.
+  auto base = torch::full({4, 6}, r + 1, torch::TensorOptions().dtype(torch::kFloat).device(*gpu));
+  auto column = base.select(1, 2);
+  comm->all_reduce(column, ReduceOp::Sum);
+  EXPECT_TRUE(torch::all(base.select(1, 2).cpu() == w * (w + 1) / 2).item<bool>());
+  EXPECT_TRUE(torch::all(base.select(1, 0).cpu() == r + 1).item<bool>());
+  auto host = torch::full({5}, static_cast<int64_t>(comm->rank()), torch::kLong);  // metadata on the host: over MPI
+  comm->all_reduce(host, ReduceOp::Max);
+  EXPECT_TRUE(host.is_cpu());
+  EXPECT_TRUE(torch::all(host == comm->size() - 1).item<bool>());
+}
+
+TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
+  std::string why;
+  const auto gpu = rank_gpu(&why);
+  if (!gpu) GTEST_SKIP() << why;
+  const auto& rt = Runtime::get();
+  if (rt.size() < 2) GTEST_SKIP() << "needs a peer";
+  setenv("QFORGE_COLLECTIVE_TIMEOUT_S", "3", 1);
+  auto comm = make_nccl_communicator(gpu->index());
+  unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
+  auto everyone = torch::ones({16}, torch::TensorOptions().device(*gpu));
+  comm->all_reduce(everyone, ReduceOp::Sum);  // all ranks together: the communicator works
+  if (rt.rank() == 0) {  // the others never join this all-reduce
+    auto t = torch::ones({16}, torch::TensorOptions().device(*gpu));
+    try {
+      comm->all_reduce(t, ReduceOp::Sum);
+      ADD_FAILURE() << "an all-reduce no peer joined completed";
+    } catch (const LibraryError& e) {
+      EXPECT_NE(std::string(e.what()).find("did not complete within 3 s"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank 0"), std::string::npos) << e.what();
+    }
+  }
+  rt.barrier();
 }
