@@ -16,12 +16,13 @@
 int main(int argc, char** argv) {
   auto& rt = qforge::Runtime::init(&argc, &argv);
   const bool gpu = torch::cuda::is_available() && !(argc > 1 && std::strcmp(argv[1], "--cpu") == 0);
-  const torch::Device device = gpu ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank()))
-                                   : torch::Device(torch::kCPU);
+  const torch::Device device =
+      gpu ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank())) : torch::Device(torch::kCPU);
   auto comm = gpu ? qforge::make_nccl_communicator(device.index()) : qforge::make_mpi_communicator();
   const double n = rt.size();
   if (rt.is_root()) {
-    std::printf("| bytes | float32 elements | time us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: | ---: |\n");
+    std::printf(
+        "| bytes | float32 elements | time us | algbw GB/s | busbw GB/s |\n| ---: | ---: | ---: | ---: | ---: |\n");
   }
   int wrong = 0;
   for (int64_t bytes = 1 << 20; bytes <= (int64_t{1} << 28); bytes *= 4) {
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
     auto check = torch::full({bytes / 4}, rt.rank() + 1.0, torch::TensorOptions().device(device));
     comm->all_reduce(check, qforge::ReduceOp::Sum);
     if (!torch::all(check == n * (n + 1) / 2).item<bool>()) {
-      std::fprintf(stderr, "rank %d: all-reduce of %lld bytes gave a wrong sum\n", rt.rank(), static_cast<long long>(bytes));
+      std::fprintf(stderr, "rank %d: all-reduce of %lld bytes gave a wrong sum\n", rt.rank(),
+                   static_cast<long long>(bytes));
       wrong = 1;
     }
     auto t = torch::rand({bytes / 4}, torch::TensorOptions().device(device));

@@ -23,12 +23,13 @@ std::string build_info() {
 #if QFORGE_HAVE_NCCL
   int code = 0;
   ncclGetVersion(&code);
-  nccl = "NCCL " + std::to_string(code / 10000) + "." + std::to_string(code / 100 % 100) + "." + std::to_string(code % 100);
+  nccl = "NCCL " + std::to_string(code / 10000) + "." + std::to_string(code / 100 % 100) + "." +
+         std::to_string(code % 100);
 #endif
   return "qforge " + version() + "\nLibTorch " + TORCH_VERSION +
-         (torch::cuda::is_available() ? " (CUDA available)" : " (CPU)") + "\n" + mpi +
-         "\nHDF5 " + std::to_string(H5_VERS_MAJOR) + "." + std::to_string(H5_VERS_MINOR) + "." +
-         std::to_string(H5_VERS_RELEASE) + "\n" + nccl;
+         (torch::cuda::is_available() ? " (CUDA available)" : " (CPU)") + "\n" + mpi + "\nHDF5 " +
+         std::to_string(H5_VERS_MAJOR) + "." + std::to_string(H5_VERS_MINOR) + "." + std::to_string(H5_VERS_RELEASE) +
+         "\n" + nccl;
 }
 
 }  // namespace qforge

@@ -23,14 +23,14 @@ enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int
 
 // model:
 struct ModelSettings {
-  std::string path;              // path: TorchScript file (torch.jit.save)
+  std::string path;                // path: TorchScript file (torch.jit.save)
   std::string method = "forward";  // method: method compiled (seed's module_or_func)
 };
 
 // tracing_inputs: samples whose shapes define the traced graph and its dynamic axes.
 struct TracingSettings {
-  std::vector<std::string> files;     // files: HDF5 files; empty = calibration files
-  std::vector<std::string> groups;    // groups: shape groups to use; empty = all
+  std::vector<std::string> files;          // files: HDF5 files; empty = calibration files
+  std::vector<std::string> groups;         // groups: shape groups to use; empty = all
   std::vector<int64_t> batch_sizes = {1};  // batch_sizes: two differing sizes make axis 0 dynamic
 };
 
@@ -71,15 +71,15 @@ struct DeploymentSettings {
 
 // One tensor's quantization scheme (weights or activations).
 struct TensorQuantSettings {
-  bool enabled = true;                         // enabled: false keeps it floating point
-  int64_t bits = 8;                            // bits: 2..8
+  bool enabled = true;                            // enabled: false keeps it floating point
+  int64_t bits = 8;                               // bits: 2..8
   Granularity granularity = Granularity::Tensor;  // granularity: tensor | channel | group
-  int64_t group_size = 128;                    // group_size: inputs per group (granularity group)
-  bool symmetric = true;                       // symmetric: zero point fixed at 0
-  bool is_signed = true;                       // signed: int range (else unsigned)
-  Observer observer = Observer::MinMax;        // observer: minmax | percentile | entropy | mse
-  double percentile = 99.99;                   // percentile: for observer percentile
-  int64_t histogram_bins = 2048;               // histogram_bins: for entropy / percentile / mse
+  int64_t group_size = 128;                       // group_size: inputs per group (granularity group)
+  bool symmetric = true;                          // symmetric: zero point fixed at 0
+  bool is_signed = true;                          // signed: int range (else unsigned)
+  Observer observer = Observer::MinMax;           // observer: minmax | percentile | entropy | mse
+  double percentile = 99.99;                      // percentile: for observer percentile
+  int64_t histogram_bins = 2048;                  // histogram_bins: for entropy / percentile / mse
 };
 
 // quantization_settings:
@@ -103,8 +103,8 @@ struct TensorQuantOverride {
 
 // layer_quantization_settings: <layer name or glob>:
 struct LayerQuantizationSettings {
-  bool skip = false;              // skip: keep this layer in floating point
-  TensorQuantOverride weights;    // weights: overrides of quantization_settings.weights
+  bool skip = false;                // skip: keep this layer in floating point
+  TensorQuantOverride weights;      // weights: overrides of quantization_settings.weights
   TensorQuantOverride activations;  // activations: overrides of quantization_settings.activations
 };
 
@@ -113,58 +113,60 @@ struct LayerQuantizationSettings {
 // layer computes with fq(W + (alpha/rank)·B·A), W frozen, on the calibration
 // data, data-parallel over the ranks.
 struct FineTuneSettings {
-  bool enabled = false;                 // enabled:
-  FineTuneMethod method = FineTuneMethod::QaLora;  // method: qa_lora (through the quantizer) | lora (float, quantized after the merge)
-  int64_t steps = 100;                  // steps: optimizer steps
-  int64_t batch_size = 32;              // batch_size: rows per step over all ranks (the global batch)
-  int64_t accumulation_steps = 1;       // accumulation_steps: micro-batches per step (memory)
-  double learning_rate = 1e-3;          // learning_rate: peak, after warm-up
-  int64_t warmup_steps = 10;            // warmup_steps: linear warm-up, then cosine decay to 0
-  double weight_decay = 0.0;            // weight_decay: AdamW's decoupled decay
-  double max_grad_norm = 1.0;           // max_grad_norm: gradient clipping; 0 = off
-  int64_t lora_rank = 8;                // lora_rank:
-  double lora_alpha = 16.0;             // lora_alpha: scale = alpha / rank
-  double lora_dropout = 0.0;            // lora_dropout: probability of dropping each rank component per step
-  bool learn_ranges = false;            // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
-  std::vector<std::string> targets;     // targets: layer names, globs or types; empty = every quantized weight
+  bool enabled = false;  // enabled:
+  FineTuneMethod method =
+      FineTuneMethod::QaLora;      // method: qa_lora (through the quantizer) | lora (float, quantized after the merge)
+  int64_t steps = 100;             // steps: optimizer steps
+  int64_t batch_size = 32;         // batch_size: rows per step over all ranks (the global batch)
+  int64_t accumulation_steps = 1;  // accumulation_steps: micro-batches per step (memory)
+  double learning_rate = 1e-3;     // learning_rate: peak, after warm-up
+  int64_t warmup_steps = 10;       // warmup_steps: linear warm-up, then cosine decay to 0
+  double weight_decay = 0.0;       // weight_decay: AdamW's decoupled decay
+  double max_grad_norm = 1.0;      // max_grad_norm: gradient clipping; 0 = off
+  int64_t lora_rank = 8;           // lora_rank:
+  double lora_alpha = 16.0;        // lora_alpha: scale = alpha / rank
+  double lora_dropout = 0.0;       // lora_dropout: probability of dropping each rank component per step
+  bool learn_ranges = false;       // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
+  std::vector<std::string> targets;  // targets: layer names, globs or types; empty = every quantized weight
   Distillation distillation = Distillation::Mse;  // distillation: mse | kl against the float model's outputs
-  double task_loss_weight = 0.0;        // task_loss_weight: share of cross-entropy on labels (0..1)
-  int64_t log_every = 10;               // log_every: steps between progress lines
-  int64_t eval_every = 0;               // eval_every: steps between evaluations on evaluation_inputs; 0 = none
-  bool resume = true;                   // resume: continue from <out_dir>/checkpoints/fine_tune.pt when present
-  int64_t stop_after_steps = 0;         // stop_after_steps: checkpoint and stop after this many steps of this run; 0 = run to the end
+  double task_loss_weight = 0.0;                  // task_loss_weight: share of cross-entropy on labels (0..1)
+  int64_t log_every = 10;                         // log_every: steps between progress lines
+  int64_t eval_every = 0;  // eval_every: steps between evaluations on evaluation_inputs; 0 = none
+  bool resume = true;      // resume: continue from <out_dir>/checkpoints/fine_tune.pt when present
+  int64_t stop_after_steps =
+      0;  // stop_after_steps: checkpoint and stop after this many steps of this run; 0 = run to the end
 };
 
 // compile_options: the seed's clika_compile_options.
 struct CompileOptions {
-  bool ptq = true;                 // ptq: post-training calibration
-  bool sensitivity = false;        // sensitivity: per-layer sensitivity analysis
-  FineTuneSettings fine_tune;      // fine_tune:
-  int64_t checkpoint_every = 0;    // checkpoint_every: steps; 0 = none
+  bool ptq = true;                   // ptq: post-training calibration
+  bool sensitivity = false;          // sensitivity: per-layer sensitivity analysis
+  FineTuneSettings fine_tune;        // fine_tune:
+  int64_t checkpoint_every = 0;      // checkpoint_every: steps; 0 = none
   int64_t sensitivity_samples = 64;  // sensitivity_samples: calibration rows each layer's error is measured on
 };
 
 // resources: what `qforge submit` asks SLURM for.
 struct Resources {
   int64_t nodes = 1;
-  int64_t tasks_per_node = 0;   // ranks per node; 0 = one per GPU (1 without GPUs)
+  int64_t tasks_per_node = 0;  // ranks per node; 0 = one per GPU (1 without GPUs)
   int64_t gpus_per_node = 0;
   int64_t cpus_per_task = 1;
-  std::string memory;     // e.g. "16G"
-  std::string time;       // e.g. "01:00:00"
+  std::string memory;  // e.g. "16G"
+  std::string time;    // e.g. "01:00:00"
   std::string partition;
   std::string account;
 };
 
 struct ExperimentConfig {
   ModelSettings model;
-  std::string graph_name;          // graph_name: name carried into artifacts
+  std::string graph_name;              // graph_name: name carried into artifacts
   std::string out_dir = "qforge_out";  // out_dir:
-  std::string logs_dir;            // logs_dir: default <out_dir>/logs
-  int64_t seed = 0;                // seed:
-  Device device = Device::Cpu;     // device: cpu | cuda | auto
-  int64_t gpu_index = -1;          // gpu_index: the GPU of every rank; -1 = the rank's local rank
-  Autocast autocast = Autocast::Off;  // autocast: off | bf16 | fp16 (calibration and fine-tuning on GPUs)
+  std::string logs_dir;                // logs_dir: default <out_dir>/logs
+  int64_t seed = 0;                    // seed:
+  Device device = Device::Cpu;         // device: cpu | cuda | auto
+  int64_t gpu_index = -1;              // gpu_index: the GPU of every rank; -1 = the rank's local rank
+  Autocast autocast = Autocast::Off;   // autocast: off | bf16 | fp16 (calibration and fine-tuning on GPUs)
   std::optional<TracingSettings> tracing_inputs;
   std::optional<CalibrationSettings> calibration_inputs;
   std::optional<CalibrationSettings> evaluation_inputs;  // held-out samples: FP vs compiled, sharded too
@@ -195,8 +197,10 @@ struct ExperimentConfig {
 };
 
 // Names used in YAML for the enums (e.g. "tensorrt_llm"), and their parsing.
-template <class E> const char* to_string(E value);
-template <class E> E enum_from_string(const std::string& text, const std::string& key_path);
+template <class E>
+const char* to_string(E value);
+template <class E>
+E enum_from_string(const std::string& text, const std::string& key_path);
 
 // Bytes of one element of dtype.
 int64_t dtype_size(DType dtype);

@@ -21,16 +21,16 @@ enum class InputKind { Tensor, Tuple, Dict };
 const char* to_string(InputKind kind);
 
 struct ArraySpec {
-  std::string name;           // input name, or "labels"
-  DType dtype = DType::Float32;  // type delivered (file types widen to the nearest supported one)
+  std::string name;                // input name, or "labels"
+  DType dtype = DType::Float32;    // type delivered (file types widen to the nearest supported one)
   std::vector<int64_t> row_shape;  // shape of one row (without axis 0)
 };
 
 struct ShapeGroup {
   std::string file;
-  std::string name;                // group name under /samples
+  std::string name;  // group name under /samples
   int64_t rows = 0;
-  std::vector<ArraySpec> inputs;   // in input_names order
+  std::vector<ArraySpec> inputs;  // in input_names order
   bool has_labels = false;
   ArraySpec labels;
   std::string path() const { return file + ":/samples/" + name; }

@@ -9,9 +9,9 @@ namespace qforge {
 
 struct InputAxes {
   std::string input;
-  std::vector<int64_t> min_shape;   // per axis, smallest size seen
-  std::vector<int64_t> max_shape;   // per axis, largest size seen
-  std::vector<int64_t> dynamic;     // axes whose size varies
+  std::vector<int64_t> min_shape;  // per axis, smallest size seen
+  std::vector<int64_t> max_shape;  // per axis, largest size seen
+  std::vector<int64_t> dynamic;    // axes whose size varies
 };
 
 // shapes[s][i] is the shape of input i in tracing sample s. Throws ModelError

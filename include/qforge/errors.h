@@ -9,8 +9,7 @@ namespace qforge {
 // Base of all qforge errors; exit_code() is what the CLI returns.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& msg, int exit_code = 1)
-      : std::runtime_error(msg), exit_code_(exit_code) {}
+  explicit Error(const std::string& msg, int exit_code = 1) : std::runtime_error(msg), exit_code_(exit_code) {}
   int exit_code() const { return exit_code_; }
 
  private:
@@ -20,15 +19,15 @@ class Error : public std::runtime_error {
 // Exit codes are part of the command-line contract (README, "Exit codes").
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,     // internal or runtime failure
-  kExitUsage = 2,       // bad command line
-  kExitConfig = 3,      // bad YAML experiment
-  kExitData = 4,        // bad calibration data
-  kExitModel = 5,       // model does not load or does not fit the data
-  kExitLibrary = 6,     // MPI / HDF5 / NCCL / CUDA error
-  kExitExport = 7,      // the compiled model cannot be written for the target (ONNX op, rule or opset)
-  kExitOutput = 8,      // the output directory cannot be used (not writable, no space, held by another compile)
-  kExitStopped = 75,    // stopped by a signal after writing a checkpoint: run again to resume (EX_TEMPFAIL)
+  kExitFailure = 1,   // internal or runtime failure
+  kExitUsage = 2,     // bad command line
+  kExitConfig = 3,    // bad YAML experiment
+  kExitData = 4,      // bad calibration data
+  kExitModel = 5,     // model does not load or does not fit the data
+  kExitLibrary = 6,   // MPI / HDF5 / NCCL / CUDA error
+  kExitExport = 7,    // the compiled model cannot be written for the target (ONNX op, rule or opset)
+  kExitOutput = 8,    // the output directory cannot be used (not writable, no space, held by another compile)
+  kExitStopped = 75,  // stopped by a signal after writing a checkpoint: run again to resume (EX_TEMPFAIL)
 };
 
 struct UsageError : Error {

@@ -35,13 +35,13 @@ struct LoraAdapter {
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter);
 
 struct LayerFakeQuant {
-  std::string layer;                       // "layer1.0.conv1"
-  std::optional<LoraAdapter> lora;         // adapter added to the weight before its quantization
-  std::optional<WeightQuant> weight;       // per tensor / channel / group
+  std::string layer;                  // "layer1.0.conv1"
+  std::optional<LoraAdapter> lora;    // adapter added to the weight before its quantization
+  std::optional<WeightQuant> weight;  // per tensor / channel / group
   QuantRange weight_range;
-  std::optional<QParams> input;            // per-tensor activation quantization of the layer's input
+  std::optional<QParams> input;  // per-tensor activation quantization of the layer's input
   QuantRange input_range;
-  std::optional<QParams> output;           // per-tensor quantization of the layer's output (residual adds)
+  std::optional<QParams> output;  // per-tensor quantization of the layer's output (residual adds)
   QuantRange output_range;
   // Learned ranges (LSQ with the scale in the log domain): when defined, the
   // scale used is scale·exp(log_multiplier), through ATen's learnable

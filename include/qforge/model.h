@@ -14,14 +14,14 @@
 namespace qforge {
 
 struct LayerInfo {
-  std::string name;          // "layer1.0.conv1": the key of per-layer settings
-  std::string type;          // "Conv2d" (TorchScript class, without module path or mangling)
+  std::string name;  // "layer1.0.conv1": the key of per-layer settings
+  std::string type;  // "Conv2d" (TorchScript class, without module path or mangling)
   std::string qualified_type;
-  int64_t parameters = 0;    // this module's own parameters (not its children's)
+  int64_t parameters = 0;             // this module's own parameters (not its children's)
   std::vector<int64_t> weight_shape;  // empty when it has no 'weight'
   bool has_children = false;
   bool quantizable = false;
-  std::string reason;        // why it is not quantizable (empty when it is)
+  std::string reason;              // why it is not quantizable (empty when it is)
   std::string shares_weight_with;  // the first other layer whose weight is this one's tensor (tied), or empty
 };
 

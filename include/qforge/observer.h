@@ -35,9 +35,18 @@ class ActivationObserver {
   };
   Result compute() const;
 
-  double observed_min() const { settle(); return min_; }
-  double observed_max() const { settle(); return max_; }
-  const std::vector<int64_t>& histogram() const { settle(); return counts_; }
+  double observed_min() const {
+    settle();
+    return min_;
+  }
+  double observed_max() const {
+    settle();
+    return max_;
+  }
+  const std::vector<int64_t>& histogram() const {
+    settle();
+    return counts_;
+  }
   // The histogram's edges: [lo, hi] of x (asymmetric) or of |x| (symmetric); {0, 0} before pass 2.
   std::pair<double, double> histogram_edges() const { return {grid_lo_, grid_hi_}; }
 
@@ -69,8 +78,8 @@ std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double l
 // weight is viewed as [out * in/group_size, group_size] and quantized per row.
 struct WeightQuant {
   QParams qparams;
-  int64_t axis = -1;                 // -1 per tensor, 0 per channel/row
-  std::vector<int64_t> view_shape;   // group granularity: the 2-D view quantized per row
+  int64_t axis = -1;                // -1 per tensor, 0 per channel/row
+  std::vector<int64_t> view_shape;  // group granularity: the 2-D view quantized per row
 };
 WeightQuant observe_weight(const at::Tensor& weight, const TensorQuantSettings& settings);
 // The weight rounded onto its grid (same shape as `weight`).

@@ -30,8 +30,7 @@ struct BatchSlice {
 
 // The batches of `range` over groups of `group_rows` rows each, `batch_size`
 // rows at most per batch.
-std::vector<BatchSlice> plan_batches(const RowRange& range, const std::vector<int64_t>& group_rows,
-                                     int64_t batch_size);
+std::vector<BatchSlice> plan_batches(const RowRange& range, const std::vector<int64_t>& group_rows, int64_t batch_size);
 
 // Rank `rank`'s rows when whole batches of the one-rank batching are dealt
 // out (contiguous, counts differing by at most one). Every batch then holds

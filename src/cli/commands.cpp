@@ -154,9 +154,10 @@ class CommandLine {
 bool CommandLine::parse(const std::vector<std::string>& argv) {
   try {
     app_.parse(std::vector<std::string>(argv.rbegin(), argv.rend()));  // CLI11 takes them last first
-  } catch (const CLI::ArgumentMismatch& e) {  // CLI11 says "--opset: 1 required INT missing"
+  } catch (const CLI::ArgumentMismatch& e) {                           // CLI11 says "--opset: 1 required INT missing"
     const std::string what = e.what();
-    throw UsageError(command_ + ": option " + what.substr(0, what.find(':')) + " needs a value (" + command_ + " --help)");
+    throw UsageError(command_ + ": option " + what.substr(0, what.find(':')) + " needs a value (" + command_ +
+                     " --help)");
   } catch (const CLI::ParseError& e) {
     throw UsageError(command_ + ": " + e.what() + " (" + command_ + " --help)");
   }
@@ -167,17 +168,19 @@ bool CommandLine::parse(const std::vector<std::string>& argv) {
   for (const CLI::Option* option : app_.get_options())
     for (const auto& name : option->get_lnames()) known.push_back("--" + name);
   const auto near = nearest_names(unknown[0].substr(0, unknown[0].find('=')), known, 1);
-  throw UsageError(command_ + ": unknown option " + unknown[0] + (near.empty() ? "" : "; did you mean " + near[0] + "?") +
-                   " (" + command_ + " --help)");
+  throw UsageError(command_ + ": unknown option " + unknown[0] +
+                   (near.empty() ? "" : "; did you mean " + near[0] + "?") + " (" + command_ + " --help)");
 }
 
 // Checks the text before CLI11 converts it: "12abc" or "-1" is refused by name.
 CLI::Validator integer_at_least(int64_t least) {
   return CLI::Validator(
       [least](std::string& text) -> std::string {
-        const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
+        const bool digits =
+            !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
         if (digits && text.size() < 19 && std::stoll(text) >= least) return "";
-        return (least == 0 ? "expects a non-negative integer" : "expects an integer of at least " + std::to_string(least)) +
+        return (least == 0 ? "expects a non-negative integer"
+                           : "expects an integer of at least " + std::to_string(least)) +
                ", got '" + text + "'";
       },
       "N");
@@ -195,7 +198,8 @@ int cmd_compile(const std::vector<std::string>& argv) {
     std::cout << kCompileHelp;
     return kExitOk;
   }
-  if (line.positional().size() != 1) throw UsageError("qforge compile: expected one CONFIG file (qforge compile --help)");
+  if (line.positional().size() != 1)
+    throw UsageError("qforge compile: expected one CONFIG file (qforge compile --help)");
   const std::string& path = line.positional()[0];
   Runtime& rt = Runtime::get();
   Logger::instance().set_console(rt.is_root());
@@ -231,7 +235,8 @@ int cmd_submit(const std::vector<std::string>& argv) {
   const ExperimentConfig config = load_config(path, sets);
   // Every setting of a sweep loads here: a typo fails now, not hours later in the queue.
   std::vector<ExperimentConfig> tasks;
-  for (size_t i = 0; i < config.sweep.size(); ++i) tasks.push_back(load_sweep_task(path, sets, static_cast<int64_t>(i)));
+  for (size_t i = 0; i < config.sweep.size(); ++i)
+    tasks.push_back(load_sweep_task(path, sets, static_cast<int64_t>(i)));
   const Submission submission{std::filesystem::absolute(path).lexically_normal().string(), sets,
                               std::filesystem::read_symlink("/proc/self/exe").string(),
                               std::filesystem::current_path().string()};
@@ -242,7 +247,8 @@ int cmd_submit(const std::vector<std::string>& argv) {
   std::string command_line;
   for (const auto& word : command) command_line += (command_line.empty() ? "" : " ") + shell_quote(word);
   if (dry_run) {
-    std::cout << script << "\n# submit with (run from " << submission.working_directory << "):\n# " << command_line << "\n";
+    std::cout << script << "\n# submit with (run from " << submission.working_directory << "):\n# " << command_line
+              << "\n";
     return kExitOk;
   }
   ensure_directory(config.out_dir);
@@ -290,7 +296,8 @@ int cmd_export(const std::vector<std::string>& argv) {
   if (opset_option->count()) config.deployment_settings->opset = opset;
   Model model = Model::load(dir + "/model.qforge.pt", config.model.method);
   const auto& data = config.calibration_inputs ? *config.calibration_inputs : *config.evaluation_inputs;
-  const CallBinding binding = model.bind(inspect_dataset(data.files, data.groups, data.max_samples), config.forward.kwargs);
+  const CallBinding binding =
+      model.bind(inspect_dataset(data.files, data.groups, data.max_samples), config.forward.kwargs);
   std::vector<std::string> layers;
   for (const auto& l : model.layers()) layers.push_back(l.name);
   OnnxExportOptions options = onnx_options(config, layers);
@@ -354,7 +361,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
     std::cout << kInspectHelp;
     return kExitOk;
   }
-  if (line.positional().size() != 1) throw UsageError("qforge inspect: expected one MODEL file (qforge inspect --help)");
+  if (line.positional().size() != 1)
+    throw UsageError("qforge inspect: expected one MODEL file (qforge inspect --help)");
   Model model = Model::load(line.positional()[0], method);
   const auto layers = model.layers();
   const auto sig = model.signature();
@@ -376,10 +384,11 @@ int cmd_inspect(const std::vector<std::string>& argv) {
     std::cout << "  " << a.name << ": " << a.type << (a.has_default ? " (has a default)" : "") << "\n";
   int quantizable = 0;
   for (const auto& l : layers) quantizable += l.quantizable;
-  std::cout << "layers: " << layers.size() << " modules, " << quantizable << " quantizable, "
-            << model.parameter_count() << " parameters\n";
+  std::cout << "layers: " << layers.size() << " modules, " << quantizable << " quantizable, " << model.parameter_count()
+            << " parameters\n";
   std::cout << "  " << std::left << std::setw(36) << "name" << std::setw(24) << "type" << std::setw(10) << "params"
-            << std::setw(20) << "weight" << "quantizable\n";
+            << std::setw(20) << "weight"
+            << "quantizable\n";
   for (const auto& l : layers)
     std::cout << "  " << std::left << std::setw(36) << l.name << std::setw(24) << l.type << std::setw(10)
               << l.parameters << std::setw(20) << (l.weight_shape.empty() ? "-" : shape_text(l.weight_shape))
@@ -410,7 +419,8 @@ int cmd_data(const std::vector<std::string>& argv) {
   std::cout << "), " << info.total_rows() << " rows in " << info.groups.size() << " shape group(s)\n";
   for (const auto& g : info.groups) {
     std::cout << "  " << g.path() << ": " << g.rows << " rows";
-    for (const auto& in : g.inputs) std::cout << ", " << in.name << " " << shape_text(in.row_shape) << " " << to_string(in.dtype);
+    for (const auto& in : g.inputs)
+      std::cout << ", " << in.name << " " << shape_text(in.row_shape) << " " << to_string(in.dtype);
     if (g.has_labels) std::cout << ", labels " << shape_text(g.labels.row_shape) << " " << to_string(g.labels.dtype);
     std::cout << "\n";
   }
@@ -431,8 +441,8 @@ int cmd_data(const std::vector<std::string>& argv) {
       last_group = batch->group;
     }
   }
-  std::cout << "ok: every row is readable" << " and finite" << (model ? ", and the samples fit " + model->signature().to_string() : "")
-            << "\n";
+  std::cout << "ok: every row is readable"
+            << " and finite" << (model ? ", and the samples fit " + model->signature().to_string() : "") << "\n";
   return kExitOk;
 }
 
@@ -455,9 +465,12 @@ int cmd_config(const std::vector<std::string>& argv) {
     for (const auto& k : keys) width = std::max(width, k.key.size() + 2);
     for (const auto& k : keys) {
       // A '|' inside a cell would end it: Markdown wants it escaped.
-      if (md) std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | "
-                        << std::regex_replace(k.doc, std::regex("\\|"), "\\|") << " |\n";
-      else std::cout << std::left << std::setw(static_cast<int>(width)) << k.key << std::setw(14) << k.default_value << k.doc << "\n";
+      if (md)
+        std::cout << "| `" << k.key << "` | " << (k.default_value.empty() ? "" : "`" + k.default_value + "`") << " | "
+                  << std::regex_replace(k.doc, std::regex("\\|"), "\\|") << " |\n";
+      else
+        std::cout << std::left << std::setw(static_cast<int>(width)) << k.key << std::setw(14) << k.default_value
+                  << k.doc << "\n";
     }
     return kExitOk;
   }

@@ -23,8 +23,8 @@ int main(int argc, char** argv) {
   } catch (const qforge::PeerFailed& e) {
     code = e.exit_code();  // rank 0 already printed every rank's message
   } catch (const qforge::Error& e) {
-    std::cerr << "qforge: error" << (runtime->size() > 1 ? " on rank " + std::to_string(runtime->rank()) : "")
-              << ": " << e.what() << std::endl;
+    std::cerr << "qforge: error" << (runtime->size() > 1 ? " on rank " + std::to_string(runtime->rank()) : "") << ": "
+              << e.what() << std::endl;
     if (runtime->size() > 1) runtime->abort(e.exit_code());
     code = e.exit_code();
   } catch (const std::exception& e) {

@@ -29,7 +29,8 @@ json::object scheme_json(const TensorQuantSettings& s, const QuantRange& range) 
 }
 
 // A calibrated activation quantizer: scheme, range, scale and zero point.
-json::object activation_json(const TensorQuantSettings& s, const QuantRange& range, const ActivationObserver::Result& r) {
+json::object activation_json(const TensorQuantSettings& s, const QuantRange& range,
+                             const ActivationObserver::Result& r) {
   json::object a = scheme_json(s, range);
   a["range"] = json::array{r.lo, r.hi};
   a["scale"] = numbers(r.qparams.scale);
@@ -47,7 +48,8 @@ json::object layer_params_json(const LayerResult& l) {
   if (l.quantized && l.weight) {
     json::object w = scheme_json(l.plan.weights, l.weight_range);
     w["axis"] = l.weight->axis;
-    if (!l.weight->view_shape.empty()) w["view_shape"] = json::array(l.weight->view_shape.begin(), l.weight->view_shape.end());
+    if (!l.weight->view_shape.empty())
+      w["view_shape"] = json::array(l.weight->view_shape.begin(), l.weight->view_shape.end());
     w["scale"] = numbers(l.weight->qparams.scale);
     w["zero_point"] = numbers(l.weight->qparams.zero_point);
     o["weights"] = w;
@@ -222,8 +224,9 @@ std::string summary_text(const CompileResult& result, int ranks) {
   }
   out << "compiled '" << result.graph_name << "' on " << ranks << " rank(s)"
       << (result.disabled ? " (disable: true, model unchanged)" : "") << "\n";
-  out << "  layers: " << quantized << " quantized, " << (tied ? std::to_string(tied) + " tied to a quantized one, " : "")
-      << result.layers.size() - quantized - tied << " kept in floating point";
+  out << "  layers: " << quantized << " quantized, "
+      << (tied ? std::to_string(tied) + " tied to a quantized one, " : "") << result.layers.size() - quantized - tied
+      << " kept in floating point";
   if (!result.folded_batch_norms.empty()) out << "; " << result.folded_batch_norms.size() << " batch norms folded";
   out << "\n\n";
   std::vector<std::string> names, types;
@@ -231,17 +234,21 @@ std::string summary_text(const CompileResult& result, int ranks) {
     names.push_back(l.plan.layer.name);
     types.push_back(l.plan.layer.type);
   }
-  const int name_width = static_cast<int>(column_width(names, 28)), type_width = static_cast<int>(column_width(types, 18));
-  out << "  " << std::left << std::setw(name_width) << "layer" << std::setw(type_width) << "type" << std::right << std::setw(10) << "params"
-      << std::setw(7) << "bits" << std::setw(13) << "sensitivity" << std::setw(10) << "SQNR dB" << "  decision\n";
+  const int name_width = static_cast<int>(column_width(names, 28)),
+            type_width = static_cast<int>(column_width(types, 18));
+  out << "  " << std::left << std::setw(name_width) << "layer" << std::setw(type_width) << "type" << std::right
+      << std::setw(10) << "params" << std::setw(7) << "bits" << std::setw(13) << "sensitivity" << std::setw(10)
+      << "SQNR dB"
+      << "  decision\n";
   const std::string method = result.fine_tune && result.fine_tune->method == "lora" ? "LoRA" : "QA-LoRA";
   for (const auto& l : result.layers) {
     const std::string fine_tuned = l.fine_tuned ? " + " + method : "";
     const std::string bits = l.quantized ? (l.weight ? "w" + std::to_string(l.plan.weights.bits) : "w-") +
                                                (l.input ? "a" + std::to_string(l.plan.activations.bits) : "")
-                                         : l.plan.tied ? "tied" : "fp";
-    out << "  " << std::left << std::setw(name_width) << l.plan.layer.name << std::setw(type_width) << l.plan.layer.type << std::right
-        << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
+                             : l.plan.tied ? "tied"
+                                           : "fp";
+    out << "  " << std::left << std::setw(name_width) << l.plan.layer.name << std::setw(type_width) << l.plan.layer.type
+        << std::right << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
         << (l.quantized ? "quantize" + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason) << "\n";
@@ -249,7 +256,8 @@ std::string summary_text(const CompileResult& result, int ranks) {
   for (const auto& note : result.notes) out << "\n  note: " << note;
   if (!result.notes.empty()) out << "\n";
   out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)
-      << " deployed (quantized weights at their bit width); model.qforge.pt " << size_text(result.model_file_bytes) << "\n";
+      << " deployed (quantized weights at their bit width); model.qforge.pt " << size_text(result.model_file_bytes)
+      << "\n";
   if (result.onnx.written) {
     out << "  model.qforge.onnx " << size_text(result.onnx.file_bytes) << " (opset " << result.onnx.opset << ", "
         << result.onnx.quantized_weights << " quantized weights, " << result.onnx.quantized_activations
@@ -262,8 +270,8 @@ std::string summary_text(const CompileResult& result, int ranks) {
   if (result.fine_tune && !result.fine_tune->loss.empty()) {
     const auto& f = *result.fine_tune;
     out << "  fine-tune (" << f.method << "): " << f.layers.size() << " layers, " << f.loss.size() << " steps, loss "
-        << f.loss.front() << " -> " << f.loss.back() << ", "
-        << fixed(f.seconds > 0 ? f.samples / f.seconds : 0.0, 0) << " samples/s\n";
+        << f.loss.front() << " -> " << f.loss.back() << ", " << fixed(f.seconds > 0 ? f.samples / f.seconds : 0.0, 0)
+        << " samples/s\n";
   }
   if (result.evaluation) {
     const auto& e = *result.evaluation;

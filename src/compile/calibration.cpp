@@ -11,8 +11,8 @@
 namespace qforge {
 
 std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
-                                                  const std::vector<CalibrationPoint>& points, const Runner& run,
-                                                  const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
+                                          const std::vector<CalibrationPoint>& points, const Runner& run,
+                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
   std::vector<ActivationObserver> observers;
   std::vector<ObservedTensor> tensors;
   bool any_histogram = false;
@@ -56,8 +56,10 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
 
 ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {
   if (!std::isfinite(observer.observed_min()) || !std::isfinite(observer.observed_max()))
-    throw ModelError("layer '" + point.layer + "': no finite " + (point.output ? "output" : "input") + " values were observed on the calibration data "
-                     "(the method did not run the layer, or its inputs overflow); skip it in layer_quantization_settings");
+    throw ModelError(
+        "layer '" + point.layer + "': no finite " + (point.output ? "output" : "input") +
+        " values were observed on the calibration data "
+        "(the method did not run the layer, or its inputs overflow); skip it in layer_quantization_settings");
   return observer.compute();
 }
 

@@ -14,15 +14,15 @@
 namespace qforge {
 
 struct CalibrationPoint {
-  std::string layer;            // the layer whose input (or output) is observed
+  std::string layer;             // the layer whose input (or output) is observed
   TensorQuantSettings settings;  // its activation settings
-  bool output = false;          // its output rather than its input
+  bool output = false;           // its output rather than its input
 };
 
 // Collective. Returns one reduced observer per point, identical on every rank.
 std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
-                                                  const std::vector<CalibrationPoint>& points, const Runner& run,
-                                                  const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
+                                          const std::vector<CalibrationPoint>& points, const Runner& run,
+                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
 
 // The chosen range of a point; ModelError names a layer whose input was never
 // seen (the method did not run it). Call inside a collective phase.

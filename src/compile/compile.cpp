@@ -30,7 +30,8 @@ namespace {
 // check, the transform, and the rank's GPU they are copied to (if any).
 SampleReaderOptions reader_options(const CalibrationSettings& settings, const DataTransformFn& transform,
                                    const c10::Device& device) {
-  return {settings.batch_size, settings.prefetch, settings.check_finite, transform, device.is_cuda() ? device.index() : -1};
+  return {settings.batch_size, settings.prefetch, settings.check_finite, transform,
+          device.is_cuda() ? device.index() : -1};
 }
 
 // A sample set's shard for this rank, in whole batches of the one-rank
@@ -79,14 +80,9 @@ bool observed_anything(const ActivationObserver& observer) {
 
 }  // namespace
 
-
 CompileSession::CompileSession(const ExperimentConfig& config, const CompileCallbacks& callbacks,
                                torch::jit::Module* input)
-    : config_(config),
-      callbacks_(callbacks),
-      input_(input),
-      rt_(Runtime::get()),
-      timer_(rt_) {
+    : config_(config), callbacks_(callbacks), input_(input), rt_(Runtime::get()), timer_(rt_) {
   result_.graph_name = config.effective_graph_name();
   result_.disabled = config.disable;
 }
@@ -116,8 +112,9 @@ void CompileSession::prepare() {
   timer_.run("load", [&] {
     claim_output_directory();
     p.placement = select_device(config_, rt_);
-    p.model = input_ ? Model::wrap(config_.discard_input_model ? *input_ : clone_module(*input_), "the input module", method)
-                     : Model::load(config_.model.path, method);
+    p.model =
+        input_ ? Model::wrap(config_.discard_input_model ? *input_ : clone_module(*input_), "the input module", method)
+               : Model::load(config_.model.path, method);
     move_module(p.model->module(), p.placement.device);
     if (!config_.skip_eval_set_mode) p.model->module().eval();
     result_.float_bytes = p.model->parameter_bytes();
@@ -126,7 +123,8 @@ void CompileSession::prepare() {
       const auto& cal = *config_.calibration_inputs;
       p.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
       if (!callbacks_.forward) p.binding = p.model->bind(p.data, config_.forward.kwargs);
-      p.transform = callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, p.data);
+      p.transform =
+          callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, p.data);
     }
     if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
     p.plans = plan_layers(p.model->layers(), config_);
@@ -146,8 +144,10 @@ void CompileSession::prepare() {
         continue;
       }
       if (config_.fullgraph)
-        throw ModelError("layer '" + plan.layer.name + "': " + method + " does not read its weight in a way qforge can "
-                         "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
+        throw ModelError(
+            "layer '" + plan.layer.name + "': " + method +
+            " does not read its weight in a way qforge can "
+            "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
       plan.quantize = false;
       plan.reason = method + " does not read its weight directly (fullgraph: false)";
     }
@@ -163,7 +163,8 @@ void CompileSession::prepare() {
   // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
   // between ranks sharing a GPU, which NCCL refuses).
   const c10::Device& device = p.placement.device;
-  p.comm = device.is_cuda() && !p.placement.gpu_shared ? make_nccl_communicator(device.index()) : make_mpi_communicator();
+  p.comm =
+      device.is_cuda() && !p.placement.gpu_shared ? make_nccl_communicator(device.index()) : make_mpi_communicator();
   if (device.is_cuda())
     log::info("rank " + std::to_string(rt_.rank()) + " on " + rt_.host() + " computes on " + device.str() +
               ", collectives over " + p.comm->backend() +
@@ -233,7 +234,8 @@ void CompileSession::observe_full_ranges(std::vector<LayerPlan>& plans) {
       ++changed;
     }
   if (changed)
-    add_note("is_model_pretrained: false: " + std::to_string(changed) + " layer(s) asked for a clipping observer; "
+    add_note("is_model_pretrained: false: " + std::to_string(changed) +
+             " layer(s) asked for a clipping observer; "
              "their activation ranges are the observed min/max instead (clipping needs trained activations)");
 }
 
@@ -262,13 +264,15 @@ void refuse_quantizing_nothing(const std::vector<LayerPlan>& plans) {
     if (listed++ < 6) why += "\n  layer '" + plan.layer.name + "': " + plan.reason;
   }
   if (listed > 6) why += "\n  and " + std::to_string(listed - 6) + " more";
-  throw ConfigError(plans.empty() ? std::string("quantization_settings: the model has no quantizable layer (Linear, Conv, "
-                                                "Embedding): there is nothing to quantize")
-                                  : "quantization_settings: no layer would be quantized, and the compile would write "
-                                    "a floating-point model:" + why +
-                                        "\nfix: a group_size that divides the layers' inputs (or weights.granularity: "
-                                        "channel), fullgraph: true to see why a layer is not reached, or skip the "
-                                        "layers on purpose in layer_quantization_settings");
+  throw ConfigError(plans.empty()
+                        ? std::string("quantization_settings: the model has no quantizable layer (Linear, Conv, "
+                                      "Embedding): there is nothing to quantize")
+                        : "quantization_settings: no layer would be quantized, and the compile would write "
+                          "a floating-point model:" +
+                              why +
+                              "\nfix: a group_size that divides the layers' inputs (or weights.granularity: "
+                              "channel), fullgraph: true to see why a layer is not reached, or skip the "
+                              "layers on purpose in layer_quantization_settings");
 }
 
 void keep_unreached_layers_float(const ExperimentConfig& config, const std::vector<int>& point_of,
@@ -276,7 +280,8 @@ void keep_unreached_layers_float(const ExperimentConfig& config, const std::vect
   for (size_t i = 0; i < plans.size(); ++i) {
     if (point_of[i] < 0 || reached(point_of[i])) continue;
     if (config.fullgraph)
-      throw ModelError("layer '" + plans[i].layer.name + "': no input values were observed on the calibration data "
+      throw ModelError("layer '" + plans[i].layer.name +
+                       "': no input values were observed on the calibration data "
                        "(the method does not run it as a layer: its weight feeds fused or functional code, or a "
                        "branch the data never takes); set fullgraph: false to keep it in floating point, or skip it "
                        "in layer_quantization_settings");
@@ -289,8 +294,8 @@ void CompileSession::quantize() {
   PreparedCompile& p = prepared_;
   timer_.run("quantize", [&] {
     if (!p.points.empty())
-      keep_unreached_layers_float(config_, p.point_of, [&](int point) { return observed_anything(observers_[point]); },
-                                  prepared_.plans);
+      keep_unreached_layers_float(
+          config_, p.point_of, [&](int point) { return observed_anything(observers_[point]); }, prepared_.plans);
     if (p.quantizing) {
       refuse_quantizing_nothing(p.plans);
       for (const auto& plan : p.plans)  // the layers a setting could not apply to
@@ -327,12 +332,13 @@ void CompileSession::quantize() {
 
 void CompileSession::measure_sensitivity() {
   const PreparedCompile& p = prepared_;
-  const auto threshold = config_.quantization_settings ? config_.quantization_settings->sensitivity_threshold
-                                                       : std::optional<double>();
+  const auto threshold =
+      config_.quantization_settings ? config_.quantization_settings->sensitivity_threshold : std::optional<double>();
   if (!p.quantizing || !(config_.compile_options.sensitivity || threshold)) return;
   if (!config_.is_model_pretrained) {  // the error of untrained layers says nothing of the trained model's
-    add_note(std::string("is_model_pretrained: false: per-layer sensitivity not measured") +
-             (threshold ? ", sensitivity_threshold not applied (every layer planned for quantization is quantized)" : ""));
+    add_note(
+        std::string("is_model_pretrained: false: per-layer sensitivity not measured") +
+        (threshold ? ", sensitivity_threshold not applied (every layer planned for quantization is quantized)" : ""));
     return;
   }
   std::vector<size_t> measured;  // indices into result_.layers
@@ -352,8 +358,8 @@ void CompileSession::measure_sensitivity() {
         log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
                   " calibration rows, split over " + std::to_string(rt_.size()) + " rank(s)");
         const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
-        work = qforge::measure_sensitivity(p.model->module(), config_.model.method, candidates, batches, run, rt_.rank(),
-                                          rt_.size());
+        work = qforge::measure_sensitivity(p.model->module(), config_.model.method, candidates, batches, run,
+                                           rt_.rank(), rt_.size());
       },
       [&] {
         const auto errors = gather_sensitivity(work, candidates.size(), rt_);
@@ -380,10 +386,10 @@ bool CompileSession::fine_tune() {
   timer_.run("fine-tune setup", [&] {
     for (auto& l : result_.layers) {
       if (!l.quantized) continue;
-      const bool wanted = tune.targets.empty() ||
-                          std::any_of(tune.targets.begin(), tune.targets.end(), [&](const std::string& t) {
-                            return t == l.plan.layer.type || layer_matches(t, l.plan.layer.name);
-                          });
+      const bool wanted =
+          tune.targets.empty() || std::any_of(tune.targets.begin(), tune.targets.end(), [&](const std::string& t) {
+            return t == l.plan.layer.type || layer_matches(t, l.plan.layer.name);
+          });
       if (wanted && l.weight) {
         targets.push_back({fake_quant_of(l), l.plan.weights,
                            p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
@@ -399,8 +405,8 @@ bool CompileSession::fine_tune() {
               " layers, rank " + std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
               std::to_string(tune.batch_size) + " rows over " + std::to_string(rt_.size()) + " rank(s)");
   });
-  const CheckpointPlan checkpoints{config_.out_dir + "/checkpoints/fine_tune.pt", config_.compile_options.checkpoint_every,
-                                   tune.resume, tune.stop_after_steps};
+  const CheckpointPlan checkpoints{config_.out_dir + "/checkpoints/fine_tune.pt",
+                                   config_.compile_options.checkpoint_every, tune.resume, tune.stop_after_steps};
   std::vector<FineTuneEvaluation> evaluations;
   FineTuneEvaluator evaluate;
   if (tune.eval_every > 0)
@@ -548,9 +554,11 @@ void CompileSession::write() {
   rt_.collective_phase("write", [&] {
     if (!rt_.is_root()) return;
     write_artifacts(result_, config_, rt_.size());
-    if (result_.fine_tune) std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
+    if (result_.fine_tune)
+      std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
     log::info(summary_text(result_, rt_.size()));
-    log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" + (result_.onnx.written ? ", model.qforge.onnx" : "") +
+    log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" +
+              (result_.onnx.written ? ", model.qforge.onnx" : "") +
               ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
   });
 }

@@ -36,17 +36,18 @@ void add_batch(EvaluationSums& sums, const c10::IValue& expected, const c10::IVa
 EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
                               const ShardSource& shard) {
   EvaluationSums sums;
-  for_each_batch(shard, [&](const Batch& batch) { add_batch(sums, run(reference, batch), run(compiled, batch), batch); });
+  for_each_batch(shard,
+                 [&](const Batch& batch) { add_batch(sums, run(reference, batch), run(compiled, batch), batch); });
   return sums;
 }
 
 EvaluationResult reduce_evaluation(const EvaluationSums& mine, Communicator& comm) {
   const auto& c = mine.counts;
-  at::Tensor counts = at::tensor({c.rows, c.predictions, c.labelled, c.fp_correct, c.compiled_correct,
-                                  c.top1_agreement, static_cast<int64_t>(c.sequence)},
+  at::Tensor counts = at::tensor({c.rows, c.predictions, c.labelled, c.fp_correct, c.compiled_correct, c.top1_agreement,
+                                  static_cast<int64_t>(c.sequence)},
                                  at::kLong);
-  at::Tensor sums = at::tensor({mine.error.error_squares, mine.error.reference_squares, c.fp_nll, c.compiled_nll},
-                               at::kDouble);
+  at::Tensor sums =
+      at::tensor({mine.error.error_squares, mine.error.reference_squares, c.fp_nll, c.compiled_nll}, at::kDouble);
   comm.all_reduce(counts, ReduceOp::Sum);
   comm.all_reduce(sums, ReduceOp::Sum);
   EvaluationResult r;

@@ -30,13 +30,15 @@ namespace {
 const CalibrationSettings& example_data(const ExperimentConfig& config) {
   if (config.calibration_inputs) return *config.calibration_inputs;
   if (config.evaluation_inputs) return *config.evaluation_inputs;
-  throw ConfigError("ONNX export: the experiment has neither calibration_inputs nor evaluation_inputs to shape its inputs");
+  throw ConfigError(
+      "ONNX export: the experiment has neither calibration_inputs nor evaluation_inputs to shape its inputs");
 }
 
 int64_t fixed_batch(const ExperimentConfig& config) {
   if (config.dynamic) return 2;
-  return config.tracing_inputs && !config.tracing_inputs->batch_sizes.empty() ? config.tracing_inputs->batch_sizes.front()
-                                                                               : 1;
+  return config.tracing_inputs && !config.tracing_inputs->batch_sizes.empty()
+             ? config.tracing_inputs->batch_sizes.front()
+             : 1;
 }
 
 }  // namespace
@@ -50,8 +52,8 @@ OnnxModel export_for_experiment(const torch::jit::Module& compiled, const Experi
   // Symbolic axes take any size; fixed ones (dynamic: false) take the first traced batch size.
   const int64_t rows = std::min<int64_t>(fixed_batch(config), info.groups.at(0).rows);
   const auto batches = read_all(info, {0, rows}, rows, t);
-  return export_onnx(compiled, config.model.method, binding, onnx_inputs_for(info, batches.at(0).inputs, config.dynamic),
-                     options);
+  return export_onnx(compiled, config.model.method, binding,
+                     onnx_inputs_for(info, batches.at(0).inputs, config.dynamic), options);
 }
 
 void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const Runner& run,
@@ -60,8 +62,8 @@ void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, 
   const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);
   const auto t = transform ? transform : make_transform(config.data_transform, info);
   const auto batches = read_all(info, {0, info.total_rows()}, ev.batch_size, t);
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            ("qforge-eval-" + std::to_string(::getpid()) + ".onnx")).string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("qforge-eval-" + std::to_string(::getpid()) + ".onnx")).string();
   {
     std::ofstream out(path, std::ios::binary);
     out << onnx_bytes;

@@ -31,12 +31,12 @@ struct PreparedCompile {
   ComputePlacement placement;
   std::unique_ptr<Communicator> comm;  // NCCL between GPUs, MPI between CPU ranks
   std::optional<Model> model;
-  DatasetInfo data;                    // the calibration set (empty without one)
-  CallBinding binding;                 // how a batch becomes the method's arguments
+  DatasetInfo data;     // the calibration set (empty without one)
+  CallBinding binding;  // how a batch becomes the method's arguments
   DataTransformFn transform;
-  std::vector<LayerPlan> plans;        // one per quantizable layer
+  std::vector<LayerPlan> plans;  // one per quantizable layer
   bool quantizing = false;
-  std::vector<CalibrationPoint> points;  // observed activations
+  std::vector<CalibrationPoint> points;        // observed activations
   std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
 };
 
@@ -75,9 +75,9 @@ class CompileSession {
   CompileResult take_result() { return std::move(result_); }
 
  private:
-  void observe_full_ranges(std::vector<LayerPlan>& plans);  // is_model_pretrained: false
-  void add_note(const std::string& note);                   // logged, and in the report
-  c10::IValue forward(torch::jit::Module& module, const Batch& batch) const;  // the batch where it is
+  void observe_full_ranges(std::vector<LayerPlan>& plans);                      // is_model_pretrained: false
+  void add_note(const std::string& note);                                       // logged, and in the report
+  c10::IValue forward(torch::jit::Module& module, const Batch& batch) const;    // the batch where it is
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();
   void plan_activation_points();

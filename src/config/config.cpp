@@ -26,16 +26,14 @@ std::string ExperimentConfig::effective_graph_name() const {
   return graph_name.empty() ? std::filesystem::path(model.path).stem().string() : graph_name;
 }
 
-std::string ExperimentConfig::effective_logs_dir() const {
-  return logs_dir.empty() ? out_dir + "/logs" : logs_dir;
-}
+std::string ExperimentConfig::effective_logs_dir() const { return logs_dir.empty() ? out_dir + "/logs" : logs_dir; }
 
 void ExperimentConfig::validate() const {
   check(!model.path.empty(), "model.path", "the path of a TorchScript model file");
   check(!model.method.empty(), "model.method", "a method name, e.g. forward");
   check(!out_dir.empty(), "out_dir", "an output directory");
-  for (const auto& [section, name] : {std::pair{&calibration_inputs, "calibration_inputs"},
-                                       std::pair{&evaluation_inputs, "evaluation_inputs"}}) {
+  for (const auto& [section, name] :
+       {std::pair{&calibration_inputs, "calibration_inputs"}, std::pair{&evaluation_inputs, "evaluation_inputs"}}) {
     if (!*section) continue;
     const auto& c = **section;
     const std::string key = name;
@@ -46,8 +44,7 @@ void ExperimentConfig::validate() const {
   }
   if (tracing_inputs) {
     check(!tracing_inputs->batch_sizes.empty(), "tracing_inputs.batch_sizes", "at least one batch size");
-    for (auto b : tracing_inputs->batch_sizes)
-      check(b > 0, "tracing_inputs.batch_sizes", "positive batch sizes");
+    for (auto b : tracing_inputs->batch_sizes) check(b > 0, "tracing_inputs.batch_sizes", "positive batch sizes");
     check(!tracing_inputs->files.empty() || calibration_inputs, "tracing_inputs.files",
           "tracing files, or calibration_inputs to trace with");
   }
@@ -67,11 +64,13 @@ void ExperimentConfig::validate() const {
   if (quantization_settings) {
     // The seed's ValueError: quantization needs a target and data, before any work.
     if (!deployment_settings || deployment_settings->target == Target::None)
-      throw ConfigError("quantization_settings is set but deployment_settings.target is not; "
-                        "choose one of tensorrt, onnxruntime, openvino, tensorrt_llm, libtorch");
+      throw ConfigError(
+          "quantization_settings is set but deployment_settings.target is not; "
+          "choose one of tensorrt, onnxruntime, openvino, tensorrt_llm, libtorch");
     if (!calibration_inputs)
-      throw ConfigError("quantization_settings is set but calibration_inputs is not; "
-                        "calibration data is required to quantize");
+      throw ConfigError(
+          "quantization_settings is set but calibration_inputs is not; "
+          "calibration data is required to quantize");
     check_tensor_settings(quantization_settings->weights, "quantization_settings.weights");
     check_tensor_settings(quantization_settings->activations, "quantization_settings.activations");
     check_against_target(deployment_settings->target, quantization_settings->weights,
@@ -91,7 +90,8 @@ void ExperimentConfig::validate() const {
   if (compile_options.fine_tune.enabled) {
     const auto& f = compile_options.fine_tune;
     const std::string key = "compile_options.fine_tune";
-    check(quantization_settings.has_value(), key + ".enabled", "quantization_settings: fine-tuning trains through the quantizer");
+    check(quantization_settings.has_value(), key + ".enabled",
+          "quantization_settings: fine-tuning trains through the quantizer");
     check(f.steps > 0, key + ".steps", "a positive step count");
     check(f.batch_size > 0, key + ".batch_size", "a positive batch size");
     check(f.accumulation_steps >= 1 && f.accumulation_steps <= f.batch_size, key + ".accumulation_steps",
@@ -120,8 +120,8 @@ void ExperimentConfig::validate() const {
   check(resources.cpus_per_task >= 1, "resources.cpus_per_task", "at least 1 core per rank");
   check(resources.gpus_per_node == 0 || resources.tasks_per_node == 0 ||
             resources.tasks_per_node == resources.gpus_per_node,
-        "resources.tasks_per_node", "0 or gpus_per_node (" + std::to_string(resources.gpus_per_node) +
-                                         "): qforge runs one rank per GPU");
+        "resources.tasks_per_node",
+        "0 or gpus_per_node (" + std::to_string(resources.gpus_per_node) + "): qforge runs one rank per GPU");
   for (size_t i = 0; i < sweep.size(); ++i)
     check(!sweep[i].empty(), "sweep[" + std::to_string(i) + "]", "a list of KEY=VALUE overrides");
 }

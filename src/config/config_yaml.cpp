@@ -18,19 +18,26 @@
 namespace qforge {
 namespace {
 
-template <class T> struct is_optional : std::false_type {};
-template <class T> struct is_optional<std::optional<T>> : std::true_type {};
-template <class T> struct is_vector : std::false_type {};
-template <class T> struct is_vector<std::vector<T>> : std::true_type {};
-template <class T> struct is_map : std::false_type {};
-template <class T> struct is_map<std::map<std::string, T>> : std::true_type {};
-template <class T> constexpr bool is_scalar_v =
-    std::is_same_v<T, bool> || std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
-    std::is_same_v<T, std::string> || std::is_enum_v<T>;
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+template <class T>
+struct is_vector : std::false_type {};
+template <class T>
+struct is_vector<std::vector<T>> : std::true_type {};
+template <class T>
+struct is_map : std::false_type {};
+template <class T>
+struct is_map<std::map<std::string, T>> : std::true_type {};
+template <class T>
+constexpr bool is_scalar_v = std::is_same_v<T, bool> || std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
+                             std::is_same_v<T, std::string> || std::is_enum_v<T>;
 // A list of sections (data_transform), as opposed to a list of scalars.
-template <class T> struct is_section_list : std::false_type {};
-template <class T> struct is_section_list<std::vector<T>>
-    : std::bool_constant<!is_scalar_v<T> && !is_vector<T>::value> {};
+template <class T>
+struct is_section_list : std::false_type {};
+template <class T>
+struct is_section_list<std::vector<T>> : std::bool_constant<!is_scalar_v<T> && !is_vector<T>::value> {};
 
 std::string join_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
@@ -46,8 +53,10 @@ struct Source {
 std::string dotted(const std::string& path) {  // "a[b.c].d" -> "a.b.c.d"
   std::string out;
   for (const char ch : path)
-    if (ch == '[') out += '.';
-    else if (ch != ']') out += ch;
+    if (ch == '[')
+      out += '.';
+    else if (ch != ']')
+      out += ch;
   return out;
 }
 
@@ -67,7 +76,10 @@ std::string key_text(const YAML::Node& key, const std::string& path, const std::
   const auto mark = key.Mark();
   throw ConfigError(file + ": " + (path.empty() ? std::string("top level") : path) +
                     (mark.line >= 0 ? " (line " + std::to_string(mark.line + 1) + ")" : "") +
-                    ": a key must be a plain name, got " + (key.IsSequence() ? "a list" : key.IsMap() ? "a mapping" : "nothing"));
+                    ": a key must be a plain name, got " +
+                    (key.IsSequence() ? "a list"
+                     : key.IsMap()    ? "a mapping"
+                                      : "nothing"));
 }
 
 // ---- Reader ----------------------------------------------------------------
@@ -77,7 +89,8 @@ class Reader {
   Reader(const Source& source, const YAML::Node& node, std::string path)
       : source_(source), node_(node), path_(std::move(path)) {}
 
-  template <class T> void operator()(const char* key, T& value, const char* /*doc*/) {
+  template <class T>
+  void operator()(const char* key, T& value, const char* /*doc*/) {
     known_.emplace_back(key);
     const YAML::Node child = node_[key];
     if (!child.IsDefined()) return;
@@ -99,9 +112,13 @@ class Reader {
     }
   }
 
-  template <class T> void read(const YAML::Node& node, T& value, const std::string& path) {
+  template <class T>
+  void read(const YAML::Node& node, T& value, const std::string& path) {
     if constexpr (is_optional<T>::value) {
-      if (node.IsNull()) { value.reset(); return; }
+      if (node.IsNull()) {
+        value.reset();
+        return;
+      }
       if (!value) value.emplace();
       read(node, *value, path);
     } else if constexpr (is_scalar_v<T>) {
@@ -137,7 +154,8 @@ class Reader {
   }
 
  private:
-  template <class T> void read_scalar(const YAML::Node& node, T& value, const std::string& path) {
+  template <class T>
+  void read_scalar(const YAML::Node& node, T& value, const std::string& path) {
     if (!node.IsScalar()) fail(node, path, expected_name<T>());
     const std::string text = node.Scalar();
     try {
@@ -153,18 +171,25 @@ class Reader {
     }
   }
 
-  template <class T> static const char* expected_name() {
-    if constexpr (std::is_same_v<T, bool>) return "true or false";
-    else if constexpr (std::is_same_v<T, int64_t>) return "an integer";
-    else if constexpr (std::is_same_v<T, double>) return "a number";
-    else return "a single value";
+  template <class T>
+  static const char* expected_name() {
+    if constexpr (std::is_same_v<T, bool>)
+      return "true or false";
+    else if constexpr (std::is_same_v<T, int64_t>)
+      return "an integer";
+    else if constexpr (std::is_same_v<T, double>)
+      return "a number";
+    else
+      return "a single value";
   }
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& path, const std::string& expected) const {
-    std::string got = node.IsScalar() ? "'" + node.Scalar() + "'"
+    std::string got = node.IsScalar()     ? "'" + node.Scalar() + "'"
                       : node.IsSequence() ? std::string("a list")
-                      : node.IsMap() ? std::string("a mapping") : std::string("nothing");
-    throw ConfigError(source_.file + ": " + path + where(node, path, source_) + ": expected " + expected + ", got " + got);
+                      : node.IsMap()      ? std::string("a mapping")
+                                          : std::string("nothing");
+    throw ConfigError(source_.file + ": " + path + where(node, path, source_) + ": expected " + expected + ", got " +
+                      got);
   }
 
   const Source& source_;
@@ -179,14 +204,19 @@ class Writer {
  public:
   explicit Writer(YAML::Emitter& out) : out_(out) {}
 
-  template <class T> void operator()(const char* key, T& value, const char* /*doc*/) {
+  template <class T>
+  void operator()(const char* key, T& value, const char* /*doc*/) {
     out_ << YAML::Key << key << YAML::Value;
     write(value);
   }
 
-  template <class T> void write(T& value) {
+  template <class T>
+  void write(T& value) {
     if constexpr (is_optional<T>::value) {
-      if (value) write(*value); else out_ << YAML::Null;
+      if (value)
+        write(*value);
+      else
+        out_ << YAML::Null;
     } else if constexpr (std::is_enum_v<T>) {
       out_ << to_string(value);
     } else if constexpr (is_scalar_v<T>) {
@@ -220,13 +250,18 @@ class KeyLister {
  public:
   KeyLister(std::vector<ConfigKeyDoc>& docs, std::string path) : docs_(docs), path_(std::move(path)) {}
 
-  template <class T> void operator()(const char* key, T& value, const char* doc) {
+  template <class T>
+  void operator()(const char* key, T& value, const char* doc) {
     const std::string path = join_path(path_, key);
     using Inner = std::conditional_t<is_optional<T>::value, typename is_optional_inner<T>::type, T>;
     if constexpr (!is_scalar_v<Inner> && !is_vector<Inner>::value && !is_map<Inner>::value) {
       docs_.push_back({path, "", doc});
       Inner section{};
-      if constexpr (is_optional<T>::value) { if (value) section = *value; } else { section = value; }
+      if constexpr (is_optional<T>::value) {
+        if (value) section = *value;
+      } else {
+        section = value;
+      }
       KeyLister nested(docs_, path);
       schema::describe(nested, section);
     } else if constexpr (is_map<Inner>::value && !std::is_same_v<Inner, std::map<std::string, std::string>>) {
@@ -248,8 +283,14 @@ class KeyLister {
   }
 
  private:
-  template <class T> struct is_optional_inner { using type = T; };
-  template <class T> struct is_optional_inner<std::optional<T>> { using type = T; };
+  template <class T>
+  struct is_optional_inner {
+    using type = T;
+  };
+  template <class T>
+  struct is_optional_inner<std::optional<T>> {
+    using type = T;
+  };
   std::vector<ConfigKeyDoc>& docs_;
   std::string path_;
 };
@@ -367,8 +408,7 @@ std::vector<std::string> nearest_names(const std::string& word, const std::vecto
                                        size_t count) {
   std::vector<std::pair<size_t, std::string>> scored;
   for (const auto& c : candidates) scored.emplace_back(edit_distance(word, c), c);
-  std::stable_sort(scored.begin(), scored.end(),
-                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
   std::vector<std::string> out;
   for (size_t i = 0; i < scored.size() && i < count; ++i) out.push_back(scored[i].second);
   return out;
@@ -396,8 +436,8 @@ ExperimentConfig parse_config(const std::string& yaml_text, const std::string& s
     const auto deployment = read_only["deployment_settings"];
     const auto target = deployment && deployment.IsMap() ? deployment["target"] : YAML::Node();
     if (target.IsDefined() && target.IsScalar())
-      config.quantization_settings =
-          preset_quantization_settings(enum_from_string<Target>(target.Scalar(), source + ": deployment_settings.target"));
+      config.quantization_settings = preset_quantization_settings(
+          enum_from_string<Target>(target.Scalar(), source + ": deployment_settings.target"));
   }
   Reader reader(origin, root, "");
   schema::describe(reader, config);
@@ -421,7 +461,8 @@ ExperimentConfig load_config(const std::string& path, const std::vector<std::str
 ExperimentConfig load_sweep_task(const std::string& path, const std::vector<std::string>& overrides, int64_t index) {
   const ExperimentConfig base = load_config(path, overrides);
   const auto count = static_cast<int64_t>(base.sweep.size());
-  if (count == 0) throw ConfigError(path + ": sweep task " + std::to_string(index) + " asked for, but the experiment has no sweep");
+  if (count == 0)
+    throw ConfigError(path + ": sweep task " + std::to_string(index) + " asked for, but the experiment has no sweep");
   if (index < 0 || index >= count)
     throw ConfigError(path + ": sweep task " + std::to_string(index) + " does not exist: the sweep has " +
                       std::to_string(count) + " setting(s), tasks 0.." + std::to_string(count - 1));

@@ -62,9 +62,7 @@ QuantizationSettings preset_quantization_settings(Target target) {
     case Target::OnnxRuntime:
     case Target::OpenVino:
     case Target::LibTorch:
-    case Target::None:
-      s.activations = activations(false, false, Observer::MinMax);
-      break;
+    case Target::None: s.activations = activations(false, false, Observer::MinMax); break;
   }
   return s;
 }

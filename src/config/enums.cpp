@@ -8,60 +8,71 @@
 namespace qforge {
 namespace {
 
-template <class E> struct Names;
-template <> struct Names<Device> {
+template <class E>
+struct Names;
+template <>
+struct Names<Device> {
   static constexpr std::pair<Device, const char*> table[] = {
       {Device::Cpu, "cpu"}, {Device::Cuda, "cuda"}, {Device::Auto, "auto"}};
 };
-template <> struct Names<Autocast> {
+template <>
+struct Names<Autocast> {
   static constexpr std::pair<Autocast, const char*> table[] = {
       {Autocast::Off, "off"}, {Autocast::BFloat16, "bf16"}, {Autocast::Float16, "fp16"}};
 };
-template <> struct Names<Target> {
+template <>
+struct Names<Target> {
   static constexpr std::pair<Target, const char*> table[] = {
-      {Target::None, "none"},           {Target::TensorRT, "tensorrt"},
-      {Target::OnnxRuntime, "onnxruntime"}, {Target::OpenVino, "openvino"},
-      {Target::TensorRTLLM, "tensorrt_llm"}, {Target::LibTorch, "libtorch"}};
+      {Target::None, "none"},         {Target::TensorRT, "tensorrt"},        {Target::OnnxRuntime, "onnxruntime"},
+      {Target::OpenVino, "openvino"}, {Target::TensorRTLLM, "tensorrt_llm"}, {Target::LibTorch, "libtorch"}};
 };
-template <> struct Names<Granularity> {
+template <>
+struct Names<Granularity> {
   static constexpr std::pair<Granularity, const char*> table[] = {
       {Granularity::Tensor, "tensor"}, {Granularity::Channel, "channel"}, {Granularity::Group, "group"}};
 };
-template <> struct Names<Observer> {
+template <>
+struct Names<Observer> {
   static constexpr std::pair<Observer, const char*> table[] = {{Observer::MinMax, "minmax"},
                                                                {Observer::Percentile, "percentile"},
                                                                {Observer::Entropy, "entropy"},
                                                                {Observer::Mse, "mse"}};
 };
-template <> struct Names<TransformOp> {
+template <>
+struct Names<TransformOp> {
   static constexpr std::pair<TransformOp, const char*> table[] = {
       {TransformOp::Cast, "cast"}, {TransformOp::Scale, "scale"}, {TransformOp::Normalize, "normalize"}};
 };
-template <> struct Names<Distillation> {
+template <>
+struct Names<Distillation> {
   static constexpr std::pair<Distillation, const char*> table[] = {{Distillation::Mse, "mse"},
                                                                    {Distillation::Kl, "kl"}};
 };
-template <> struct Names<FineTuneMethod> {
+template <>
+struct Names<FineTuneMethod> {
   static constexpr std::pair<FineTuneMethod, const char*> table[] = {{FineTuneMethod::QaLora, "qa_lora"},
                                                                      {FineTuneMethod::Lora, "lora"}};
 };
-template <> struct Names<DType> {
-  static constexpr std::pair<DType, const char*> table[] = {
-      {DType::Float32, "float32"}, {DType::Float64, "float64"}, {DType::Float16, "float16"},
-      {DType::BFloat16, "bfloat16"}, {DType::Int64, "int64"},   {DType::Int32, "int32"},
-      {DType::Int16, "int16"},     {DType::Int8, "int8"},       {DType::UInt8, "uint8"},
-      {DType::Bool, "bool"}};
+template <>
+struct Names<DType> {
+  static constexpr std::pair<DType, const char*> table[] = {{DType::Float32, "float32"}, {DType::Float64, "float64"},
+                                                            {DType::Float16, "float16"}, {DType::BFloat16, "bfloat16"},
+                                                            {DType::Int64, "int64"},     {DType::Int32, "int32"},
+                                                            {DType::Int16, "int16"},     {DType::Int8, "int8"},
+                                                            {DType::UInt8, "uint8"},     {DType::Bool, "bool"}};
 };
 
 }  // namespace
 
-template <class E> const char* to_string(E value) {
+template <class E>
+const char* to_string(E value) {
   for (const auto& [v, name] : Names<E>::table)
     if (v == value) return name;
   return "?";
 }
 
-template <class E> E enum_from_string(const std::string& text, const std::string& key_path) {
+template <class E>
+E enum_from_string(const std::string& text, const std::string& key_path) {
   std::vector<std::string> valid;
   for (const auto& [v, name] : Names<E>::table) {
     if (text == name) return v;
@@ -74,8 +85,8 @@ template <class E> E enum_from_string(const std::string& text, const std::string
                     (near.empty() ? "" : "; did you mean '" + near[0] + "'?"));
 }
 
-#define QFORGE_ENUM_INSTANTIATE(E)          \
-  template const char* to_string<E>(E);     \
+#define QFORGE_ENUM_INSTANTIATE(E)      \
+  template const char* to_string<E>(E); \
   template E enum_from_string<E>(const std::string&, const std::string&);
 QFORGE_ENUM_INSTANTIATE(Device)
 QFORGE_ENUM_INSTANTIATE(Autocast)
@@ -90,10 +101,16 @@ QFORGE_ENUM_INSTANTIATE(FineTuneMethod)
 
 int64_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::Float64: case DType::Int64: return 8;
-    case DType::Float32: case DType::Int32: return 4;
-    case DType::Float16: case DType::BFloat16: case DType::Int16: return 2;
-    case DType::Int8: case DType::UInt8: case DType::Bool: return 1;
+    case DType::Float64:
+    case DType::Int64: return 8;
+    case DType::Float32:
+    case DType::Int32: return 4;
+    case DType::Float16:
+    case DType::BFloat16:
+    case DType::Int16: return 2;
+    case DType::Int8:
+    case DType::UInt8:
+    case DType::Bool: return 1;
   }
   return 0;
 }

@@ -6,18 +6,21 @@
 
 namespace qforge::schema {
 
-template <class V> void describe(V& v, ModelSettings& s) {
+template <class V>
+void describe(V& v, ModelSettings& s) {
   v("path", s.path, "TorchScript model file (saved with torch.jit.save)");
   v("method", s.method, "method to compile (the seed's module_or_func)");
 }
 
-template <class V> void describe(V& v, TracingSettings& s) {
+template <class V>
+void describe(V& v, TracingSettings& s) {
   v("files", s.files, "HDF5 files of tracing samples; empty = calibration files");
   v("groups", s.groups, "shape groups to trace with; empty = all");
   v("batch_sizes", s.batch_sizes, "batch sizes traced; two differing sizes make axis 0 dynamic");
 }
 
-template <class V> void describe(V& v, CalibrationSettings& s) {
+template <class V>
+void describe(V& v, CalibrationSettings& s) {
   v("files", s.files, "HDF5 calibration files (layout in README), sharded across ranks");
   v("groups", s.groups, "shape groups to use; empty = all");
   v("batch_size", s.batch_size, "rows per model call");
@@ -26,7 +29,8 @@ template <class V> void describe(V& v, CalibrationSettings& s) {
   v("check_finite", s.check_finite, "reject rows holding NaN or Inf");
 }
 
-template <class V> void describe(V& v, TransformStep& s) {
+template <class V>
+void describe(V& v, TransformStep& s) {
   v("op", s.op, "cast | scale | normalize");
   v("inputs", s.inputs, "input names the step applies to; empty = all");
   v("dtype", s.dtype, "cast: float32 | float64 | float16 | bfloat16 | int64 | int32 | int16 | int8 | uint8 | bool");
@@ -36,18 +40,21 @@ template <class V> void describe(V& v, TransformStep& s) {
   v("axis", s.axis, "normalize: channel axis of the batched tensor");
 }
 
-template <class V> void describe(V& v, ForwardSettings& s) {
+template <class V>
+void describe(V& v, ForwardSettings& s) {
   v("kwargs", s.kwargs, "extra static keyword arguments of every call (the seed's forward_fn)");
 }
 
-template <class V> void describe(V& v, DeploymentSettings& s) {
+template <class V>
+void describe(V& v, DeploymentSettings& s) {
   v("target", s.target, "none | tensorrt | onnxruntime | openvino | tensorrt_llm | libtorch");
   v("onnx", s.onnx, "write model.qforge.onnx (QDQ); null = for tensorrt, onnxruntime, openvino, tensorrt_llm");
   v("opset", s.opset, "ONNX opset, 13..21; 0 = 17, or 21 when weights are 4-bit");
   v("evaluate_onnx", s.evaluate_onnx, "run the ONNX file on evaluation_inputs in onnxruntime too, where one is found");
 }
 
-template <class V> void describe(V& v, TensorQuantSettings& s) {
+template <class V>
+void describe(V& v, TensorQuantSettings& s) {
   v("enabled", s.enabled, "false keeps these tensors in floating point");
   v("bits", s.bits, "bit width, 2..8");
   v("granularity", s.granularity, "tensor | channel | group");
@@ -59,14 +66,16 @@ template <class V> void describe(V& v, TensorQuantSettings& s) {
   v("histogram_bins", s.histogram_bins, "histogram bins of entropy / percentile / mse observers");
 }
 
-template <class V> void describe(V& v, QuantizationSettings& s) {
+template <class V>
+void describe(V& v, QuantizationSettings& s) {
   v("weights", s.weights, "weight quantization");
   v("activations", s.activations, "activation quantization");
   v("sensitivity_threshold", s.sensitivity_threshold,
     "relative output error above which a layer stays in floating point; null = off");
 }
 
-template <class V> void describe(V& v, TensorQuantOverride& s) {
+template <class V>
+void describe(V& v, TensorQuantOverride& s) {
   v("enabled", s.enabled, "override of enabled");
   v("bits", s.bits, "override of bits");
   v("granularity", s.granularity, "override of granularity");
@@ -77,13 +86,15 @@ template <class V> void describe(V& v, TensorQuantOverride& s) {
   v("percentile", s.percentile, "override of percentile");
 }
 
-template <class V> void describe(V& v, LayerQuantizationSettings& s) {
+template <class V>
+void describe(V& v, LayerQuantizationSettings& s) {
   v("skip", s.skip, "keep the layer in floating point");
   v("weights", s.weights, "overrides of quantization_settings.weights");
   v("activations", s.activations, "overrides of quantization_settings.activations");
 }
 
-template <class V> void describe(V& v, FineTuneSettings& s) {
+template <class V>
+void describe(V& v, FineTuneSettings& s) {
   v("enabled", s.enabled, "run quantization-aware LoRA fine-tuning after calibration");
   v("method", s.method,
     "qa_lora: train through the quantizer | lora: train on float weights, round the merged weights to the grid");
@@ -111,7 +122,8 @@ template <class V> void describe(V& v, FineTuneSettings& s) {
     "checkpoint and stop after this many steps of this run (time-limited jobs); 0 = run to the end");
 }
 
-template <class V> void describe(V& v, CompileOptions& s) {
+template <class V>
+void describe(V& v, CompileOptions& s) {
   v("ptq", s.ptq, "post-training calibration");
   v("sensitivity", s.sensitivity, "per-layer sensitivity analysis");
   v("fine_tune", s.fine_tune, "quantization-aware LoRA fine-tuning");
@@ -119,7 +131,8 @@ template <class V> void describe(V& v, CompileOptions& s) {
   v("sensitivity_samples", s.sensitivity_samples, "calibration rows each layer's sensitivity is measured on");
 }
 
-template <class V> void describe(V& v, Resources& s) {
+template <class V>
+void describe(V& v, Resources& s) {
   v("nodes", s.nodes, "SLURM nodes");
   v("tasks_per_node", s.tasks_per_node, "ranks per node; 0 = one per GPU (1 without GPUs)");
   v("gpus_per_node", s.gpus_per_node, "GPUs per node (one rank per GPU)");
@@ -130,7 +143,8 @@ template <class V> void describe(V& v, Resources& s) {
   v("account", s.account, "SLURM account");
 }
 
-template <class V> void describe(V& v, ExperimentConfig& c) {
+template <class V>
+void describe(V& v, ExperimentConfig& c) {
   v("model", c.model, "the model to compile");
   v("graph_name", c.graph_name, "name carried into artifacts; default: the model file's stem");
   v("out_dir", c.out_dir, "where rank 0 writes artifacts");
@@ -139,7 +153,8 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
   v("device", c.device, "cpu | cuda | auto (cuda when a GPU is visible)");
   v("gpu_index", c.gpu_index, "the GPU every rank uses; -1 = the rank's local rank on its host");
   v("autocast", c.autocast, "off | bf16 | fp16: mixed precision for calibration and fine-tuning on GPUs");
-  v("tracing_inputs", c.tracing_inputs, "samples that define the graph and its dynamic axes; null = calibration inputs");
+  v("tracing_inputs", c.tracing_inputs,
+    "samples that define the graph and its dynamic axes; null = calibration inputs");
   v("calibration_inputs", c.calibration_inputs, "the calibration set");
   v("evaluation_inputs", c.evaluation_inputs,
     "held-out set (same keys as calibration_inputs): FP vs compiled accuracy and agreement; null = none");
@@ -151,11 +166,14 @@ template <class V> void describe(V& v, ExperimentConfig& c) {
     "per-layer overrides keyed by layer name or glob (layer4.*)");
   v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the seed's clika_compile_options)");
   v("discard_input_model", c.discard_input_model, "false keeps the caller's module untouched (C++ API)");
-  v("is_model_pretrained", c.is_model_pretrained, "the model carries trained weights; false: activation ranges are plain min/max and sensitivity is not measured (both need trained weights), with a note in the report");
+  v("is_model_pretrained", c.is_model_pretrained,
+    "the model carries trained weights; false: activation ranges are plain min/max and sensitivity is not measured "
+    "(both need trained weights), with a note in the report");
   v("is_dry_run", c.is_dry_run, "validate and plan; write only the plan and logs");
   v("skip_eval_set_mode", c.skip_eval_set_mode, "do not switch the module to eval()");
   v("fullgraph", c.fullgraph, "fail on layers qforge cannot handle instead of leaving them in floating point");
-  v("dynamic", c.dynamic, "symbolic ONNX axes (batch, and sizes that differ between shape groups); false fixes them all");
+  v("dynamic", c.dynamic,
+    "symbolic ONNX axes (batch, and sizes that differ between shape groups); false fixes them all");
   v("disable", c.disable, "return the model unchanged");
   v("resources", c.resources, "what qforge submit asks SLURM for");
   v("sweep", c.sweep,

@@ -115,7 +115,8 @@ DatasetInfo inspect_dataset(const std::vector<std::string>& files, const std::ve
         int64_t rows = 0;
         ArraySpec spec = h5::describe_dataset(file.get(), ds, where, &rows);
         spec.name = input;
-        if (first) group.rows = rows;
+        if (first)
+          group.rows = rows;
         else if (rows != group.rows)
           throw DataError(where + ": has " + std::to_string(rows) + " rows but '" + names[0] + "' has " +
                           std::to_string(group.rows) + "; axis 0 must agree across a group's datasets");
@@ -139,8 +140,7 @@ DatasetInfo inspect_dataset(const std::vector<std::string>& files, const std::ve
     if (!found.count(name)) throw DataError("shape group '" + name + "' is in none of the calibration files");
   const bool labelled = !info.groups.empty() && info.groups[0].has_labels;
   for (const auto& g : info.groups)
-    if (g.has_labels != labelled)
-      throw DataError(g.path() + ": labels must be present in every group or in none");
+    if (g.has_labels != labelled) throw DataError(g.path() + ": labels must be present in every group or in none");
   if (max_rows > 0) {
     int64_t left = max_rows;
     for (auto& g : info.groups) {
@@ -149,8 +149,9 @@ DatasetInfo inspect_dataset(const std::vector<std::string>& files, const std::ve
     }
   }
   // A group without rows (an empty one, or one max_rows leaves out) has nothing to read.
-  info.groups.erase(std::remove_if(info.groups.begin(), info.groups.end(), [](const ShapeGroup& g) { return g.rows == 0; }),
-                    info.groups.end());
+  info.groups.erase(
+      std::remove_if(info.groups.begin(), info.groups.end(), [](const ShapeGroup& g) { return g.rows == 0; }),
+      info.groups.end());
   if (info.total_rows() == 0) throw DataError(files[0] + ": the calibration set holds no rows");
   return info;
 }

@@ -12,9 +12,7 @@ struct SilenceAutoPrint {
   SilenceAutoPrint() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 };
 
-void silence() {
-  static SilenceAutoPrint once;
-}
+void silence() { static SilenceAutoPrint once; }
 
 herr_t walk_innermost(unsigned n, const H5E_error2_t* err, void* data) {
   auto* text = static_cast<std::string*>(data);
@@ -36,14 +34,13 @@ DType delivered_dtype(hid_t type, const std::string& where) {
     if (size == 4) return is_signed ? DType::Int32 : DType::Int64;
     if (size == 8 && is_signed) return DType::Int64;
   }
-  const char* names[] = {"integer", "float", "time", "string", "bitfield", "opaque",
+  const char* names[] = {"integer",  "float",     "time", "string",          "bitfield", "opaque",
                          "compound", "reference", "enum", "variable-length", "array"};
   const std::string cls_name = cls >= 0 && cls < 11 ? names[cls] : "unknown";
   throw DataError(where + ": unsupported dtype (" + cls_name + ", " + std::to_string(size) +
                   " bytes); expected float16/32/64, int8/16/32/64 or uint8/16/32 (store masks and "
                   "booleans as uint8)");
 }
-
 
 }  // namespace
 
@@ -83,7 +80,8 @@ Handle open_file(const std::string& path) {
   std::lock_guard<std::mutex> lock(library_lock());
   silence();
   if (H5Fis_hdf5(path.c_str()) <= 0)
-    throw DataError(path + ": not an HDF5 file (no HDF5 signature; the file is empty, of another format, or unreadable)");
+    throw DataError(path +
+                    ": not an HDF5 file (no HDF5 signature; the file is empty, of another format, or unreadable)");
   const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0)
     throw DataError(path + ": cannot open as HDF5 (" + last_error_text() +

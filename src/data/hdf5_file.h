@@ -59,7 +59,7 @@ hid_t memory_type(DType dtype);
 // shape [rows, ...row_shape].
 // pinned: into page-locked host memory, which a GPU copies from asynchronously
 // (only where LibTorch has CUDA).
-at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin,
-                     int64_t row_end, const std::string& where, bool pinned = false);
+at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin, int64_t row_end,
+                     const std::string& where, bool pinned = false);
 
 }  // namespace qforge::h5

@@ -23,8 +23,8 @@ at::ScalarType scalar_type(DType dtype) {
 
 }  // namespace
 
-at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin,
-                     int64_t row_end, const std::string& where, bool pinned) {
+at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec, int64_t row_begin, int64_t row_end,
+                     const std::string& where, bool pinned) {
   std::vector<int64_t> shape{row_end - row_begin};
   shape.insert(shape.end(), spec.row_shape.begin(), spec.row_shape.end());
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(scalar_type(spec.dtype)).pinned_memory(pinned));
@@ -36,8 +36,8 @@ at::Tensor read_rows(hid_t file, const std::string& path, const ArraySpec& spec,
   start[0] = static_cast<hsize_t>(row_begin);
   H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
   const hid_t memspace = H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr);
-  const herr_t rc = out.numel() == 0 ? 0
-                    : H5Dread(dataset, memory_type(spec.dtype), memspace, space, H5P_DEFAULT, out.data_ptr());
+  const herr_t rc =
+      out.numel() == 0 ? 0 : H5Dread(dataset, memory_type(spec.dtype), memspace, space, H5P_DEFAULT, out.data_ptr());
   H5Sclose(memspace);
   H5Sclose(space);
   H5Dclose(dataset);

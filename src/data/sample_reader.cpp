@@ -79,13 +79,14 @@ Batch SampleReader::read_slice(const BatchSlice& slice, int64_t file) {
       const at::Tensor bad = t.reshape({t.size(0), -1}).isfinite().logical_not().any(1);
       if (bad.any().item<bool>()) {
         const int64_t row = bad.nonzero()[0][0].item<int64_t>();
-        throw DataError(group.file + ":" + path + ": row " + std::to_string(slice.row_begin + row) +
-                        " (sample " + std::to_string(slice.global_begin + row) +
+        throw DataError(group.file + ":" + path + ": row " + std::to_string(slice.row_begin + row) + " (sample " +
+                        std::to_string(slice.global_begin + row) +
                         ") holds NaN or Inf; clean the data or set calibration_inputs.check_finite: false");
       }
     }
     // The pinned buffer stays allocated until the copy is done (LibTorch's host allocator records it).
-    if (to_gpu) t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options_.cuda_device)), /*non_blocking=*/true);
+    if (to_gpu)
+      t = t.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options_.cuda_device)), /*non_blocking=*/true);
     return t;
   };
   for (const auto& spec : group.inputs) batch.inputs.push_back(read(spec));

@@ -8,12 +8,10 @@ namespace qforge {
 
 RowRange shard_rows(int64_t total, int rank, int world) {
   if (world < 1 || rank < 0 || rank >= world || total < 0)
-    throw Error("shard_rows: rank " + std::to_string(rank) + " of " + std::to_string(world) +
-                " ranks over " + std::to_string(total) + " rows is not a valid split");
+    throw Error("shard_rows: rank " + std::to_string(rank) + " of " + std::to_string(world) + " ranks over " +
+                std::to_string(total) + " rows is not a valid split");
   // 128-bit products: total * world cannot overflow for any realistic size.
-  const auto bound = [&](int r) {
-    return static_cast<int64_t>(static_cast<__int128>(total) * r / world);
-  };
+  const auto bound = [&](int r) { return static_cast<int64_t>(static_cast<__int128>(total) * r / world); };
   return {bound(rank), bound(rank + 1)};
 }
 

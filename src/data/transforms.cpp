@@ -25,10 +25,8 @@ at::ScalarType to_scalar_type(DType d) {
 
 at::Tensor apply_step(const TransformStep& step, const at::Tensor& t, const std::string& where) {
   switch (step.op) {
-    case TransformOp::Cast:
-      return t.to(to_scalar_type(step.dtype));
-    case TransformOp::Scale:
-      return (t.is_floating_point() ? t : t.to(at::kFloat)) * step.factor;
+    case TransformOp::Cast: return t.to(to_scalar_type(step.dtype));
+    case TransformOp::Scale: return (t.is_floating_point() ? t : t.to(at::kFloat)) * step.factor;
     case TransformOp::Normalize: {
       const int64_t axis = step.axis < 0 ? step.axis + t.dim() : step.axis;
       if (axis < 0 || axis >= t.dim() || t.size(axis) != static_cast<int64_t>(step.mean.size()))
@@ -63,7 +61,8 @@ DataTransformFn make_transform(const std::vector<TransformStep>& steps, const Da
         const auto& name = info.input_names[k];
         if (!step.inputs.empty() && std::find(step.inputs.begin(), step.inputs.end(), name) == step.inputs.end())
           continue;
-        batch.inputs[k] = apply_step(step, batch.inputs[k], "data_transform[" + std::to_string(i) + "] on input '" + name + "'");
+        batch.inputs[k] =
+            apply_step(step, batch.inputs[k], "data_transform[" + std::to_string(i) + "] on input '" + name + "'");
       }
     }
   };

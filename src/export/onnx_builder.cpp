@@ -13,8 +13,8 @@ namespace qforge::onnx_export {
 struct ValueInfo {
   std::string name;
   ElementType type;
-  std::vector<int64_t> dims;             // -1: symbolic (dim_names) or unknown
-  std::vector<std::string> dim_names;    // "" : unknown
+  std::vector<int64_t> dims;           // -1: symbolic (dim_names) or unknown
+  std::vector<std::string> dim_names;  // "" : unknown
 };
 
 struct NodeRecord {
@@ -67,10 +67,10 @@ void float_field(std::string& out, int field, float f) {
 // --- ONNX messages (field numbers of onnx.proto) ---
 std::string tensor_proto(const RawTensor& t, const std::string& name) {
   std::string m;
-  for (int64_t d : t.dims) int_field(m, 1, d);        // dims
-  int_field(m, 2, static_cast<int64_t>(t.type));      // data_type
-  if (!name.empty()) bytes_field(m, 8, name);         // name
-  bytes_field(m, 9, t.bytes);                         // raw_data
+  for (int64_t d : t.dims) int_field(m, 1, d);    // dims
+  int_field(m, 2, static_cast<int64_t>(t.type));  // data_type
+  if (!name.empty()) bytes_field(m, 8, name);     // name
+  bytes_field(m, 9, t.bytes);                     // raw_data
   return m;
 }
 
@@ -135,7 +135,9 @@ std::string value_info_proto(const ValueInfo& v) {
 
 }  // namespace
 
-OnnxBuilder::OnnxBuilder(std::string graph_name) : graph_(std::make_unique<Graph>()) { graph_->name = std::move(graph_name); }
+OnnxBuilder::OnnxBuilder(std::string graph_name) : graph_(std::make_unique<Graph>()) {
+  graph_->name = std::move(graph_name);
+}
 
 OnnxBuilder::~OnnxBuilder() = default;
 
@@ -145,8 +147,8 @@ std::string OnnxBuilder::fresh(const std::string& stem) {
   return n == 0 ? base : base + "_" + std::to_string(n);
 }
 
-std::vector<std::string> OnnxBuilder::node(const std::string& op, const std::vector<std::string>& inputs, size_t outputs,
-                                           const Attributes& attributes, const std::string& stem) {
+std::vector<std::string> OnnxBuilder::node(const std::string& op, const std::vector<std::string>& inputs,
+                                           size_t outputs, const Attributes& attributes, const std::string& stem) {
   NodeRecord n{op, fresh(stem.empty() ? op : stem + "/" + op), inputs, {}, attributes};
   for (size_t k = 0; k < outputs; ++k) n.outputs.push_back(fresh(stem.empty() ? op : stem));
   graph_->nodes.push_back(n);
@@ -164,13 +166,15 @@ std::string OnnxBuilder::initializer(const RawTensor& value, const std::string& 
 }
 
 std::string OnnxBuilder::int64s(const std::vector<int64_t>& values, const std::string& stem) {
-  RawTensor t{ElementType::Int64, {static_cast<int64_t>(values.size())},
+  RawTensor t{ElementType::Int64,
+              {static_cast<int64_t>(values.size())},
               std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int64_t))};
   return initializer(t, stem);
 }
 
 std::string OnnxBuilder::scalar_int64(int64_t value) {
-  return initializer({ElementType::Int64, {}, std::string(reinterpret_cast<const char*>(&value), sizeof value)}, "const");
+  return initializer({ElementType::Int64, {}, std::string(reinterpret_cast<const char*>(&value), sizeof value)},
+                     "const");
 }
 
 void OnnxBuilder::input(const std::string& name, ElementType type, const std::vector<int64_t>& dims,
@@ -203,9 +207,9 @@ std::string OnnxBuilder::serialize(int64_t opset, const std::map<std::string, st
   // The lowest IR version that carries the opset (ONNX's versioning table):
   // older readers (TensorRT 8.x, onnx 1.12's checker) accept the file then.
   int_field(model, 1, opset >= 21 ? 10 : opset >= 19 ? 9 : 8);  // ir_version
-  bytes_field(model, 2, "qforge");                                 // producer_name
-  bytes_field(model, 7, graph);                                    // graph
-  std::string domain;  // OperatorSetIdProto: the default domain
+  bytes_field(model, 2, "qforge");                              // producer_name
+  bytes_field(model, 7, graph);                                 // graph
+  std::string domain;                                           // OperatorSetIdProto: the default domain
   bytes_field(domain, 1, "");
   int_field(domain, 2, opset);
   bytes_field(model, 8, domain);  // opset_import

@@ -16,8 +16,18 @@ namespace qforge::onnx_export {
 
 // ONNX's TensorProto.DataType values qforge writes.
 enum class ElementType : int32_t {
-  Float = 1, UInt8 = 2, Int8 = 3, Int16 = 5, Int32 = 6, Int64 = 7, Bool = 9,
-  Float16 = 10, Double = 11, BFloat16 = 16, UInt4 = 21, Int4 = 22,
+  Float = 1,
+  UInt8 = 2,
+  Int8 = 3,
+  Int16 = 5,
+  Int32 = 6,
+  Int64 = 7,
+  Bool = 9,
+  Float16 = 10,
+  Double = 11,
+  BFloat16 = 16,
+  UInt4 = 21,
+  Int4 = 22,
 };
 
 // A tensor as ONNX stores it: element type, dims, little-endian bytes (4-bit types packed).
@@ -58,7 +68,7 @@ class OnnxBuilder {
 
   std::string initializer(const RawTensor& value, const std::string& stem);
   std::string int64s(const std::vector<int64_t>& values, const std::string& stem = "const");  // 1-D int64
-  std::string scalar_int64(int64_t value);                                                       // 0-D int64
+  std::string scalar_int64(int64_t value);                                                    // 0-D int64
 
   // dims: a size, or -1 for a symbolic dimension named by `dim_names` at the same index.
   void input(const std::string& name, ElementType type, const std::vector<int64_t>& dims,

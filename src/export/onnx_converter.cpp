@@ -117,8 +117,7 @@ std::string Converter::materialize(const Val& v, const std::string& stem_hint) {
     const std::string stem = v.origin.empty() ? (stem_hint.empty() ? "const" : stem_hint + "/const") : v.origin;
     return constants_[key] = constant(t, stem);
   }
-  if (e.isInt() || e.isDouble() || e.isBool())
-    return constant(at::scalar_tensor(e.toScalar(), number_dtype(e)));
+  if (e.isInt() || e.isDouble() || e.isBool()) return constant(at::scalar_tensor(e.toScalar(), number_dtype(e)));
   if (e.isIntList()) return b.int64s(e.toIntVector());
   if (e.isNone()) return "";  // ONNX's empty name: an optional input left out
   throw ExportError("ONNX export: a constant of type " + e.tagKind() + " cannot be an ONNX tensor");
@@ -133,7 +132,6 @@ ElementType code_type(int64_t qmin, int64_t qmax, int64_t opset) {
   if (qmin >= -128 && qmax <= 127) return ElementType::Int8;
   return ElementType::UInt8;
 }
-
 
 }  // namespace
 
@@ -317,7 +315,8 @@ std::string Converter::layer_of(const Val& v) const {
   const std::string prefix = "_qforge__";
   if (origin.rfind(prefix, 0) == 0) {  // a quantization parameter: "_qforge__<layer>__input_scale"
     const auto end = origin.rfind("__");
-    const std::string sanitized = origin.substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
+    const std::string sanitized =
+        origin.substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
     auto found = options.layer_of_attribute.find(sanitized);
     return found != options.layer_of_attribute.end() ? found->second : sanitized;
   }
@@ -385,7 +384,11 @@ void Converter::fold(Node* n, std::vector<c10::IValue>& outputs) {
         const auto& s = example(n->input(1));
         const auto& z = example(n->input(2));
         q.get()->scale = (s.isTensor() ? s.toTensor() : at::scalar_tensor(s.toDouble())).to(at::kFloat).reshape({-1});
-        q.get()->zero_point = (z.isTensor() ? z.toTensor() : at::scalar_tensor(z.toInt())).to(at::kFloat).round().to(at::kLong).reshape({-1});
+        q.get()->zero_point = (z.isTensor() ? z.toTensor() : at::scalar_tensor(z.toInt()))
+                                  .to(at::kFloat)
+                                  .round()
+                                  .to(at::kLong)
+                                  .reshape({-1});
         q->axis = per_channel ? example(n->input(3)).toInt() : -1;
         q->qmin = example(n->input(per_channel ? 4 : 3)).toInt();
         q->qmax = example(n->input(per_channel ? 5 : 4)).toInt();
@@ -401,7 +404,8 @@ void Converter::fold(Node* n, std::vector<c10::IValue>& outputs) {
         }
         // ATen's fake-quant kernels: round(x * (1 / scale)) + zero point, ties to even, clamped.
         q->codes = at::clamp(at::round(x * (1.0f / scale)) + zero.to(at::kFloat), static_cast<double>(q->qmin),
-                             static_cast<double>(q->qmax)).to(at::kLong);
+                             static_cast<double>(q->qmax))
+                       .to(at::kLong);
         q->layer = layer_of(in);
         v.quant = q;
         v.origin = in.origin;
@@ -441,8 +445,9 @@ void Converter::convert(Node* n) {
   if (kind == c10::prim::If) {
     const Val& condition = val(n->input(0));
     if (condition.runtime())
-      fail(n, "a branch on a value computed from the inputs (data-dependent control flow) has no static ONNX form; "
-              "export a traced model (torch.jit.trace) instead");
+      fail(n,
+           "a branch on a value computed from the inputs (data-dependent control flow) has no static ONNX form; "
+           "export a traced model (torch.jit.trace) instead");
     torch::jit::Block* taken = n->blocks()[condition.example.toBool() ? 0 : 1];
     run(taken);
     for (size_t i = 0; i < n->outputs().size(); ++i) values_[n->output(i)] = val(taken->outputs()[i]);

@@ -33,12 +33,12 @@ struct QuantizedConstant {
 
 // What one TorchScript value is during the conversion.
 struct Val {
-  c10::IValue example;                      // its value on the example inputs
-  std::string name;                         // ONNX tensor computed at run time (a number: a 0-D tensor)
-  std::vector<Val> items;                   // a list or tuple that holds run-time values
-  std::map<std::string, Val> fields;        // a dict that holds run-time values
+  c10::IValue example;                       // its value on the example inputs
+  std::string name;                          // ONNX tensor computed at run time (a number: a 0-D tensor)
+  std::vector<Val> items;                    // a list or tuple that holds run-time values
+  std::map<std::string, Val> fields;         // a dict that holds run-time values
   std::shared_ptr<QuantizedConstant> quant;  // a constant weight rounded by a quantizer
-  std::string origin;                       // module path of a constant read from the module
+  std::string origin;                        // module path of a constant read from the module
   bool runtime() const;
 };
 
@@ -56,8 +56,8 @@ struct QuantizerRecord {
 
 struct ConvertOptions {
   int64_t opset = 17;
-  bool quantized = true;   // false: every quantizer left out (the float model)
-  bool dynamic = true;     // false: sizes are constants of the example inputs
+  bool quantized = true;                                  // false: every quantizer left out (the float model)
+  bool dynamic = true;                                    // false: sizes are constants of the example inputs
   std::map<std::string, std::string> layer_of_attribute;  // "_qforge__layer1_0_conv1__input" -> "layer1.0.conv1"
 };
 
@@ -125,7 +125,9 @@ class Converter {
   void set(const torch::jit::Value* v, Val value);
   void alias(const torch::jit::Value* out, const torch::jit::Value* in) { set(out, val(in)); }
   std::string cast(const std::string& name, at::ScalarType from, at::ScalarType to);
-  std::string constant(const at::Tensor& value, const std::string& stem = "const") { return b.initializer(raw(value), stem); }
+  std::string constant(const at::Tensor& value, const std::string& stem = "const") {
+    return b.initializer(raw(value), stem);
+  }
   std::string scalar_float(double value, at::ScalarType dtype = at::kFloat);  // a 0-D constant of `dtype`
   std::string stem(const torch::jit::Node* n) const;  // readable prefix for the node's ONNX names
   [[noreturn]] void fail(const torch::jit::Node* n, const std::string& why) const;

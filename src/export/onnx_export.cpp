@@ -82,8 +82,8 @@ int64_t choose_opset(const torch::jit::Graph& graph, const OnnxExportOptions& op
   return options.opset;
 }
 
-void bind_inputs(Converter& cx, const torch::jit::Module& module, const torch::jit::Graph& graph, const std::string& method,
-                 const CallBinding& binding, const std::vector<OnnxInputSpec>& inputs) {
+void bind_inputs(Converter& cx, const torch::jit::Module& module, const torch::jit::Graph& graph,
+                 const std::string& method, const CallBinding& binding, const std::vector<OnnxInputSpec>& inputs) {
   Val self;
   self.example = module._ivalue();
   cx.bind(graph.inputs()[0], self);
@@ -132,9 +132,11 @@ void add_outputs(const Val& result, onnx_export::OnnxBuilder& b, std::vector<std
   } else if (!result.fields.empty()) {
     for (const auto& [key, v] : result.fields) outputs.push_back({key, v});
   } else {
-    for (size_t i = 0; i < result.items.size(); ++i) outputs.push_back({"output_" + std::to_string(i), result.items[i]});
+    for (size_t i = 0; i < result.items.size(); ++i)
+      outputs.push_back({"output_" + std::to_string(i), result.items[i]});
   }
-  if (outputs.empty()) throw ExportError("ONNX export: the method returns " + result.example.tagKind() + ", not tensors");
+  if (outputs.empty())
+    throw ExportError("ONNX export: the method returns " + result.example.tagKind() + ", not tensors");
   for (const auto& [name, v] : outputs) {
     if (!v.example.isTensor()) throw ExportError("ONNX export: output '" + name + "' is not a tensor");
     if (v.name.empty()) throw ExportError("ONNX export: output '" + name + "' does not depend on the inputs");
@@ -182,10 +184,10 @@ OnnxModel export_onnx(const torch::jit::Module& module, const std::string& metho
   b.prune_initializers();
   for (const auto& q : cx.quantizers) (q.weight ? model.quantized_weights : model.quantized_activations)++;
   model.notes = cx.notes;
-  model.bytes = b.serialize(
-      model.opset,
-      {{"qforge_version", version()}, {"target", to_string(options.target)}, {"graph_name", options.graph_name},
-       {"quantized", options.quantized ? "true" : "false"}});
+  model.bytes = b.serialize(model.opset, {{"qforge_version", version()},
+                                          {"target", to_string(options.target)},
+                                          {"graph_name", options.graph_name},
+                                          {"quantized", options.quantized ? "true" : "false"}});
   return model;
 }
 
@@ -202,7 +204,8 @@ std::string axis_name(int64_t axis, int64_t rank, const std::string& input) {
 
 }  // namespace
 
-std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::vector<at::Tensor>& example, bool dynamic) {
+std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::vector<at::Tensor>& example,
+                                           bool dynamic) {
   std::vector<OnnxInputSpec> specs;
   for (size_t i = 0; i < info.input_names.size(); ++i) {
     OnnxInputSpec s;

@@ -22,9 +22,9 @@ struct OnnxInputSpec {
 
 struct OnnxExportOptions {
   Target target = Target::OnnxRuntime;
-  int64_t opset = 0;        // 0: 17, or 21 when weights are 4-bit (blocked DequantizeLinear)
-  bool quantized = true;    // false: the same graph with every quantizer left out (the float model)
-  bool dynamic = true;      // false: every dimension fixed at the example's size
+  int64_t opset = 0;      // 0: 17, or 21 when weights are 4-bit (blocked DequantizeLinear)
+  bool quantized = true;  // false: the same graph with every quantizer left out (the float model)
+  bool dynamic = true;    // false: every dimension fixed at the example's size
   std::string graph_name = "model";
   std::vector<std::string> layer_names;  // for messages: quantization attributes name their layer
 };
@@ -46,7 +46,8 @@ OnnxModel export_onnx(const torch::jit::Module& module, const std::string& metho
 // The graph inputs for data laid out as `info`: one example batch, the batch
 // axis symbolic (when dynamic), and every axis whose size differs between the
 // file's shape groups ("sequence", "height", "width", ...).
-std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::vector<at::Tensor>& example, bool dynamic);
+std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::vector<at::Tensor>& example,
+                                           bool dynamic);
 
 // Whether the target's deployment reads ONNX (every target but libtorch and none).
 bool target_reads_onnx(Target target);

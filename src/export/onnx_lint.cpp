@@ -2,16 +2,13 @@
 
 #include <ATen/ATen.h>
 
-
 #include "qforge/errors.h"
 #include "util/text.h"
 
 namespace qforge::onnx_export {
 namespace {
 
-std::string what(const QuantizerRecord& q) {
-  return "layer '" + q.layer + "' " + (q.weight ? "weights" : "input");
-}
+std::string what(const QuantizerRecord& q) { return "layer '" + q.layer + "' " + (q.weight ? "weights" : "input"); }
 
 bool all_zero(const at::Tensor& t) { return t.numel() == 0 || t.eq(0).all().item<bool>(); }
 
@@ -29,7 +26,8 @@ void check(const QuantizerRecord& q, Target target, std::vector<std::string>& pr
       if (!q.weight && q.axis >= 0) add("TensorRT quantizes activations per tensor, not per channel");
       if (!q.weight && !int8) add("TensorRT runs int8 activations");
       if (q.weight && !int8 && !(int4 && q.block_size)) add("TensorRT runs int8 weights (or int4 in blocks)");
-      if (q.weight && q.axis >= 0 && q.op == "Conv" && q.axis != 0) add("TensorRT reads Conv weights per output channel (axis 0)");
+      if (q.weight && q.axis >= 0 && q.op == "Conv" && q.axis != 0)
+        add("TensorRT reads Conv weights per output channel (axis 0)");
       if (q.weight && q.axis >= 0 && q.op == "ConvTranspose" && q.axis != 1)
         add("TensorRT reads ConvTranspose weights per output channel (axis 1)");
       break;
@@ -37,15 +35,15 @@ void check(const QuantizerRecord& q, Target target, std::vector<std::string>& pr
     case Target::OpenVino:
       if (!q.weight && q.axis >= 0) add(name + " quantizes activations per tensor, not per channel");
       if (!q.weight && !int8 && !uint8) add(name + " runs 8-bit activations (int8 or uint8)");
-      if (q.weight && q.axis >= 0 && !all_zero(q.zero_point)) add(name + " needs symmetric per-channel weights (zero point 0)");
+      if (q.weight && q.axis >= 0 && !all_zero(q.zero_point))
+        add(name + " needs symmetric per-channel weights (zero point 0)");
       break;
     case Target::TensorRTLLM:
       if (!q.weight) add("TensorRT-LLM's weight-only scheme keeps activations in floating point");
       if (q.weight && !all_zero(q.zero_point)) add("TensorRT-LLM needs symmetric weights (zero point 0)");
       break;
     case Target::LibTorch:
-    case Target::None:
-      break;
+    case Target::None: break;
   }
 }
 

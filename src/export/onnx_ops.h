@@ -19,8 +19,8 @@ std::string unsqueeze(Converter& cx, const std::string& x, const std::vector<int
 std::string squeeze(Converter& cx, const std::string& x, const std::vector<int64_t>& axes);
 
 // ReduceX over `axes` (all axes when none); axes are an input from opset 18 (ReduceSum: 13).
-std::string reduce(Converter& cx, const std::string& op, const std::string& x, const std::optional<std::vector<int64_t>>& axes,
-                   bool keepdims);
+std::string reduce(Converter& cx, const std::string& op, const std::string& x,
+                   const std::optional<std::vector<int64_t>>& axes, bool keepdims);
 
 // Elements [begin, end) of a 1-D tensor (a shape), as a 1-D tensor.
 std::string slice1d(Converter& cx, const std::string& x, int64_t begin, int64_t end);

@@ -12,7 +12,7 @@ namespace qforge::onnx_export {
 namespace {
 
 struct Mask {
-  std::string name;     // empty: none
+  std::string name;  // empty: none
   bool is_bool = true;
   bool blocks = false;  // true marks what may not be attended to (nn.MultiheadAttention), else what may
 };
@@ -20,7 +20,8 @@ struct Mask {
 // softmax(q·scale·kᵀ + mask)·v over [..., L, E] queries and [..., S, E] keys
 // of rank `rank`; the attention probabilities go to `probabilities`.
 std::string attention(Converter& cx, const std::string& q, const std::string& k, const std::string& v, int64_t rank,
-                      double scale, const Mask& mask, bool causal, at::ScalarType dt, std::string* probabilities = nullptr) {
+                      double scale, const Mask& mask, bool causal, at::ScalarType dt,
+                      std::string* probabilities = nullptr) {
   auto& b = cx.b;
   std::vector<int64_t> perm(rank);
   for (int64_t i = 0; i < rank; ++i) perm[i] = i;
@@ -32,13 +33,15 @@ std::string attention(Converter& cx, const std::string& q, const std::string& k,
     const std::string l = slice1d(cx, cx.shape_of(q), rank - 2, rank - 1);
     const std::string s = slice1d(cx, cx.shape_of(k), rank - 2, rank - 1);
     const std::string shape = b.node1("Concat", {l, s}, {{"axis", int64_t{0}}});
-    const std::string filled = b.node1("ConstantOfShape", {shape}, {{"value", raw(at::full({1}, neg_inf, at::TensorOptions().dtype(dt)))}});
+    const std::string filled =
+        b.node1("ConstantOfShape", {shape}, {{"value", raw(at::full({1}, neg_inf, at::TensorOptions().dtype(dt)))}});
     scores = b.node1("Add", {scores, b.node1("Trilu", {filled, b.scalar_int64(1)}, {{"upper", int64_t{1}}})});
   }
   if (!mask.name.empty()) {
     if (mask.is_bool) {
       const std::string blocked = cx.scalar_float(neg_inf, dt);
-      scores = mask.blocks ? b.node1("Where", {mask.name, blocked, scores}) : b.node1("Where", {mask.name, scores, blocked});
+      scores =
+          mask.blocks ? b.node1("Where", {mask.name, blocked, scores}) : b.node1("Where", {mask.name, scores, blocked});
     } else {
       scores = b.node1("Add", {scores, mask.name});
     }
@@ -67,8 +70,9 @@ void sdpa(Converter& cx, const Node* n, bool legacy) {
   if (!legacy && n->inputs().size() > 6 && !cx.is_none(n->input(6))) scale = cx.static_double(n->input(6), "scale");
   const bool causal = cx.example(n->input(legacy ? 6 : 5)).toBool();
   std::string probabilities;
-  const std::string out = attention(cx, cx.tensor(n->input(0), dt), cx.tensor(n->input(1), dt), cx.tensor(n->input(2), dt),
-                                    rank, scale, mask_of(cx, n->input(3), false, dt), causal, dt, &probabilities);
+  const std::string out =
+      attention(cx, cx.tensor(n->input(0), dt), cx.tensor(n->input(1), dt), cx.tensor(n->input(2), dt), rank, scale,
+                mask_of(cx, n->input(3), false, dt), causal, dt, &probabilities);
   cx.set(n->output(0), out);
   if (legacy) cx.set(n->output(1), probabilities);
 }
@@ -78,7 +82,8 @@ std::string projection(Converter& cx, const std::string& x, const at::Tensor& w,
                        int64_t width, const std::string& stem) {
   const at::Tensor wp = w.narrow(0, part * width, width).t().contiguous();
   std::string y = cx.b.node1("MatMul", {x, cx.constant(wp, stem + ".in_proj_weight_t")});
-  if (bias.defined()) y = cx.b.node1("Add", {y, cx.constant(bias.narrow(0, part * width, width), stem + ".in_proj_bias")});
+  if (bias.defined())
+    y = cx.b.node1("Add", {y, cx.constant(bias.narrow(0, part * width, width), stem + ".in_proj_bias")});
   return y;
 }
 
@@ -91,8 +96,8 @@ struct AttentionInputs {
   const Value* qkv_bias;
   const Value* proj_weight;
   const Value* proj_bias;
-  const Value* mask;       // marks what is blocked; may be None
-  int64_t mask_type = 0;   // 0: [L, S], 1: key padding [B, S], 2: [B, H, L, S]
+  const Value* mask;      // marks what is blocked; may be None
+  int64_t mask_type = 0;  // 0: [L, S], 1: key padding [B, S], 2: [B, H, L, S]
   int64_t width = 0, heads = 0;
 };
 
@@ -110,7 +115,8 @@ std::string multi_head_attention(Converter& cx, const Node* n, const AttentionIn
   std::vector<std::string> qkv;
   const Val &q = cx.val(a.query), &k = cx.val(a.key), &v = cx.val(a.value);
   if (q.name == k.name && k.name == v.name) {  // self-attention: one MatMul, then split
-    std::string packed = b.node1("MatMul", {cx.tensor(a.query, dt), cx.constant(w.t().contiguous(), stem + ".in_proj_weight_t")});
+    std::string packed =
+        b.node1("MatMul", {cx.tensor(a.query, dt), cx.constant(w.t().contiguous(), stem + ".in_proj_weight_t")});
     if (bias.defined()) packed = b.node1("Add", {packed, cx.constant(bias, stem + ".in_proj_bias")});
     qkv = b.node("Split", {packed, b.int64s({a.width, a.width, a.width})}, 3, {{"axis", int64_t{-1}}});
   } else {
@@ -137,7 +143,8 @@ int64_t mask_type_of(Converter& cx, const Value* v) { return cx.is_none(v) ? 0 :
 // _native_multi_head_attention(query, key, value, embed_dim, num_head, qkv_weight,
 // qkv_bias, proj_weight, proj_bias, mask, need_weights, average_attn_weights, mask_type)
 void native_mha(Converter& cx, const Node* n) {
-  AttentionInputs a{n->input(0), n->input(1), n->input(2), n->input(5), n->input(6), n->input(7), n->input(8), n->input(9)};
+  AttentionInputs a{n->input(0), n->input(1), n->input(2), n->input(5),
+                    n->input(6), n->input(7), n->input(8), n->input(9)};
   a.mask_type = mask_type_of(cx, n->input(12));
   a.width = cx.static_int(n->input(3), "embed_dim");
   a.heads = cx.static_int(n->input(4), "num_head");
@@ -145,7 +152,8 @@ void native_mha(Converter& cx, const Node* n) {
   cx.set(n->output(0), multi_head_attention(cx, n, a, &probabilities));
   if (!n->output(1)->uses().empty()) {
     const bool average = cx.example(n->input(11)).toBool();
-    cx.set(n->output(1), average ? reduce(cx, "ReduceMean", probabilities, std::vector<int64_t>{1}, false) : probabilities);
+    cx.set(n->output(1),
+           average ? reduce(cx, "ReduceMean", probabilities, std::vector<int64_t>{1}, false) : probabilities);
   }
 }
 
@@ -166,7 +174,8 @@ void transformer_encoder_layer(Converter& cx, const Node* n) {
   const bool gelu = cx.example(n->input(7)).toBool(), norm_first = cx.example(n->input(8)).toBool();
   const double eps = cx.static_double(n->input(9), "eps");
   const std::string src = cx.tensor(n->input(0), dt);
-  AttentionInputs a{n->input(0), n->input(0), n->input(0), n->input(3), n->input(4), n->input(5), n->input(6), n->input(18)};
+  AttentionInputs a{n->input(0), n->input(0), n->input(0), n->input(3),
+                    n->input(4), n->input(5), n->input(6), n->input(18)};
   a.mask_type = n->inputs().size() > 19 ? mask_type_of(cx, n->input(19)) : 0;
   a.width = cx.static_int(n->input(1), "embed_dim");
   a.heads = cx.static_int(n->input(2), "num_heads");
@@ -180,7 +189,8 @@ void transformer_encoder_layer(Converter& cx, const Node* n) {
     h = b.node1("Add", {h, cx.tensor(n->input(15), dt)});
     if (gelu) {
       const std::string inner = b.node1("Erf", {b.node1("Div", {h, cx.scalar_float(std::sqrt(2.0), dt)})});
-      h = b.node1("Mul", {b.node1("Mul", {h, cx.scalar_float(0.5, dt)}), b.node1("Add", {inner, cx.scalar_float(1.0, dt)})});
+      h = b.node1("Mul",
+                  {b.node1("Mul", {h, cx.scalar_float(0.5, dt)}), b.node1("Add", {inner, cx.scalar_float(1.0, dt)})});
     } else {
       h = b.node1("Relu", {h});
     }

@@ -17,8 +17,8 @@ std::string squeeze(Converter& cx, const std::string& x, const std::vector<int64
   return cx.b.node1("Squeeze", {x, cx.b.int64s(axes)});
 }
 
-std::string reduce(Converter& cx, const std::string& op, const std::string& x, const std::optional<std::vector<int64_t>>& axes,
-                   bool keepdims) {
+std::string reduce(Converter& cx, const std::string& op, const std::string& x,
+                   const std::optional<std::vector<int64_t>>& axes, bool keepdims) {
   const Attributes keep = {{"keepdims", static_cast<int64_t>(keepdims)}};
   if (!axes || axes->empty()) return cx.b.node1(op, {x}, keep);
   if (op == "ReduceSum" || cx.options.opset >= 18) return cx.b.node1(op, {x, cx.b.int64s(*axes)}, keep);
@@ -71,10 +71,14 @@ void comparison(Converter& cx, const Node* n, const std::string& op, bool negate
   const auto& a = cx.example(n->input(0));
   const auto& b = cx.example(n->input(1));
   at::ScalarType common = number_dtype(a);
-  if (a.isTensor() && b.isTensor()) common = at::result_type(a.toTensor(), b.toTensor());
-  else if (a.isTensor()) common = at::result_type(a.toTensor(), b.toScalar());
-  else if (b.isTensor()) common = at::result_type(b.toTensor(), a.toScalar());
-  else common = at::promote_types(number_dtype(a), number_dtype(b));
+  if (a.isTensor() && b.isTensor())
+    common = at::result_type(a.toTensor(), b.toTensor());
+  else if (a.isTensor())
+    common = at::result_type(a.toTensor(), b.toScalar());
+  else if (b.isTensor())
+    common = at::result_type(b.toTensor(), a.toScalar());
+  else
+    common = at::promote_types(number_dtype(a), number_dtype(b));
   std::string y = cx.b.node1(op, {cx.tensor(n->input(0), common), cx.tensor(n->input(1), common)}, {}, cx.stem(n));
   if (negate) y = cx.b.node1("Not", {y});
   cx.set(n->output(0), y);
@@ -178,7 +182,8 @@ void extremum(Converter& cx, const Node* n, const std::string& op) {
 // max / min: of a tensor, of two tensors, or along a dim with the indices.
 void max_or_min(Converter& cx, const Node* n, bool is_max) {
   const std::string reduce_op = is_max ? "ReduceMax" : "ReduceMin";
-  if (n->inputs().size() == 1) return cx.set(n->output(0), reduce(cx, reduce_op, cx.tensor(n->input(0)), std::nullopt, false));
+  if (n->inputs().size() == 1)
+    return cx.set(n->output(0), reduce(cx, reduce_op, cx.tensor(n->input(0)), std::nullopt, false));
   if (cx.example(n->input(1)).isTensor()) return same_dtype_op(cx, n, is_max ? "Max" : "Min", {0, 1});
   const int64_t axis = normalized_axis(cx.static_int(n->input(1), "the dim"), cx.rank(n->input(0)));
   const bool keep = cx.example(n->input(2)).toBool();
@@ -250,8 +255,10 @@ void add_math_ops(std::map<std::string, OpHandler>& t) {
     };
     t["aten::masked_fill" + suffix] = [](Converter& cx, Node* n) {
       const at::ScalarType dt = cx.result_dtype();
-      cx.set(n->output(0), cx.b.node1("Where", {cx.tensor(n->input(1), at::kBool), cx.tensor(n->input(2), dt),
-                                                  cx.tensor(n->input(0), dt)}, {}, cx.stem(n)));
+      cx.set(n->output(0),
+             cx.b.node1("Where",
+                        {cx.tensor(n->input(1), at::kBool), cx.tensor(n->input(2), dt), cx.tensor(n->input(0), dt)}, {},
+                        cx.stem(n)));
     };
   }
   t["aten::rsub"] = [](Converter& cx, Node* n) {  // other - alpha·self
@@ -273,8 +280,12 @@ void add_math_ops(std::map<std::string, OpHandler>& t) {
     same_dtype_op(cx, n, "Mod", {0, 1}, {{"fmod", int64_t{at::isFloatingType(cx.result_dtype()) ? 1 : 0}}});
   };
   t["aten::relu6"] = [](Converter& cx, Node* n) { clip(cx, n, 0.0, 6.0); };
-  t["aten::clamp_min"] = [](Converter& cx, Node* n) { clip(cx, n, cx.static_double(n->input(1), "min"), std::nullopt); };
-  t["aten::clamp_max"] = [](Converter& cx, Node* n) { clip(cx, n, std::nullopt, cx.static_double(n->input(1), "max")); };
+  t["aten::clamp_min"] = [](Converter& cx, Node* n) {
+    clip(cx, n, cx.static_double(n->input(1), "min"), std::nullopt);
+  };
+  t["aten::clamp_max"] = [](Converter& cx, Node* n) {
+    clip(cx, n, std::nullopt, cx.static_double(n->input(1), "max"));
+  };
   t["aten::gelu"] = gelu;
   t["aten::maximum"] = [](Converter& cx, Node* n) { same_dtype_op(cx, n, "Max", {0, 1}); };
   t["aten::minimum"] = [](Converter& cx, Node* n) { same_dtype_op(cx, n, "Min", {0, 1}); };
@@ -304,9 +315,9 @@ void add_math_ops(std::map<std::string, OpHandler>& t) {
   for (const std::string op : {"aten::to", "aten::type_as", "aten::Int", "aten::Float", "aten::Bool", "aten::float",
                                "aten::long", "aten::int", "aten::bool"})
     t[op] = convert_dtype;
-  for (const std::string op : {"aten::contiguous", "aten::detach", "aten::clone", "aten::dropout", "aten::dropout_",
-                               "aten::feature_dropout", "aten::alpha_dropout", "aten::ScalarImplicit", "prim::NumToTensor",
-                               "aten::lift_fresh", "prim::unchecked_cast"})
+  for (const std::string op :
+       {"aten::contiguous", "aten::detach", "aten::clone", "aten::dropout", "aten::dropout_", "aten::feature_dropout",
+        "aten::alpha_dropout", "aten::ScalarImplicit", "prim::NumToTensor", "aten::lift_fresh", "prim::unchecked_cast"})
     t[op] = pass_through;
 }
 

@@ -29,9 +29,8 @@ void emit_conv(Converter& cx, const Node* n, const ConvArgs& a) {
   const std::string op = a.transposed ? "ConvTranspose" : "Conv";
   std::vector<std::string> inputs = {cx.tensor(n->input(0)), cx.weight(n->input(1), false, op)};
   if (!cx.is_none(n->input(2))) inputs.push_back(cx.tensor(n->input(2)));
-  Attributes attributes = {{"strides", repeated(a.stride, spatial)},
-                           {"dilations", repeated(a.dilation, spatial)},
-                           {"group", a.groups}};
+  Attributes attributes = {
+      {"strides", repeated(a.stride, spatial)}, {"dilations", repeated(a.dilation, spatial)}, {"group", a.groups}};
   const at::Tensor w = cx.example(n->input(1)).toTensor();
   std::vector<int64_t> kernel(w.sizes().begin() + 2, w.sizes().end());
   attributes.push_back({"kernel_shape", kernel});
@@ -87,7 +86,8 @@ void conv_transpose(Converter& cx, const Node* n) {
 // where TensorRT and onnxruntime's QDQ fusions look for it.
 void linear(Converter& cx, const Node* n) {
   const at::ScalarType dt = cx.result_dtype();
-  std::string y = cx.b.node1("MatMul", {cx.tensor(n->input(0), dt), cx.weight(n->input(1), true, "MatMul")}, {}, cx.stem(n));
+  std::string y =
+      cx.b.node1("MatMul", {cx.tensor(n->input(0), dt), cx.weight(n->input(1), true, "MatMul")}, {}, cx.stem(n));
   if (!cx.is_none(n->input(2))) y = cx.b.node1("Add", {y, cx.tensor(n->input(2), dt)}, {}, cx.stem(n));
   cx.set(n->output(0), y);
 }
@@ -160,7 +160,8 @@ void adaptive_pool(Converter& cx, const Node* n, bool is_max) {
                                   {{"kernel_shape", kernel}, {"strides", kernel}}, cx.stem(n)));
 }
 
-std::string parameter_or(Converter& cx, const Value* v, const std::vector<int64_t>& shape, double fill, at::ScalarType dt) {
+std::string parameter_or(Converter& cx, const Value* v, const std::vector<int64_t>& shape, double fill,
+                         at::ScalarType dt) {
   if (!cx.is_none(v)) return cx.tensor(v, dt);
   return cx.constant(at::full(shape, fill, at::TensorOptions().dtype(dt)));
 }
@@ -170,11 +171,11 @@ void batch_norm(Converter& cx, const Node* n) {
   if (cx.example(n->input(5)).toBool()) cx.fail(n, "batch norm in training mode (call eval() before saving)");
   const at::ScalarType dt = cx.result_dtype();
   const int64_t channels = cx.example(n->input(3)).toTensor().numel();
-  const std::vector<std::string> inputs = {cx.tensor(n->input(0), dt), parameter_or(cx, n->input(1), {channels}, 1.0, dt),
-                                           parameter_or(cx, n->input(2), {channels}, 0.0, dt),
-                                           cx.tensor(n->input(3), dt), cx.tensor(n->input(4), dt)};
-  cx.set(n->output(0), cx.b.node1("BatchNormalization", inputs, {{"epsilon", cx.static_double(n->input(7), "eps")}},
-                                  cx.stem(n)));
+  const std::vector<std::string> inputs = {
+      cx.tensor(n->input(0), dt), parameter_or(cx, n->input(1), {channels}, 1.0, dt),
+      parameter_or(cx, n->input(2), {channels}, 0.0, dt), cx.tensor(n->input(3), dt), cx.tensor(n->input(4), dt)};
+  cx.set(n->output(0),
+         cx.b.node1("BatchNormalization", inputs, {{"epsilon", cx.static_double(n->input(7), "eps")}}, cx.stem(n)));
 }
 
 // layer_norm(x, normalized_shape, weight, bias, eps, cudnn)
@@ -192,7 +193,8 @@ void layer_norm(Converter& cx, const Node* n) {
 // embedding(weight, indices, ...): Gather rows of the table.
 void embedding(Converter& cx, const Node* n) {
   const std::string table = cx.weight(n->input(0), false, "Gather");
-  cx.set(n->output(0), cx.b.node1("Gather", {table, cx.tensor(n->input(1), at::kLong)}, {{"axis", int64_t{0}}}, cx.stem(n)));
+  cx.set(n->output(0),
+         cx.b.node1("Gather", {table, cx.tensor(n->input(1), at::kLong)}, {{"axis", int64_t{0}}}, cx.stem(n)));
 }
 
 }  // namespace

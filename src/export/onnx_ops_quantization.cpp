@@ -52,8 +52,8 @@ void fake_quantize(Converter& cx, const Node* n, bool per_channel) {
   // A range narrower than the stored type (say 6-bit codes in int8): the same
   // values as the fake-quant op, since clamping the codes and clipping their
   // dequantized values agree (the dequantization is increasing).
-  const bool narrower = !(qmin == -128 && qmax == 127) && !(qmin == 0 && qmax == 255) &&
-                        type != ElementType::Int4 && type != ElementType::UInt4;
+  const bool narrower = !(qmin == -128 && qmax == 127) && !(qmin == 0 && qmax == 255) && type != ElementType::Int4 &&
+                        type != ElementType::UInt4;
   if (narrower) {
     if (axis >= 0) cx.fail(n, "per-channel activation quantization narrower than 8 bits has no ONNX form");
     const double s0 = scale.item<double>(), z0 = static_cast<double>(zero.item<int64_t>());

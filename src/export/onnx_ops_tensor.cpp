@@ -178,8 +178,10 @@ void expand(Converter& cx, const Node* n) {
   } else {
     std::vector<std::string> parts;
     for (const auto& item : sizes.items) {
-      if (item.runtime()) parts.push_back(unsqueeze(cx, cx.cast(item.name, number_dtype(item.example), at::kLong), {0}));
-      else parts.push_back(cx.b.int64s({item.example.toInt() < 0 ? 1 : item.example.toInt()}));
+      if (item.runtime())
+        parts.push_back(unsqueeze(cx, cx.cast(item.name, number_dtype(item.example), at::kLong), {0}));
+      else
+        parts.push_back(cx.b.int64s({item.example.toInt() < 0 ? 1 : item.example.toInt()}));
     }
     shape = cx.b.node1("Concat", parts, {{"axis", int64_t{0}}});
   }
@@ -215,8 +217,10 @@ std::vector<std::string> tensors_of_list(Converter& cx, const Value* list, at::S
     return names;
   }
   for (const auto& item : v.items) {
-    if (item.runtime()) names.push_back(cx.cast(item.name, number_dtype(item.example), dtype));
-    else names.push_back(cx.constant(item.example.toTensor().to(dtype), "const"));
+    if (item.runtime())
+      names.push_back(cx.cast(item.name, number_dtype(item.example), dtype));
+    else
+      names.push_back(cx.constant(item.example.toTensor().to(dtype), "const"));
   }
   return names;
 }
@@ -239,8 +243,8 @@ void split(Converter& cx, const Node* n, int64_t dim_input, bool unbind) {
   const auto& pieces = cx.result().toTensorVector();
   std::vector<int64_t> sizes;
   for (const auto& p : pieces) sizes.push_back(unbind ? 1 : p.size(axis));
-  const auto outs = cx.b.node("Split", {cx.tensor(n->input(0)), cx.b.int64s(sizes)}, pieces.size(), {{"axis", axis}},
-                              cx.stem(n));
+  const auto outs =
+      cx.b.node("Split", {cx.tensor(n->input(0)), cx.b.int64s(sizes)}, pieces.size(), {{"axis", axis}}, cx.stem(n));
   Val list;
   for (const auto& o : outs) {
     Val item;
@@ -253,7 +257,8 @@ void split(Converter& cx, const Node* n, int64_t dim_input, bool unbind) {
 // A 1-element int64 tensor of an optional int that may be computed at run time.
 std::string one_index(Converter& cx, const Value* v, int64_t otherwise) {
   if (cx.is_none(v)) return cx.b.int64s({otherwise});
-  if (cx.is_static(v)) return cx.b.int64s({std::min<int64_t>(cx.example(v).toInt(), std::numeric_limits<int64_t>::max())});
+  if (cx.is_static(v))
+    return cx.b.int64s({std::min<int64_t>(cx.example(v).toInt(), std::numeric_limits<int64_t>::max())});
   return unsqueeze(cx, cx.tensor(v, at::kLong), {0});
 }
 
@@ -264,8 +269,9 @@ void slice(Converter& cx, const Node* n) {
   const std::string start = one_index(cx, n->input(2), 0);
   const std::string end = one_index(cx, n->input(3), std::numeric_limits<int64_t>::max());
   const int64_t step = cx.static_int(n->input(4), "step");
-  cx.set(n->output(0), cx.b.node1("Slice", {cx.tensor(n->input(0)), start, end, cx.b.int64s({axis}), cx.b.int64s({step})},
-                                  {}, cx.stem(n)));
+  cx.set(n->output(0),
+         cx.b.node1("Slice", {cx.tensor(n->input(0)), start, end, cx.b.int64s({axis}), cx.b.int64s({step})}, {},
+                    cx.stem(n)));
 }
 
 // narrow(x, dim, start, length)
@@ -299,8 +305,9 @@ void index(Converter& cx, const Node* n) {
   const auto& list = cx.example(n->input(1)).toListRef();
   if (list.size() != 1 || !list[0].isTensor() || list[0].toTensor().scalar_type() == at::kBool)
     cx.fail(n, "only indexing the first dim with one integer tensor has an ONNX form here");
-  const std::string idx = indices.runtime() ? cx.cast(indices.items.at(0).name, list[0].toTensor().scalar_type(), at::kLong)
-                                            : cx.constant(list[0].toTensor().to(at::kLong), "const");
+  const std::string idx = indices.runtime()
+                              ? cx.cast(indices.items.at(0).name, list[0].toTensor().scalar_type(), at::kLong)
+                              : cx.constant(list[0].toTensor().to(at::kLong), "const");
   cx.set(n->output(0), cx.b.node1("Gather", {cx.tensor(n->input(0)), idx}, {{"axis", int64_t{0}}}, cx.stem(n)));
 }
 
@@ -308,8 +315,10 @@ void index(Converter& cx, const Node* n) {
 void where(Converter& cx, const Node* n) {
   if (n->inputs().size() == 1) cx.fail(n, "where(condition) alone (nonzero) has no static shape");
   const at::ScalarType dt = cx.result_dtype();
-  cx.set(n->output(0), cx.b.node1("Where", {cx.tensor(n->input(0), at::kBool), cx.tensor(n->input(1), dt),
-                                            cx.tensor(n->input(2), dt)}, {}, cx.stem(n)));
+  cx.set(
+      n->output(0),
+      cx.b.node1("Where", {cx.tensor(n->input(0), at::kBool), cx.tensor(n->input(1), dt), cx.tensor(n->input(2), dt)},
+                 {}, cx.stem(n)));
 }
 
 // arange(end | start, end[, step], dtype, ...): Range in the result's dtype.
@@ -355,8 +364,8 @@ void constant_pad(Converter& cx, const Node* n) {
   }
   const at::ScalarType dt = cx.result_dtype();
   const std::string value = cx.scalar_float(cx.static_double(n->input(2), "the pad value"), dt);
-  cx.set(n->output(0), cx.b.node1("Pad", {cx.tensor(n->input(0)), cx.b.int64s(pads), value}, {{"mode", std::string("constant")}},
-                                  cx.stem(n)));
+  cx.set(n->output(0), cx.b.node1("Pad", {cx.tensor(n->input(0)), cx.b.int64s(pads), value},
+                                  {{"mode", std::string("constant")}}, cx.stem(n)));
 }
 
 }  // namespace
@@ -370,8 +379,9 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["prim::TupleIndex"] = get_item;
   t["aten::__getitem__"] = get_item;
   t["aten::size"] = size;
-  for (const std::string op : {"aten::dim", "prim::device", "prim::dtype", "aten::len", "aten::is_floating_point",
-                               "prim::layout", "prim::is_cuda", "prim::is_nested", "aten::__isnot__", "aten::__is__", "aten::warn"})
+  for (const std::string op :
+       {"aten::dim", "prim::device", "prim::dtype", "aten::len", "aten::is_floating_point", "prim::layout",
+        "prim::is_cuda", "prim::is_nested", "aten::__isnot__", "aten::__is__", "aten::warn"})
     t[op] = static_fact;
   t["aten::view"] = reshape;
   t["aten::reshape"] = reshape;

@@ -95,7 +95,8 @@ struct TemporaryDirectory {
   fs::path path;
   TemporaryDirectory() {
     std::string pattern = (fs::temp_directory_path() / "qforge-ort-XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw Error("cannot make a temporary directory in " + fs::temp_directory_path().string());
+    if (!mkdtemp(pattern.data()))
+      throw Error("cannot make a temporary directory in " + fs::temp_directory_path().string());
     path = pattern;
   }
   ~TemporaryDirectory() { remove_tree(path.string()); }
@@ -135,15 +136,18 @@ std::optional<OnnxRuntimeRun> run_in_onnxruntime(const std::string& model_path, 
   const std::string runners = runners_dir();
   const std::string log = (dir.path / "runner.log").string();
   std::vector<std::string> tried;
-  for (const auto& [program, script] : {std::pair<std::string, std::string>{"node", "ort_run.js"}, {"python3", "ort_run.py"}}) {
+  for (const auto& [program, script] :
+       {std::pair<std::string, std::string>{"node", "ort_run.js"}, {"python3", "ort_run.py"}}) {
     const std::string path = runners + "/" + script;
     if (!fs::exists(path)) continue;
     const int code = spawn({program, path, model_path, manifest_path}, log);
     if (code == -1 || code == 127 || code == kNoRuntime) {
-      tried.push_back(program + " " + script + ": " + (code == -1 || code == 127 ? program + " not found" : last_line(log)));
+      tried.push_back(program + " " + script + ": " +
+                      (code == -1 || code == 127 ? program + " not found" : last_line(log)));
       continue;
     }
-    if (code != 0) throw ExportError("onnxruntime (" + program + ") could not run " + model_path + ": " + last_line(log));
+    if (code != 0)
+      throw ExportError("onnxruntime (" + program + ") could not run " + model_path + ": " + last_line(log));
     std::ifstream in(dir.path / "outputs.json");
     std::stringstream text;
     text << in.rdbuf();

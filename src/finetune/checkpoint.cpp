@@ -58,11 +58,13 @@ std::string envelope(const std::string& archive) {
 std::string archive_in(const std::string& path, std::string& why) {
   std::ifstream in(path, std::ios::binary);
   const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) why = "cannot be read";
+  if (!in.good() && !in.eof())
+    why = "cannot be read";
   else if (file.size() < kHeaderBytes || file.compare(0, sizeof(kMagic), kMagic, sizeof(kMagic)) != 0)
     why = "no qforge checkpoint header";
   else if (get_u64(file, 8) != file.size() - kHeaderBytes)
-    why = "truncated: " + std::to_string(file.size() - kHeaderBytes) + " of " + std::to_string(get_u64(file, 8)) + " bytes";
+    why = "truncated: " + std::to_string(file.size() - kHeaderBytes) + " of " + std::to_string(get_u64(file, 8)) +
+          " bytes";
   else if (get_u64(file, 16) != fnv1a(file.data() + kHeaderBytes, file.size() - kHeaderBytes))
     why = "its contents do not match their checksum";
   return why.empty() ? file.substr(kHeaderBytes) : std::string();
@@ -85,7 +87,8 @@ void save_checkpoint(const std::string& path, const std::string& fingerprint, co
   archive.write("fingerprint", c10::IValue(fingerprint));
   archive.write("step", at::tensor({state.step}));
   archive.write("loss", at::tensor(state.loss, at::kDouble));
-  for (size_t i = 0; i < parameters.size(); ++i) archive.write("parameter/" + std::to_string(i), parameters[i].detach());
+  for (size_t i = 0; i < parameters.size(); ++i)
+    archive.write("parameter/" + std::to_string(i), parameters[i].detach());
   torch::serialize::OutputArchive optimizer_archive;
   optimizer.save(optimizer_archive);
   archive.write("optimizer", optimizer_archive);
@@ -107,7 +110,8 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     std::istringstream bytes(archive_in(path, why));
     if (!why.empty()) throw DataError(path + ": cannot read the fine-tuning checkpoint (" + why + ")" + kStartOver);
     archive.load_from(bytes, parameters.empty() ? at::Device(at::kCPU) : parameters.front().device());
-    if (read_tensor(archive, "format").item<int64_t>() != kFormat) throw DataError(path + ": unknown checkpoint format");
+    if (read_tensor(archive, "format").item<int64_t>() != kFormat)
+      throw DataError(path + ": unknown checkpoint format");
     archive.read("fingerprint", stored_fingerprint);
   } catch (const Error&) {
     throw;
@@ -116,7 +120,8 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
                     reason(e) + kStartOver);
   }
   if (!stored_fingerprint.isString() || stored_fingerprint.toStringRef() != fingerprint)
-    throw ConfigError(path + ": the checkpoint belongs to another model or other fine-tuning settings (it was made for " +
+    throw ConfigError(path +
+                      ": the checkpoint belongs to another model or other fine-tuning settings (it was made for " +
                       (stored_fingerprint.isString() ? stored_fingerprint.toStringRef() : std::string("?")) +
                       "; this run is " + fingerprint + "); delete it or set compile_options.fine_tune.resume: false");
   try {
@@ -124,7 +129,8 @@ CheckpointState load_checkpoint(const std::string& path, const std::string& fing
     const auto loss = read_tensor(archive, "loss").contiguous();
     state.loss.assign(loss.data_ptr<double>(), loss.data_ptr<double>() + loss.numel());
     torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters.size(); ++i) parameters[i].copy_(read_tensor(archive, "parameter/" + std::to_string(i)));
+    for (size_t i = 0; i < parameters.size(); ++i)
+      parameters[i].copy_(read_tensor(archive, "parameter/" + std::to_string(i)));
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
     optimizer.load(optimizer_archive);

@@ -12,8 +12,8 @@
 namespace qforge {
 
 struct CheckpointState {
-  int64_t step = 0;            // completed optimizer steps
-  std::vector<double> loss;    // their losses
+  int64_t step = 0;          // completed optimizer steps
+  std::vector<double> loss;  // their losses
 };
 
 void save_checkpoint(const std::string& path, const std::string& fingerprint, const CheckpointState& state,

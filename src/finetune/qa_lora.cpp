@@ -91,9 +91,10 @@ at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
   const auto logits = prediction_logits(student, batch.rows());
   const auto labels = logits ? class_labels(batch.labels, student.toTensor()) : std::nullopt;
   if (!labels)
-    throw DataError("compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
-                    "[batch, positions, classes] outputs from the model, one class label per prediction (sample " +
-                    std::to_string(batch.global_begin) + ")");
+    throw DataError(
+        "compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
+        "[batch, positions, classes] outputs from the model, one class label per prediction (sample " +
+        std::to_string(batch.global_begin) + ")");
   const at::Tensor& out = student.toTensor();
   const double positions = out.dim() == 3 ? static_cast<double>(out.size(1)) : 1.0;
   return at::cross_entropy_loss(*logits, *labels, {}, at::Reduction::Sum) / positions;
@@ -104,8 +105,8 @@ at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
 // resumed run, draws the same ones.
 void draw_dropout_masks(std::vector<at::Tensor>& masks, double p, int64_t seed, int64_t step) {
   if (masks.empty()) return;
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003u +
-                                                                      static_cast<uint64_t>(step));
+  at::Generator generator =
+      at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003u + static_cast<uint64_t>(step));
   torch::NoGradGuard no_grad;
   for (auto& mask : masks) mask.copy_(at::empty(mask.sizes(), at::kFloat).bernoulli_(1.0 - p, generator).div_(1.0 - p));
 }
@@ -138,7 +139,8 @@ void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicat
 }  // namespace
 
 double learning_rate_at(const FineTuneSettings& s, int64_t step) {
-  if (step < s.warmup_steps) return s.learning_rate * static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
+  if (step < s.warmup_steps)
+    return s.learning_rate * static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
   const int64_t decay = std::max<int64_t>(1, s.steps - s.warmup_steps);
   const double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(decay);
   return s.learning_rate * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
@@ -183,15 +185,17 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   if (settings.learn_ranges)
     for (auto& l : layers) {
       if (l.weight)
-        parameters.push_back(l.weight_log_multiplier = torch::zeros({l.weight->qparams.scale.numel()}, on_device).requires_grad_());
+        parameters.push_back(l.weight_log_multiplier =
+                                 torch::zeros({l.weight->qparams.scale.numel()}, on_device).requires_grad_());
       if (l.input)
-        parameters.push_back(l.input_log_multiplier = torch::zeros({l.input->scale.numel()}, on_device).requires_grad_());
+        parameters.push_back(l.input_log_multiplier =
+                                 torch::zeros({l.input->scale.numel()}, on_device).requires_grad_());
       learned += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
     }
   torch::jit::Module student = with_fake_quantization(model, method, layers);
   for (auto p : student.parameters()) {  // only the adapters (and learned ranges) learn
-    const bool adapter = std::any_of(parameters.begin(), parameters.end(),
-                                     [&](const at::Tensor& a) { return a.is_same(p); });
+    const bool adapter =
+        std::any_of(parameters.begin(), parameters.end(), [&](const at::Tensor& a) { return a.is_same(p); });
     if (!adapter && p.requires_grad()) p.detach_();
   }
   torch::jit::Module teacher = model;
@@ -200,11 +204,11 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
 
   FineTuneReport report;
   // What a checkpoint must match to be resumed here.
-  std::string fingerprint = "steps=" + std::to_string(settings.steps) + " batch=" + std::to_string(settings.batch_size) +
-                            " rank=" + std::to_string(settings.lora_rank) + " seed=" + std::to_string(seed) +
-                            " method=" + std::to_string(static_cast<int>(settings.method)) +
-                            " dropout=" + c10::str(settings.lora_dropout) + " ranges=" + std::to_string(learned) +
-                            " rows=" + std::to_string(data.total_rows()) + " layers=";
+  std::string fingerprint =
+      "steps=" + std::to_string(settings.steps) + " batch=" + std::to_string(settings.batch_size) +
+      " rank=" + std::to_string(settings.lora_rank) + " seed=" + std::to_string(seed) +
+      " method=" + std::to_string(static_cast<int>(settings.method)) + " dropout=" + c10::str(settings.lora_dropout) +
+      " ranges=" + std::to_string(learned) + " rows=" + std::to_string(data.total_rows()) + " layers=";
   for (const auto& t : targets) fingerprint += t.quant.layer + c10::str(t.weight.sizes()) + ",";
   int64_t first_step = 0;
   runtime.collective_phase("resume", [&] {
@@ -217,7 +221,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   });
   const auto write_checkpoint = [&](int64_t steps_done) {
     runtime.collective_phase("checkpoint", [&] {
-      if (runtime.is_root()) save_checkpoint(checkpoints.path, fingerprint, {steps_done, report.loss}, parameters, optimizer);
+      if (runtime.is_root())
+        save_checkpoint(checkpoints.path, fingerprint, {steps_done, report.loss}, parameters, optimizer);
     });
   };
   const double global_rows = static_cast<double>(settings.batch_size);
@@ -310,8 +315,10 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
                     static_cast<long long>(step + 1), static_cast<long long>(settings.steps), report.loss.back(),
                     learning_rate_at(settings, step), report.samples / elapsed,
                     elapsed / done * static_cast<double>(settings.steps - step - 1));
-      if (progress_bar) log::debug(line);  // the bar shows it; the rank log keeps it
-      else log::info(line);
+      if (progress_bar)
+        log::debug(line);  // the bar shows it; the rank log keeps it
+      else
+        log::info(line);
     }
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

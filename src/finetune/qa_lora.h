@@ -28,32 +28,32 @@
 namespace qforge {
 
 struct FineTuneTarget {
-  LayerFakeQuant quant;        // the layer's calibrated quantization
+  LayerFakeQuant quant;         // the layer's calibrated quantization
   TensorQuantSettings weights;  // its weight settings (for the merge)
-  at::Tensor weight;           // its float weight W
+  at::Tensor weight;            // its float weight W
 };
 
 // Checkpoints of a fine-tuning run, and how this run continues or stops.
 struct CheckpointPlan {
-  std::string path;          // empty: no checkpoints
-  int64_t every = 0;         // steps between checkpoints; 0: only when stopping early
-  bool resume = true;        // continue from `path` when it exists
-  int64_t stop_after = 0;    // steps this run takes before it checkpoints and stops; 0: to the end
+  std::string path;        // empty: no checkpoints
+  int64_t every = 0;       // steps between checkpoints; 0: only when stopping early
+  bool resume = true;      // continue from `path` when it exists
+  int64_t stop_after = 0;  // steps this run takes before it checkpoints and stops; 0: to the end
 };
 
 struct FineTuneReport {
-  bool finished = true;          // false: stopped early (checkpointed) by stop_after or a signal
-  int stop_signal = 0;           // the signal some rank received (0: stop_after or finished)
-  int64_t resumed_from = 0;      // steps a checkpoint had completed
-  std::vector<double> loss;      // global mean loss of every step
+  bool finished = true;      // false: stopped early (checkpointed) by stop_after or a signal
+  int stop_signal = 0;       // the signal some rank received (0: stop_after or finished)
+  int64_t resumed_from = 0;  // steps a checkpoint had completed
+  std::vector<double> loss;  // global mean loss of every step
   // layer -> its merged weight: fq(W + s·B·A) on the (learned) grid for
   // qa_lora; W + s·B·A in float for lora (to be quantized by the caller).
   std::map<std::string, at::Tensor> merged;
-  std::map<std::string, LoraAdapter> adapters;  // the trained adapters
+  std::map<std::string, LoraAdapter> adapters;      // the trained adapters
   std::map<std::string, at::Tensor> weight_scales;  // learn_ranges: layer -> learned weight scale
   std::map<std::string, at::Tensor> input_scales;   // learn_ranges: layer -> learned input scale
   double seconds = 0;
-  int64_t samples = 0;           // rows processed over all ranks
+  int64_t samples = 0;               // rows processed over all ranks
   std::vector<double> step_seconds;  // wall time of each step of this run (ends in an all-reduce)
 };
 

@@ -136,7 +136,8 @@ void collect_fused(torch::jit::Block* block, std::vector<Node*>& out) {
   for (Node* n : block->nodes()) {
     for (auto* inner : n->blocks()) collect_fused(inner, out);
     const std::string kind = n->kind().toQualString();
-    if (kind == "aten::_native_multi_head_attention" || kind == "aten::_transformer_encoder_layer_fwd") out.push_back(n);
+    if (kind == "aten::_native_multi_head_attention" || kind == "aten::_transformer_encoder_layer_fwd")
+      out.push_back(n);
   }
 }
 

@@ -24,8 +24,8 @@ using torch::jit::WithInsertPoint;
 
 // Ops whose input 0 is the activation a weight multiplies.
 bool consumes_activation(const Node* n) {
-  static const std::set<std::string> ops = {"aten::linear",       "aten::conv1d",        "aten::conv2d",
-                                            "aten::conv3d",       "aten::_convolution",  "aten::conv_transpose1d",
+  static const std::set<std::string> ops = {"aten::linear",           "aten::conv1d",          "aten::conv2d",
+                                            "aten::conv3d",           "aten::_convolution",    "aten::conv_transpose1d",
                                             "aten::conv_transpose2d", "aten::conv_transpose3d"};
   return ops.count(n->kind().toQualString()) > 0;
 }
@@ -45,7 +45,8 @@ std::string attribute_name(const std::string& layer, const std::string& what) {
 
 // On the module's device: quantization parameters computed on the host meet
 // activations on the GPU.
-Value* add_tensor_attribute(torch::jit::Module& module, Graph& graph, const std::string& name, const at::Tensor& value) {
+Value* add_tensor_attribute(torch::jit::Module& module, Graph& graph, const std::string& name,
+                            const at::Tensor& value) {
   module.register_attribute(name, c10::TensorType::get(), value.to(module_device(module)), /*is_param=*/false);
   return graph.insertGetAttr(graph.inputs()[0], name);
 }
@@ -66,7 +67,8 @@ Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std:
     Value* scale = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"), q.scale);
     Value* zero = add_tensor_attribute(module, graph, attribute_name(layer, what + "_zero_point"), q.zero_point);
     if (axis < 0)
-      return graph.insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"), {x, scale, zero, range.qmin, range.qmax});
+      return graph.insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"),
+                          {x, scale, zero, range.qmin, range.qmax});
     return graph.insert(c10::Symbol::aten("fake_quantize_per_channel_affine"),
                         {x, scale, zero, axis, range.qmin, range.qmax});
   }
@@ -127,7 +129,6 @@ struct Rewrite {
   }
 };
 
-
 // The linear/conv nodes that multiply `weight` with an activation (their input 0).
 std::vector<Node*> activation_users(Value* weight) {
   std::vector<Node*> out;
@@ -144,7 +145,11 @@ at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) 
 }
 
 at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier) {
-  return scale.reshape({-1}).to(at::kFloat).mul(log_multiplier.to(scale.device()).exp()).reshape(scale.sizes()).to(scale.scalar_type());
+  return scale.reshape({-1})
+      .to(at::kFloat)
+      .mul(log_multiplier.to(scale.device()).exp())
+      .reshape(scale.sizes())
+      .to(scale.scalar_type());
 }
 
 std::vector<std::string> layers_read_by(const torch::jit::Module& module, const std::string& method) {
@@ -218,8 +223,9 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         Value* a = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_A"));
         Value* b = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_B"));
         if (layer.lora->mask.defined())
-          b = graph->insert(c10::aten::mul,
-                            {b, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_mask"), layer.lora->mask)});
+          b = graph->insert(
+              c10::aten::mul,
+              {b, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_mask"), layer.lora->mask)});
         Value* product = graph->insert(c10::aten::matmul, {b, a});
         Value* shape = graph->insert(c10::aten::size, {weight});
         Value* delta = graph->insert(c10::aten::reshape, {product, shape});
@@ -234,8 +240,8 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         Value* rows = weight;
         if (!q.view_shape.empty())  // groups: quantize the [out*groups, group_size] view per row
           rows = graph->insert(c10::aten::reshape, {weight, c10::IValue(q.view_shape)});
-        quantized = insert_fake_quantize(module, *graph, layer.layer, "weight", rows, q.qparams, layer.weight_range, q.axis,
-                                         layer.weight_log_multiplier);
+        quantized = insert_fake_quantize(module, *graph, layer.layer, "weight", rows, q.qparams, layer.weight_range,
+                                         q.axis, layer.weight_log_multiplier);
         if (!q.view_shape.empty()) {
           Value* shape = graph->insert(c10::aten::size, {weight});
           quantized = graph->insert(c10::aten::reshape, {quantized, shape});
@@ -251,8 +257,8 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         if (layer.output) {
           WithInsertPoint after_user(user->next());
           Value* y = user->output();
-          Value* q = insert_fake_quantize(module, *graph, layer.layer, "output", y, *layer.output, layer.output_range, -1,
-                                          at::Tensor());
+          Value* q = insert_fake_quantize(module, *graph, layer.layer, "output", y, *layer.output, layer.output_range,
+                                          -1, at::Tensor());
           y->replaceAllUsesAfterNodeWith(q->node(), q);
         }
       }

@@ -15,9 +15,11 @@ std::string short_type_name(const std::string& qualified) {
 }
 
 bool is_quantizable_type(const std::string& short_type) {
-  static const std::set<std::string> types = {
-      "Linear", "NonDynamicallyQuantizableLinear", "Conv1d", "Conv2d", "Conv3d",
-      "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Embedding", "EmbeddingBag"};
+  static const std::set<std::string> types = {"Linear",          "NonDynamicallyQuantizableLinear",
+                                              "Conv1d",          "Conv2d",
+                                              "Conv3d",          "ConvTranspose1d",
+                                              "ConvTranspose2d", "ConvTranspose3d",
+                                              "Embedding",       "EmbeddingBag"};
   return types.count(short_type) > 0;
 }
 
@@ -39,8 +41,8 @@ void mark_shared_weights(const std::vector<const void*>& weights, std::vector<La
 
 std::vector<LayerInfo> Model::layers() const {
   static const std::set<std::string> normalization = {
-      "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
-      "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"};
+      "BatchNorm1d",    "BatchNorm2d",    "BatchNorm3d",    "LayerNorm",         "GroupNorm",
+      "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"};
   std::vector<LayerInfo> out;
   std::vector<const void*> weights;
   for (const auto& item : module_.named_modules()) {
@@ -54,20 +56,26 @@ std::vector<LayerInfo> Model::layers() const {
     if (item.value.hasattr("weight")) {
       const auto w = item.value.attr("weight");
       if (w.isTensor()) layer.weight_shape = w.toTensor().sizes().vec();
-      weights.push_back(w.isTensor() && w.toTensor().defined() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr() : nullptr);
+      weights.push_back(w.isTensor() && w.toTensor().defined() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr()
+                                                                                           : nullptr);
     } else {
       weights.push_back(nullptr);
     }
     layer.has_children = item.value.children().size() > 0;
     layer.quantizable = is_quantizable_type(layer.type) && !layer.weight_shape.empty();
     if (!layer.quantizable) {
-      if (is_quantizable_type(layer.type)) layer.reason = "has no weight tensor";
-      else if (normalization.count(layer.type)) layer.reason = "normalization: folded or kept in floating point";
-      else if (layer.has_children && layer.parameters == 0) layer.reason = "container of other layers";
-      else if (layer.parameters == 0) layer.reason = "no weights";
+      if (is_quantizable_type(layer.type))
+        layer.reason = "has no weight tensor";
+      else if (normalization.count(layer.type))
+        layer.reason = "normalization: folded or kept in floating point";
+      else if (layer.has_children && layer.parameters == 0)
+        layer.reason = "container of other layers";
+      else if (layer.parameters == 0)
+        layer.reason = "no weights";
       else if (layer.type == "MultiheadAttention")  // its out_proj is a Linear of its own
         layer.reason = "the packed query/key/value projection (in_proj_weight) stays in floating point";
-      else layer.reason = "layer type " + layer.type + " is not quantized";
+      else
+        layer.reason = "layer type " + layer.type + " is not quantized";
     }
     out.push_back(std::move(layer));
   }
@@ -83,7 +91,8 @@ void tie_weights_like(const torch::jit::Module& original, torch::jit::Module& co
     if (!w.isTensor() || !w.toTensor().defined() || w.toTensor().numel() == 0) continue;
     const auto [owner, inserted] = first.emplace(w.toTensor().data_ptr(), item.name);
     if (!inserted)
-      submodule(copy, item.name, "the copy").setattr("weight", submodule(copy, owner->second, "the copy").attr("weight"));
+      submodule(copy, item.name, "the copy")
+          .setattr("weight", submodule(copy, owner->second, "the copy").attr("weight"));
   }
 }
 

@@ -53,8 +53,7 @@ c10::IValue convert_kwarg(const std::string& text, const c10::TypePtr& declared,
         if (used == text.size()) return v;
         break;
       }
-      case c10::TypeKind::StringType:
-        return text;
+      case c10::TypeKind::StringType: return text;
       default:
         throw ModelError(where + ": arguments of type " + declared->str() +
                          " cannot be given as static kwargs (bool, int, float and str can)");
@@ -96,8 +95,8 @@ Model Model::load(const std::string& path, const std::string& method) {
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     if (why.size() > 400) why = why.substr(0, 400) + "...";
-    throw ModelError(path + ": not a loadable TorchScript model (save it with torch.jit.trace/script(...).save()): " +
-                     why);
+    throw ModelError(path +
+                     ": not a loadable TorchScript model (save it with torch.jit.trace/script(...).save()): " + why);
   }
   model.check_method();
   return model;
@@ -183,8 +182,8 @@ CallBinding Model::bind(const DatasetInfo& data, const std::map<std::string, std
       if (it == by_name.end())
         throw ModelError(where + ": the data's input '" + name + "' is not an argument of the method");
       if (!is_tensor_type(it->second->type()))
-        throw ModelError(where + ": argument '" + name + "' is " + it->second->type()->str() +
-                         ", the data's input '" + name + "' is a tensor");
+        throw ModelError(where + ": argument '" + name + "' is " + it->second->type()->str() + ", the data's input '" +
+                         name + "' is a tensor");
       given.insert(name);
     }
   } else {
@@ -245,8 +244,8 @@ c10::IValue run_module(torch::jit::Module& module, const std::string& method, co
     // float64 data into float32 weights: the commonest mismatch, and its fix is one line of YAML.
     const bool doubles = std::any_of(batch.inputs.begin(), batch.inputs.end(),
                                      [](const at::Tensor& t) { return t.scalar_type() == at::kDouble; });
-    throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" +
-                     shapes + "): " + interpreter_error_summary(e) +
+    throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" + shapes +
+                     "): " + interpreter_error_summary(e) +
                      (doubles ? "; the data is float64: cast it to the model's type with data_transform: "
                                 "[{op: cast, dtype: float32}]"
                               : ""));

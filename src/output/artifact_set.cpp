@@ -13,7 +13,8 @@
 namespace qforge {
 namespace fs = std::filesystem;
 
-ArtifactSet::ArtifactSet(std::string dir, std::vector<std::string> names) : dir_(std::move(dir)), names_(std::move(names)) {
+ArtifactSet::ArtifactSet(std::string dir, std::vector<std::string> names)
+    : dir_(std::move(dir)), names_(std::move(names)) {
   staging_ = (fs::path(dir_) / (".staging-" + std::to_string(::getpid()))).string();
   std::error_code ec;
   // The writer holds out_dir's lock: any staging directory there was left by a
@@ -24,9 +25,7 @@ ArtifactSet::ArtifactSet(std::string dir, std::vector<std::string> names) : dir_
   if (ec) throw OutputDirError(dir_ + ": cannot create the staging directory " + staging_ + ": " + ec.message());
 }
 
-ArtifactSet::~ArtifactSet() {
-  remove_tree(staging_);
-}
+ArtifactSet::~ArtifactSet() { remove_tree(staging_); }
 
 void ArtifactSet::add(const std::string& name, const std::string& content) {
   write_file_durably((fs::path(staging_) / name).string(), content, (fs::path(dir_) / name).string());
@@ -34,7 +33,8 @@ void ArtifactSet::add(const std::string& name, const std::string& content) {
 }
 
 int64_t ArtifactSet::add_stream(const std::string& name, const std::function<void(std::ostream&)>& write) {
-  const int64_t bytes = write_stream_durably((fs::path(staging_) / name).string(), write, (fs::path(dir_) / name).string());
+  const int64_t bytes =
+      write_stream_durably((fs::path(staging_) / name).string(), write, (fs::path(dir_) / name).string());
   staged_.push_back(name);
   return bytes;
 }

@@ -111,8 +111,8 @@ void check_output_directory(const std::string& path, int64_t expected_bytes) {
   if (::statvfs(path.c_str(), &disk) == 0) {
     const auto free_bytes = static_cast<int64_t>(disk.f_bavail) * static_cast<int64_t>(disk.f_frsize);
     if (free_bytes < expected_bytes)
-      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " +
-                           size_text(free_bytes) + " free, about " + size_text(expected_bytes) + " needed");
+      throw OutputDirError("out_dir " + path + ": no space left on device for the artifacts: " + size_text(free_bytes) +
+                           " free, about " + size_text(expected_bytes) + " needed");
   }
 }
 

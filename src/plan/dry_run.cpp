@@ -153,24 +153,28 @@ std::string Plan::to_text() const {
         << s.rows.size() << " rows, " << s.batches << " batches), peak memory " << size_text(s.peak_rss_bytes) << "\n";
   for (const auto& a : axes)
     out << "  input '" << a.input << "': shape " << shape_text(a.min_shape)
-        << (a.dynamic.empty() ? std::string(", static") : " .. " + shape_text(a.max_shape) + ", dynamic axes " + shape_text(a.dynamic))
+        << (a.dynamic.empty() ? std::string(", static")
+                              : " .. " + shape_text(a.max_shape) + ", dynamic axes " + shape_text(a.dynamic))
         << "\n";
-  out << "  layers: " << quantized << " to quantize, " << layers.size() - quantized << " quantizable kept in floating point, "
-      << all_layers.size() - layers.size() << " other modules\n";
+  out << "  layers: " << quantized << " to quantize, " << layers.size() - quantized
+      << " quantizable kept in floating point, " << all_layers.size() - layers.size() << " other modules\n";
   std::vector<std::string> names, types;
   for (const auto& l : layers) {
     names.push_back(l.layer.name);
     types.push_back(l.layer.type);
   }
-  const int name_width = static_cast<int>(column_width(names, 32)), type_width = static_cast<int>(column_width(types, 24));
+  const int name_width = static_cast<int>(column_width(names, 32)),
+            type_width = static_cast<int>(column_width(types, 24));
   out << "    " << std::left << std::setw(name_width) << "layer" << std::setw(type_width) << "type" << std::setw(10)
-      << "params" << std::setw(20) << "weight" << "decision\n";
+      << "params" << std::setw(20) << "weight"
+      << "decision\n";
   for (const auto& l : layers) {
-    std::string decision = l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
-                                            (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
-                                      : "skip: " + l.reason;
-    out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type << std::setw(10)
-        << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
+    std::string decision =
+        l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
+                         (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
+                   : "skip: " + l.reason;
+    out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
+        << std::setw(10) << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }
   out << "  estimated memory per rank: " << size_text(estimated_bytes_per_rank) << "\n";
   return out.str();
@@ -202,7 +206,8 @@ std::vector<int64_t> points_reached(CompileSession& session, const std::vector<B
 
 // Targets deployed as ONNX: the float graph converts now, so an operator or a
 // branch ONNX cannot express fails before calibration, not at the export.
-void check_onnx_conversion(const ExperimentConfig& config, const CompileCallbacks& callbacks, const PreparedCompile& p) {
+void check_onnx_conversion(const ExperimentConfig& config, const CompileCallbacks& callbacks,
+                           const PreparedCompile& p) {
   if (!config.deployment_settings || !config.deployment_settings->writes_onnx() || config.disable) return;
   // A rewritten copy, as the compile exports: its graph inlined afresh (the model has
   // run by now, unoptimized, and its methods' cached graphs still call submodules).
@@ -260,7 +265,8 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   });
   rt.collective_phase("reach", [&] {
     seen = points_reached(session, first_of_group);
-    keep_unreached_layers_float(config, p.point_of, [&](int point) { return seen[point] != 0; }, plan.layers);
+    keep_unreached_layers_float(
+        config, p.point_of, [&](int point) { return seen[point] != 0; }, plan.layers);
     if (p.quantizing) refuse_quantizing_nothing(plan.layers);
   });
   shard.peak_rss_bytes = std::max(shard.peak_rss_bytes, peak_rss_bytes());
@@ -294,8 +300,9 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
   // point) + prefetched batches; the measured peak of the dry run covers activations.
-  const int64_t observers = static_cast<int64_t>(plan.layers.size()) *
-                            (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
+  const int64_t observers =
+      static_cast<int64_t>(plan.layers.size()) *
+      (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
   const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();
   int64_t measured = 0;
   for (const auto& s : plan.shards) measured = std::max(measured, s.peak_rss_bytes);

@@ -47,12 +47,14 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
   std::vector<std::string> names;
   for (const auto& layer : layers) names.push_back(layer.name);
   for (const auto& key : keys) {
-    const bool any = std::any_of(names.begin(), names.end(), [&](const std::string& n) { return layer_matches(key, n); });
+    const bool any =
+        std::any_of(names.begin(), names.end(), [&](const std::string& n) { return layer_matches(key, n); });
     if (!any) {
       std::string near;
       for (const auto& n : nearest_names(key, names, 5)) near += (near.empty() ? "" : ", ") + n;
-      throw ConfigError("layer_quantization_settings[" + key + "] matches no layer of the model; closest layer names: " +
-                        near + " (qforge inspect MODEL lists them all)");
+      throw ConfigError("layer_quantization_settings[" + key +
+                        "] matches no layer of the model; closest layer names: " + near +
+                        " (qforge inspect MODEL lists them all)");
     }
   }
 
@@ -76,9 +78,12 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
     }
     // Embeddings read indices, not activations: only their table is quantized.
     if (layer.type == "Embedding" || layer.type == "EmbeddingBag") plan.activations.enabled = false;
-    if (!config.quantization_settings) plan.reason = "no quantization_settings";
-    else if (skip) plan.reason = "skipped by layer_quantization_settings[" + plan.matched.back() + "]";
-    else if (!plan.weights.enabled && !plan.activations.enabled) plan.reason = "weights and activations disabled";
+    if (!config.quantization_settings)
+      plan.reason = "no quantization_settings";
+    else if (skip)
+      plan.reason = "skipped by layer_quantization_settings[" + plan.matched.back() + "]";
+    else if (!plan.weights.enabled && !plan.activations.enabled)
+      plan.reason = "weights and activations disabled";
     plan.kept_by_choice = !plan.reason.empty();
     if (plan.reason.empty() && plan.weights.enabled && plan.weights.granularity == Granularity::Group &&
         layer.weight_shape.size() >= 2) {
@@ -90,9 +95,9 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
     }
     plan.quantize = plan.reason.empty();
     if (plan.quantize && config.deployment_settings)
-      check_against_target(config.deployment_settings->target, plan.weights, plan.activations,
-                           plan.matched.empty() ? "quantization_settings"
-                                                : "layer_quantization_settings[" + plan.matched.back() + "]");
+      check_against_target(
+          config.deployment_settings->target, plan.weights, plan.activations,
+          plan.matched.empty() ? "quantization_settings" : "layer_quantization_settings[" + plan.matched.back() + "]");
     plans.push_back(std::move(plan));
   }
   return plans;

@@ -20,7 +20,7 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   at::Tensor x = x_in.detach().reshape({-1});
   if (x.numel() == 0) return;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
-  if (!histogram_started_) {  // min and max are exact in any floating type
+  if (!histogram_started_) {               // min and max are exact in any floating type
     const auto [lo, hi] = at::aminmax(x);  // one pass over the activation
     pending_min_ = pending_min_.defined() ? at::minimum(pending_min_, lo) : lo;
     pending_max_ = pending_max_.defined() ? at::maximum(pending_max_, hi) : hi;
@@ -32,8 +32,10 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   const int64_t bins = static_cast<int64_t>(counts_.size());
   at::Tensor index = settings_.symmetric ? x.abs() : x.sub(grid_lo_);
   const double width = grid_hi_ - grid_lo_;
-  if (width > 0) index.mul_(static_cast<double>(bins) / width).floor_();
-  else index.zero_();
+  if (width > 0)
+    index.mul_(static_cast<double>(bins) / width).floor_();
+  else
+    index.zero_();
   index.clamp_(0, static_cast<double>(bins - 1));
   // On a GPU, bincount reads the indices' min and max back to the host (two
   // synchronizations per layer and batch); histc over the integral indices
@@ -93,7 +95,8 @@ ActivationObserver::Result ActivationObserver::compute() const {
   r.lo = min_;
   r.hi = max_;
   if (needs_histogram()) {
-    if (!histogram_started_) throw Error("observer " + std::string(to_string(settings_.observer)) + " needs a histogram pass");
+    if (!histogram_started_)
+      throw Error("observer " + std::string(to_string(settings_.observer)) + " needs a histogram pass");
     switch (settings_.observer) {
       case Observer::Percentile:
         if (settings_.symmetric) {
@@ -119,8 +122,7 @@ ActivationObserver::Result ActivationObserver::compute() const {
         r.hi = hi;
         break;
       }
-      default:
-        break;
+      default: break;
     }
   }
   r.qparams = qparams_from_range(at::full({1}, r.lo, at::kDouble), at::full({1}, r.hi, at::kDouble), range,
@@ -207,8 +209,8 @@ std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double l
     const double f = step / 100.0;
     const double c_lo = symmetric ? -std::max(hi * f, 0.0) : std::min(lo * f, 0.0);
     const double c_hi = std::max(hi * f, 0.0);
-    const QParams q = qparams_from_range(at::full({1}, c_lo, at::kDouble), at::full({1}, c_hi, at::kDouble), range,
-                                         symmetric);
+    const QParams q =
+        qparams_from_range(at::full({1}, c_lo, at::kDouble), at::full({1}, c_hi, at::kDouble), range, symmetric);
     const at::Tensor y = fake_quantize(centres.to(at::kFloat), q, range).to(at::kDouble);
     const double error = (weights * (centres - y).pow(2)).sum().item<double>();
     if (error < best_error) {

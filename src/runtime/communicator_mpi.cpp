@@ -22,8 +22,7 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
     case at::kByte: return MPI_UINT8_T;
     case at::kBool: return MPI_C_BOOL;
     default:
-      throw Error(std::string("communicator backend mpi does not support dtype ") +
-                  c10::toString(t.scalar_type()));
+      throw Error(std::string("communicator backend mpi does not support dtype ") + c10::toString(t.scalar_type()));
   }
 }
 
@@ -69,8 +68,7 @@ class MpiCommunicator final : public Communicator {
     const int64_t element = static_cast<int64_t>(work.element_size());
     for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
-      QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + offset * element, count, type, mpi_op(op),
-                                     MPI_COMM_WORLD));
+      QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + offset * element, count, type, mpi_op(op), MPI_COMM_WORLD));
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }

@@ -71,7 +71,8 @@ double collective_timeout_s() {
 
 class NcclCommunicator final : public Communicator {
  public:
-  explicit NcclCommunicator(int device) : device_(static_cast<c10::DeviceIndex>(device)), mpi_(make_mpi_communicator()) {
+  explicit NcclCommunicator(int device)
+      : device_(static_cast<c10::DeviceIndex>(device)), mpi_(make_mpi_communicator()) {
     const Runtime& rt = Runtime::get();
     c10::cuda::set_device(device_);
     // Connect every peer at init, where all ranks take part, rather than in
@@ -191,8 +192,9 @@ std::unique_ptr<Communicator> make_nccl_communicator(int cuda_device) {
 #else
 
 std::unique_ptr<Communicator> make_nccl_communicator(int) {
-  log::warn("this qforge was built without NCCL (nccl.h not found: set NCCL_HOME and rebuild): GPU tensors travel "
-            "over MPI through host memory");
+  log::warn(
+      "this qforge was built without NCCL (nccl.h not found: set NCCL_HOME and rebuild): GPU tensors travel "
+      "over MPI through host memory");
   return make_mpi_communicator();
 }
 

@@ -29,8 +29,7 @@ Runtime& Runtime::init(int* argc, char*** argv) {
   QFORGE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &runtime.rank_));
   QFORGE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &runtime.size_));
   MPI_Comm node_comm;
-  QFORGE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime.rank_, MPI_INFO_NULL,
-                                       &node_comm));
+  QFORGE_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime.rank_, MPI_INFO_NULL, &node_comm));
   QFORGE_MPI_CHECK(MPI_Comm_rank(node_comm, &runtime.local_rank_));
   QFORGE_MPI_CHECK(MPI_Comm_size(node_comm, &runtime.local_size_));
   MPI_Comm_free(&node_comm);
@@ -63,8 +62,8 @@ std::vector<std::string> Runtime::all_gather_strings(const std::string& mine) co
     total += lens[r];
   }
   std::string all(static_cast<size_t>(total), '\0');
-  QFORGE_MPI_CHECK(MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(), offsets.data(),
-                                  MPI_CHAR, MPI_COMM_WORLD));
+  QFORGE_MPI_CHECK(
+      MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD));
   std::vector<std::string> out;
   for (int r = 0; r < size_; ++r) out.push_back(all.substr(offsets[r], lens[r]));
   return out;
@@ -115,8 +114,8 @@ void Runtime::collective_phase(const std::string& phase, const std::function<voi
     for (const auto& [text, ranks] : ranks_by_message) {
       std::string list;
       for (int r : ranks) list += (list.empty() ? "" : ",") + std::to_string(r);
-      std::cerr << "qforge: error (" << phase << ", rank" << (ranks.size() > 1 ? "s " : " ") << list
-                << "): " << text << std::endl;
+      std::cerr << "qforge: error (" << phase << ", rank" << (ranks.size() > 1 ? "s " : " ") << list << "): " << text
+                << std::endl;
     }
   }
   throw PeerFailed(phase + " failed on rank " + std::to_string(first_failed - codes.begin()),
@@ -131,6 +130,9 @@ void Runtime::finalize() {
   if (!done) MPI_Finalize();
 }
 
-void Runtime::abort(int code) const { MPI_Abort(MPI_COMM_WORLD, code == 0 ? 1 : code); std::abort(); }
+void Runtime::abort(int code) const {
+  MPI_Abort(MPI_COMM_WORLD, code == 0 ? 1 : code);
+  std::abort();
+}
 
 }  // namespace qforge

@@ -16,9 +16,7 @@ namespace {
 
 const char* kMarker = "#qforge-resources";
 
-std::string absolute(const std::string& path) {
-  return std::filesystem::absolute(path).lexically_normal().string();
-}
+std::string absolute(const std::string& path) { return std::filesystem::absolute(path).lexically_normal().string(); }
 
 }  // namespace
 
@@ -28,8 +26,9 @@ int64_t ranks_per_node(const Resources& resources) {
 }
 
 std::string shell_quote(const std::string& word) {
-  if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=/.,:@%") ==
-                           std::string::npos)
+  if (!word.empty() &&
+      word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=/.,:@%") ==
+          std::string::npos)
     return word;
   std::string quoted = "'";
   for (char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
@@ -63,7 +62,8 @@ std::string render_batch_script(const ExperimentConfig& config, const Submission
   std::string script = batch_script_template();
   const auto at = script.find(kMarker);
   if (at == std::string::npos)
-    throw Error(std::string("slurm/compile.sbatch has no '") + kMarker + "' line: qforge was built from a damaged copy");
+    throw Error(std::string("slurm/compile.sbatch has no '") + kMarker +
+                "' line: qforge was built from a damaged copy");
   const auto end = script.find('\n', at);
   script.replace(at, end == std::string::npos ? std::string::npos : end + 1 - at, lines.str());
   return script;
@@ -101,15 +101,18 @@ std::pair<std::string, int> run_capturing_stdout(const std::vector<std::string>&
   if (spawned != 0) {
     ::close(fds[0]);
     if (spawned == ENOENT)
-      throw Error(command[0] + " not found on PATH: qforge submit runs where SLURM's commands do (a login node); "
+      throw Error(command[0] +
+                  " not found on PATH: qforge submit runs where SLURM's commands do (a login node); "
                   "--dry-run prints the batch script without it");
     throw Error("cannot run " + command[0] + ": " + std::strerror(spawned));
   }
   std::string output;
   char buffer[256];
   for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) != 0;) {
-    if (n > 0) output.append(buffer, static_cast<size_t>(n));
-    else if (errno != EINTR) break;
+    if (n > 0)
+      output.append(buffer, static_cast<size_t>(n));
+    else if (errno != EINTR)
+      break;
   }
   ::close(fds[0]);
   int status = 0;

@@ -68,8 +68,10 @@ class FileSink : public std::streambuf {
     for (std::streamsize done = 0; done < count && !error_;) {
       const ssize_t n = ::write(fd_, data + done, static_cast<size_t>(count - done));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) error_ = errno;
-      else done += n, bytes_ += n;
+      if (n < 0)
+        error_ = errno;
+      else
+        done += n, bytes_ += n;
     }
     return count;  // taken; a failure is reported once the writer is done
   }
@@ -110,8 +112,8 @@ int64_t write_stream_durably(const std::string& path, const std::function<void(s
 }
 
 void write_file_durably(const std::string& path, const std::string& content, const std::string& shown) {
-  write_stream_durably(path, [&](std::ostream& out) { out.write(content.data(), static_cast<std::streamsize>(content.size())); },
-                       shown);
+  write_stream_durably(
+      path, [&](std::ostream& out) { out.write(content.data(), static_cast<std::streamsize>(content.size())); }, shown);
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {

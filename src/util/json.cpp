@@ -10,7 +10,10 @@ void write(std::string& out, const json::value& v, int indent) {
   const std::string inner(static_cast<size_t>(indent + 1) * 2, ' ');
   if (v.is_object()) {
     const auto& o = v.get_object();
-    if (o.empty()) { out += "{}"; return; }
+    if (o.empty()) {
+      out += "{}";
+      return;
+    }
     out += "{\n";
     bool first = true;
     for (const auto& kv : o) {
@@ -23,7 +26,10 @@ void write(std::string& out, const json::value& v, int indent) {
   } else if (v.is_array()) {
     const auto& a = v.get_array();
     const bool flat = std::all_of(a.begin(), a.end(), [](const json::value& x) { return !x.is_structured(); });
-    if (a.empty() || flat) { out += json::serialize(v); return; }
+    if (a.empty() || flat) {
+      out += json::serialize(v);
+      return;
+    }
     out += "[\n";
     for (size_t i = 0; i < a.size(); ++i) {
       out += inner;

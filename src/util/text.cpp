@@ -27,10 +27,14 @@ size_t column_width(const std::vector<std::string>& values, size_t minimum) {
 std::string size_text(int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1);
-  if (bytes >= (1 << 30)) out << static_cast<double>(bytes) / (1 << 30) << " GiB";
-  else if (bytes >= (1 << 20)) out << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  else if (bytes >= (1 << 10)) out << static_cast<double>(bytes) / (1 << 10) << " KiB";
-  else out << bytes << " B";
+  if (bytes >= (1 << 30))
+    out << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (1 << 20))
+    out << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= (1 << 10))
+    out << static_cast<double>(bytes) / (1 << 10) << " KiB";
+  else
+    out << bytes << " B";
   return out.str();
 }
 

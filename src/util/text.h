@@ -6,7 +6,7 @@
 
 namespace qforge {
 
-std::string shape_text(const std::vector<int64_t>& shape);            // "[1, 3, 224, 224]"
+std::string shape_text(const std::vector<int64_t>& shape);  // "[1, 3, 224, 224]"
 std::string join(const std::vector<std::string>& items, const std::string& separator = ", ");
 // The width of a table column: the longest value plus two spaces, at least `minimum`.
 size_t column_width(const std::vector<std::string>& values, size_t minimum);

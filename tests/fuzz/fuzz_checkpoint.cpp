@@ -20,7 +20,8 @@ namespace {
 const char* const kFingerprint = "fuzz-run";
 
 struct Run {
-  std::vector<at::Tensor> parameters{torch::zeros({4, 3}, torch::requires_grad()), torch::zeros({3}, torch::requires_grad())};
+  std::vector<at::Tensor> parameters{torch::zeros({4, 3}, torch::requires_grad()),
+                                     torch::zeros({3}, torch::requires_grad())};
   torch::optim::AdamW optimizer{parameters, torch::optim::AdamWOptions(1e-3)};
 };
 
@@ -59,8 +60,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Run run;
   try {
     const auto state = qforge::load_checkpoint(path, kFingerprint, run.parameters, run.optimizer);
-    if (state.step < 0 || run.parameters[0].sizes() != at::IntArrayRef({4, 3}) || run.parameters[1].sizes() != at::IntArrayRef({3})) {
-      std::fprintf(stderr, "a checkpoint loaded with step %lld or parameters of other shapes\n", static_cast<long long>(state.step));
+    if (state.step < 0 || run.parameters[0].sizes() != at::IntArrayRef({4, 3}) ||
+        run.parameters[1].sizes() != at::IntArrayRef({3})) {
+      std::fprintf(stderr, "a checkpoint loaded with step %lld or parameters of other shapes\n",
+                   static_cast<long long>(state.step));
       std::abort();
     }
   } catch (const qforge::Error&) {

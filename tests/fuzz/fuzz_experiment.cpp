@@ -46,7 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
   if (again != resolved) {
-    std::fprintf(stderr, "the resolved config changes when loaded again:\n%s\n---\n%s\n", resolved.c_str(), again.c_str());
+    std::fprintf(stderr, "the resolved config changes when loaded again:\n%s\n---\n%s\n", resolved.c_str(),
+                 again.c_str());
     std::abort();
   }
   return 0;

@@ -48,7 +48,7 @@ void int_attribute(hid_t object, const char* name, int64_t value) {
 }
 
 hid_t some_type(FuzzedDataProvider& in) {
-  const hid_t types[] = {H5T_NATIVE_FLOAT, H5T_NATIVE_DOUBLE, H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_UINT8,
+  const hid_t types[] = {H5T_NATIVE_FLOAT, H5T_NATIVE_DOUBLE, H5T_NATIVE_INT64,  H5T_NATIVE_INT32,  H5T_NATIVE_UINT8,
                          H5T_NATIVE_INT8,  H5T_NATIVE_INT16,  H5T_NATIVE_UINT16, H5T_NATIVE_UINT64, H5T_C_S1};
   return types[in.ConsumeIntegralInRange<size_t>(0, std::size(types) - 1)];
 }
@@ -77,13 +77,16 @@ void write_file(FuzzedDataProvider& in, const std::string& path) {
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file < 0) fail("cannot create the fuzz file");
   if (in.ConsumeBool()) {
-    if (in.ConsumeBool()) int_attribute(file, "qforge_format", in.ConsumeBool() ? 1 : in.ConsumeIntegral<int64_t>());
-    else string_attribute(file, "qforge_format", "1");
+    if (in.ConsumeBool())
+      int_attribute(file, "qforge_format", in.ConsumeBool() ? 1 : in.ConsumeIntegral<int64_t>());
+    else
+      string_attribute(file, "qforge_format", "1");
   }
   if (in.ConsumeBool()) string_attribute(file, "input_kind", kKinds[in.ConsumeIntegralInRange<size_t>(0, 5)]);
   if (in.ConsumeBool()) int_attribute(file, "input_kind", 3);
   std::vector<std::string> names;
-  for (int n = in.ConsumeIntegralInRange<int>(0, 3); n > 0; --n) names.push_back(kNames[in.ConsumeIntegralInRange<size_t>(0, 9)]);
+  for (int n = in.ConsumeIntegralInRange<int>(0, 3); n > 0; --n)
+    names.push_back(kNames[in.ConsumeIntegralInRange<size_t>(0, 9)]);
   std::string joined;
   for (const auto& n : names) joined += (joined.empty() ? "" : ",") + n;
   if (in.ConsumeBool()) string_attribute(file, "input_names", joined);

@@ -34,7 +34,8 @@ std::vector<Case> cases() {
   std::vector<Case> out;
   const std::vector<int64_t> counts{1, 999, 1000, 1001, 2 * kTestChunk + 37};
   // MPI: what the host backend carries; NCCL: its own types (no int16), half precision too.
-  for (auto type : {torch::kFloat, torch::kDouble, torch::kLong, torch::kInt, torch::kShort, torch::kChar, torch::kByte})
+  for (auto type :
+       {torch::kFloat, torch::kDouble, torch::kLong, torch::kInt, torch::kShort, torch::kChar, torch::kByte})
     for (auto n : counts) out.push_back({"Mpi", type, n});
   for (auto type : {torch::kFloat, torch::kDouble, torch::kLong, torch::kInt, torch::kChar, torch::kByte, torch::kHalf,
                     torch::kBFloat16})
@@ -201,7 +202,7 @@ TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
   unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
   auto everyone = torch::ones({16}, torch::TensorOptions().device(*gpu));
   comm->all_reduce(everyone, ReduceOp::Sum);  // all ranks together: the communicator works
-  if (rt.rank() == 0) {  // the others never join this all-reduce
+  if (rt.rank() == 0) {                       // the others never join this all-reduce
     auto t = torch::ones({16}, torch::TensorOptions().device(*gpu));
     try {
       comm->all_reduce(t, ReduceOp::Sum);

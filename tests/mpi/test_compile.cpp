@@ -72,9 +72,12 @@ TEST(Compile, ResnetCompiledModelRunsInPythonAsInProcess) {
   std::ofstream(config.out_dir + "/expected.bin", std::ios::binary)
       .write(static_cast<const char*>(y.data_ptr()), static_cast<std::streamsize>(y.nbytes()));
   const std::string script =
-      "import torch; m = torch.jit.load('" + config.out_dir + "/model.qforge.pt'); "
+      "import torch; m = torch.jit.load('" + config.out_dir +
+      "/model.qforge.pt'); "
       "x = torch.linspace(-2, 2, 2*3*32*32).reshape(2, 3, 32, 32); y = m(x).detach().reshape(-1); "
-      "e = torch.frombuffer(bytearray(open('" + config.out_dir + "/expected.bin', 'rb').read()), dtype=torch.float32); "
+      "e = torch.frombuffer(bytearray(open('" +
+      config.out_dir +
+      "/expected.bin', 'rb').read()), dtype=torch.float32); "
       "r = ((y - e).norm() / e.norm()).item(); print('relative difference', r); assert r < 1e-3, r";
   const std::string command = qforge::test::python() + " -c \"" + script + "\"";
   EXPECT_EQ(std::system(command.c_str()), 0) << command;

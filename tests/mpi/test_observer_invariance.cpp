@@ -29,8 +29,10 @@ TEST(ObserverInvariance, EveryObserverGivesTheSingleProcessResult) {
         for (int pass = 0; pass < (obs.needs_histogram() ? 2 : 1); ++pass) {
           if (pass == 1) obs.begin_histogram();
           for (int64_t r = begin; r < end; r += batch) obs.observe(data.slice(0, r, std::min(end, r + batch)));
-          if (pass == 0) obs.reduce_range(c);
-          else obs.reduce_histogram(c);
+          if (pass == 0)
+            obs.reduce_range(c);
+          else
+            obs.reduce_histogram(c);
         }
         return obs.compute();
       };

@@ -26,7 +26,8 @@ TEST(ShardedReading, ShardsCoverEverySampleExactlyOnce) {
       for (int64_t i = 0; i < batch->rows(); ++i) seen[batch->global_begin + i] += 1;
       const int64_t local = batch->global_begin - group_start[batch->group];
       for (size_t k = 0; k < batch->inputs.size(); ++k)
-        EXPECT_TRUE(torch::equal(batch->inputs[k], reference[batch->group].inputs[k].slice(0, local, local + batch->rows())))
+        EXPECT_TRUE(
+            torch::equal(batch->inputs[k], reference[batch->group].inputs[k].slice(0, local, local + batch->rows())))
             << file << " rows from " << batch->global_begin;
     }
     comm->all_reduce(seen, ReduceOp::Sum);

@@ -50,10 +50,11 @@ TEST(Config, EnumTypoSuggestsValidName) {
 }
 
 TEST(Config, SetOverridesAnyKeyIncludingLayerNamesWithDots) {
-  const auto c = parse_config(kMinimal, "x.yaml",
-                              {"calibration_inputs.batch_size=32", "seed=7", "layer_quantization_settings[layer4.*].skip=true",
-                               "quantization_settings.weights.bits=4", "deployment_settings.target=libtorch",
-                               "forward.kwargs.use_cache=false"});
+  const auto c =
+      parse_config(kMinimal, "x.yaml",
+                   {"calibration_inputs.batch_size=32", "seed=7", "layer_quantization_settings[layer4.*].skip=true",
+                    "quantization_settings.weights.bits=4", "deployment_settings.target=libtorch",
+                    "forward.kwargs.use_cache=false"});
   EXPECT_EQ(c.calibration_inputs->batch_size, 32);
   EXPECT_EQ(c.seed, 7);
   ASSERT_EQ(c.layer_quantization_settings.count("layer4.*"), 1u);
@@ -162,7 +163,8 @@ TEST(Config, SweepTaskAppliesItsOverridesAndItsOwnDirectories) {
   EXPECT_EQ(first.logs_dir, "logs/sweep-0");
   EXPECT_TRUE(first.sweep.empty());
   EXPECT_EQ(load_sweep_task(path, {}, 1).out_dir, "mine");  // a setting that names its directory keeps it
-  expect_error<ConfigError>([&] { load_sweep_task(path, {}, 2); }, {"sweep.yaml", "sweep task 2 does not exist", "0..1"});
+  expect_error<ConfigError>([&] { load_sweep_task(path, {}, 2); },
+                            {"sweep.yaml", "sweep task 2 does not exist", "0..1"});
   expect_error<ConfigError>([&] { load_sweep_task(path, {"sweep=[seedd=1]"}, 0); },
                             {"sweep.yaml: sweep[0]: unknown key 'seedd'"});
 }

@@ -38,8 +38,11 @@ TEST(Dataset, GroupFilterAndMaxRows) {
 TEST(Dataset, SeveralFilesConcatenate) {
   const auto info = inspect_dataset({asset("images.h5"), asset("images.h5")});
   EXPECT_EQ(info.total_rows(), 74);
-  expect_error<DataError>([] { inspect_dataset({asset("images.h5"), asset("text_tuple.h5")}); },
-                          {"text_tuple.h5", "differ"});
+  expect_error<DataError>(
+      [] {
+        inspect_dataset({asset("images.h5"), asset("text_tuple.h5")});
+      },
+      {"text_tuple.h5", "differ"});
 }
 
 TEST(Dataset, BadFilesGiveErrorsNamingFileAndDataset) {

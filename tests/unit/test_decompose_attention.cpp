@@ -46,7 +46,8 @@ void expect_same_outputs(const std::string& ir, const Inputs& inputs, int fused,
     ASSERT_EQ(qforge::decompose_fused_attention(*pieces), fused);
   }
   EXPECT_EQ(count(*pieces, "prim::CallFunction"), 0);
-  EXPECT_EQ(count(*pieces, "aten::_native_multi_head_attention") + count(*pieces, "aten::_transformer_encoder_layer_fwd"), 0);
+  EXPECT_EQ(
+      count(*pieces, "aten::_native_multi_head_attention") + count(*pieces, "aten::_transformer_encoder_layer_fwd"), 0);
   EXPECT_EQ(count(*pieces, "aten::linear"), linears);
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> expected;
@@ -81,12 +82,17 @@ std::string mha_ir(bool self, const std::string& mask_type, bool need_weights) {
   const std::string kv = self ? "%q, %q" : "%k, %v";
   return R"IR(
 graph(%q : Tensor, %k : Tensor, %v : Tensor, %w : Tensor, %b : Tensor, %pw : Tensor, %pb : Tensor, %mask : Tensor?):
-  %e : int = prim::Constant[value=)IR" + std::to_string(kWidth) + R"IR(]()
-  %h : int = prim::Constant[value=)IR" + std::to_string(kHeads) + R"IR(]()
-  %need : bool = prim::Constant[value=)IR" + (need_weights ? "1" : "0") + R"IR(]()
+  %e : int = prim::Constant[value=)IR" +
+         std::to_string(kWidth) + R"IR(]()
+  %h : int = prim::Constant[value=)IR" +
+         std::to_string(kHeads) + R"IR(]()
+  %need : bool = prim::Constant[value=)IR" +
+         (need_weights ? "1" : "0") + R"IR(]()
   %avg : bool = prim::Constant[value=1]()
-  %mt : )IR" + (mask_type.empty() ? "NoneType" : "int") + " = prim::Constant" + mask_type + R"IR(()
-  %y : Tensor, %p : Tensor = aten::_native_multi_head_attention(%q, )IR" + kv + R"IR(, %e, %h, %w, %b, %pw, %pb, %mask, %need, %avg, %mt)
+  %mt : )IR" +
+         (mask_type.empty() ? "NoneType" : "int") + " = prim::Constant" + mask_type + R"IR(()
+  %y : Tensor, %p : Tensor = aten::_native_multi_head_attention(%q, )IR" +
+         kv + R"IR(, %e, %h, %w, %b, %pw, %pb, %mask, %need, %avg, %mt)
   %out : (Tensor, Tensor) = prim::TupleConstruct(%y, %p)
   return (%out)
 )IR";
@@ -134,21 +140,34 @@ graph(%x : Tensor, %w : Tensor, %b : Tensor, %pw : Tensor, %pb : Tensor, %n1w : 
       %n2w : Tensor, %n2b : Tensor, %f1w : Tensor, %f1b : Tensor, %f2w : Tensor, %f2b : Tensor, %mask : Tensor?):
   %e : int = prim::Constant[value=16]()
   %h : int = prim::Constant[value=4]()
-  %gelu : bool = prim::Constant[value=)IR") + (gelu ? "1" : "0") + R"IR(]()
-  %first : bool = prim::Constant[value=)IR" + (norm_first ? "1" : "0") + R"IR(]()
+  %gelu : bool = prim::Constant[value=)IR") +
+                         (gelu ? "1" : "0") + R"IR(]()
+  %first : bool = prim::Constant[value=)IR" +
+                         (norm_first ? "1" : "0") + R"IR(]()
   %eps : float = prim::Constant[value=1.0000000000000001e-05]()
-  %mt : )IR" + (masked ? "int = prim::Constant[value=1]" : "NoneType = prim::Constant") + R"IR(()
+  %mt : )IR" + (masked ? "int = prim::Constant[value=1]" : "NoneType = prim::Constant") +
+                         R"IR(()
   %y : Tensor = aten::_transformer_encoder_layer_fwd(%x, %e, %h, %w, %b, %pw, %pb, %gelu, %first, %eps, %n1w, %n1b, %n2w, %n2b, %f1w, %f1b, %f2w, %f2b, %mask, %mt)
   return (%y)
 )IR";
   auto w = attention_weights();
   const auto x = random({kBatch, kLength, kWidth});
-  Inputs inputs = {x, w[0], w[1], w[2], w[3], 1 + 0.1 * random({kWidth}), 0.1 * random({kWidth}),
-                                    1 + 0.1 * random({kWidth}), 0.1 * random({kWidth}), random({ffn, kWidth}), random({ffn}),
-                                    random({kWidth, ffn}), random({kWidth}), masked ? c10::IValue(key_padding()) : c10::IValue()};
+  Inputs inputs = {x,
+                   w[0],
+                   w[1],
+                   w[2],
+                   w[3],
+                   1 + 0.1 * random({kWidth}),
+                   0.1 * random({kWidth}),
+                   1 + 0.1 * random({kWidth}),
+                   0.1 * random({kWidth}),
+                   random({ffn, kWidth}),
+                   random({ffn}),
+                   random({kWidth, ffn}),
+                   random({kWidth}),
+                   masked ? c10::IValue(key_padding()) : c10::IValue()};
   expect_same_outputs(ir, inputs, 1, 4);
 }
 
 INSTANTIATE_TEST_SUITE_P(NormFirstGeluMasked, DecomposeEncoderLayer,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Bool()));
-

@@ -69,6 +69,7 @@ TEST(Deployment, PerLayerOverridesAreCheckedAgainstTheTarget) {
   expect_error<ConfigError>([&] { plan_layers({fc}, config); },
                             {"layer_quantization_settings[fc*].weights.bits", "tensorrt runs int8 weights"});
   // A skipped layer keeps no settings to contradict.
-  const auto skipped = with_target("tensorrt", "{}", "layer_quantization_settings: {fc: {skip: true, weights: {bits: 4}}}\n");
+  const auto skipped =
+      with_target("tensorrt", "{}", "layer_quantization_settings: {fc: {skip: true, weights: {bits: 4}}}\n");
   EXPECT_FALSE(plan_layers({fc}, skipped).at(0).quantize);
 }

@@ -26,6 +26,9 @@ TEST(DynamicAxes, SingleSampleIsStaticAndInputsAreIndependent) {
 }
 
 TEST(DynamicAxes, DifferentNumberOfAxesIsAnError) {
-  qforge::test::expect_error<ModelError>([] { find_dynamic_axes({"x"}, {{{1, 3}}, {{1, 3, 4}}}); },
-                                         {"input 'x'", "sample 1"});
+  qforge::test::expect_error<ModelError>(
+      [] {
+        find_dynamic_axes({"x"}, {{{1, 3}}, {{1, 3, 4}}});
+      },
+      {"input 'x'", "sample 1"});
 }

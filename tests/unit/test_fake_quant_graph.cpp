@@ -90,9 +90,12 @@ TEST(FakeQuantGraph, ResnetRunsInLibTorchAndPythonWithStandardOps) {
   std::ofstream(dir + "/fq_expected.bin", std::ios::binary)
       .write(static_cast<const char*>(expected.data_ptr()), static_cast<std::streamsize>(expected.nbytes()));
   const std::string script =
-      "import torch; m = torch.jit.load('" + dir + "/fq_resnet18.pt'); "
+      "import torch; m = torch.jit.load('" + dir +
+      "/fq_resnet18.pt'); "
       "x = torch.linspace(-2, 2, 2*3*32*32).reshape(2, 3, 32, 32); y = m(x).detach().reshape(-1); "
-      "e = torch.frombuffer(bytearray(open('" + dir + "/fq_expected.bin', 'rb').read()), dtype=torch.float32); "
+      "e = torch.frombuffer(bytearray(open('" +
+      dir +
+      "/fq_expected.bin', 'rb').read()), dtype=torch.float32); "
       "r = ((y - e).norm() / e.norm()).item(); print('relative difference', r); assert r < 1e-3, r";
   const std::string command = qforge::test::python() + " -c \"" + script + "\"";
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
@@ -102,8 +105,8 @@ TEST(FakeQuantGraph, UnknownLayerIsNamed) {
   auto model = Model::load(asset("kwargs_model.pt"));
   LayerFakeQuant layer;
   layer.layer = "fc2";
-  qforge::test::expect_error<ModelError>(
-      [&] { with_fake_quantization(model.module(), "forward", {layer}); }, {"layer 'fc2'"});
+  qforge::test::expect_error<ModelError>([&] { with_fake_quantization(model.module(), "forward", {layer}); },
+                                         {"layer 'fc2'"});
 }
 
 // LibTorch caches each method's graph on its first run; a model first run
@@ -120,13 +123,15 @@ TEST(GraphInlining, NoCallIsLeftAfterTheModelRanUnoptimized) {
   std::vector<std::string> calls;
   const std::function<void(const torch::jit::Block*)> find_calls = [&](const torch::jit::Block* block) {
     for (const auto* n : block->nodes()) {
-      if (n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction) calls.push_back(n->kind().toQualString());
+      if (n->kind() == c10::prim::CallMethod || n->kind() == c10::prim::CallFunction)
+        calls.push_back(n->kind().toQualString());
       for (const auto* b : n->blocks()) find_calls(b);
     }
   };
   find_calls(graph->block());
   EXPECT_TRUE(calls.empty()) << calls.size() << " calls left, the first a " << calls.front();
   int convolutions = 0;
-  for (const auto* n : graph->nodes()) convolutions += n->kind() == c10::aten::_convolution || n->kind() == c10::aten::conv2d;
+  for (const auto* n : graph->nodes())
+    convolutions += n->kind() == c10::aten::_convolution || n->kind() == c10::aten::conv2d;
   EXPECT_EQ(convolutions, 20);  // ResNet-18's 20 convolutions, each inlined once
 }

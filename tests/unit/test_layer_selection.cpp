@@ -16,15 +16,20 @@ std::vector<LayerInfo> toy_layers() {
     l.quantizable = is_quantizable_type(type);
     return l;
   };
-  return {layer("layer1", "Sequential", {}),          layer("layer1.0.conv1", "Conv2d", {64, 64, 3, 3}),
-          layer("layer4.0.conv1", "Conv2d", {512, 256, 3, 3}), layer("layer4.0.conv2", "Conv2d", {512, 512, 3, 3}),
-          layer("fc", "Linear", {10, 512}),           layer("head", "Linear", {10, 100})};
+  return {layer("layer1", "Sequential", {}),
+          layer("layer1.0.conv1", "Conv2d", {64, 64, 3, 3}),
+          layer("layer4.0.conv1", "Conv2d", {512, 256, 3, 3}),
+          layer("layer4.0.conv2", "Conv2d", {512, 512, 3, 3}),
+          layer("fc", "Linear", {10, 512}),
+          layer("head", "Linear", {10, 100})};
 }
 
 ExperimentConfig config_with(const std::string& extra) {
-  return parse_config("model: {path: m.pt}\ncalibration_inputs: {files: a.h5}\n"
-                      "deployment_settings: {target: libtorch}\nquantization_settings: {}\n" + extra,
-                      "x.yaml");
+  return parse_config(
+      "model: {path: m.pt}\ncalibration_inputs: {files: a.h5}\n"
+      "deployment_settings: {target: libtorch}\nquantization_settings: {}\n" +
+          extra,
+      "x.yaml");
 }
 
 const LayerPlan& find(const std::vector<LayerPlan>& plans, const std::string& name) {
@@ -62,13 +67,14 @@ TEST(LayerSelection, MoreSpecificKeysOverrideFieldByField) {
 
 TEST(LayerSelection, KeyMatchingNoLayerListsClosestNames) {
   const auto config = config_with("layer_quantization_settings: {'layer4.0.conv3': {skip: true}}\n");
-  qforge::test::expect_error<ConfigError>([&] { plan_layers(toy_layers(), config); },
-                                          {"layer_quantization_settings[layer4.0.conv3]", "matches no layer",
-                                           "layer4.0.conv1"});
+  qforge::test::expect_error<ConfigError>(
+      [&] { plan_layers(toy_layers(), config); },
+      {"layer_quantization_settings[layer4.0.conv3]", "matches no layer", "layer4.0.conv1"});
 }
 
 TEST(LayerSelection, GroupSizeMustDivideInputsPerChannel) {
-  const auto config = config_with("layer_quantization_settings: {head: {weights: {granularity: group, group_size: 64}}}\n");
+  const auto config =
+      config_with("layer_quantization_settings: {head: {weights: {granularity: group, group_size: 64}}}\n");
   const auto plans = plan_layers(toy_layers(), config);
   EXPECT_FALSE(find(plans, "head").quantize);  // 100 inputs
   EXPECT_NE(find(plans, "head").reason.find("group_size 64"), std::string::npos);

@@ -24,7 +24,8 @@ TEST(Model, TorchvisionResnet18LayersAreFoundByClass) {
   const auto fc = std::find_if(layers.begin(), layers.end(), [](const LayerInfo& l) { return l.name == "fc"; });
   ASSERT_NE(fc, layers.end());
   EXPECT_EQ(fc->weight_shape, (std::vector<int64_t>{10, 512}));
-  const auto bn = std::find_if(layers.begin(), layers.end(), [](const LayerInfo& l) { return l.name == "layer1.0.bn1"; });
+  const auto bn =
+      std::find_if(layers.begin(), layers.end(), [](const LayerInfo& l) { return l.name == "layer1.0.bn1"; });
   ASSERT_NE(bn, layers.end());
   EXPECT_FALSE(bn->quantizable);
   EXPECT_NE(bn->reason.find("normalization"), std::string::npos);
@@ -89,5 +90,6 @@ TEST(Model, RunFailureNamesTheSample) {
   auto model = Model::load(asset("kwargs_model.pt"));  // expects 8 features
   const auto data = inspect_dataset({asset("images.h5")});
   const auto batch = read_all(data, {23, 25}, 2)[0];
-  expect_error<ModelError>([&] { model.run(model.bind(data, {}), batch); }, {"forward failed on sample 23", "x [2, 3, 40, 40]"});
+  expect_error<ModelError>([&] { model.run(model.bind(data, {}), batch); },
+                           {"forward failed on sample 23", "x [2, 3, 40, 40]"});
 }

@@ -64,8 +64,8 @@ TEST(Quantization, RoundTripAtEveryWidthSignedAndUnsigned) {
     for (bool sym : {true, false}) {
       const auto range = quant_range(bits, sym);
       const auto x = torch::randn({1000}) * 3;
-      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}), x.max().to(torch::kDouble).reshape({1}),
-                                        range, sym);
+      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}),
+                                        x.max().to(torch::kDouble).reshape({1}), range, sym);
       const auto y = fake_quantize(x, q, range);
       // Values already on the grid survive unchanged; the rest move by at most half a step.
       EXPECT_TRUE(torch::equal(fake_quantize(y, q, range), y)) << bits << " bits";
@@ -83,8 +83,8 @@ TEST(Quantization, ReferenceEqualsATenFakeQuantOps) {
   for (int64_t bits : {4, 8}) {
     for (bool sym : {true, false}) {
       const auto range = quant_range(bits, sym);
-      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}), x.max().to(torch::kDouble).reshape({1}),
-                                        range, sym);
+      const auto q = qparams_from_range(x.min().to(torch::kDouble).reshape({1}),
+                                        x.max().to(torch::kDouble).reshape({1}), range, sym);
       const auto aten = torch::fake_quantize_per_tensor_affine(x, q.scale.item<float>(), q.zero_point.item<int>(),
                                                                range.qmin, range.qmax);
       EXPECT_TRUE(torch::equal(fake_quantize(x, q, range), aten)) << bits << " bits, symmetric " << sym;
@@ -98,8 +98,8 @@ TEST(Quantization, ReferenceEqualsATenFakeQuantOps) {
 }
 
 TEST(Observers, MinMaxTracksTheExtremes) {
-  const auto r = observe_all(activation(Observer::MinMax, false),
-                             {torch::tensor({0.5f, -2.0f}), torch::tensor({3.0f, 1.0f})});
+  const auto r =
+      observe_all(activation(Observer::MinMax, false), {torch::tensor({0.5f, -2.0f}), torch::tensor({3.0f, 1.0f})});
   EXPECT_EQ(r.lo, -2.0);
   EXPECT_EQ(r.hi, 3.0);
   EXPECT_FLOAT_EQ(r.qparams.scale.item<float>(), 5.0f / 255.0f);

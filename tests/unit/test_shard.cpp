@@ -15,7 +15,8 @@ TEST(Shard, EveryRowExactlyOnceAndSizesDifferByAtMostOne) {
         smallest = std::min(smallest, range.size());
         largest = std::max(largest, range.size());
       }
-      for (int64_t i = 0; i < total; ++i) ASSERT_EQ(seen[i], 1) << "row " << i << " total " << total << " world " << world;
+      for (int64_t i = 0; i < total; ++i)
+        ASSERT_EQ(seen[i], 1) << "row " << i << " total " << total << " world " << world;
       EXPECT_LE(largest - smallest, 1);
     }
   }

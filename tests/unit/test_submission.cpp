@@ -35,10 +35,9 @@ TEST(Submission, ResourcesBecomeDirectivesBeforeTheFirstCommand) {
                  "partition: gpu, account: ml}\n"),
       kSubmission);
   const auto d = directives(script);
-  for (const std::string expected :
-       {"--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--mem=64G", "--time=1:00:00",
-        "--partition=gpu", "--account=ml", "--chdir=/exp", "--export=ALL,QFORGE=/opt/qforge/bin/qforge",
-        "--requeue", "--signal=USR1@120"})
+  for (const std::string expected : {"--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8",
+                                     "--mem=64G", "--time=1:00:00", "--partition=gpu", "--account=ml", "--chdir=/exp",
+                                     "--export=ALL,QFORGE=/opt/qforge/bin/qforge", "--requeue", "--signal=USR1@120"})
     EXPECT_NE(std::find(d.begin(), d.end(), expected), d.end()) << expected << "\n" << script;
   // sbatch stops reading directives at the first command.
   EXPECT_LT(script.rfind("#SBATCH"), script.find("\nset -uo pipefail"));
@@ -50,21 +49,25 @@ TEST(Submission, CpuJobsAskForTasksAndSweepsForAnArray) {
   const auto plain = directives(render_batch_script(experiment(""), kSubmission));
   EXPECT_NE(std::find(plain.begin(), plain.end(), "--ntasks-per-node=1"), plain.end());
   EXPECT_EQ(std::find_if(plain.begin(), plain.end(), [](auto& l) { return l.rfind("--gpus", 0) == 0; }), plain.end());
-  EXPECT_NE(std::find(plain.begin(), plain.end(), "--output=" + std::filesystem::absolute("out").string() + "/slurm-%j.out"),
-            plain.end());
-  const auto sweep = directives(
-      render_batch_script(experiment("resources: {tasks_per_node: 3}\nsweep: [seed=1, seed=2, seed=3]\n"), kSubmission));
+  EXPECT_NE(
+      std::find(plain.begin(), plain.end(), "--output=" + std::filesystem::absolute("out").string() + "/slurm-%j.out"),
+      plain.end());
+  const auto sweep = directives(render_batch_script(
+      experiment("resources: {tasks_per_node: 3}\nsweep: [seed=1, seed=2, seed=3]\n"), kSubmission));
   EXPECT_NE(std::find(sweep.begin(), sweep.end(), "--ntasks-per-node=3"), sweep.end());
   EXPECT_NE(std::find(sweep.begin(), sweep.end(), "--array=0-2"), sweep.end());
-  EXPECT_NE(std::find(sweep.begin(), sweep.end(), "--output=" + std::filesystem::absolute("out").string() + "/slurm-%A_%a.out"),
+  EXPECT_NE(std::find(sweep.begin(), sweep.end(),
+                      "--output=" + std::filesystem::absolute("out").string() + "/slurm-%A_%a.out"),
             sweep.end());
 }
 
 TEST(Submission, SbatchGetsTheExperimentAndItsOverrides) {
-  EXPECT_EQ(sbatch_command("/exp/out/submit.sbatch", kSubmission),
-            (std::vector<std::string>{"sbatch", "--parsable", "/exp/out/submit.sbatch", "/exp/x.yaml", "--set", "seed=3"}));
+  EXPECT_EQ(
+      sbatch_command("/exp/out/submit.sbatch", kSubmission),
+      (std::vector<std::string>{"sbatch", "--parsable", "/exp/out/submit.sbatch", "/exp/x.yaml", "--set", "seed=3"}));
   EXPECT_EQ(shell_quote("a=b/c.d"), "a=b/c.d");
-  EXPECT_EQ(shell_quote("layer_quantization_settings[fc].skip=it's"), "'layer_quantization_settings[fc].skip=it'\\''s'");
+  EXPECT_EQ(shell_quote("layer_quantization_settings[fc].skip=it's"),
+            "'layer_quantization_settings[fc].skip=it'\\''s'");
   EXPECT_EQ(shell_quote(""), "''");
 }
 
