@@ -203,7 +203,7 @@ quantization_settings: {{weights: {{granularity: group, group_size: 16}}}}
 layer_quantization_settings: {{head: {{weights: {{group_size: 64}}}}}}
 """)
     out = run(["compile", some, "--set", "out_dir=some"])
-    contains(out, "warn: layer 'head' stays in floating point: 32 inputs per output channel are not a multiple")
+    contains(out, "qforge: warning: layer 'head' stays in floating point: 32 inputs per output channel are not a multiple")
 
 
 if __name__ == "__main__":
