@@ -16,7 +16,7 @@ TORCH_PREFIX=$($PY -c 'import torch;print(torch.utils.cmake_prefix_path)')
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 start=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
-  -DQFORGE_PYTHON="$(command -v $PY)" ${QFORGE_PREBUILT_ASSETS:+-DQFORGE_PREBUILT_ASSETS=$QFORGE_PREBUILT_ASSETS} > "$RESULTS/configure.log" 2>&1 || { tail -40 "$RESULTS/configure.log"; exit 1; }
+  -DQFORGE_PYTHON="$(command -v $PY)" -DQFORGE_BUILD_BENCHMARKS=ON ${QFORGE_PREBUILT_ASSETS:+-DQFORGE_PREBUILT_ASSETS=$QFORGE_PREBUILT_ASSETS} > "$RESULTS/configure.log" 2>&1 || { tail -40 "$RESULTS/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" > "$RESULTS/build.log" 2>&1 || { grep -E "error|Error" "$RESULTS/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s on $(nproc) cores" | tee -a "$RESULTS/machine.txt"
 ctest --test-dir build-gpu --output-on-failure -j8 > "$RESULTS/ctest.log" 2>&1
