@@ -6,12 +6,11 @@
 #include <sstream>
 
 #include "data/hdf5_file.h"
+#include "data/sample_format.h"
 #include "qforge/errors.h"
 
 namespace qforge {
 namespace {
-
-constexpr int64_t kFormatVersion = 1;
 
 std::vector<std::string> split_names(const std::string& text) {
   std::vector<std::string> out;
@@ -81,9 +80,9 @@ DatasetInfo inspect_dataset(const std::vector<std::string>& files, const std::ve
     const h5::Handle file = h5::open_file(path);
     const std::string root = path + ":/";
     const int64_t version = h5::read_int_attribute(file.get(), "qforge_format", root);
-    if (version != kFormatVersion)
+    if (version != kSampleFormatVersion)
       throw DataError(root + ": qforge_format is " + std::to_string(version) + ", this qforge reads format " +
-                      std::to_string(kFormatVersion));
+                      std::to_string(kSampleFormatVersion));
     const InputKind kind = parse_kind(h5::read_string_attribute(file.get(), "input_kind", root), root);
     const auto names = split_names(h5::read_string_attribute(file.get(), "input_names", root));
     if (names.empty()) throw DataError(root + ": attribute input_names is empty; expected e.g. \"x\" or \"ids,mask\"");

@@ -1,0 +1,11 @@
+// The version of the calibration HDF5 layout this qforge reads (README,
+// "Calibration data"). The Python writer (qforge_h5) stamps the same number
+// into every file it writes; a test holds the two equal.
+#pragma once
+#include <cstdint>
+
+namespace qforge {
+
+constexpr int64_t kSampleFormatVersion = 1;
+
+}  // namespace qforge
