@@ -1,20 +1,197 @@
-// qforge::compile: the library form of `qforge compile`. One call on every
-// rank (collective); rank 0 writes the artifacts. Mirrors the seed's
-// clika_compile: the ExperimentConfig holds every argument, the callbacks
-// stand for data_transform_fn and forward_fn.
+// The C++ API of qforge: compile() and dry_run(), the library forms of
+// `qforge compile` and `qforge compile --dry-run`, and every value they take
+// or return. One call on every rank (collective); rank 0 writes the
+// artifacts. Mirrors clika_compile: the ExperimentConfig holds every
+// argument, the callbacks stand for data_transform_fn and forward_fn.
 #pragma once
 #include <torch/script.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "qforge/config.h"
-#include "qforge/observer.h"
-#include "qforge/plan.h"
 
 namespace qforge {
+
+// ---- The calibration data, as its HDF5 files describe it (README, "Calibration data") ----
+
+enum class InputKind { Tensor, Tuple, Dict };
+const char* to_string(InputKind kind);
+
+struct ArraySpec {
+  std::string name;                // input name, or "labels"
+  DType dtype = DType::Float32;    // type delivered (file types widen to the nearest supported one)
+  std::vector<int64_t> row_shape;  // shape of one row (without axis 0)
+};
+
+struct ShapeGroup {
+  std::string file;
+  std::string name;  // group name under /samples
+  int64_t rows = 0;
+  std::vector<ArraySpec> inputs;  // in input_names order
+  bool has_labels = false;
+  ArraySpec labels;
+  std::string path() const { return file + ":/samples/" + name; }
+};
+
+struct DatasetInfo {
+  InputKind kind = InputKind::Tensor;
+  std::vector<std::string> input_names;
+  std::vector<ShapeGroup> groups;
+  int64_t total_rows() const;
+  std::vector<int64_t> group_rows() const;
+  // Bytes of `rows` rows of the largest group (inputs and labels).
+  int64_t bytes_per_row_max() const;
+};
+
+// Rows [begin, end) of the global row space (every group's rows, groups in order).
+struct RowRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+  bool operator==(const RowRange& o) const { return begin == o.begin && end == o.end; }
+};
+
+struct Batch {
+  std::vector<at::Tensor> inputs;  // in DatasetInfo::input_names order
+  at::Tensor labels;               // undefined when the file has none
+  int group = 0;                   // index into DatasetInfo::groups
+  int64_t global_begin = 0;        // global index of the first row
+  int64_t rows() const { return inputs.empty() ? 0 : inputs[0].size(0); }
+};
+
+// clika_compile's data_transform_fn: edits a batch in place before the model sees it.
+using DataTransformFn = std::function<void(Batch&, const DatasetInfo&)>;
+
+// ---- The model, as qforge sees it ----
+
+struct LayerInfo {
+  std::string name;  // "layer1.0.conv1": the key of per-layer settings
+  std::string type;  // "Conv2d" (TorchScript class, without module path or mangling)
+  std::string qualified_type;
+  int64_t parameters = 0;             // this module's own parameters (not its children's)
+  std::vector<int64_t> weight_shape;  // empty when it has no 'weight'
+  bool has_children = false;
+  bool quantizable = false;
+  std::string reason;              // why it is not quantizable (empty when it is)
+  std::string shares_weight_with;  // the first other layer whose weight is this one's tensor (tied), or empty
+};
+
+struct MethodArgument {
+  std::string name;
+  std::string type;  // TorchScript type, e.g. "Tensor", "Dict(str, Tensor)"
+  bool has_default = false;
+};
+
+struct MethodSignature {
+  std::string method;
+  std::vector<MethodArgument> arguments;  // without self
+  std::string returns;
+  std::string to_string() const;  // "forward(x: Tensor, mask: Tensor=None) -> Tensor"
+};
+
+// Dynamic axes: an axis is dynamic when its size differs between any two tracing samples.
+struct InputAxes {
+  std::string input;
+  std::vector<int64_t> min_shape;  // per axis, smallest size seen
+  std::vector<int64_t> max_shape;  // per axis, largest size seen
+  std::vector<int64_t> dynamic;    // axes whose size varies
+};
+
+// ---- Callbacks of compile() and dry_run() ----
+
+// How one batch is fed to the model (clika_compile's forward_fn): receives the
+// module to run (the model or a rewritten copy) and the batch.
+using ForwardFn = std::function<c10::IValue(torch::jit::Module& module, const Batch& batch)>;
+
+// Callbacks of the C++ API (clika_compile's data_transform_fn and forward_fn).
+struct CompileCallbacks {
+  DataTransformFn data_transform;  // when set, replaces the YAML data_transform list
+  ForwardFn forward;               // when set, replaces binding the data to the method's arguments
+};
+
+// ---- The plan: what happens to each layer and which rows each rank reads ----
+
+struct LayerPlan {
+  LayerInfo layer;
+  bool quantize = false;
+  std::string reason;                // why it is skipped (empty when quantized)
+  bool kept_by_choice = false;       // skipped because the experiment says so, not because a setting cannot apply
+  bool tied = false;                 // computes with layer.shares_weight_with's weight, quantized there
+  std::vector<std::string> matched;  // layer_quantization_settings keys that apply, in order
+  TensorQuantSettings weights;       // effective settings, overrides applied
+  TensorQuantSettings activations;
+};
+
+struct RankShard {
+  int rank = 0;
+  std::string host;
+  RowRange rows;
+  int64_t batches = 0;
+  int64_t peak_rss_bytes = 0;  // measured after reading the shard and running one batch per group
+};
+
+struct Plan {
+  std::string graph_name;
+  MethodSignature signature;
+  int64_t parameters = 0;
+  int64_t parameter_bytes = 0;
+  std::vector<LayerPlan> layers;
+  std::vector<LayerInfo> all_layers;
+  DatasetInfo data;
+  std::vector<RankShard> shards;
+  std::vector<InputAxes> axes;
+  int64_t estimated_bytes_per_rank = 0;
+  std::string resolved_config;  // the experiment as resolved (YAML), recorded in plan.json
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
+// The dry run: validates config, data (every row of this rank's shard) and
+// model (one batch per shape group, and every tracing sample) on every rank;
+// rank 0 prints the plan and writes <out_dir>/plan.json. Collective: call on
+// every rank. Returns the plan (complete on rank 0).
+// It runs the compile's first stage (load, bind, fold, plan), so a dry run that
+// passes means the compile's first stage passes; layers the data never runs are
+// found here (one batch per shape group with the calibration observers in place).
+// `input`: a module in memory (C++ API), as compile() takes it.
+Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks = {},
+             torch::jit::Module* input = nullptr);
+
+// ---- Quantization parameters ----
+
+// The integer range of a quantized tensor: [-2^(b-1), 2^(b-1)-1] signed, [0, 2^b-1] unsigned.
+struct QuantRange {
+  int64_t qmin = -128;
+  int64_t qmax = 127;
+};
+
+// Scale (float32) and zero point (int32) per tensor ([1]) or per channel ([C]).
+struct QParams {
+  at::Tensor scale;
+  at::Tensor zero_point;
+};
+
+// Weights need no reduction (every rank holds the same ones): per tensor,
+// per output channel (axis 0), or per group of `group_size` inputs, where the
+// weight is viewed as [out * in/group_size, group_size] and quantized per row.
+struct WeightQuant {
+  QParams qparams;
+  int64_t axis = -1;                // -1 per tensor, 0 per channel/row
+  std::vector<int64_t> view_shape;  // group granularity: the 2-D view quantized per row
+};
+
+// An activation's calibrated float range and its quantization parameters.
+struct ActivationRange {
+  double lo = 0, hi = 0;
+  QParams qparams;
+};
+
+// ---- What compile() returns ----
+
 
 // What happened to one quantizable layer.
 struct LayerResult {
@@ -23,7 +200,7 @@ struct LayerResult {
   std::string reason;                 // why it stays floating point (empty when quantized)
   std::optional<WeightQuant> weight;  // weight quantization parameters
   QuantRange weight_range;
-  std::optional<ActivationObserver::Result> input;  // input activation range and parameters
+  std::optional<ActivationRange> input;  // input activation range and parameters
   QuantRange input_range;
   // The input's histogram, for the report page: `counts` over [lo, hi] of x, or of |x|
   // (symmetric); empty where the observer kept none (min/max).
@@ -32,7 +209,7 @@ struct LayerResult {
     bool magnitude = false;
     std::vector<int64_t> counts;
   } input_histogram;
-  std::optional<ActivationObserver::Result>
+  std::optional<ActivationRange>
       output;  // output range, where the output meets a residual add (onnxruntime, openvino)
   QuantRange output_range;
   std::optional<double> sensitivity;     // relative output error with only this layer quantized

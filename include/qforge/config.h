@@ -24,7 +24,7 @@ enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int
 // model:
 struct ModelSettings {
   std::string path;                // path: TorchScript file (torch.jit.save)
-  std::string method = "forward";  // method: method compiled (seed's module_or_func)
+  std::string method = "forward";  // method: method compiled (clika_compile's module_or_func)
 };
 
 // tracing_inputs: samples whose shapes define the traced graph and its dynamic axes.
@@ -44,7 +44,7 @@ struct CalibrationSettings {
   bool check_finite = true;         // check_finite: reject NaN/Inf rows
 };
 
-// data_transform: one step of the seed's data_transform_fn.
+// data_transform: one step of clika_compile's data_transform_fn.
 struct TransformStep {
   TransformOp op = TransformOp::Cast;  // op: cast | scale | normalize
   std::vector<std::string> inputs;     // inputs: input names it applies to; empty = all
@@ -55,7 +55,7 @@ struct TransformStep {
   int64_t axis = 1;                    // axis: channel axis of the batched tensor
 };
 
-// forward: the seed's forward_fn, as extra static keyword arguments.
+// forward: clika_compile's forward_fn, as extra static keyword arguments.
 struct ForwardSettings {
   std::map<std::string, std::string> kwargs;  // kwargs: name -> YAML scalar (bool/int/float/str)
 };
@@ -137,7 +137,7 @@ struct FineTuneSettings {
       0;  // stop_after_steps: checkpoint and stop after this many steps of this run; 0 = run to the end
 };
 
-// compile_options: the seed's clika_compile_options.
+// compile_options: clika_compile's clika_compile_options argument.
 struct CompileOptions {
   bool ptq = true;                   // ptq: post-training calibration
   bool sensitivity = false;          // sensitivity: per-layer sensitivity analysis

@@ -5,13 +5,13 @@
 
 #include "graph/observe_op.h"
 #include "qforge/errors.h"
-#include "qforge/fake_quant_graph.h"
-#include "qforge/logger.h"
+#include "graph/fake_quant_graph.h"
+#include "runtime/logger.h"
 
 namespace qforge {
 
 std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
-                                          const std::vector<CalibrationPoint>& points, const Runner& run,
+                                          const std::vector<CalibrationPoint>& points, const ForwardFn& run,
                                           const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
   std::vector<ActivationObserver> observers;
   std::vector<ObservedTensor> tensors;
@@ -54,7 +54,7 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
   return observers;
 }
 
-ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {
+ActivationRange calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {
   if (!std::isfinite(observer.observed_min()) || !std::isfinite(observer.observed_max()))
     throw ModelError(
         "layer '" + point.layer + "': no finite " + (point.output ? "output" : "input") +

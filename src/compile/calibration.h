@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "compile/batches.h"
+#include "data/batches.h"
 #include "compile/phase_timer.h"
-#include "qforge/communicator.h"
-#include "qforge/observer.h"
+#include "runtime/communicator.h"
+#include "quant/observer.h"
 
 namespace qforge {
 
@@ -21,11 +21,11 @@ struct CalibrationPoint {
 
 // Collective. Returns one reduced observer per point, identical on every rank.
 std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
-                                          const std::vector<CalibrationPoint>& points, const Runner& run,
+                                          const std::vector<CalibrationPoint>& points, const ForwardFn& run,
                                           const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
 
 // The chosen range of a point; ModelError names a layer whose input was never
 // seen (the method did not run it). Call inside a collective phase.
-ActivationObserver::Result calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer);
+ActivationRange calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer);
 
 }  // namespace qforge

@@ -4,6 +4,7 @@
 // it, and write the artifacts on rank 0. Read top to bottom; compile() at the
 // end is the whole sequence.
 #include "compile/session.h"
+#include "plan/layer_selection.h"
 
 #include <algorithm>
 #include <map>
@@ -19,8 +20,8 @@
 #include "compile/sensitivity.h"
 #include "finetune/qa_lora.h"
 #include "qforge/errors.h"
-#include "qforge/fake_quant_graph.h"
-#include "qforge/logger.h"
+#include "graph/fake_quant_graph.h"
+#include "runtime/logger.h"
 #include "util/text.h"
 
 namespace qforge {
@@ -247,7 +248,7 @@ void CompileSession::add_note(const std::string& note) {
 void CompileSession::calibrate() {
   const PreparedCompile& p = prepared_;
   if (p.points.empty()) return;
-  const Runner run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
+  const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
   observers_ = qforge::calibrate(p.model->module(), config_.model.method, p.points, run,
                                  shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device),
                                  *p.comm, timer_);
@@ -357,7 +358,7 @@ void CompileSession::measure_sensitivity() {
         const auto batches = read_all(p.data, {0, rows}, cal.batch_size, p.transform);  // the same rows on every rank
         log::info("sensitivity: " + std::to_string(candidates.size()) + " layers on " + std::to_string(rows) +
                   " calibration rows, split over " + std::to_string(rt_.size()) + " rank(s)");
-        const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
+        const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
         work = qforge::measure_sensitivity(p.model->module(), config_.model.method, candidates, batches, run,
                                            rt_.rank(), rt_.size());
       },
@@ -412,13 +413,13 @@ bool CompileSession::fine_tune() {
   if (tune.eval_every > 0)
     evaluate = [&](torch::jit::Module& student, int64_t step) {
       EvaluationSums sums;
-      const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
+      const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
       rt_.collective_phase("evaluate at step " + std::to_string(step),
                            [&] { sums = evaluate_shard(p.model->module(), student, run, evaluation_source()); });
       evaluations.push_back({step, reduce_evaluation(sums, *p.comm)});
       log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
     };
-  const Runner run_mixed = [this](torch::jit::Module& m, const Batch& b) { return this->run_mixed(m, b); };
+  const ForwardFn run_mixed = [this](torch::jit::Module& m, const Batch& b) { return this->run_mixed(m, b); };
   const FineTuneReport tuned =
       qforge::fine_tune(p.model->module(), config_.model.method, targets, others, tune, config_.seed, p.data,
                         reader_options(*config_.calibration_inputs, p.transform, p.placement.device), run_mixed,
@@ -511,7 +512,7 @@ void CompileSession::assemble() {
 
 void CompileSession::evaluate() {
   if (config_.evaluation_inputs && !config_.disable) {
-    const Runner run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
+    const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
     EvaluationSums sums;
     timer_.run(
         "evaluate", [&] { sums = evaluate_shard(prepared_.model->module(), result_.model, run, evaluation_source()); },
@@ -539,7 +540,7 @@ void CompileSession::export_onnx() {
     for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
     if (config_.evaluation_inputs && config_.deployment_settings->evaluate_onnx) {
       // The compiled model now lives on the CPU: run it there, without the device copy.
-      const Runner forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
+      const ForwardFn forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
       evaluate_onnx(onnx.bytes, result_.model, forward, config_, p.transform, result_.onnx);
       if (result_.onnx.evaluation)
         log::info("ONNX in " + result_.onnx.runtime + ": " + onnx_evaluation_text(*result_.onnx.evaluation));

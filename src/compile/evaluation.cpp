@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "compile/predictions.h"
+#include "metrics/predictions.h"
 
 namespace qforge {
 
@@ -33,7 +33,7 @@ void add_batch(EvaluationSums& sums, const c10::IValue& expected, const c10::IVa
   }
 }
 
-EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
+EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const ForwardFn& run,
                               const ShardSource& shard) {
   EvaluationSums sums;
   for_each_batch(shard,

@@ -4,9 +4,9 @@
 // where the file has labels and the output is [batch, classes] logits or a
 // language model's [batch, positions, vocabulary] (perplexity).
 #pragma once
-#include "compile/batches.h"
-#include "compile/output_error.h"
-#include "qforge/communicator.h"
+#include "data/batches.h"
+#include "metrics/output_error.h"
+#include "runtime/communicator.h"
 #include "qforge/compile.h"
 
 namespace qforge {
@@ -19,7 +19,7 @@ struct EvaluationSums {
 // Adds one batch: `expected` (the reference's output) against `actual`.
 void add_batch(EvaluationSums& sums, const c10::IValue& expected, const c10::IValue& actual, const Batch& batch);
 
-EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const Runner& run,
+EvaluationSums evaluate_shard(torch::jit::Module& reference, torch::jit::Module& compiled, const ForwardFn& run,
                               const ShardSource& shard);
 
 // Collective: the totals over every rank.

@@ -9,7 +9,7 @@
 #include "compile/evaluation.h"
 #include "export/onnx_runtime.h"
 #include "qforge/errors.h"
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 
 namespace qforge {
 
@@ -56,7 +56,7 @@ OnnxModel export_for_experiment(const torch::jit::Module& compiled, const Experi
                      onnx_inputs_for(info, batches.at(0).inputs, config.dynamic), options);
 }
 
-void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const Runner& run,
+void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const ForwardFn& run,
                    const ExperimentConfig& config, const DataTransformFn& transform, OnnxSummary& summary) {
   const auto& ev = *config.evaluation_inputs;
   const DatasetInfo info = inspect_dataset(ev.files, ev.groups, ev.max_samples);

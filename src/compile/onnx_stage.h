@@ -3,7 +3,7 @@
 // the file run in onnxruntime on evaluation_inputs against the TorchScript model.
 // Also what `qforge export` runs on an earlier compile's output.
 #pragma once
-#include "compile/batches.h"
+#include "data/batches.h"
 #include "export/onnx_export.h"
 #include "qforge/compile.h"
 
@@ -21,7 +21,7 @@ OnnxModel export_for_experiment(const torch::jit::Module& compiled, const Experi
 // Runs `onnx_bytes` in onnxruntime on every evaluation row and compares it with
 // `compiled` (TorchScript, run by `run`); fills summary.evaluation, or
 // summary.not_evaluated with the reason.
-void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const Runner& run,
+void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const ForwardFn& run,
                    const ExperimentConfig& config, const DataTransformFn& transform, OnnxSummary& summary);
 
 }  // namespace qforge

@@ -4,15 +4,15 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "compile/output_error.h"
+#include "metrics/output_error.h"
 #include "qforge/errors.h"
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 
 namespace qforge {
 
 SensitivityWork measure_sensitivity(const torch::jit::Module& model, const std::string& method,
                                     const std::vector<LayerFakeQuant>& layers, const std::vector<Batch>& batches,
-                                    const Runner& run, int rank, int world) {
+                                    const ForwardFn& run, int rank, int world) {
   SensitivityWork work;
   for (size_t i = static_cast<size_t>(rank); i < layers.size(); i += static_cast<size_t>(world)) work.mine.push_back(i);
   if (work.mine.empty()) return work;

@@ -6,8 +6,8 @@
 #pragma once
 #include <vector>
 
-#include "compile/batches.h"
-#include "qforge/fake_quant_graph.h"
+#include "data/batches.h"
+#include "graph/fake_quant_graph.h"
 #include "qforge/runtime.h"
 
 namespace qforge {
@@ -22,7 +22,7 @@ struct SensitivityWork {
 // with only that layer quantized. Local; run it inside a collective phase.
 SensitivityWork measure_sensitivity(const torch::jit::Module& model, const std::string& method,
                                     const std::vector<LayerFakeQuant>& layers, const std::vector<Batch>& batches,
-                                    const Runner& run, int rank, int world);
+                                    const ForwardFn& run, int rank, int world);
 
 // Collective: every layer's relative error, on every rank.
 std::vector<double> gather_sensitivity(const SensitivityWork& work, size_t layer_count, const Runtime& runtime);

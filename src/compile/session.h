@@ -13,13 +13,13 @@
 #include <optional>
 #include <vector>
 
-#include "compile/batches.h"
+#include "data/batches.h"
 #include "compile/calibration.h"
 #include "compile/phase_timer.h"
 #include "output/output_dir.h"
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 #include "qforge/compile.h"
-#include "qforge/model.h"
+#include "graph/model.h"
 #include "qforge/runtime.h"
 #include "runtime/device.h"
 

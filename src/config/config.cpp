@@ -62,7 +62,7 @@ void ExperimentConfig::validate() const {
     check(opset == 0 || (opset >= 13 && opset <= 21), "deployment_settings.opset", "0 (automatic) or 13..21");
   }
   if (quantization_settings) {
-    // The seed's ValueError: quantization needs a target and data, before any work.
+    // clika_compile's ValueError: quantization needs a target and data, before any work.
     if (!deployment_settings || deployment_settings->target == Target::None)
       throw ConfigError(
           "quantization_settings is set but deployment_settings.target is not; "

@@ -9,7 +9,7 @@ namespace qforge::schema {
 template <class V>
 void describe(V& v, ModelSettings& s) {
   v("path", s.path, "TorchScript model file (saved with torch.jit.save)");
-  v("method", s.method, "method to compile (the seed's module_or_func)");
+  v("method", s.method, "method to compile (clika_compile's module_or_func)");
 }
 
 template <class V>
@@ -42,7 +42,7 @@ void describe(V& v, TransformStep& s) {
 
 template <class V>
 void describe(V& v, ForwardSettings& s) {
-  v("kwargs", s.kwargs, "extra static keyword arguments of every call (the seed's forward_fn)");
+  v("kwargs", s.kwargs, "extra static keyword arguments of every call (clika_compile's forward_fn)");
 }
 
 template <class V>
@@ -158,13 +158,13 @@ void describe(V& v, ExperimentConfig& c) {
   v("calibration_inputs", c.calibration_inputs, "the calibration set");
   v("evaluation_inputs", c.evaluation_inputs,
     "held-out set (same keys as calibration_inputs): FP vs compiled accuracy and agreement; null = none");
-  v("data_transform", c.data_transform, "steps applied to every sample (the seed's data_transform_fn)");
-  v("forward", c.forward, "how a sample is fed to the method (the seed's forward_fn)");
+  v("data_transform", c.data_transform, "steps applied to every sample (clika_compile's data_transform_fn)");
+  v("forward", c.forward, "how a sample is fed to the method (clika_compile's forward_fn)");
   v("deployment_settings", c.deployment_settings, "target runtime preset; required with quantization_settings");
   v("quantization_settings", c.quantization_settings, "global quantization settings; null = no quantization");
   v("layer_quantization_settings", c.layer_quantization_settings,
     "per-layer overrides keyed by layer name or glob (layer4.*)");
-  v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the seed's clika_compile_options)");
+  v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the clika_compile_options argument)");
   v("discard_input_model", c.discard_input_model, "false keeps the caller's module untouched (C++ API)");
   v("is_model_pretrained", c.is_model_pretrained,
     "the model carries trained weights; false: activation ranges are plain min/max and sensitivity is not measured "

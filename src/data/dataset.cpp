@@ -1,5 +1,5 @@
 // Validation and description of the calibration HDF5 layout (dataset.h).
-#include "qforge/dataset.h"
+#include "data/dataset.h"
 
 #include <algorithm>
 #include <set>

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "qforge/dataset.h"
+#include "data/dataset.h"
 
 namespace at {
 class Tensor;

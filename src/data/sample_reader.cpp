@@ -1,4 +1,4 @@
-#include "qforge/sample_reader.h"
+#include "data/sample_reader.h"
 
 #include <cmath>
 #include <map>

@@ -2,7 +2,7 @@
 #include <set>
 
 #include "qforge/errors.h"
-#include "qforge/sample_reader.h"
+#include "data/sample_reader.h"
 
 namespace qforge {
 namespace {

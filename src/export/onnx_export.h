@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "qforge/config.h"
-#include "qforge/dataset.h"
-#include "qforge/model.h"
+#include "data/dataset.h"
+#include "graph/model.h"
 
 namespace qforge {
 

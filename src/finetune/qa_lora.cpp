@@ -12,15 +12,15 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "compile/output_error.h"
-#include "compile/predictions.h"
+#include "metrics/output_error.h"
+#include "metrics/predictions.h"
 #include "finetune/checkpoint.h"
 #include "runtime/stop_signal.h"
 #include "qforge/errors.h"
-#include "qforge/logger.h"
-#include "qforge/observer.h"
-#include "qforge/sample_reader.h"
-#include "qforge/shard.h"
+#include "runtime/logger.h"
+#include "quant/observer.h"
+#include "data/sample_reader.h"
+#include "data/shard.h"
 
 namespace qforge {
 namespace {
@@ -149,7 +149,7 @@ double learning_rate_at(const FineTuneSettings& s, int64_t step) {
 FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
-                         const SampleReaderOptions& reading, const Runner& run, Communicator* comm,
+                         const SampleReaderOptions& reading, const ForwardFn& run, Communicator* comm,
                          const Runtime& runtime, const CheckpointPlan& checkpoints, const FineTuneEvaluator& evaluate) {
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
   const bool through_quantizer = settings.method == FineTuneMethod::QaLora;

@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "compile/batches.h"
-#include "qforge/communicator.h"
+#include "data/batches.h"
+#include "runtime/communicator.h"
 #include "qforge/config.h"
-#include "qforge/fake_quant_graph.h"
+#include "graph/fake_quant_graph.h"
 #include "qforge/runtime.h"
 
 namespace qforge {
@@ -72,7 +72,7 @@ using FineTuneEvaluator = std::function<void(torch::jit::Module& student, int64_
 FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& method,
                          const std::vector<FineTuneTarget>& targets, const std::vector<LayerFakeQuant>& others,
                          const FineTuneSettings& settings, int64_t seed, const DatasetInfo& data,
-                         const SampleReaderOptions& reading, const Runner& run, Communicator* comm,
+                         const SampleReaderOptions& reading, const ForwardFn& run, Communicator* comm,
                          const Runtime& runtime, const CheckpointPlan& checkpoints = {},
                          const FineTuneEvaluator& evaluate = {});
 

@@ -1,4 +1,4 @@
-#include "qforge/fake_quant_graph.h"
+#include "graph/fake_quant_graph.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -12,7 +12,7 @@
 #include "graph/decompose_attention.h"
 #include "graph/inline_calls.h"
 #include "qforge/errors.h"
-#include "qforge/model.h"
+#include "graph/model.h"
 
 namespace qforge {
 namespace {

@@ -3,7 +3,7 @@
 #include <regex>
 #include <set>
 
-#include "qforge/model.h"
+#include "graph/model.h"
 
 namespace qforge {
 

@@ -1,5 +1,5 @@
 // Loading a TorchScript model and binding samples to its method.
-#include "qforge/model.h"
+#include "graph/model.h"
 
 #include <algorithm>
 

@@ -1,6 +1,6 @@
 // JSON views of a model's layers and signature, shared by `qforge inspect --json` and plan.json.
 #pragma once
-#include "qforge/model.h"
+#include "graph/model.h"
 #include "util/json.h"
 
 namespace qforge {

@@ -16,7 +16,7 @@
 #include <mutex>
 
 #include "qforge/errors.h"
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 #include "util/text.h"
 
 namespace qforge {

@@ -6,7 +6,7 @@
 #include "qforge/config_yaml.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
-#include "qforge/plan.h"
+#include "plan/layer_selection.h"
 
 namespace qforge {
 namespace {

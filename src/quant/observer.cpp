@@ -1,4 +1,4 @@
-#include "qforge/observer.h"
+#include "quant/observer.h"
 
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-#include "qforge/quantization.h"
+#include "quant/quantization.h"
 
 #include <cmath>
 #include <limits>

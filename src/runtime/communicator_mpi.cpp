@@ -4,7 +4,7 @@
 #include <climits>
 #include <cstdlib>
 
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 #include "qforge/runtime.h"
 #include "runtime/mpi_check.h"
 

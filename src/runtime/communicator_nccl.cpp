@@ -6,10 +6,10 @@
 // died or stopped leaves NCCL's kernel spinning forever; past the deadline the
 // communicator is aborted and the rank throws, and the error path brings the
 // job down with a message instead of a hang.
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 
 #include "qforge/errors.h"
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 #include "qforge_version_config.h"
 
 #if QFORGE_HAVE_NCCL

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "qforge/errors.h"
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 #include "qforge/runtime.h"
 
 // LibTorch 2.4 gave autocast one device-typed API; 1.13 has the CUDA-only one.

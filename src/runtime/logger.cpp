@@ -1,4 +1,4 @@
-#include "qforge/logger.h"
+#include "runtime/logger.h"
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>

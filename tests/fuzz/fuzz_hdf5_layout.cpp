@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "qforge/dataset.h"
+#include "data/dataset.h"
 #include "qforge/errors.h"
 
 namespace {

@@ -13,12 +13,14 @@ echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return
 clang++ -fsanitize=fuzzer "$probe" -o "$build/fuzz/probe" 2>/dev/null ||
   { echo "clang's libFuzzer is missing (apt install libclang-rt-14-dev): skipped"; exit 77; }
 
+# The layout types are part of the C++ API (qforge/compile.h), which includes LibTorch.
+torch=(-I/usr/include/torch/csrc/api/include -ltorch -ltorch_cpu -lc10)
 case "$target" in
   experiment) sources=("$src"/src/config/*.cpp); libs=(-lyaml-cpp) ;;
   hdf5_layout) sources=("$src"/src/data/dataset.cpp "$src"/src/data/hdf5_file.cpp "$src"/src/config/*.cpp)
-               libs=($(pkg-config --cflags --libs hdf5) -lyaml-cpp) ;;
+               libs=($(pkg-config --cflags --libs hdf5) -lyaml-cpp "${torch[@]}") ;;
   checkpoint) sources=("$src"/src/finetune/checkpoint.cpp "$src"/src/util/fs.cpp)
-              libs=(-I/usr/include/torch/csrc/api/include -ltorch -ltorch_cpu -lc10) ;;
+              libs=("${torch[@]}") ;;
   *) echo "run_fuzz.sh: unknown target '$target'" >&2; exit 2 ;;
 esac
 binary="$build/fuzz/fuzz_$target"

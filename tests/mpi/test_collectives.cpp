@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <optional>
 
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 #include "qforge/errors.h"
 #include "qforge/runtime.h"
 

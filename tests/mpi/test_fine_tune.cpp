@@ -7,12 +7,12 @@
 #include <filesystem>
 
 #include "../unit/test_helpers.h"
-#include "compile/batches.h"
+#include "data/batches.h"
 #include "finetune/qa_lora.h"
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 #include "qforge/compile.h"
 #include "qforge/errors.h"
-#include "qforge/model.h"
+#include "graph/model.h"
 #include "qforge/runtime.h"
 
 using namespace qforge;
@@ -25,7 +25,7 @@ struct Setup {
   DatasetInfo data;
   CallBinding binding;
   std::vector<FineTuneTarget> targets;
-  Runner run;
+  ForwardFn run;
 };
 
 // The model with every quantizable layer at 4-bit weights per channel and

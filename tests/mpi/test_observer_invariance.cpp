@@ -4,10 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "qforge/communicator.h"
-#include "qforge/observer.h"
+#include "runtime/communicator.h"
+#include "quant/observer.h"
 #include "qforge/runtime.h"
-#include "qforge/shard.h"
+#include "data/shard.h"
 
 using namespace qforge;
 

@@ -4,9 +4,9 @@
 #include <torch/torch.h>
 
 #include "../unit/test_helpers.h"
-#include "qforge/communicator.h"
+#include "runtime/communicator.h"
 #include "qforge/runtime.h"
-#include "qforge/sample_reader.h"
+#include "data/sample_reader.h"
 
 using namespace qforge;
 

@@ -24,11 +24,11 @@ int main(int argc, char** argv) {
   int code = 0;
   try {
     config.validate();
-    qforge::CompileCallbacks callbacks;  // the seed's data_transform_fn
+    qforge::CompileCallbacks callbacks;  // clika_compile's data_transform_fn
     callbacks.data_transform = [](qforge::Batch& batch, const qforge::DatasetInfo&) {
       batch.inputs[0] = batch.inputs[0].clamp(-3, 3);
     };
-    callbacks.forward = [](torch::jit::Module& module, const qforge::Batch& batch) {  // the seed's forward_fn
+    callbacks.forward = [](torch::jit::Module& module, const qforge::Batch& batch) {  // clika_compile's forward_fn
       return module.forward({batch.inputs[0]});
     };
     const qforge::CompileResult result = qforge::compile(config, callbacks);

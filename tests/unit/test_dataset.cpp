@@ -1,8 +1,8 @@
 #include <torch/torch.h>
 
-#include "qforge/dataset.h"
+#include "data/dataset.h"
 #include "qforge/errors.h"
-#include "qforge/sample_reader.h"
+#include "data/sample_reader.h"
 #include "test_helpers.h"
 
 using namespace qforge;

@@ -3,7 +3,7 @@
 #include "qforge/config_yaml.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
-#include "qforge/plan.h"
+#include "plan/layer_selection.h"
 #include "test_helpers.h"
 
 using namespace qforge;

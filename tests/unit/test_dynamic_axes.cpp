@@ -1,4 +1,4 @@
-#include "qforge/dynamic_axes.h"
+#include "graph/dynamic_axes.h"
 #include "qforge/errors.h"
 #include "test_helpers.h"
 

@@ -6,8 +6,8 @@
 
 #include "graph/inline_calls.h"
 #include "qforge/errors.h"
-#include "qforge/fake_quant_graph.h"
-#include "qforge/model.h"
+#include "graph/fake_quant_graph.h"
+#include "graph/model.h"
 #include "test_helpers.h"
 
 using namespace qforge;

@@ -1,6 +1,6 @@
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
-#include "qforge/plan.h"
+#include "plan/layer_selection.h"
 #include "test_helpers.h"
 
 using namespace qforge;

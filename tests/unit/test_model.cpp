@@ -1,7 +1,7 @@
 #include <torch/torch.h>
 
 #include "qforge/errors.h"
-#include "qforge/model.h"
+#include "graph/model.h"
 #include "test_helpers.h"
 
 using namespace qforge;

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "compile/predictions.h"
+#include "metrics/predictions.h"
 
 using namespace qforge;
 

@@ -1,7 +1,7 @@
 #include <torch/torch.h>
 
-#include "qforge/observer.h"
-#include "qforge/quantization.h"
+#include "quant/observer.h"
+#include "quant/quantization.h"
 #include "test_helpers.h"
 
 using namespace qforge;
@@ -16,7 +16,7 @@ TensorQuantSettings activation(Observer observer, bool symmetric, int64_t bits =
   return s;
 }
 
-ActivationObserver::Result observe_all(const TensorQuantSettings& s, const std::vector<torch::Tensor>& batches) {
+ActivationRange observe_all(const TensorQuantSettings& s, const std::vector<torch::Tensor>& batches) {
   ActivationObserver obs(s);
   for (const auto& b : batches) obs.observe(b);
   if (obs.needs_histogram()) {

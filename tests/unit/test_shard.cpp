@@ -1,4 +1,4 @@
-#include "qforge/shard.h"
+#include "data/shard.h"
 #include "test_helpers.h"
 
 using namespace qforge;

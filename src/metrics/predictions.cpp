@@ -1,4 +1,4 @@
-#include "compile/predictions.h"
+#include "metrics/predictions.h"
 
 #include <vector>
 

@@ -1,4 +1,4 @@
-#include "compile/batches.h"
+#include "data/batches.h"
 
 #include <algorithm>
 

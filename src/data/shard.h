@@ -7,14 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace qforge {
+#include "qforge/compile.h"
 
-struct RowRange {
-  int64_t begin = 0;
-  int64_t end = 0;
-  int64_t size() const { return end - begin; }
-  bool operator==(const RowRange& o) const { return begin == o.begin && end == o.end; }
-};
+namespace qforge {
 
 // Rank `rank`'s rows of `total`, for `world` ranks.
 RowRange shard_rows(int64_t total, int rank, int world);

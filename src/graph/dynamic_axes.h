@@ -1,18 +1,13 @@
-// Dynamic axes, following the seed's rule: an axis is dynamic when its size
+// Dynamic axes, following clika_compile's rule: an axis is dynamic when its size
 // differs between any two tracing samples.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace qforge {
+#include "qforge/compile.h"
 
-struct InputAxes {
-  std::string input;
-  std::vector<int64_t> min_shape;  // per axis, smallest size seen
-  std::vector<int64_t> max_shape;  // per axis, largest size seen
-  std::vector<int64_t> dynamic;    // axes whose size varies
-};
+namespace qforge {
 
 // shapes[s][i] is the shape of input i in tracing sample s. Throws ModelError
 // when an input's rank differs between samples.

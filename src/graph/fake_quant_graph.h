@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "qforge/observer.h"
-#include "qforge/quantization.h"
+#include "quant/observer.h"
+#include "quant/quantization.h"
 
 namespace qforge {
 

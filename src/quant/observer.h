@@ -11,9 +11,9 @@
 
 #include <vector>
 
-#include "qforge/communicator.h"
-#include "qforge/config.h"
-#include "qforge/quantization.h"
+#include "qforge/compile.h"
+#include "quant/quantization.h"
+#include "runtime/communicator.h"
 
 namespace qforge {
 
@@ -29,10 +29,7 @@ class ActivationObserver {
   void reduce_histogram(Communicator* comm);
 
   // The chosen float range and its quantization parameters.
-  struct Result {
-    double lo = 0, hi = 0;
-    QParams qparams;
-  };
+  using Result = ActivationRange;
   Result compute() const;
 
   double observed_min() const {
@@ -73,14 +70,6 @@ double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_
 std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, const QuantRange& range,
                                     bool symmetric);
 
-// Weights need no reduction (every rank holds the same ones): per tensor,
-// per output channel (axis 0), or per group of `group_size` inputs, where the
-// weight is viewed as [out * in/group_size, group_size] and quantized per row.
-struct WeightQuant {
-  QParams qparams;
-  int64_t axis = -1;                // -1 per tensor, 0 per channel/row
-  std::vector<int64_t> view_shape;  // group granularity: the 2-D view quantized per row
-};
 WeightQuant observe_weight(const at::Tensor& weight, const TensorQuantSettings& settings);
 // The weight rounded onto its grid (same shape as `weight`).
 at::Tensor fake_quantize_weight(const at::Tensor& weight, const WeightQuant& q, const TensorQuantSettings& settings);

@@ -1,4 +1,4 @@
-#include "compile/output_error.h"
+#include "metrics/output_error.h"
 
 #include <ATen/ATen.h>
 

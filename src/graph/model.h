@@ -8,40 +8,14 @@
 #include <string>
 #include <vector>
 
-#include "qforge/dataset.h"
-#include "qforge/sample_reader.h"
+#include "qforge/compile.h"
 
 namespace qforge {
-
-struct LayerInfo {
-  std::string name;  // "layer1.0.conv1": the key of per-layer settings
-  std::string type;  // "Conv2d" (TorchScript class, without module path or mangling)
-  std::string qualified_type;
-  int64_t parameters = 0;             // this module's own parameters (not its children's)
-  std::vector<int64_t> weight_shape;  // empty when it has no 'weight'
-  bool has_children = false;
-  bool quantizable = false;
-  std::string reason;              // why it is not quantizable (empty when it is)
-  std::string shares_weight_with;  // the first other layer whose weight is this one's tensor (tied), or empty
-};
 
 // The class name without "__torch__." and "___torch_mangle_N" parts: "Conv2d".
 std::string short_type_name(const std::string& qualified);
 // Layer types qforge quantizes: Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, Embedding, EmbeddingBag.
 bool is_quantizable_type(const std::string& short_type);
-
-struct MethodArgument {
-  std::string name;
-  std::string type;  // TorchScript type, e.g. "Tensor", "Dict(str, Tensor)"
-  bool has_default = false;
-};
-
-struct MethodSignature {
-  std::string method;
-  std::vector<MethodArgument> arguments;  // without self
-  std::string returns;
-  std::string to_string() const;  // "forward(x: Tensor, mask: Tensor=None) -> Tensor"
-};
 
 // How a sample of the data is passed to the method: positional, keyword, or
 // one Dict[str, Tensor] argument; plus the static keyword arguments from YAML.

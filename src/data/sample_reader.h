@@ -12,21 +12,10 @@
 #include <optional>
 #include <thread>
 
-#include "qforge/dataset.h"
-#include "qforge/shard.h"
+#include "data/dataset.h"
+#include "data/shard.h"
 
 namespace qforge {
-
-struct Batch {
-  std::vector<at::Tensor> inputs;  // in DatasetInfo::input_names order
-  at::Tensor labels;               // undefined when the file has none
-  int group = 0;                   // index into DatasetInfo::groups
-  int64_t global_begin = 0;        // global index of the first row
-  int64_t rows() const { return inputs.empty() ? 0 : inputs[0].size(0); }
-};
-
-// The seed's data_transform_fn: edits a batch in place before the model sees it.
-using DataTransformFn = std::function<void(Batch&, const DatasetInfo&)>;
 
 // The YAML transform list (cast, scale, normalize) as a DataTransformFn.
 // Names in a step's `inputs` must be input names of the data (DataError if not).

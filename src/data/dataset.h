@@ -13,38 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "qforge/config.h"
+#include "qforge/compile.h"
 
 namespace qforge {
-
-enum class InputKind { Tensor, Tuple, Dict };
-const char* to_string(InputKind kind);
-
-struct ArraySpec {
-  std::string name;                // input name, or "labels"
-  DType dtype = DType::Float32;    // type delivered (file types widen to the nearest supported one)
-  std::vector<int64_t> row_shape;  // shape of one row (without axis 0)
-};
-
-struct ShapeGroup {
-  std::string file;
-  std::string name;  // group name under /samples
-  int64_t rows = 0;
-  std::vector<ArraySpec> inputs;  // in input_names order
-  bool has_labels = false;
-  ArraySpec labels;
-  std::string path() const { return file + ":/samples/" + name; }
-};
-
-struct DatasetInfo {
-  InputKind kind = InputKind::Tensor;
-  std::vector<std::string> input_names;
-  std::vector<ShapeGroup> groups;
-  int64_t total_rows() const;
-  std::vector<int64_t> group_rows() const;
-  // Bytes of `rows` rows of the largest group (inputs and labels).
-  int64_t bytes_per_row_max() const;
-};
 
 // Opens every file, checks the layout (attributes, datasets, dtypes, axis-0
 // sizes that agree within a group, kind and names that agree across files)

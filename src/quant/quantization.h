@@ -7,23 +7,12 @@
 
 #include <cstdint>
 
-#include "qforge/config.h"
+#include "qforge/compile.h"
 
 namespace qforge {
 
-struct QuantRange {
-  int64_t qmin = -128;
-  int64_t qmax = 127;
-};
-
 // [-2^(b-1), 2^(b-1)-1] signed, [0, 2^b-1] unsigned; bits 2..8.
 QuantRange quant_range(int64_t bits, bool is_signed);
-
-// Scale (float32) and zero point (int32) per tensor ([1]) or per channel ([C]).
-struct QParams {
-  at::Tensor scale;
-  at::Tensor zero_point;
-};
 
 // From a float range [lo, hi] (same shape: [1] or [C]). The range is widened
 // to contain 0 so that zero is exact. Symmetric: zero point at the middle of

@@ -1,16 +1,13 @@
-// How the compile steps get their data and run the model: a Runner runs a
-// module (the model or a rewritten copy) on one batch; a ShardSource is one
-// rank's part of a sample set, read with the prefetching reader.
+// One rank's part of a sample set, read batch by batch with the prefetching
+// reader, for the compile's stages and the fine-tuning alike.
 #pragma once
 #include <torch/script.h>
 
 #include <functional>
 
-#include "qforge/sample_reader.h"
+#include "data/sample_reader.h"
 
 namespace qforge {
-
-using Runner = std::function<c10::IValue(torch::jit::Module& module, const Batch& batch)>;
 
 struct ShardSource {
   DatasetInfo info;
