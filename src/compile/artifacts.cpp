@@ -7,8 +7,8 @@
 
 #include "graph/model_json.h"
 #include "output/artifact_set.h"
-#include "report/report_html.h"
 #include "qforge/config_yaml.h"
+#include "report/report_html.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/text.h"

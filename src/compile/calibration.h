@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "data/batches.h"
 #include "compile/phase_timer.h"
-#include "runtime/communicator.h"
+#include "data/batches.h"
 #include "quant/observer.h"
+#include "runtime/communicator.h"
 
 namespace qforge {
 

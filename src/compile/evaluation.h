@@ -6,8 +6,8 @@
 #pragma once
 #include "data/batches.h"
 #include "metrics/output_error.h"
-#include "runtime/communicator.h"
 #include "qforge/compile.h"
+#include "runtime/communicator.h"
 
 namespace qforge {
 

@@ -13,14 +13,14 @@
 #include <optional>
 #include <vector>
 
-#include "data/batches.h"
 #include "compile/calibration.h"
 #include "compile/phase_timer.h"
-#include "output/output_dir.h"
-#include "runtime/communicator.h"
-#include "qforge/compile.h"
+#include "data/batches.h"
 #include "graph/model.h"
+#include "output/output_dir.h"
+#include "qforge/compile.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 #include "runtime/device.h"
 
 namespace qforge {

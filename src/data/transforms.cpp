@@ -1,8 +1,8 @@
 // The YAML transform list: cast, scale, normalize, applied per batch.
 #include <set>
 
-#include "qforge/errors.h"
 #include "data/sample_reader.h"
+#include "qforge/errors.h"
 
 namespace qforge {
 namespace {

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "qforge/config.h"
 #include "data/dataset.h"
 #include "graph/model.h"
+#include "qforge/config.h"
 
 namespace qforge {
 

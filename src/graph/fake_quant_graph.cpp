@@ -11,8 +11,8 @@
 
 #include "graph/decompose_attention.h"
 #include "graph/inline_calls.h"
-#include "qforge/errors.h"
 #include "graph/model.h"
+#include "qforge/errors.h"
 
 namespace qforge {
 namespace {

@@ -3,10 +3,10 @@
 
 #include <algorithm>
 
+#include "plan/layer_selection.h"
 #include "qforge/config_yaml.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
-#include "plan/layer_selection.h"
 
 namespace qforge {
 namespace {

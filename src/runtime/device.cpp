@@ -7,8 +7,8 @@
 #include <string>
 
 #include "qforge/errors.h"
-#include "runtime/logger.h"
 #include "qforge/runtime.h"
+#include "runtime/logger.h"
 
 // LibTorch 2.4 gave autocast one device-typed API; 1.13 has the CUDA-only one.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)

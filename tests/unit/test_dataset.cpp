@@ -1,8 +1,8 @@
 #include <torch/torch.h>
 
 #include "data/dataset.h"
-#include "qforge/errors.h"
 #include "data/sample_reader.h"
+#include "qforge/errors.h"
 #include "test_helpers.h"
 
 using namespace qforge;

@@ -1,9 +1,9 @@
 // Deployment presets: their defaults fill what the experiment leaves out,
 // and settings the target cannot run are errors naming the key.
+#include "plan/layer_selection.h"
 #include "qforge/config_yaml.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
-#include "plan/layer_selection.h"
 #include "test_helpers.h"
 
 using namespace qforge;

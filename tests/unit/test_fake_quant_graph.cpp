@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <fstream>
 
-#include "graph/inline_calls.h"
-#include "qforge/errors.h"
 #include "graph/fake_quant_graph.h"
+#include "graph/inline_calls.h"
 #include "graph/model.h"
+#include "qforge/errors.h"
 #include "test_helpers.h"
 
 using namespace qforge;

@@ -1,6 +1,7 @@
+#include "graph/model.h"
+#include "plan/layer_selection.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
-#include "plan/layer_selection.h"
 #include "test_helpers.h"
 
 using namespace qforge;

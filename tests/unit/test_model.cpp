@@ -1,7 +1,9 @@
 #include <torch/torch.h>
 
-#include "qforge/errors.h"
+#include "data/dataset.h"
+#include "data/sample_reader.h"
 #include "graph/model.h"
+#include "qforge/errors.h"
 #include "test_helpers.h"
 
 using namespace qforge;
