@@ -31,10 +31,9 @@ class Runtime {
   bool is_root() const { return rank_ == 0; }
 
   void barrier() const;
-  // Small metadata over MPI (coordination, not the tensor path).
+  // Every rank's text (host names, error messages), in rank order. Numbers
+  // travel as tensors, through a Communicator.
   std::vector<std::string> all_gather_strings(const std::string& mine) const;
-  std::string broadcast_string(const std::string& value, int root) const;
-  std::vector<long long> all_gather_int(long long mine) const;
 
   // Runs `body` on every rank, then agrees on the outcome: if any rank threw,
   // rank 0 prints each distinct message with the ranks that raised it and
@@ -50,6 +49,7 @@ class Runtime {
 
  private:
   Runtime() = default;
+  std::vector<long long> all_gather_int(long long mine) const;  // failure agreement: every rank's exit code
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::string host_;
   bool finalized_ = false;

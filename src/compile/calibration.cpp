@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "graph/fake_quant_graph.h"
 #include "graph/observe_op.h"
 #include "qforge/errors.h"
-#include "graph/fake_quant_graph.h"
 #include "runtime/logger.h"
 
 namespace qforge {
@@ -35,7 +35,7 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
   log::info("calibration: " + std::to_string(points.size()) + " activation observers, " +
             (any_histogram ? "2 passes" : "1 pass") + " over the calibration set");
   timer.run("calibrate: ranges", run_shard, [&] {
-    for (auto& o : observers) o.reduce_range(&comm);
+    reduce_ranges(observers, &comm);  // every observer in one collective
   });
   // An observer that saw nothing on any rank (a layer the method never runs) has
   // no range to count a histogram over: the compile decides about its layer.
@@ -47,8 +47,7 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
       if (counts(o)) o.begin_histogram();
     histogram_pass = true;
     timer.run("calibrate: histograms", run_shard, [&] {
-      for (auto& o : observers)
-        if (counts(o)) o.reduce_histogram(&comm);
+      reduce_histograms(observers, &comm);
     });
   }
   return observers;

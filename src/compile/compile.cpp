@@ -363,7 +363,7 @@ void CompileSession::measure_sensitivity() {
                                            rt_.rank(), rt_.size());
       },
       [&] {
-        const auto errors = gather_sensitivity(work, candidates.size(), rt_);
+        const auto errors = gather_sensitivity(work, candidates.size(), *p.comm);
         for (size_t k = 0; k < measured.size(); ++k) {
           auto& l = result_.layers[measured[k]];
           l.sensitivity = errors[k];
@@ -551,7 +551,7 @@ void CompileSession::export_onnx() {
 }
 
 void CompileSession::write() {
-  result_.phases = timer_.gather();
+  result_.phases = timer_.gather(*prepared_.comm);
   rt_.collective_phase("write", [&] {
     if (!rt_.is_root()) return;
     write_artifacts(result_, config_, rt_.size());

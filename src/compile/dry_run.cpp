@@ -6,17 +6,17 @@
 
 #include "compile/onnx_stage.h"
 #include "compile/session.h"
-#include "graph/observe_op.h"
-#include "qforge/config_yaml.h"
-#include "qforge/errors.h"
 #include "graph/dynamic_axes.h"
 #include "graph/fake_quant_graph.h"
-#include "runtime/logger.h"
+#include "graph/model_json.h"
+#include "graph/observe_op.h"
 #include "plan/layer_selection.h"
+#include "qforge/config_yaml.h"
+#include "qforge/errors.h"
 #include "qforge/runtime.h"
 #include "runtime/device.h"
+#include "runtime/logger.h"
 #include "util/fs.h"
-#include "graph/model_json.h"
 #include "util/json.h"
 #include "util/text.h"
 
@@ -200,7 +200,7 @@ std::vector<int64_t> points_reached(CompileSession& session, const std::vector<B
   }
   if (seen.empty()) return seen;  // no points on any rank: nothing to reduce
   at::Tensor reduced = at::tensor(seen, at::kLong).to(p.placement.device);
-  p.comm->all_reduce(reduced, ReduceOp::Max);
+  p.comm->all_reduce(reduced, {ReduceOp::Max});
   reduced = reduced.cpu();
   return std::vector<int64_t>(reduced.data_ptr<int64_t>(), reduced.data_ptr<int64_t>() + reduced.numel());
 }
@@ -291,13 +291,14 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   });
 
   // Shards of every rank, for the report on rank 0.
-  const auto rows_begin = rt.all_gather_int(shard.rows.begin);
-  const auto rows_end = rt.all_gather_int(shard.rows.end);
-  const auto batches = rt.all_gather_int(shard.batches);
-  const auto rss = rt.all_gather_int(shard.peak_rss_bytes);
+  const at::Tensor summary =
+      at::tensor(std::vector<int64_t>{shard.rows.begin, shard.rows.end, shard.batches, shard.peak_rss_bytes});
+  const at::Tensor all = p.comm->all_gather(summary);  // [ranks, 4]
   const auto hosts = rt.all_gather_strings(shard.host);
-  for (int r = 0; r < rt.size(); ++r)
-    plan.shards.push_back({r, hosts[r], {rows_begin[r], rows_end[r]}, batches[r], rss[r]});
+  for (int r = 0; r < rt.size(); ++r) {
+    const auto v = [&](int64_t i) { return all[r][i].item<int64_t>(); };
+    plan.shards.push_back({r, hosts[r], {v(0), v(1)}, v(2), v(3)});
+  }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
   // point) + prefetched batches; the measured peak of the dry run covers activations.

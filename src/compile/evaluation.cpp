@@ -48,8 +48,8 @@ EvaluationResult reduce_evaluation(const EvaluationSums& mine, Communicator& com
                                  at::kLong);
   at::Tensor sums =
       at::tensor({mine.error.error_squares, mine.error.reference_squares, c.fp_nll, c.compiled_nll}, at::kDouble);
-  comm.all_reduce(counts, ReduceOp::Sum);
-  comm.all_reduce(sums, ReduceOp::Sum);
+  comm.all_reduce(counts);
+  comm.all_reduce(sums);
   EvaluationResult r;
   const auto* n = counts.data_ptr<int64_t>();
   r.rows = n[0];

@@ -1,8 +1,8 @@
 #include "compile/phase_timer.h"
 
+#include <ATen/ATen.h>
+
 #include <chrono>
-#include <cstdio>
-#include <sstream>
 
 namespace qforge {
 
@@ -13,23 +13,15 @@ void PhaseTimer::run(const std::string& phase, const std::function<void()>& body
   local_.emplace_back(phase, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-std::vector<PhaseTiming> PhaseTimer::gather() const {
-  std::string mine;
-  for (const auto& [phase, seconds] : local_) {
-    char text[64];
-    std::snprintf(text, sizeof(text), "%.6f ", seconds);
-    mine += text;
-  }
-  const auto all = runtime_.all_gather_strings(mine);  // every rank ran the same phases, in order
+std::vector<PhaseTiming> PhaseTimer::gather(Communicator& comm) const {
+  at::Tensor mine = at::empty({static_cast<int64_t>(local_.size())}, at::kDouble);
+  for (size_t i = 0; i < local_.size(); ++i) mine[static_cast<int64_t>(i)] = local_[i].second;
+  const at::Tensor all = comm.all_gather(mine);  // [ranks, phases]
   std::vector<PhaseTiming> out;
-  for (const auto& [phase, seconds] : local_) out.push_back({phase, {}});
-  for (const auto& text : all) {
-    std::istringstream in(text);
-    for (auto& row : out) {
-      double s = 0;
-      in >> s;
-      row.seconds_per_rank.push_back(s);
-    }
+  for (size_t i = 0; i < local_.size(); ++i) {
+    PhaseTiming row{local_[i].first, {}};
+    for (int64_t r = 0; r < all.size(0); ++r) row.seconds_per_rank.push_back(all[r][static_cast<int64_t>(i)].item<double>());
+    out.push_back(row);
   }
   return out;
 }

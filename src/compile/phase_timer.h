@@ -7,6 +7,7 @@
 
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 
 namespace qforge {
 
@@ -18,8 +19,8 @@ class PhaseTimer {
   void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {});
   // A phase timed by its owner (e.g. a loop of many collective steps).
   void record(const std::string& phase, double seconds) { local_.emplace_back(phase, seconds); }
-  // Collective: every rank's seconds per phase.
-  std::vector<PhaseTiming> gather() const;
+  // Collective: every rank's seconds per phase (every rank ran the same phases, in order).
+  std::vector<PhaseTiming> gather(Communicator& comm) const;
 
  private:
   const Runtime& runtime_;

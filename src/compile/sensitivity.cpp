@@ -29,26 +29,23 @@ SensitivityWork measure_sensitivity(const torch::jit::Module& model, const std::
   return work;
 }
 
-std::vector<double> gather_sensitivity(const SensitivityWork& work, size_t layer_count, const Runtime& runtime) {
-  std::string mine;
+std::vector<double> gather_sensitivity(const SensitivityWork& work, size_t layer_count, Communicator& comm) {
+  // Each layer is measured by exactly one rank: summing the others' zeros gives its value exactly.
+  const int64_t n = static_cast<int64_t>(layer_count);
+  at::Tensor errors = at::zeros({n}, at::kDouble), measured = at::zeros({n}, at::kLong);
   for (size_t k = 0; k < work.mine.size(); ++k) {
-    char text[64];
-    std::snprintf(text, sizeof(text), "%zu %a\n", work.mine[k], work.measured[k]);  // %a: exact
-    mine += text;
+    errors[static_cast<int64_t>(work.mine[k])] = work.measured[k];
+    measured[static_cast<int64_t>(work.mine[k])] = 1;
   }
-  std::vector<double> all(layer_count, 0.0);
-  std::vector<bool> seen(layer_count, false);
-  for (const auto& text : runtime.all_gather_strings(mine)) {
-    std::istringstream in(text);
-    size_t index;
-    std::string value;
-    while (in >> index >> value) {
-      all.at(index) = std::strtod(value.c_str(), nullptr);
-      seen[index] = true;
-    }
+  comm.all_reduce(errors);
+  comm.all_reduce(measured);
+  std::vector<double> all(layer_count);
+  for (int64_t i = 0; i < n; ++i) {
+    if (measured[i].item<int64_t>() != 1)
+      throw Error("sensitivity: layer " + std::to_string(i) + " was measured by " +
+                  std::to_string(measured[i].item<int64_t>()) + " ranks, expected 1");
+    all[static_cast<size_t>(i)] = errors[i].item<double>();
   }
-  for (size_t i = 0; i < layer_count; ++i)
-    if (!seen[i]) throw Error("sensitivity: no rank measured layer " + std::to_string(i));
   return all;
 }
 

@@ -25,6 +25,6 @@ SensitivityWork measure_sensitivity(const torch::jit::Module& model, const std::
                                     const ForwardFn& run, int rank, int world);
 
 // Collective: every layer's relative error, on every rank.
-std::vector<double> gather_sensitivity(const SensitivityWork& work, size_t layer_count, const Runtime& runtime);
+std::vector<double> gather_sensitivity(const SensitivityWork& work, size_t layer_count, Communicator& comm);
 
 }  // namespace qforge

@@ -119,7 +119,7 @@ void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicat
     std::vector<at::Tensor> flat;
     for (const auto& p : bucket) flat.push_back(p.grad().reshape({-1}));
     at::Tensor joined = at::cat(flat);
-    comm.all_reduce(joined, ReduceOp::Sum);
+    comm.all_reduce(joined);
     int64_t offset = 0;
     for (const auto& p : bucket) {
       p.mutable_grad().copy_(joined.narrow(0, offset, p.numel()).view_as(p));
@@ -235,9 +235,9 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
   const bool progress_bar = runtime.is_root() && isatty(fileno(stdout)) && !launched;
   for (int64_t step = first_step; step < settings.steps; ++step) {
     // A stop signal on any rank stops every rank here, at the same step.
-    int signal = stop_signal();
-    if (runtime.size() > 1)
-      for (long long s : runtime.all_gather_int(signal)) signal = std::max(signal, static_cast<int>(s));
+    at::Tensor agreed = at::full({1}, stop_signal(), at::kInt);
+    if (comm) comm->all_reduce(agreed, {ReduceOp::Max});
+    const int signal = agreed.item<int>();
     if (signal != 0 || (checkpoints.stop_after > 0 && step - first_step == checkpoints.stop_after)) {
       if (!checkpoints.path.empty()) write_checkpoint(step);
       report.finished = false;
@@ -279,7 +279,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const std::string& met
     at::Tensor step_loss = local_loss;
     if (comm) {
       all_reduce_in_buckets(parameters, *comm);
-      comm->all_reduce(step_loss, ReduceOp::Sum);
+      comm->all_reduce(step_loss);
     }
     if (settings.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters, settings.max_grad_norm);
     for (auto& group : optimizer.param_groups())

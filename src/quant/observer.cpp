@@ -60,14 +60,22 @@ void ActivationObserver::settle() const {
   }
 }
 
-void ActivationObserver::reduce_range(Communicator* comm) {
-  settle();
-  if (!comm) return;
-  at::Tensor lo = at::full({1}, min_, at::kDouble), hi = at::full({1}, max_, at::kDouble);
-  comm->all_reduce(lo, ReduceOp::Min);
-  comm->all_reduce(hi, ReduceOp::Max);
-  min_ = lo.item<double>();
-  max_ = hi.item<double>();
+void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* comm) {
+  for (const auto& o : observers) o.settle();
+  if (!comm || observers.empty()) return;
+  const int64_t n = static_cast<int64_t>(observers.size());
+  at::Tensor packed = at::empty({2 * n}, at::kDouble);
+  double* values = packed.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    values[i] = observers[i].min_;
+    values[n + i] = -observers[i].max_;  // MIN of -max is -(MAX of max), exactly
+  }
+  comm->all_reduce(packed, {ReduceOp::Min});
+  values = packed.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    observers[i].min_ = values[i];
+    observers[i].max_ = -values[n + i];
+  }
 }
 
 void ActivationObserver::begin_histogram() {
@@ -79,12 +87,25 @@ void ActivationObserver::begin_histogram() {
   counts_.assign(static_cast<size_t>(settings_.histogram_bins), 0);
 }
 
-void ActivationObserver::reduce_histogram(Communicator* comm) {
-  settle();
-  if (!comm) return;
-  at::Tensor t = at::from_blob(counts_.data(), {static_cast<int64_t>(counts_.size())}, at::kLong).clone();
-  comm->all_reduce(t, ReduceOp::Sum);
-  std::copy(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel(), counts_.begin());
+void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator* comm) {
+  std::vector<ActivationObserver*> counting;
+  int64_t bins = 0;
+  for (auto& o : observers) {
+    o.settle();
+    if (!o.histogram_started_) continue;
+    counting.push_back(&o);
+    bins += static_cast<int64_t>(o.counts_.size());
+  }
+  if (!comm || counting.empty()) return;
+  at::Tensor packed = at::empty({bins}, at::kLong);
+  int64_t* to = packed.data_ptr<int64_t>();
+  for (const auto* o : counting) to = std::copy(o->counts_.begin(), o->counts_.end(), to);
+  comm->all_reduce(packed);
+  const int64_t* from = packed.data_ptr<int64_t>();
+  for (auto* o : counting) {
+    std::copy(from, from + o->counts_.size(), o->counts_.begin());
+    from += o->counts_.size();
+  }
 }
 
 ActivationObserver::Result ActivationObserver::compute() const {

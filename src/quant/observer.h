@@ -23,10 +23,8 @@ class ActivationObserver {
 
   // Pass 1 before begin_histogram(), pass 2 after.
   void observe(const at::Tensor& x);
-  void reduce_range(Communicator* comm);  // null: this process holds all the data
   bool needs_histogram() const;
   void begin_histogram();
-  void reduce_histogram(Communicator* comm);
 
   // The chosen float range and its quantization parameters.
   using Result = ActivationRange;
@@ -48,6 +46,9 @@ class ActivationObserver {
   std::pair<double, double> histogram_edges() const { return {grid_lo_, grid_hi_}; }
 
  private:
+  friend void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* comm);
+  friend void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator* comm);
+
   // Folds what observe() accumulated on the activations' device into the
   // host values: observe() never waits for a GPU, readers settle first.
   void settle() const;
@@ -59,6 +60,15 @@ class ActivationObserver {
   mutable std::vector<int64_t> counts_;
   mutable at::Tensor pending_min_, pending_max_, pending_counts_;  // undefined when nothing is pending
 };
+
+// Pass 1's ranges of every observer reduced across ranks in one collective:
+// the minima and the negated maxima in one tensor, all-reduced with MIN,
+// which is exact, so the ranges do not depend on the rank count. Null
+// `comm`: this process holds all the data.
+void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* comm);
+// Pass 2's counts of every observer whose histogram began, summed across
+// ranks in one collective (int64: exact).
+void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator* comm);
 
 // Range choices on a histogram of `counts` over [lo, hi] (equal-width bins).
 // Symmetric histograms are of |x| over [0, amax].

@@ -1,7 +1,9 @@
-// Collectives over tensors, one interface with a backend per transport
-// (MPI for CPU tensors here; NCCL for CUDA tensors on GPU machines). Code
-// above this interface never knows which backend runs.
+// Collectives over tensors, one interface with a backend per transport: MPI
+// for tensors in host memory, and on GPU machines a composite whose device
+// side is NCCL (CUDA tensors) and whose host side is MPI (CPU tensors), so
+// code above this interface never picks a backend per tensor.
 #pragma once
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -13,27 +15,50 @@ namespace qforge {
 
 enum class ReduceOp { Sum, Min, Max };
 
+// How one collective runs; every rank passes the same options (MPI matches a
+// call with a timeout, its non-blocking form, only with calls that have one).
+struct CollectiveOptions {
+  ReduceOp op = ReduceOp::Sum;  // all_reduce
+  int root = 0;                 // broadcast: the rank whose values everyone takes
+  // Longest wait for the collective before it counts as failed (a peer rank
+  // has stopped or died) and throws LibraryError; zero takes the backend's
+  // default: NCCL QFORGE_COLLECTIVE_TIMEOUT_S (600 s), MPI none.
+  std::chrono::milliseconds timeout{0};
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual std::string backend() const = 0;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+
   // In place over every rank's tensor of the same shape and dtype.
-  virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
-  // `tensor` takes root's values on every rank.
-  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  void all_reduce(at::Tensor& tensor, const CollectiveOptions& options = {}) { reduce_all(tensor, options); }
+  // `tensor` takes options.root's values on every rank.
+  void broadcast(at::Tensor& tensor, const CollectiveOptions& options = {}) { broadcast_from(tensor, options); }
   // Stacks every rank's tensor (same shape everywhere): result [size, ...shape].
-  virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
+  at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& options = {});
   virtual void barrier() = 0;
+
+ protected:
+  // The backends' collectives; the public calls above give the options their defaults.
+  virtual void reduce_all(at::Tensor& tensor, const CollectiveOptions& options) = 0;
+  virtual void broadcast_from(at::Tensor& tensor, const CollectiveOptions& options) = 0;
+  virtual at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& options) = 0;
 };
 
 // The MPI backend over the world of the initialized Runtime. Tensors on a GPU
 // travel through host memory (the NCCL backend avoids that).
 std::unique_ptr<Communicator> make_mpi_communicator();
 
-// The NCCL backend for ranks computing on GPU `cuda_device` (one per rank); CPU
-// tensors go over MPI. Built without NCCL: the MPI backend, with a warning.
+// One communicator over two: CUDA tensors go to `device`, all others to
+// `host`; rank, size and barrier are the device side's.
+std::unique_ptr<Communicator> combine_device_and_host(std::unique_ptr<Communicator> device,
+                                                      std::unique_ptr<Communicator> host);
+
+// For ranks computing on GPU `cuda_device` (one per rank): CUDA tensors over
+// NCCL, CPU tensors over MPI. Built without NCCL: the MPI backend, with a warning.
 std::unique_ptr<Communicator> make_nccl_communicator(int cuda_device);
 
 }  // namespace qforge

@@ -1,11 +1,16 @@
-// MPI backend of Communicator: CPU tensors, in place where MPI allows.
+// MPI backend of Communicator: CPU tensors, in place where MPI allows. A call
+// without a timeout is MPI's blocking collective; with one, the non-blocking
+// form, polled until it completes or the deadline passes.
 #include <mpi.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 
-#include "runtime/communicator.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 #include "runtime/mpi_check.h"
 
 namespace qforge {
@@ -55,45 +60,68 @@ int64_t max_chunk_elements() {
 
 class MpiCommunicator final : public Communicator {
  public:
+  explicit MpiCommunicator(int64_t chunk) : chunk_(chunk) {}
+
   std::string backend() const override { return "mpi"; }
   int rank() const override { return Runtime::get().rank(); }
   int size() const override { return Runtime::get().size(); }
+  void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
 
-  explicit MpiCommunicator(int64_t chunk) : chunk_(chunk) {}
-
-  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
+ protected:
+  void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
     at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const MPI_Datatype type = mpi_type(work);
     const int64_t element = static_cast<int64_t>(work.element_size());
     for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
-      QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + offset * element, count, type, mpi_op(op), MPI_COMM_WORLD));
+      void* piece = bytes + offset * element;
+      if (o.timeout.count() <= 0) {
+        QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, piece, count, type, mpi_op(o.op), MPI_COMM_WORLD));
+      } else {
+        MPI_Request request;
+        QFORGE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, piece, count, type, mpi_op(o.op), MPI_COMM_WORLD, &request));
+        wait(request, o, "all_reduce", {work});
+      }
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
-  void broadcast(at::Tensor& tensor, int root) override {
+  void broadcast_from(at::Tensor& tensor, const CollectiveOptions& o) override {
     at::Tensor work = host_buffer(tensor);
     auto* bytes = static_cast<char*>(work.data_ptr());
     const int64_t element = static_cast<int64_t>(work.element_size());
     for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
-      QFORGE_MPI_CHECK(MPI_Bcast(bytes + offset * element, count, mpi_type(work), root, MPI_COMM_WORLD));
+      void* piece = bytes + offset * element;
+      if (o.timeout.count() <= 0) {
+        QFORGE_MPI_CHECK(MPI_Bcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD));
+      } else {
+        MPI_Request request;
+        QFORGE_MPI_CHECK(MPI_Ibcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD, &request));
+        wait(request, o, "broadcast", {work});
+      }
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
-  at::Tensor all_gather(const at::Tensor& tensor) override {
+  at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& o) override {
     const at::Tensor mine = host_buffer(tensor).reshape({-1});
     const int64_t n = mine.numel();
     at::Tensor out = at::empty({size(), n}, mine.options());
     for (int64_t offset = 0; offset < n; offset += chunk_) {
-      const int64_t count = std::min<int64_t>(chunk_, n - offset);
+      const int count = static_cast<int>(std::min<int64_t>(chunk_, n - offset));
       const at::Tensor piece = mine.narrow(0, offset, count).contiguous();
       at::Tensor gathered = at::empty({size(), count}, mine.options());
-      QFORGE_MPI_CHECK(MPI_Allgather(piece.data_ptr(), static_cast<int>(count), mpi_type(mine), gathered.data_ptr(),
-                                     static_cast<int>(count), mpi_type(mine), MPI_COMM_WORLD));
+      const MPI_Datatype type = mpi_type(mine);
+      if (o.timeout.count() <= 0) {
+        QFORGE_MPI_CHECK(MPI_Allgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD));
+      } else {
+        MPI_Request request;
+        QFORGE_MPI_CHECK(MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type,
+                                        MPI_COMM_WORLD, &request));
+        wait(request, o, "all_gather", {piece, gathered});
+      }
       out.narrow(1, offset, count).copy_(gathered);
     }
     std::vector<int64_t> shape{size()};
@@ -101,9 +129,27 @@ class MpiCommunicator final : public Communicator {
     return out.view(shape).to(tensor.device());
   }
 
-  void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
-
  private:
+  // Polls `request` until it completes or o.timeout passes. A request past
+  // its deadline cannot be cancelled (MPI forbids it for collectives): it
+  // stays pending with its buffers kept alive, and the rank throws, which
+  // ends the job with a message instead of a hang.
+  void wait(MPI_Request& request, const CollectiveOptions& o, const char* what, std::vector<at::Tensor> buffers) {
+    const auto deadline = std::chrono::steady_clock::now() + o.timeout;
+    for (int done = 0;;) {
+      QFORGE_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+      if (done) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        static std::vector<at::Tensor> abandoned;  // MPI may write them until the job ends: never freed
+        abandoned.insert(abandoned.end(), buffers.begin(), buffers.end());
+        throw LibraryError("MPI " + std::string(what) + " on rank " + std::to_string(rank()) +
+                           " did not complete within " + std::to_string(o.timeout.count()) +
+                           " ms: a peer rank has stopped or died");
+      }
+      std::this_thread::yield();
+    }
+  }
+
   int64_t chunk_;
 };
 

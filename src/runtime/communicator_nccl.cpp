@@ -1,16 +1,17 @@
 // NCCL backend of Communicator: CUDA tensors travel over NCCL on the
-// tensor's current CUDA stream; CPU tensors (small metadata, counters) go to
-// the MPI backend, so code above the interface never picks a backend per tensor.
+// tensor's current CUDA stream. make_nccl_communicator pairs it with the MPI
+// backend for CPU tensors (small metadata, counters).
 //
-// A watchdog: every collective is waited for with a deadline. A peer that has
+// A watchdog: every collective is waited for with a deadline (the call's
+// timeout, else QFORGE_COLLECTIVE_TIMEOUT_S). A peer that has
 // died or stopped leaves NCCL's kernel spinning forever; past the deadline the
 // communicator is aborted and the rank throws, and the error path brings the
 // job down with a message instead of a hang.
 #include "runtime/communicator.h"
 
 #include "qforge/errors.h"
-#include "runtime/logger.h"
 #include "qforge_version_config.h"
+#include "runtime/logger.h"
 
 #if QFORGE_HAVE_NCCL
 #include <ATen/ATen.h>
@@ -71,8 +72,7 @@ double collective_timeout_s() {
 
 class NcclCommunicator final : public Communicator {
  public:
-  explicit NcclCommunicator(int device)
-      : device_(static_cast<c10::DeviceIndex>(device)), mpi_(make_mpi_communicator()) {
+  explicit NcclCommunicator(int device) : device_(static_cast<c10::DeviceIndex>(device)) {
     const Runtime& rt = Runtime::get();
     c10::cuda::set_device(device_);
     // Connect every peer at init, where all ranks take part, rather than in
@@ -92,33 +92,36 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::string backend() const override { return "nccl"; }
-  int rank() const override { return mpi_->rank(); }
-  int size() const override { return mpi_->size(); }
+  int rank() const override { return Runtime::get().rank(); }
+  int size() const override { return Runtime::get().size(); }
 
-  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
-    if (tensor.is_cpu()) return mpi_->all_reduce(tensor, op);
+  void barrier() override {
+    c10::cuda::getCurrentCUDAStream(device_).synchronize();
+    Runtime::get().barrier();
+  }
+
+ protected:
+  void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
     at::Tensor work = on_this_device(tensor, "all_reduce");
     const auto stream = c10::cuda::getCurrentCUDAStream(device_);
     check(ncclAllReduce(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work),
-                        nccl_op(op), comm_, stream.stream()),
+                        nccl_op(o.op), comm_, stream.stream()),
           "ncclAllReduce");
-    wait(stream, "all_reduce");
+    wait(stream, o, "all_reduce");
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
-  void broadcast(at::Tensor& tensor, int root) override {
-    if (tensor.is_cpu()) return mpi_->broadcast(tensor, root);
+  void broadcast_from(at::Tensor& tensor, const CollectiveOptions& o) override {
     at::Tensor work = on_this_device(tensor, "broadcast");
     const auto stream = c10::cuda::getCurrentCUDAStream(device_);
-    check(ncclBroadcast(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work), root,
+    check(ncclBroadcast(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work), o.root,
                         comm_, stream.stream()),
           "ncclBroadcast");
-    wait(stream, "broadcast");
+    wait(stream, o, "broadcast");
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
-  at::Tensor all_gather(const at::Tensor& tensor) override {
-    if (tensor.is_cpu()) return mpi_->all_gather(tensor);
+  at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& o) override {
     const at::Tensor mine = on_this_device(tensor, "all_gather");
     std::vector<int64_t> shape{size()};
     for (auto d : mine.sizes()) shape.push_back(d);
@@ -127,13 +130,8 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllGather(mine.data_ptr(), out.data_ptr(), static_cast<size_t>(mine.numel()), nccl_type(mine), comm_,
                         stream.stream()),
           "ncclAllGather");
-    wait(stream, "all_gather");
+    wait(stream, o, "all_gather");
     return out;
-  }
-
-  void barrier() override {
-    c10::cuda::getCurrentCUDAStream(device_).synchronize();
-    mpi_->barrier();
   }
 
  private:
@@ -156,8 +154,9 @@ class NcclCommunicator final : public Communicator {
   }
 
   // Waits for the collective (and the work queued before it) with the watchdog's deadline.
-  void wait(const c10::cuda::CUDAStream& stream, const char* what) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+  void wait(const c10::cuda::CUDAStream& stream, const CollectiveOptions& o, const char* what) {
+    const double timeout_s = o.timeout.count() > 0 ? static_cast<double>(o.timeout.count()) / 1000.0 : timeout_s_;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (!stream.query()) {
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
@@ -170,15 +169,15 @@ class NcclCommunicator final : public Communicator {
         ncclCommAbort(comm_);
         comm_ = nullptr;
         throw LibraryError("NCCL " + std::string(what) + " on rank " + std::to_string(Runtime::get().rank()) +
-                           " did not complete within " + std::to_string(static_cast<int>(timeout_s_)) +
-                           " s (QFORGE_COLLECTIVE_TIMEOUT_S): a peer rank has stopped or died; aborting the job");
+                           " did not complete within " + c10::str(timeout_s) +
+                           " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): a peer rank has stopped or "
+                           "died; aborting the job");
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
 
   c10::DeviceIndex device_;
-  std::unique_ptr<Communicator> mpi_;
   ncclComm_t comm_ = nullptr;
   double timeout_s_ = 600.0;
 };
@@ -186,7 +185,7 @@ class NcclCommunicator final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> make_nccl_communicator(int cuda_device) {
-  return std::make_unique<NcclCommunicator>(cuda_device);
+  return combine_device_and_host(std::make_unique<NcclCommunicator>(cuda_device), make_mpi_communicator());
 }
 
 #else

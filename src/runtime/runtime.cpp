@@ -69,14 +69,6 @@ std::vector<std::string> Runtime::all_gather_strings(const std::string& mine) co
   return out;
 }
 
-std::string Runtime::broadcast_string(const std::string& value, int root) const {
-  long long len = static_cast<long long>(value.size());
-  QFORGE_MPI_CHECK(MPI_Bcast(&len, 1, MPI_LONG_LONG, root, MPI_COMM_WORLD));
-  std::string out = rank_ == root ? value : std::string(static_cast<size_t>(len), '\0');
-  QFORGE_MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(len), MPI_CHAR, root, MPI_COMM_WORLD));
-  return out;
-}
-
 std::vector<long long> Runtime::all_gather_int(long long mine) const {
   std::vector<long long> all(size_);
   QFORGE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, all.data(), 1, MPI_LONG_LONG, MPI_COMM_WORLD));

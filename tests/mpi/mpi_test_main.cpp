@@ -2,7 +2,10 @@
 // failure on any rank makes that rank (and so mpirun) exit non-zero.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 
 int main(int argc, char** argv) {
   auto& runtime = qforge::Runtime::init(&argc, &argv);
@@ -14,12 +17,12 @@ int main(int argc, char** argv) {
   }
   const int failed = RUN_ALL_TESTS();
   // Agree on the outcome, so a failure on a quiet rank is visible on rank 0.
-  const auto outcomes = runtime.all_gather_int(failed);
+  const at::Tensor outcomes = qforge::make_mpi_communicator()->all_gather(at::full({1}, failed, at::kInt));
   int any = 0;
-  for (size_t r = 0; r < outcomes.size(); ++r)
-    if (outcomes[r]) {
+  for (int64_t r = 0; r < outcomes.size(0); ++r)
+    if (outcomes[r].item<int>()) {
       any = 1;
-      if (runtime.is_root()) fprintf(stderr, "tests failed on rank %zu\n", r);
+      if (runtime.is_root()) fprintf(stderr, "tests failed on rank %lld\n", static_cast<long long>(r));
     }
   runtime.finalize();
   return any;

@@ -5,12 +5,14 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <optional>
+#include <thread>
 
-#include "runtime/communicator.h"
 #include "qforge/errors.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 
 using namespace qforge;
 
@@ -93,9 +95,9 @@ TEST_P(Collectives, AllReduceSumMinMax) {
   const int w = comm_->size(), r = comm_->rank();
   const auto base = torch::arange(GetParam().n, torch::kLong).remainder(7);
   auto sum = mine(r), lo = mine(r), hi = mine(r);
-  comm_->all_reduce(sum, ReduceOp::Sum);
-  comm_->all_reduce(lo, ReduceOp::Min);
-  comm_->all_reduce(hi, ReduceOp::Max);
+  comm_->all_reduce(sum);
+  comm_->all_reduce(lo, {ReduceOp::Min});
+  comm_->all_reduce(hi, {ReduceOp::Max});
   EXPECT_EQ(sum.device(), device_);
   EXPECT_TRUE(torch::equal(sum.cpu(), expected(base * w + w * (w - 1) / 2)));
   EXPECT_TRUE(torch::equal(lo.cpu(), expected(base)));
@@ -105,7 +107,7 @@ TEST_P(Collectives, AllReduceSumMinMax) {
 TEST_P(Collectives, BroadcastFromEveryRoot) {
   for (int root = 0; root < comm_->size(); ++root) {
     auto t = mine(comm_->rank());
-    comm_->broadcast(t, root);
+    comm_->broadcast(t, {ReduceOp::Sum, root});
     EXPECT_TRUE(torch::equal(t.cpu(), pattern(root, GetParam().n, GetParam().type))) << "root " << root;
   }
 }
@@ -124,7 +126,7 @@ TEST(CollectivesMpi, NonContiguousTensorIsReducedInPlace) {
   auto base = torch::full({4, 6}, static_cast<double>(comm->rank() + 1), torch::kDouble);
   auto column = base.select(1, 2);  // a strided view
   ASSERT_FALSE(column.is_contiguous());
-  comm->all_reduce(column, ReduceOp::Sum);
+  comm->all_reduce(column);
   const double w = comm->size();
   EXPECT_TRUE(torch::all(base.select(1, 2) == w * (w + 1) / 2).item<bool>());
   EXPECT_TRUE(torch::all(base.select(1, 0) == comm->rank() + 1).item<bool>());  // untouched
@@ -134,11 +136,36 @@ TEST(CollectivesMpi, UnsupportedDtypeNamesTheBackend) {
   auto comm = make_mpi_communicator();
   auto half = torch::ones({4}, torch::kHalf);
   try {
-    comm->all_reduce(half, ReduceOp::Sum);
+    comm->all_reduce(half);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("backend mpi does not support"), std::string::npos);
   }
+}
+
+TEST(CollectivesMpi, TimeoutTurnsALatePeerIntoAnError) {
+  auto comm = make_mpi_communicator();
+  if (comm->size() < 2) GTEST_SKIP() << "needs a peer";
+  auto t = torch::ones({8}, torch::kDouble);
+  CollectiveOptions within;  // the same options on every rank, as for any collective
+  if (comm->rank() == 0) {   // gives up before the others join, one second late
+    within.timeout = std::chrono::milliseconds(200);
+    try {
+      comm->all_reduce(t, within);
+      ADD_FAILURE() << "an all-reduce no peer had joined completed";
+    } catch (const LibraryError& e) {
+      EXPECT_NE(std::string(e.what()).find("all_reduce on rank 0 did not complete within 200 ms"), std::string::npos)
+          << e.what();
+    }
+  } else {
+    within.timeout = std::chrono::milliseconds(20000);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    comm->all_reduce(t, within);  // completes the collective rank 0 gave up on
+  }
+  comm->barrier();
+  auto after = torch::ones({8}, torch::kDouble);
+  comm->all_reduce(after);  // the communicator still works
+  EXPECT_TRUE(torch::all(after == comm->size()).item<bool>());
 }
 
 TEST(Runtime, MetadataCollectives) {
@@ -146,7 +173,6 @@ TEST(Runtime, MetadataCollectives) {
   const auto names = rt.all_gather_strings("rank-" + std::to_string(rt.rank()));
   ASSERT_EQ(static_cast<int>(names.size()), rt.size());
   for (int r = 0; r < rt.size(); ++r) EXPECT_EQ(names[r], "rank-" + std::to_string(r));
-  EXPECT_EQ(rt.broadcast_string(rt.is_root() ? "from root" : "", 0), "from root");
   EXPECT_GE(rt.local_rank(), 0);
   EXPECT_LT(rt.local_rank(), rt.local_size());
 }
@@ -182,11 +208,11 @@ TEST(NcclCommunicator, StridedViewsAndCpuTensorsTravelToo) {
   // A strided view is reduced in place, its neighbours untouched.
   auto base = torch::full({4, 6}, r + 1, torch::TensorOptions().dtype(torch::kFloat).device(*gpu));
   auto column = base.select(1, 2);
-  comm->all_reduce(column, ReduceOp::Sum);
+  comm->all_reduce(column);
   EXPECT_TRUE(torch::all(base.select(1, 2).cpu() == w * (w + 1) / 2).item<bool>());
   EXPECT_TRUE(torch::all(base.select(1, 0).cpu() == r + 1).item<bool>());
   auto host = torch::full({5}, static_cast<int64_t>(comm->rank()), torch::kLong);  // metadata on the host: over MPI
-  comm->all_reduce(host, ReduceOp::Max);
+  comm->all_reduce(host, {ReduceOp::Max});
   EXPECT_TRUE(host.is_cpu());
   EXPECT_TRUE(torch::all(host == comm->size() - 1).item<bool>());
 }
@@ -201,11 +227,11 @@ TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
   auto comm = make_nccl_communicator(gpu->index());
   unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
   auto everyone = torch::ones({16}, torch::TensorOptions().device(*gpu));
-  comm->all_reduce(everyone, ReduceOp::Sum);  // all ranks together: the communicator works
+  comm->all_reduce(everyone);  // all ranks together: the communicator works
   if (rt.rank() == 0) {                       // the others never join this all-reduce
     auto t = torch::ones({16}, torch::TensorOptions().device(*gpu));
     try {
-      comm->all_reduce(t, ReduceOp::Sum);
+      comm->all_reduce(t);
       ADD_FAILURE() << "an all-reduce no peer joined completed";
     } catch (const LibraryError& e) {
       EXPECT_NE(std::string(e.what()).find("did not complete within 3 s"), std::string::npos) << e.what();

@@ -1,0 +1,44 @@
+// The Communicator's public calls, and the composite of a device backend and a host backend.
+#include "runtime/communicator.h"
+
+#include <ATen/Tensor.h>
+
+namespace qforge {
+
+at::Tensor Communicator::all_gather(const at::Tensor& tensor, const CollectiveOptions& options) {
+  return gather_all(tensor, options);
+}
+
+namespace {
+
+class DeviceAndHost final : public Communicator {
+ public:
+  DeviceAndHost(std::unique_ptr<Communicator> device, std::unique_ptr<Communicator> host)
+      : device_(std::move(device)), host_(std::move(host)) {}
+
+  std::string backend() const override { return device_->backend(); }
+  int rank() const override { return device_->rank(); }
+  int size() const override { return device_->size(); }
+  void barrier() override { device_->barrier(); }
+
+ protected:
+  void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override { side(tensor).all_reduce(tensor, o); }
+  void broadcast_from(at::Tensor& tensor, const CollectiveOptions& o) override { side(tensor).broadcast(tensor, o); }
+  at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& o) override {
+    return side(tensor).all_gather(tensor, o);
+  }
+
+ private:
+  Communicator& side(const at::Tensor& tensor) { return tensor.is_cuda() ? *device_ : *host_; }
+
+  std::unique_ptr<Communicator> device_, host_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> combine_device_and_host(std::unique_ptr<Communicator> device,
+                                                      std::unique_ptr<Communicator> host) {
+  return std::make_unique<DeviceAndHost>(std::move(device), std::move(host));
+}
+
+}  // namespace qforge
