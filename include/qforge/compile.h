@@ -107,10 +107,15 @@ struct InputAxes {
 // module to run (the model or a rewritten copy) and the batch.
 using ForwardFn = std::function<c10::IValue(torch::jit::Module& module, const Batch& batch)>;
 
+struct FineTuneProgress;
+
 // Callbacks of the C++ API (clika_compile's data_transform_fn and forward_fn).
 struct CompileCallbacks {
   DataTransformFn data_transform;  // when set, replaces the YAML data_transform list
   ForwardFn forward;               // when set, replaces binding the data to the method's arguments
+  // After every fine-tuning step, on every rank. Unset: rank 0 logs a line
+  // every log_every steps and every held-out evaluation.
+  std::function<void(const FineTuneProgress&)> fine_tune_progress;
 };
 
 // ---- The plan: what happens to each layer and which rows each rank reads ----
@@ -241,6 +246,17 @@ struct EvaluationResult {
 struct FineTuneEvaluation {
   int64_t step = 0;
   EvaluationResult result;
+};
+
+// The fine-tuning after one step (CompileCallbacks::fine_tune_progress).
+struct FineTuneProgress {
+  int64_t step = 0;                // steps completed
+  int64_t steps = 0;               // steps in all
+  double loss = 0;                 // the step's global mean loss
+  double learning_rate = 0;        // the step's learning rate
+  double samples_per_second = 0;   // rows over all ranks per second, since this run started
+  double eta_seconds = 0;          // to the last step, at that rate
+  std::optional<EvaluationResult> evaluation;  // the held-out evaluation made after this step (eval_every)
 };
 
 // The (QA-)LoRA fine-tuning of a compile.

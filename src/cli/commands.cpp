@@ -11,18 +11,19 @@
 #include <sstream>
 #include <regex>
 
+#include "cli/progress_printer.h"
 #include "compile/onnx_stage.h"
-#include "report/report_html.h"
+#include "graph/model.h"
+#include "graph/model_json.h"
+#include "output/output_dir.h"
+#include "plan/layer_selection.h"
 #include "qforge/compile.h"
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
-#include "runtime/logger.h"
-#include "graph/model.h"
-#include "plan/layer_selection.h"
 #include "qforge/runtime.h"
 #include "qforge/version.h"
-#include "graph/model_json.h"
-#include "output/output_dir.h"
+#include "report/report_html.h"
+#include "runtime/logger.h"
 #include "runtime/stop_signal.h"
 #include "slurm/submission.h"
 #include "util/fs.h"
@@ -186,7 +187,7 @@ CLI::Validator integer_at_least(int64_t least) {
       "N");
 }
 
-int cmd_compile(const std::vector<std::string>& argv) {
+int cmd_compile(const std::vector<std::string>& argv, bool users_terminal) {
   CommandLine line("qforge compile");
   std::vector<std::string> sets;
   bool dry_run = false;
@@ -216,7 +217,10 @@ int cmd_compile(const std::vector<std::string>& argv) {
   // SIGTERM / SIGUSR1 while fine-tuning: checkpoint and stop at the next step.
   // (Without fine-tuning there is nothing to resume: signals keep their default, ending the run.)
   if (config.compile_options.fine_tune.enabled && !config.is_dry_run) install_stop_handlers();
-  const CompileResult result = compile(config);
+  ProgressPrinter progress(rt.is_root(), users_terminal, config.compile_options.fine_tune.log_every);
+  CompileCallbacks callbacks;
+  callbacks.fine_tune_progress = [&progress](const FineTuneProgress& p) { progress(p); };
+  const CompileResult result = compile(config, callbacks);
   return result.stop_signal ? kExitStopped : kExitOk;
 }
 
@@ -491,7 +495,7 @@ int cmd_config(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-int run_command_line(const std::vector<std::string>& args) {
+int run_command_line(const std::vector<std::string>& args, bool users_terminal) {
   if (args.empty()) {
     std::cerr << kMainHelp;
     return kExitUsage;
@@ -506,7 +510,7 @@ int run_command_line(const std::vector<std::string>& args) {
     std::cout << build_info() << "\n";
     return kExitOk;
   }
-  if (command == "compile") return cmd_compile(rest);
+  if (command == "compile") return cmd_compile(rest, users_terminal);
   if (command == "submit") return cmd_submit(rest);
   if (command == "inspect") return cmd_inspect(rest);
   if (command == "export") return cmd_export(rest);

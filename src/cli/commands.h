@@ -5,6 +5,8 @@
 
 namespace qforge::cli {
 
-int run_command_line(const std::vector<std::string>& args);
+// `users_terminal`: standard output is the user's terminal (decided before
+// MPI starts, which sets the launcher's variables even without a launcher).
+int run_command_line(const std::vector<std::string>& args, bool users_terminal);
 
 }  // namespace qforge::cli

@@ -2,13 +2,29 @@
 // finalize only on success. An error every rank reached together exits
 // cleanly on all ranks with the message printed once (Runtime::collective_phase);
 // any other error aborts the whole job, so no rank is left waiting.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "qforge/errors.h"
 #include "qforge/runtime.h"
 
+namespace {
+
+// Standard output is the user's terminal, not a file, a pipe or the
+// pseudo-terminal an MPI launcher gives each rank. Asked before MPI starts:
+// Open MPI sets its launcher's variables even in a process started alone.
+bool stdout_is_users_terminal() {
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_RANK");
+  return isatty(STDOUT_FILENO) && !launched;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  const bool users_terminal = stdout_is_users_terminal();
   qforge::Runtime* runtime = nullptr;
   try {
     runtime = &qforge::Runtime::init(&argc, &argv);
@@ -19,7 +35,7 @@ int main(int argc, char** argv) {
   }
   int code = qforge::kExitOk;
   try {
-    code = qforge::cli::run_command_line(std::vector<std::string>(argv + 1, argv + argc));
+    code = qforge::cli::run_command_line(std::vector<std::string>(argv + 1, argv + argc), users_terminal);
   } catch (const qforge::PeerFailed& e) {
     code = e.exit_code();  // rank 0 already printed every rank's message
   } catch (const qforge::Error& e) {

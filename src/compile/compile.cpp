@@ -16,11 +16,12 @@
 
 #include "compile/artifacts.h"
 #include "compile/evaluation.h"
+#include "compile/fine_tune_progress.h"
 #include "compile/onnx_stage.h"
 #include "compile/sensitivity.h"
-#include "finetune/qa_lora.h"
-#include "qforge/errors.h"
+#include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
+#include "qforge/errors.h"
 #include "runtime/logger.h"
 #include "util/text.h"
 
@@ -382,8 +383,8 @@ bool CompileSession::fine_tune() {
   PreparedCompile& p = prepared_;
   const auto& tune = config_.compile_options.fine_tune;
   if (!p.quantizing || !tune.enabled) return true;
-  std::vector<FineTuneTarget> targets;
-  std::vector<LayerFakeQuant> others;
+  FineTuneOptions options;
+  std::vector<FineTuneTarget>& targets = options.targets;
   timer_.run("fine-tune setup", [&] {
     for (auto& l : result_.layers) {
       if (!l.quantized) continue;
@@ -396,7 +397,7 @@ bool CompileSession::fine_tune() {
                            p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
         l.fine_tuned = true;
       } else {
-        others.push_back(fake_quant_of(l));
+        options.others.push_back(fake_quant_of(l));
       }
     }
     if (targets.empty())
@@ -406,24 +407,31 @@ bool CompileSession::fine_tune() {
               " layers, rank " + std::to_string(tune.lora_rank) + ", " + std::to_string(tune.steps) + " steps of " +
               std::to_string(tune.batch_size) + " rows over " + std::to_string(rt_.size()) + " rank(s)");
   });
-  const CheckpointPlan checkpoints{config_.out_dir + "/checkpoints/fine_tune.pt",
-                                   config_.compile_options.checkpoint_every, tune.resume, tune.stop_after_steps};
+  options.method = config_.model.method;
+  options.settings = tune;
+  options.seed = config_.seed;
+  options.data = p.data;
+  options.reading = reader_options(*config_.calibration_inputs, p.transform, p.placement.device);
+  options.run = [this](torch::jit::Module& m, const Batch& b) { return this->run_mixed(m, b); };
+  options.checkpoints = {config_.out_dir + "/checkpoints/fine_tune.pt", config_.compile_options.checkpoint_every,
+                         tune.resume, tune.stop_after_steps};
   std::vector<FineTuneEvaluation> evaluations;
-  FineTuneEvaluator evaluate;
+  FineTuneHooks hooks;
   if (tune.eval_every > 0)
-    evaluate = [&](torch::jit::Module& student, int64_t step) {
+    hooks.evaluate = [&](torch::jit::Module& student, int64_t step) {
       EvaluationSums sums;
       const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
       rt_.collective_phase("evaluate at step " + std::to_string(step),
                            [&] { sums = evaluate_shard(p.model->module(), student, run, evaluation_source()); });
       evaluations.push_back({step, reduce_evaluation(sums, *p.comm)});
-      log::info("fine-tune step " + std::to_string(step) + ": held-out " + evaluation_text(evaluations.back().result));
+      return evaluations.back().result;
     };
-  const ForwardFn run_mixed = [this](torch::jit::Module& m, const Batch& b) { return this->run_mixed(m, b); };
-  const FineTuneReport tuned =
-      qforge::fine_tune(p.model->module(), config_.model.method, targets, others, tune, config_.seed, p.data,
-                        reader_options(*config_.calibration_inputs, p.transform, p.placement.device), run_mixed,
-                        p.comm.get(), rt_, checkpoints, evaluate);
+  hooks.progress = callbacks_.fine_tune_progress;
+  if (!hooks.progress)
+    hooks.progress = [this, log_every = tune.log_every](const FineTuneProgress& progress) {
+      if (rt_.is_root()) log_progress(progress, log_every);
+    };
+  const FineTuneReport tuned = qforge::fine_tune(p.model->module(), options, p.comm.get(), rt_, hooks);
   timer_.record("fine-tune", tuned.seconds);
   if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
     result_.stopped = true;
@@ -434,19 +442,21 @@ bool CompileSession::fine_tune() {
   // quantizes them to themselves. lora: they are float, and get the
   // round-to-nearest quantization of their own range.
   base_ = clone_module(p.model->module());
-  for (const auto& [layer, weight] : tuned.merged) submodule(base_, layer, p.model->path()).setattr("weight", weight);
+  for (const auto& [layer, weight] : tuned.merged.weights)
+    submodule(base_, layer, p.model->path()).setattr("weight", weight);
   for (auto& l : result_.layers) {
     const std::string& name = l.plan.layer.name;
-    if (auto s = tuned.weight_scales.find(name); s != tuned.weight_scales.end()) l.weight->qparams.scale = s->second;
-    if (auto s = tuned.input_scales.find(name); s != tuned.input_scales.end()) l.input->qparams.scale = s->second;
-    if (tune.method == FineTuneMethod::Lora && tuned.merged.count(name))
-      l.weight = observe_weight(tuned.merged.at(name), l.plan.weights);
+    const MergedAdapters& merged = tuned.merged;
+    if (auto s = merged.weight_scales.find(name); s != merged.weight_scales.end()) l.weight->qparams.scale = s->second;
+    if (auto s = merged.input_scales.find(name); s != merged.input_scales.end()) l.input->qparams.scale = s->second;
+    if (tune.method == FineTuneMethod::Lora && merged.weights.count(name))
+      l.weight = observe_weight(merged.weights.at(name), l.plan.weights);
   }
   FineTuneSummary summary;
   summary.method = to_string(tune.method);
   summary.loss = tuned.loss;
   summary.evaluations = evaluations;
-  summary.learned_ranges = static_cast<int64_t>(tuned.weight_scales.size() + tuned.input_scales.size());
+  summary.learned_ranges = static_cast<int64_t>(tuned.merged.weight_scales.size() + tuned.merged.input_scales.size());
   summary.seconds = tuned.seconds;
   summary.samples = tuned.samples;
   summary.step_seconds = tuned.step_seconds;

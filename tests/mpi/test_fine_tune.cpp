@@ -8,12 +8,12 @@
 
 #include "../unit/test_helpers.h"
 #include "data/batches.h"
-#include "finetune/qa_lora.h"
-#include "runtime/communicator.h"
+#include "finetune/fine_tune.h"
+#include "graph/model.h"
 #include "qforge/compile.h"
 #include "qforge/errors.h"
-#include "graph/model.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 
 using namespace qforge;
 using qforge::test::asset;
@@ -66,6 +66,19 @@ void fresh_directory(const std::string& dir) {
   Runtime::get().barrier();
 }
 
+// fine_tune over the setup's targets and data.
+FineTuneReport tune(const Setup& s, const FineTuneSettings& f, int64_t seed, Communicator* comm,
+                    const CheckpointPlan& checkpoints = {}, const FineTuneHooks& hooks = {}) {
+  FineTuneOptions o;
+  o.targets = s.targets;
+  o.settings = f;
+  o.seed = seed;
+  o.data = s.data;
+  o.run = s.run;
+  o.checkpoints = checkpoints;
+  return fine_tune(s.model.module(), o, comm, Runtime::get(), hooks);
+}
+
 FineTuneSettings settings(int64_t steps) {
   FineTuneSettings f;
   f.enabled = true;
@@ -85,8 +98,7 @@ TEST(FineTune, MergeLandsOnTheGridAndCompiledEqualsFineTuned) {
   auto s = make_setup("resnet18_traced.pt", "images.h5");
   auto comm = make_mpi_communicator();
   const auto before = s.model.submodule("layer1.0.conv1").attr("weight").toTensor().clone();
-  const auto report = fine_tune(s.model.module(), "forward", s.targets, {}, settings(3), 0, s.data, {}, s.run,
-                                comm.get(), Runtime::get());
+  const auto report = tune(s, settings(3), 0, comm.get());
   ASSERT_EQ(report.loss.size(), 3u);
   EXPECT_TRUE(torch::equal(s.model.submodule("layer1.0.conv1").attr("weight").toTensor(), before))
       << "the frozen weights do not move";
@@ -94,12 +106,12 @@ TEST(FineTune, MergeLandsOnTheGridAndCompiledEqualsFineTuned) {
   std::vector<LayerFakeQuant> student_layers, compiled_layers;
   torch::jit::Module merged = s.model.module().clone();
   for (const auto& t : s.targets) {
-    const auto& w = report.merged.at(t.quant.layer);
+    const auto& w = report.merged.weights.at(t.quant.layer);
     EXPECT_TRUE(torch::equal(fake_quantize_weight(w, *t.quant.weight, t.weights), w))
         << t.quant.layer << ": re-quantizing the merged weight changes it";
-    EXPECT_GT(report.adapters.at(t.quant.layer).b.abs().max().item<double>(), 0) << t.quant.layer << " learned nothing";
+    EXPECT_GT(report.merged.adapters.at(t.quant.layer).b.abs().max().item<double>(), 0) << t.quant.layer << " learned nothing";
     student_layers.push_back(t.quant);
-    student_layers.back().lora = report.adapters.at(t.quant.layer);
+    student_layers.back().lora = report.merged.adapters.at(t.quant.layer);
     compiled_layers.push_back(t.quant);
     submodule(merged, t.quant.layer, "merged").setattr("weight", w);
   }
@@ -119,7 +131,8 @@ TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
   f.task_loss_weight = 0.0;
   f.eval_every = 1;  // the hook after every step: every rank's adapters must be the same there
   int64_t steps_checked = 0, tensors_checked = 0;
-  const FineTuneEvaluator after_step = [&](torch::jit::Module& student, int64_t step) {
+  FineTuneHooks hooks;
+  hooks.evaluate = [&](torch::jit::Module& student, int64_t step) {
     for (const auto& p : student.named_parameters()) {
       if (p.name.find("lora_") == std::string::npos) continue;
       ++tensors_checked;
@@ -128,21 +141,35 @@ TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
         EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << p.name << " after step " << step << ": rank " << r;
     }
     ++steps_checked;
+    EvaluationResult result;
+    result.rows = step;  // marks which evaluation the progress report carries
+    return result;
   };
-  const auto distributed = fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(),
-                                     Runtime::get(), {}, after_step);
+  std::vector<FineTuneProgress> reported;
+  hooks.progress = [&](const FineTuneProgress& p) { reported.push_back(p); };
+  const auto distributed = tune(s, f, 3, comm.get(), {}, hooks);
   EXPECT_EQ(steps_checked, f.steps);
+  ASSERT_EQ(static_cast<int64_t>(reported.size()), f.steps) << "one progress report per step";
+  for (int64_t i = 0; i < f.steps; ++i) {
+    EXPECT_EQ(reported[i].step, i + 1);
+    EXPECT_EQ(reported[i].steps, f.steps);
+    EXPECT_EQ(reported[i].loss, distributed.loss[i]) << "the step's global mean loss";
+    EXPECT_DOUBLE_EQ(reported[i].learning_rate, learning_rate_at(f, i));
+    ASSERT_TRUE(reported[i].evaluation) << "eval_every 1: every step's report carries its evaluation";
+    EXPECT_EQ(reported[i].evaluation->rows, i + 1);
+  }
+  EXPECT_EQ(reported.back().eta_seconds, 0.0);
   EXPECT_EQ(tensors_checked, f.steps * 2 * static_cast<int64_t>(s.targets.size())) << "A and B of every target";
   // Every rank again, alone with the whole global batch: the reference.
   const auto single =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, nullptr, Runtime::get());
-  for (const auto& [layer, adapter] : distributed.adapters) {
+      tune(s, f, 3, nullptr);
+  for (const auto& [layer, adapter] : distributed.merged.adapters) {
     for (const auto& tensor : {adapter.a, adapter.b}) {
       const auto everyone = comm->all_gather(tensor.contiguous());
       for (int r = 1; r < comm->size(); ++r)
         EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << layer << ": rank " << r << " differs from rank 0";
     }
-    const auto& reference = single.adapters.at(layer);
+    const auto& reference = single.merged.adapters.at(layer);
     EXPECT_TRUE(torch::allclose(adapter.a, reference.a, 1e-4, 1e-6)) << layer;
     EXPECT_TRUE(torch::allclose(adapter.b, reference.b, 1e-4, 1e-6)) << layer;
   }
@@ -157,29 +184,29 @@ TEST(FineTune, LearnedRangesAndDropoutStayIdenticalAcrossRanksAndLandOnTheLearne
   f.learn_ranges = true;
   f.lora_dropout = 0.5;
   const auto distributed =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+      tune(s, f, 3, comm.get());
   const auto single =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, nullptr, Runtime::get());
-  ASSERT_EQ(distributed.weight_scales.size(), s.targets.size()) << "every weight scale is learned";
-  ASSERT_FALSE(distributed.input_scales.empty()) << "input scales are learned";
+      tune(s, f, 3, nullptr);
+  ASSERT_EQ(distributed.merged.weight_scales.size(), s.targets.size()) << "every weight scale is learned";
+  ASSERT_FALSE(distributed.merged.input_scales.empty()) << "input scales are learned";
   for (const auto& t : s.targets) {
-    const auto& learned = distributed.weight_scales.at(t.quant.layer);
+    const auto& learned = distributed.merged.weight_scales.at(t.quant.layer);
     EXPECT_EQ(learned.sizes(), t.quant.weight->qparams.scale.sizes()) << t.quant.layer;
     EXPECT_FALSE(torch::equal(learned, t.quant.weight->qparams.scale)) << t.quant.layer << ": the range did not train";
-    EXPECT_TRUE(torch::allclose(learned, single.weight_scales.at(t.quant.layer), 1e-4, 1e-9)) << t.quant.layer;
+    EXPECT_TRUE(torch::allclose(learned, single.merged.weight_scales.at(t.quant.layer), 1e-4, 1e-9)) << t.quant.layer;
     const auto everyone = comm->all_gather(learned.to(torch::kDouble).contiguous());
     for (int r = 1; r < comm->size(); ++r)
       EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << t.quant.layer << ": rank " << r << " differs";
     // The merged weight is on the learned grid.
     WeightQuant grid = *t.quant.weight;
     grid.qparams.scale = learned;
-    const auto& merged = distributed.merged.at(t.quant.layer);
+    const auto& merged = distributed.merged.weights.at(t.quant.layer);
     EXPECT_TRUE(torch::equal(fake_quantize_weight(merged, grid, t.weights), merged)) << t.quant.layer;
   }
-  for (const auto& [layer, adapter] : distributed.adapters) {  // dropout masks agree across ranks
+  for (const auto& [layer, adapter] : distributed.merged.adapters) {  // dropout masks agree across ranks
     const auto everyone = comm->all_gather(adapter.b.contiguous());
     for (int r = 1; r < comm->size(); ++r) EXPECT_TRUE(torch::equal(everyone[r], everyone[0])) << layer;
-    EXPECT_TRUE(torch::allclose(adapter.b, single.adapters.at(layer).b, 1e-4, 1e-6)) << layer;
+    EXPECT_TRUE(torch::allclose(adapter.b, single.merged.adapters.at(layer).b, 1e-4, 1e-6)) << layer;
   }
 }
 
@@ -189,17 +216,17 @@ TEST(FineTune, PlainLoraTrainsOnFloatWeights) {
   auto f = settings(3);
   f.method = FineTuneMethod::Lora;
   const auto plain =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+      tune(s, f, 3, comm.get());
   f.method = FineTuneMethod::QaLora;
   const auto quantized =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 3, s.data, {}, s.run, comm.get(), Runtime::get());
+      tune(s, f, 3, comm.get());
   // Without fake quantization the student starts as the float model itself
   // (B = 0): nothing to distil at step 1. Through the quantizer, there is.
   EXPECT_EQ(plain.loss[0], 0.0);
   EXPECT_GT(quantized.loss[0], 0.0);
   for (const auto& t : s.targets) {
-    const auto& merged = plain.merged.at(t.quant.layer);
-    EXPECT_TRUE(torch::equal(merged, adapted_weight(t.weight, plain.adapters.at(t.quant.layer))))
+    const auto& merged = plain.merged.weights.at(t.quant.layer);
+    EXPECT_TRUE(torch::equal(merged, adapted_weight(t.weight, plain.merged.adapters.at(t.quant.layer))))
         << t.quant.layer << ": lora hands back W + s·B·A in float";
   }
 }
@@ -223,23 +250,23 @@ TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
   fresh_directory(dir);
   const CheckpointPlan plan{dir + "/fine_tune.pt", 2, true, 0};
   const auto uninterrupted =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get());
+      tune(s, f, 5, comm.get());
 
   auto first = plan;
   first.stop_after = 3;  // stops after step 3: a checkpoint at 2 (every), then one at 3 (stopping)
   const auto stopped =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), first);
+      tune(s, f, 5, comm.get(), first);
   EXPECT_FALSE(stopped.finished);
   const auto resumed =
-      fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), plan);
+      tune(s, f, 5, comm.get(), plan);
   EXPECT_TRUE(resumed.finished);
   EXPECT_EQ(resumed.resumed_from, 3);
   EXPECT_EQ(resumed.loss, uninterrupted.loss);
-  for (const auto& [layer, adapter] : uninterrupted.adapters) {
-    EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).a, adapter.a)) << layer;
-    EXPECT_TRUE(torch::equal(resumed.adapters.at(layer).b, adapter.b)) << layer;
-    EXPECT_TRUE(torch::equal(resumed.merged.at(layer), uninterrupted.merged.at(layer))) << layer;
-    EXPECT_TRUE(torch::equal(resumed.weight_scales.at(layer), uninterrupted.weight_scales.at(layer))) << layer;
+  for (const auto& [layer, adapter] : uninterrupted.merged.adapters) {
+    EXPECT_TRUE(torch::equal(resumed.merged.adapters.at(layer).a, adapter.a)) << layer;
+    EXPECT_TRUE(torch::equal(resumed.merged.adapters.at(layer).b, adapter.b)) << layer;
+    EXPECT_TRUE(torch::equal(resumed.merged.weights.at(layer), uninterrupted.merged.weights.at(layer))) << layer;
+    EXPECT_TRUE(torch::equal(resumed.merged.weight_scales.at(layer), uninterrupted.merged.weight_scales.at(layer))) << layer;
   }
 }
 
@@ -250,7 +277,7 @@ TEST(FineTune, BadCheckpointsAreRefusedClearly) {
   fresh_directory(dir);
   auto f = settings(4);
   CheckpointPlan plan{dir + "/fine_tune.pt", 0, true, 2};
-  fine_tune(s.model.module(), "forward", s.targets, {}, f, 5, s.data, {}, s.run, comm.get(), Runtime::get(), plan);
+  tune(s, f, 5, comm.get(), plan);
   plan.stop_after = 0;
   // Other settings: the checkpoint belongs to another run (ConfigError, exit 3
   // on every rank; with one rank the message itself arrives).
@@ -258,8 +285,7 @@ TEST(FineTune, BadCheckpointsAreRefusedClearly) {
   other.lora_rank = 2;
   const auto refused = [&](const FineTuneSettings& run_settings, int code, const std::string& fragment) {
     try {
-      fine_tune(s.model.module(), "forward", s.targets, {}, run_settings, 5, s.data, {}, s.run, comm.get(),
-                Runtime::get(), plan);
+      tune(s, run_settings, 5, comm.get(), plan);
       ADD_FAILURE() << "the checkpoint was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.exit_code(), code) << e.what();

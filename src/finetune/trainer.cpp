@@ -1,0 +1,242 @@
+#include "finetune/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "data/shard.h"
+#include "metrics/output_error.h"
+#include "metrics/predictions.h"
+#include "qforge/errors.h"
+#include "quant/observer.h"
+
+namespace qforge {
+namespace {
+
+constexpr int64_t kBucketElements = 1 << 22;  // gradients travel in buckets of at most 16 MiB of float32
+
+// Sum over the rows of a batch of the per-row distillation loss.
+at::Tensor distillation_loss(const c10::IValue& student, const c10::IValue& teacher, Distillation kind, int64_t rows) {
+  const auto s = output_tensors(student), t = output_tensors(teacher);
+  at::Tensor total = at::zeros({}, at::kFloat);
+  for (size_t i = 0; i < s.size(); ++i) {
+    at::Tensor per_element;
+    if (kind == Distillation::Mse) {
+      per_element = (s[i] - t[i].detach()).pow(2);
+    } else {  // KL(teacher || student) over the last axis
+      const auto teacher_log = at::log_softmax(t[i].detach(), -1);
+      per_element = (teacher_log.exp() * (teacher_log - at::log_softmax(s[i], -1))).sum(-1);
+    }
+    total = total + per_element.reshape({rows, -1}).mean(1).sum();
+  }
+  return total;
+}
+
+// Sum over the rows of the cross-entropy of the labels: one per row of
+// [batch, classes] logits, the mean over positions of [batch, positions, classes].
+at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
+  const auto logits = prediction_logits(student, batch.rows());
+  const auto labels = logits ? class_labels(batch.labels, student.toTensor()) : std::nullopt;
+  if (!labels)
+    throw DataError(
+        "compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
+        "[batch, positions, classes] outputs from the model, one class label per prediction (sample " +
+        std::to_string(batch.global_begin) + ")");
+  const at::Tensor& out = student.toTensor();
+  const double positions = out.dim() == 3 ? static_cast<double>(out.size(1)) : 1.0;
+  return at::cross_entropy_loss(*logits, *labels, {}, at::Reduction::Sum) / positions;
+}
+
+// Dropout over the rank components of every adapter for one step: the masks
+// of a step depend only on the seed and the step, so every rank, and a
+// resumed run, draws the same ones.
+void draw_dropout_masks(std::vector<at::Tensor>& masks, double p, int64_t seed, int64_t step) {
+  if (masks.empty()) return;
+  at::Generator generator =
+      at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003u + static_cast<uint64_t>(step));
+  torch::NoGradGuard no_grad;
+  for (auto& mask : masks) mask.copy_(at::empty(mask.sizes(), at::kFloat).bernoulli_(1.0 - p, generator).div_(1.0 - p));
+}
+
+void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicator& comm) {
+  std::vector<at::Tensor> bucket;
+  int64_t elements = 0;
+  const auto flush = [&] {
+    if (bucket.empty()) return;
+    std::vector<at::Tensor> flat;
+    for (const auto& p : bucket) flat.push_back(p.grad().reshape({-1}));
+    at::Tensor joined = at::cat(flat);
+    comm.all_reduce(joined);
+    int64_t offset = 0;
+    for (const auto& p : bucket) {
+      p.mutable_grad().copy_(joined.narrow(0, offset, p.numel()).view_as(p));
+      offset += p.numel();
+    }
+    bucket.clear();
+    elements = 0;
+  };
+  for (const auto& p : parameters) {
+    if (elements + p.numel() > kBucketElements) flush();
+    bucket.push_back(p);
+    elements += p.numel();
+  }
+  flush();
+}
+
+}  // namespace
+
+double learning_rate_at(const FineTuneSettings& s, int64_t step) {
+  if (step < s.warmup_steps)
+    return s.learning_rate * static_cast<double>(step + 1) / static_cast<double>(s.warmup_steps);
+  const int64_t decay = std::max<int64_t>(1, s.steps - s.warmup_steps);
+  const double progress = static_cast<double>(step - s.warmup_steps) / static_cast<double>(decay);
+  return s.learning_rate * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions options, Communicator* comm)
+    : options_(std::move(options)), comm_(comm), teacher_(model) {
+  const FineTuneSettings& settings = options_.settings;
+  const bool through_quantizer = settings.method == FineTuneMethod::QaLora;
+  torch::manual_seed(static_cast<uint64_t>(options_.seed));
+  if (through_quantizer) layers_ = options_.others;
+  scale_ = settings.lora_alpha / static_cast<double>(settings.lora_rank);
+  // Adapters and learned ranges live on the model's device.
+  const auto& targets = options_.targets;
+  const c10::Device device = targets.empty() ? c10::Device(c10::kCPU) : targets.front().weight.device();
+  const auto on_device = torch::TensorOptions().device(device);
+  for (const auto& t : targets) {
+    const int64_t outputs = t.weight.size(0), inputs = t.weight.numel() / outputs;
+    LoraAdapter adapter;
+    adapter.scale = scale_;
+    // Drawn on the CPU, then placed on the device: the same start on every device.
+    adapter.a = (torch::randn({settings.lora_rank, inputs}) / std::sqrt(static_cast<double>(inputs)))
+                    .to(device)
+                    .requires_grad_();
+    adapter.b = torch::zeros({outputs, settings.lora_rank}, on_device).requires_grad_();
+    if (settings.lora_dropout > 0) masks_.push_back(adapter.mask = torch::ones({settings.lora_rank}, on_device));
+    parameters_.push_back(adapter.a);
+    parameters_.push_back(adapter.b);
+    LayerFakeQuant layer;  // plain LoRA: the adapters on float weights, nothing quantized
+    if (through_quantizer) layer = t.quant;
+    layer.layer = t.quant.layer;
+    layer.lora = adapter;
+    layers_.push_back(layer);
+  }
+  // Learned ranges: one log-multiplier per scale, starting at 0 (the calibrated scale).
+  if (settings.learn_ranges)
+    for (auto& l : layers_) {
+      if (l.weight)
+        parameters_.push_back(l.weight_log_multiplier =
+                                  torch::zeros({l.weight->qparams.scale.numel()}, on_device).requires_grad_());
+      if (l.input)
+        parameters_.push_back(l.input_log_multiplier =
+                                  torch::zeros({l.input->scale.numel()}, on_device).requires_grad_());
+      learned_ranges_ += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
+    }
+  student_ = with_fake_quantization(model, options_.method, layers_);
+  for (auto p : student_.parameters()) {  // only the adapters (and learned ranges) learn
+    const bool adapter =
+        std::any_of(parameters_.begin(), parameters_.end(), [&](const at::Tensor& a) { return a.is_same(p); });
+    if (!adapter && p.requires_grad()) p.detach_();
+  }
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      parameters_, torch::optim::AdamWOptions(settings.learning_rate).weight_decay(settings.weight_decay));
+}
+
+QaLoraTrainer::~QaLoraTrainer() = default;
+
+std::string QaLoraTrainer::fingerprint() const {
+  const FineTuneSettings& s = options_.settings;
+  std::string text = "steps=" + std::to_string(s.steps) + " batch=" + std::to_string(s.batch_size) +
+                     " rank=" + std::to_string(s.lora_rank) + " seed=" + std::to_string(options_.seed) +
+                     " method=" + std::to_string(static_cast<int>(s.method)) + " dropout=" + c10::str(s.lora_dropout) +
+                     " ranges=" + std::to_string(learned_ranges_) +
+                     " rows=" + std::to_string(options_.data.total_rows()) + " layers=";
+  for (const auto& t : options_.targets) text += t.quant.layer + c10::str(t.weight.sizes()) + ",";
+  return text;
+}
+
+CheckpointState QaLoraTrainer::resume(const std::string& path) {
+  return load_checkpoint(path, fingerprint(), parameters_, *optimizer_);
+}
+
+void QaLoraTrainer::save(const std::string& path, int64_t steps_done, const std::vector<double>& losses) const {
+  save_checkpoint(path, fingerprint(), {steps_done, losses}, parameters_, *optimizer_);
+}
+
+double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& reader, const Runtime& runtime) {
+  const FineTuneSettings& settings = options_.settings;
+  at::Tensor loss_sum = torch::zeros({1}, torch::kDouble);
+  draw_dropout_masks(masks_, settings.lora_dropout, options_.seed, step);
+  runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
+    optimizer_->zero_grad();
+    at::Tensor summed;  // on the device: read once per step, not once per micro-batch
+    for (int64_t k = 0; k < micro_batches; ++k) {
+      const std::optional<Batch> batch = reader.next();
+      if (!batch) throw Error("fine-tune: the reader ended before step " + std::to_string(step + 1));
+      c10::IValue expected;
+      {
+        torch::NoGradGuard no_grad;
+        expected = options_.run(teacher_, *batch);
+      }
+      torch::AutoGradMode grad(true);
+      const c10::IValue actual = options_.run(student_, *batch);
+      at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch->rows());
+      if (settings.task_loss_weight > 0)
+        loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, *batch);
+      loss = loss / static_cast<double>(settings.batch_size);  // this rank's share of the global mean
+      loss.backward();
+      const at::Tensor part = loss.detach().to(torch::kDouble);
+      summed = summed.defined() ? summed + part : part;
+    }
+    if (summed.defined()) loss_sum = summed.to(torch::kCPU).reshape({1});
+    for (auto& p : parameters_)
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // a rank with no rows this step
+  });
+  if (comm_) {
+    all_reduce_in_buckets(parameters_, *comm_);
+    comm_->all_reduce(loss_sum);
+  }
+  if (settings.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters_, settings.max_grad_norm);
+  for (auto& group : optimizer_->param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate_at(settings, step));
+  optimizer_->step();
+  return loss_sum.item<double>();
+}
+
+torch::jit::Module& QaLoraTrainer::student_for_evaluation() {
+  torch::NoGradGuard no_grad;
+  for (auto& mask : masks_) mask.fill_(1.0);
+  return student_;
+}
+
+MergedAdapters QaLoraTrainer::merge() const {
+  torch::NoGradGuard no_grad;
+  MergedAdapters out;
+  for (const auto& l : layers_) {
+    if (l.weight_log_multiplier.defined())
+      out.weight_scales[l.layer] = learned_scale(l.weight->qparams.scale, l.weight_log_multiplier.detach());
+    if (l.input_log_multiplier.defined())
+      out.input_scales[l.layer] = learned_scale(l.input->scale, l.input_log_multiplier.detach());
+  }
+  const bool through_quantizer = options_.settings.method == FineTuneMethod::QaLora;
+  for (size_t i = 0; i < options_.targets.size(); ++i) {
+    const auto& t = options_.targets[i];
+    const LoraAdapter adapter{parameters_[2 * i].detach(), parameters_[2 * i + 1].detach(), scale_, {}};  // mask: none
+    out.adapters[t.quant.layer] = adapter;
+    const at::Tensor adapted = adapted_weight(t.weight, adapter);
+    if (!through_quantizer) {
+      out.weights[t.quant.layer] = adapted;
+      continue;
+    }
+    WeightQuant grid = *t.quant.weight;
+    if (auto learned = out.weight_scales.find(t.quant.layer); learned != out.weight_scales.end())
+      grid.qparams.scale = learned->second;
+    out.weights[t.quant.layer] = fake_quantize_weight(adapted, grid, t.weights);
+  }
+  return out;
+}
+
+}  // namespace qforge
