@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash jobs/setup.sh
 
-[ -f mnist/eval.h5 ] || /usr/bin/python3 jobs/mnist/make_mnist.py mnist
+[ -f mnist/eval.h5 ] || /usr/bin/python3 jobs/examples/mnist/make_mnist.py mnist
 [ -f mnist/mnist_cnn.pt ] || build/qforge_train_mnist mnist/mnist_cnn_init.pt mnist/train.h5 mnist/mnist_cnn.pt 3
 # Open MPI refuses root unless told otherwise (CI and containers run as root).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -23,5 +23,5 @@ mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml \
   --set compile_options.fine_tune.enabled=false --set out_dir=out/mnist_w4a8_ptq --set graph_name=mnist_cnn_w4a8_ptq
 mpirun -np 2 --oversubscribe build/qforge compile configs/mnist_w4a8_qalora.yaml
-/usr/bin/python3 jobs/mnist/accuracy_table.py out/mnist_int8/report.json out/mnist_w4/report.json \
+/usr/bin/python3 jobs/examples/mnist/accuracy_table.py out/mnist_int8/report.json out/mnist_w4/report.json \
   out/mnist_w4a8_rtn/report.json out/mnist_w4a8_ptq/report.json out/mnist_w4a8_qalora/report.json

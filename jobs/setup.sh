@@ -6,14 +6,15 @@ cd "$(dirname "$0")/.."
 
 # libopenblas0-openmp: Debian's LibTorch calls the system BLAS, and the reference
 # BLAS it falls back to runs linear layers about 10x slower. fortunes: English
-# text for the language-model example (jobs/fortunes_lm.sh). slurm-wlm, munge:
+# text for the language-model example (jobs/examples/fortunes_lm.sh). slurm-wlm, munge:
 # `qforge submit` and the one-node cluster its tests run on (tests/slurm/cluster.sh).
 # python3-onnx: the ONNX tests read and check the exported files (tests/onnx/).
 # chromium: the report page's tests render it headless (tests/report/).
+# python3-pytest: runs the Python tests (tests/*/test_*.py), one ctest per test function.
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
           libopenblas0-openmp fortunes slurm-wlm munge python3-onnx chromium clang libclang-rt-14-dev
-          libcli11-dev libfmt-dev libspdlog-dev)
+          libcli11-dev libfmt-dev libspdlog-dev python3-pytest)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 

@@ -270,7 +270,6 @@ def case_hints_for_common_mistakes():
     small model's sizes are not "0.0 MiB"."""
     import numpy as np
     import torch
-    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
     from qforge_h5 import write_samples
     long_name = "encoder_block_0_attention_output_projection_with_a_long_name"
 

@@ -15,9 +15,7 @@ import tempfile
 import numpy as np
 import torch
 
-SOURCE = os.environ["QFORGE_SOURCE_DIR"]
-sys.path.insert(0, os.path.join(SOURCE, "jobs"))
-from qforge_h5 import write_samples  # noqa: E402
+from qforge_h5 import write_samples
 
 QFORGE = os.environ["QFORGE_BIN"]
 WORK = tempfile.mkdtemp(prefix="qforge-models-")

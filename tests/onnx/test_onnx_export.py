@@ -254,7 +254,6 @@ def case_torchvision_classifiers():
     import torch
     import torchvision
     from torchvision.models.convnext import CNBlockConfig
-    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
     from qforge_h5 import write_samples
     m = torchvision.models
     builders = {
@@ -295,7 +294,6 @@ def case_transformer_encoder_and_decoder_layers():
     pieces. Both, post-norm and pre-norm, export and run in onnxruntime."""
     print(require_onnxruntime())
     import torch
-    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
     from qforge_h5 import write_samples
 
     class EncoderDecoder(torch.nn.Module):
@@ -457,7 +455,6 @@ def case_failed_exports_keep_earlier_files():
 
 def case_unsupported_op_is_named():
     import torch
-    sys.path.insert(0, os.path.join(SOURCE, "jobs"))
     from qforge_h5 import write_samples
 
     class Spectral(torch.nn.Module):

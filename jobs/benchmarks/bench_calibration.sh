@@ -2,14 +2,14 @@
 # Calibration throughput of `qforge compile` on 1 and 2 ranks (or RANKS="1 2 4"):
 # by default torchvision ResNet-18 (random weights), 512 random 3x64x64 images, TensorRT
 # preset (percentile observer: a range pass and a histogram pass). MODEL, SIZE, ROWS,
-# BATCH and DEVICE=cuda change the workload (jobs/bench_common.sh).
+# BATCH and DEVICE=cuda change the workload (jobs/benchmarks/bench_common.sh).
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/calibration.md).
-# Usage: bash jobs/bench_calibration.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
+# Usage: bash jobs/benchmarks/bench_calibration.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RESULTS=${1:-out/bench/calibration.md}
 mkdir -p "$(dirname "$RESULTS")"
-source jobs/bench_common.sh
+source jobs/benchmarks/bench_common.sh
 cat > "$WORK/bench.yaml" <<YAML
 model: {path: $WORK/$MODEL.pt}
 calibration_inputs: {files: [$WORK/${MODEL}_calibration.h5], batch_size: $BATCH}

@@ -1,5 +1,5 @@
-"""The tables of jobs/bench_deploy.sh: reads RESULTS_DIR/raw/ (one JSON line per model, format
-and batch from jobs/bench_deploy_ort.{js,py}; MODEL.info.json per model; MODEL.failed for a
+"""The tables of jobs/benchmarks/bench_deploy.sh: reads RESULTS_DIR/raw/ (one JSON line per model, format
+and batch from jobs/benchmarks/bench_deploy_ort.{js,py}; MODEL.info.json per model; MODEL.failed for a
 model that did not get that far) and writes RESULTS_DIR/results.md and results.json.
     bench_deploy_table.py RESULTS_DIR
 Environment (set by bench_deploy.sh): MODELS, THREADS, RUNNER, QFORGE_VERSION, GIT_COMMIT,

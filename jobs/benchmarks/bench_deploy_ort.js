@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Time one ONNX model in ONNX Runtime (onnxruntime-node, CPU): the twin of
-// jobs/bench_deploy_ort.py, same command line and same JSON line.
-//   node jobs/bench_deploy_ort.js MODEL.onnx [--batch B] [--runs N] [--warmup W] [--threads T]
+// jobs/benchmarks/bench_deploy_ort.py, same command line and same JSON line.
+//   node jobs/benchmarks/bench_deploy_ort.js MODEL.onnx [--batch B] [--runs N] [--warmup W] [--threads T]
 //        [--dims NAME=V[,NAME=V...]] [--input-shape [INPUT=]D0xD1x...] [--int-range LO:HI] [--seed S]
 // Inputs are random, of each input's dtype and shape as the session reports them: axis 0 of
 // every input is the batch and gets B (an error when the model fixes it to another size); any

@@ -106,7 +106,7 @@ def main():
     if not os.path.isdir(FORTUNES):
         print(f"make_fortunes_lm: {FORTUNES} is missing; install Debian's `fortunes` package", file=sys.stderr)
         sys.exit(NO_FORTUNES)
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "src", "python"))
     from qforge_h5 import write_samples
     os.makedirs(out, exist_ok=True)
     fortunes = read_fortunes()

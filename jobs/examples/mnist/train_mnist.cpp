@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <iostream>
 
-#include "qforge/dataset.h"
-#include "qforge/sample_reader.h"
+#include "data/dataset.h"
+#include "data/sample_reader.h"
 
 int main(int argc, char** argv) {
   if (argc < 4) {

@@ -8,18 +8,18 @@
 # raw/ (each timing's JSON line) to RESULTS_DIR, default bench_results/deploy-<host>-<date>.
 #
 # Models: torchvision classifiers (resnet18, resnet50, mobilenet_v2, ...: random weights,
-# SIZE x SIZE images, jobs/bench_assets.py), `fortunes` (the character language model of
-# jobs/fortunes/make_fortunes_lm.py: 64 tokens, found in FORTUNES_DIR, fortunes/, build/fortunes/
+# SIZE x SIZE images, jobs/benchmarks/bench_assets.py), `fortunes` (the character language model of
+# jobs/examples/fortunes/make_fortunes_lm.py: 64 tokens, found in FORTUNES_DIR, fortunes/, build/fortunes/
 # or build-gpu/fortunes/, else trained into fortunes/, about 5 minutes on 2 cores; skipped without
-# Debian's `fortunes` package) and `decoder` (jobs/bench_assets.py's 134M decoder, context
+# Debian's `fortunes` package) and `decoder` (jobs/benchmarks/bench_assets.py's 134M decoder, context
 # DECODER_CONTEXT). Calibration: ROWS rows (random images; fortunes' own calibration text).
 #
-# Timing runs through node + onnxruntime-node (jobs/bench_deploy_ort.js) where
+# Timing runs through node + onnxruntime-node (jobs/benchmarks/bench_deploy_ort.js) where
 # `node -e "require('onnxruntime-node')"` works here, else Python's onnxruntime
-# (jobs/bench_deploy_ort.py; ORT_PYTHON, PYTHON, python3, /usr/bin/python3 tried in order).
+# (jobs/benchmarks/bench_deploy_ort.py; ORT_PYTHON, PYTHON, python3, /usr/bin/python3 tried in order).
 # RUNNER=node or RUNNER=python forces one.
 #
-# Usage: bash jobs/bench_deploy.sh [RESULTS_DIR]   (after jobs/setup.sh or a build in build/)
+# Usage: bash jobs/benchmarks/bench_deploy.sh [RESULTS_DIR]   (after jobs/setup.sh or a build in build/)
 #   MODELS="resnet18 resnet50 mobilenet_v2 fortunes"  THREADS=<all cores: nproc>  SIZE=224  ROWS=64
 #   LAT_RUNS=50 LAT_WARMUP=10  TPUT_BATCH=32 TPUT_RUNS=10 TPUT_WARMUP=3
 #   QFORGE=build/qforge (build-gpu/qforge where only that one is built)
@@ -27,7 +27,7 @@
 #   DEVICE= (compile's device, default qforge's)
 #   WORK=out/bench/deploy-work (models, calibration data, compiled artifacts; reused when present)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 QFORGE=${QFORGE:-build/qforge}
 [ -x "$QFORGE" ] || [ ! -x build-gpu/qforge ] || QFORGE=build-gpu/qforge  # jobs/gpu_build_and_test.sh's build
 # Makes the models (torch, torchvision, h5py): Debian's python3 here, the python3 on PATH where
@@ -54,7 +54,7 @@ fi
 
 # The timing runner.
 if [ "${RUNNER:-}" != python ] && command -v node > /dev/null && node -e "require('onnxruntime-node')" > /dev/null 2>&1; then
-  RUN=(node jobs/bench_deploy_ort.js) RUNNER=onnxruntime-node
+  RUN=(node jobs/benchmarks/bench_deploy_ort.js) RUNNER=onnxruntime-node
 elif [ "${RUNNER:-}" = node ]; then
   echo "bench_deploy: RUNNER=node, but node cannot load onnxruntime-node here (npm install onnxruntime-node)" >&2; exit 2
 else
@@ -65,7 +65,7 @@ else
     fi
   done
   [ -n "$ORT_PY" ] || { echo "bench_deploy: neither node with onnxruntime-node nor a python3 with onnxruntime" >&2; exit 2; }
-  RUN=("$ORT_PY" jobs/bench_deploy_ort.py) RUNNER="python onnxruntime ($ORT_PY)"
+  RUN=("$ORT_PY" jobs/benchmarks/bench_deploy_ort.py) RUNNER="python onnxruntime ($ORT_PY)"
 fi
 TABLE_PY=${ORT_PY:-$(command -v "$PY" || command -v python3)}
 
@@ -87,21 +87,21 @@ prepare() {
       dir=${dir:-fortunes}
       if [ ! -f "$dir/fortunes_lm.pt" ] || [ ! -f "$dir/calibration.h5" ]; then
         echo "== fortunes: training the language model into $dir (about 5 minutes on 2 cores)"
-        "$PY" jobs/fortunes/make_fortunes_lm.py "$dir" > "$WORK/fortunes_make.log" 2>&1 || return  # 77: no fortunes package
+        "$PY" jobs/examples/fortunes/make_fortunes_lm.py "$dir" > "$WORK/fortunes_make.log" 2>&1 || return  # 77: no fortunes package
       fi
       MODEL_PT=$dir/fortunes_lm.pt CAL_H5=$dir/calibration.h5 UNIT=sequences
-      SOURCE="character LM trained on Debian's fortunes (jobs/fortunes/make_fortunes_lm.py), 64 tokens"
+      SOURCE="character LM trained on Debian's fortunes (jobs/examples/fortunes/make_fortunes_lm.py), 64 tokens"
       RUN_ARGS=(--dims '*=64' --int-range 0:128) ;;
     decoder)
       dir=$WORK/assets-decoder-$DECODER_CONTEXT
-      [ -f "$dir/decoder_calibration.h5" ] || "$PY" jobs/bench_assets.py "$dir" decoder "$ROWS" "$DECODER_CONTEXT" \
+      [ -f "$dir/decoder_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$dir" decoder "$ROWS" "$DECODER_CONTEXT" \
         > "$WORK/decoder_assets.log" 2>&1 || return
       MODEL_PT=$dir/decoder.pt CAL_H5=$dir/decoder_calibration.h5 UNIT=sequences
-      SOURCE="jobs/bench_assets.py decoder (134M, random weights), $DECODER_CONTEXT tokens"
+      SOURCE="jobs/benchmarks/bench_assets.py decoder (134M, random weights), $DECODER_CONTEXT tokens"
       RUN_ARGS=(--dims "*=$DECODER_CONTEXT" --int-range 0:32000) ;;
     *)
       dir=$WORK/assets-$SIZE
-      [ -f "$dir/${name}_calibration.h5" ] || "$PY" jobs/bench_assets.py "$dir" "$name" "$ROWS" "$SIZE" \
+      [ -f "$dir/${name}_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$dir" "$name" "$ROWS" "$SIZE" \
         > "$WORK/${name}_assets.log" 2>&1 || return
       MODEL_PT=$dir/$name.pt CAL_H5=$dir/${name}_calibration.h5 UNIT=images
       SOURCE="torchvision $name (random weights), 3x${SIZE}x$SIZE images"
@@ -166,7 +166,7 @@ if git rev-parse --git-dir > /dev/null 2>&1; then
   GIT_COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+uncommitted changes')
 fi
 export MODELS THREADS TPUT_BATCH STARTED RUNNER QFORGE_VERSION GIT_COMMIT
-"$TABLE_PY" jobs/bench_deploy_table.py "$RESULTS"
+"$TABLE_PY" jobs/benchmarks/bench_deploy_table.py "$RESULTS"
 echo
 echo "bench_deploy: wrote $RESULTS/results.md, $RESULTS/results.json and $RESULTS/raw/"
 if [ ${#failed[@]} -gt 0 ]; then echo "bench_deploy: no complete result for: ${failed[*]}" >&2; exit 1; fi

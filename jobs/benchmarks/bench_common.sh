@@ -1,6 +1,6 @@
-# Shared by the jobs/bench_*.sh scripts (sourced): settings, the machine
+# Shared by the jobs/benchmarks/bench_*.sh scripts (sourced): settings, the machine
 # lines of a results file, and one table row per rank count.
-# MODEL: a torchvision classifier or `decoder` (jobs/bench_assets.py); SIZE: image side or context;
+# MODEL: a torchvision classifier or `decoder` (jobs/benchmarks/bench_assets.py); SIZE: image side or context;
 # ROWS: calibration rows; BATCH: calibration batch; DEVICE: cpu or cuda (one GPU per rank).
 QFORGE=${QFORGE:-build/qforge}
 PY=${PYTHON:-/usr/bin/python3}
@@ -14,7 +14,7 @@ DEVICE=${DEVICE:-cpu}
 WORK=${WORK:-out/bench/work}
 mkdir -p "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
-[ -f "$WORK/${MODEL}_calibration.h5" ] || "$PY" jobs/bench_assets.py "$WORK" "$MODEL" "$ROWS" "$SIZE"
+[ -f "$WORK/${MODEL}_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$WORK" "$MODEL" "$ROWS" "$SIZE"
 
 machine_lines() {
   echo "- machine: $(hostname), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -42,7 +42,7 @@ table_rows() {
         "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
       reports+=("$WORK/$tag$n-$r/report.json")
     done
-    rate=$("$PY" jobs/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$rows" "${reports[@]}")
+    rate=$("$PY" jobs/benchmarks/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$rows" "${reports[@]}")
     base=${base:-$rate}
   done
 }

@@ -1,5 +1,5 @@
 """qforge and the plain PyTorch baseline on the same work, one table per model,
-from the runs jobs/bench_gpu.sh left in WORK: qforge's report.json files and the
+from the runs jobs/benchmarks/bench_gpu.sh left in WORK: qforge's report.json files and the
 baseline's JSON lines (WORK/baseline.jsonl). Ratios are qforge / PyTorch: below 1
 qforge is faster.
 Usage: bench_side_by_side.py WORK MODEL "RANKS" """

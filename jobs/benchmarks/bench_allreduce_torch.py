@@ -1,4 +1,4 @@
-"""The reference for jobs/bench_allreduce.cpp: NCCL's all-reduce as PyTorch
+"""The reference for jobs/benchmarks/bench_allreduce.cpp: NCCL's all-reduce as PyTorch
 drives it (torch.distributed, NCCL backend), same sizes, same bus-bandwidth
 formula; timed both as qforge calls it (each call waited for) and as
 nccl-tests measures NCCL's peak (calls back to back, one wait at the end).

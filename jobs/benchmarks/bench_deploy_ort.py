@@ -1,5 +1,5 @@
 """Time one ONNX model in ONNX Runtime (Python, CPU provider): the twin of
-jobs/bench_deploy_ort.js, same command line and same JSON line.
+jobs/benchmarks/bench_deploy_ort.js, same command line and same JSON line.
     bench_deploy_ort.py MODEL.onnx [--batch B] [--runs N] [--warmup W] [--threads T]
                         [--dims NAME=V[,NAME=V...]] [--input-shape [INPUT=]D0xD1x...]
                         [--int-range LO:HI] [--seed S]

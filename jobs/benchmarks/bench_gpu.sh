@@ -4,14 +4,14 @@
 # at 1, 2, 4 (and 8) GPUs: calibration throughput (strong scaling: one calibration set split over
 # the GPUs), QA-LoRA and plain LoRA step time with a fixed batch per GPU (weak scaling) and
 # QA-LoRA with a fixed global batch (strong scaling), the plain PyTorch baseline
-# (jobs/bench_pytorch_baseline.py) on the same work side by side, qforge's all-reduce bus
+# (jobs/benchmarks/bench_pytorch_baseline.py) on the same work side by side, qforge's all-reduce bus
 # bandwidth against NCCL's own through torch.distributed, and qforge with TorchScript's
 # optimizing executor (QFORGE_TORCHSCRIPT_OPTIMIZE=1) against its default.
-# Usage: bash jobs/bench_gpu.sh RESULTS_DIR
+# Usage: bash jobs/benchmarks/bench_gpu.sh RESULTS_DIR
 #   WHAT="calibration finetune baseline allreduce strong executor" picks parts (in that order);
 #   MODELS="resnet50 decoder" picks workloads; REPEAT=n runs each qforge row n times (median; default 1); STEPS (default 20).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RESULTS=${1:-out/bench/gpu}
 mkdir -p "$RESULTS"
 export QFORGE=${QFORGE:-build-gpu/qforge} PYTHON=${PYTHON:-python3} DEVICE=cuda REPEAT=${REPEAT:-1}
@@ -32,17 +32,17 @@ for w in "${WORKLOADS[@]}"; do
   read -r MODEL SIZE ROWS BATCH PER_GPU <<< "$w"
   case " $MODELS " in *" $MODEL "*) ;; *) continue ;; esac
   export MODEL SIZE ROWS BATCH FT_ROWS=512
-  if wants calibration; then bash jobs/bench_calibration.sh "$RESULTS/calibration_$MODEL.md"; fi
+  if wants calibration; then bash jobs/benchmarks/bench_calibration.sh "$RESULTS/calibration_$MODEL.md"; fi
   if wants finetune; then
-    FT_SCALING=weak FT_BATCH=$PER_GPU METHODS="lora qa_lora" bash jobs/bench_finetune.sh "$RESULTS/finetune_$MODEL.md"
+    FT_SCALING=weak FT_BATCH=$PER_GPU METHODS="lora qa_lora" bash jobs/benchmarks/bench_finetune.sh "$RESULTS/finetune_$MODEL.md"
   fi
   if wants baseline; then
     for n in $RANKS; do
-      $PYTHON -m torch.distributed.run --nproc_per_node "$n" jobs/bench_pytorch_baseline.py \
+      $PYTHON -m torch.distributed.run --nproc_per_node "$n" jobs/benchmarks/bench_pytorch_baseline.py \
         "$WORK" "$MODEL" "$SIZE" "$BATCH" $((PER_GPU * n)) "$STEPS" 2> "$WORK/baseline_${MODEL}_$n.log" \
         | tee -a "$WORK/baseline.jsonl" || tail -20 "$WORK/baseline_${MODEL}_$n.log"
     done
-    $PYTHON jobs/bench_side_by_side.py "$WORK" "$MODEL" "$RANKS" > "$RESULTS/baseline_$MODEL.md"
+    $PYTHON jobs/benchmarks/bench_side_by_side.py "$WORK" "$MODEL" "$RANKS" > "$RESULTS/baseline_$MODEL.md"
     cat "$RESULTS/baseline_$MODEL.md"
   fi
 done
@@ -51,7 +51,7 @@ if wants allreduce && [ "$GPUS" -ge 2 ]; then
     echo; echo "## qforge Communicator (NCCL backend, each call waited for by the watchdog)"; echo
     mpirun -np "$GPUS" --oversubscribe build-gpu/qforge_bench_allreduce
     echo; echo "## NCCL through torch.distributed"; echo
-    $PYTHON -m torch.distributed.run --nproc_per_node "$GPUS" jobs/bench_allreduce_torch.py 2> "$WORK/allreduce_torch.log"
+    $PYTHON -m torch.distributed.run --nproc_per_node "$GPUS" jobs/benchmarks/bench_allreduce_torch.py 2> "$WORK/allreduce_torch.log"
   } > "$RESULTS/allreduce.md"
   cat "$RESULTS/allreduce.md"
 fi
@@ -60,10 +60,10 @@ for w in "${WORKLOADS[@]}"; do
   case " $MODELS " in *" $MODEL "*) ;; *) continue ;; esac
   export MODEL SIZE ROWS BATCH FT_ROWS=512
   if wants strong; then
-    FT_SCALING=strong FT_BATCH=$((PER_GPU * MOST)) METHODS=qa_lora bash jobs/bench_finetune.sh "$RESULTS/finetune_strong_$MODEL.md"
+    FT_SCALING=strong FT_BATCH=$((PER_GPU * MOST)) METHODS=qa_lora bash jobs/benchmarks/bench_finetune.sh "$RESULTS/finetune_strong_$MODEL.md"
   fi
   if wants executor; then
     QFORGE_TORCHSCRIPT_OPTIMIZE=1 FT_TAG=optimizing RANKS=1 FT_SCALING=weak FT_BATCH=$PER_GPU METHODS=qa_lora \
-      bash jobs/bench_finetune.sh "$RESULTS/finetune_optimizing_executor_$MODEL.md"
+      bash jobs/benchmarks/bench_finetune.sh "$RESULTS/finetune_optimizing_executor_$MODEL.md"
   fi
 done

@@ -1,5 +1,5 @@
 """What a user would otherwise write: the same calibration and QA-LoRA
-fine-tuning as jobs/bench_calibration.sh and jobs/bench_finetune.sh, in plain
+fine-tuning as jobs/benchmarks/bench_calibration.sh and jobs/benchmarks/bench_finetune.sh, in plain
 PyTorch on the same model, data, batch and steps: PyTorch's MinMaxObserver on
 every quantized layer's input (min/max all-reduced over ranks; one pass, the
 work of qforge's range pass), LoRA adapters trained through PyTorch's
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_assets import make_model  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 8, 16.0
-WARMUP_STEPS = 3  # left out of the step time, as in jobs/bench_row.py
+WARMUP_STEPS = 3  # left out of the step time, as in jobs/benchmarks/bench_row.py
 
 
 def quantized_layers(model):

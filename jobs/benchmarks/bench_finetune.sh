@@ -9,12 +9,12 @@
 # fixed global batch; FT_ROWS limits the rows read (calibration_inputs.max_samples); FT_TAG
 # (default FT_SCALING) names the runs' directories in WORK.
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/finetune.md).
-# Usage: bash jobs/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
+# Usage: bash jobs/benchmarks/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RESULTS=${1:-out/bench/finetune.md}
 mkdir -p "$(dirname "$RESULTS")"
-source jobs/bench_common.sh
+source jobs/benchmarks/bench_common.sh
 STEPS=${STEPS:-10}
 FT_BATCH=${FT_BATCH:-32}
 METHODS=${METHODS:-"lora qa_lora qa_lora_lsq"}

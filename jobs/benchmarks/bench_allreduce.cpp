@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "qforge/communicator.h"
 #include "qforge/runtime.h"
+#include "runtime/communicator.h"
 
 int main(int argc, char** argv) {
   auto& rt = qforge::Runtime::init(&argc, &argv);
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   for (int64_t bytes = 1 << 20; bytes <= (int64_t{1} << 28); bytes *= 4) {
     // What is timed is checked: rank r contributes r + 1 everywhere, the sum is n(n+1)/2.
     auto check = torch::full({bytes / 4}, rt.rank() + 1.0, torch::TensorOptions().device(device));
-    comm->all_reduce(check, qforge::ReduceOp::Sum);
+    comm->all_reduce(check);
     if (!torch::all(check == n * (n + 1) / 2).item<bool>()) {
       std::fprintf(stderr, "rank %d: all-reduce of %lld bytes gave a wrong sum\n", rt.rank(),
                    static_cast<long long>(bytes));
@@ -36,10 +36,10 @@ int main(int argc, char** argv) {
     }
     auto t = torch::rand({bytes / 4}, torch::TensorOptions().device(device));
     const int iterations = bytes >= (int64_t{1} << 26) ? 20 : 50;
-    for (int i = 0; i < 5; ++i) comm->all_reduce(t, qforge::ReduceOp::Sum);  // warm-up: connections, buffers
+    for (int i = 0; i < 5; ++i) comm->all_reduce(t);  // warm-up: connections, buffers
     comm->barrier();
     const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < iterations; ++i) comm->all_reduce(t, qforge::ReduceOp::Sum);  // each waits for completion
+    for (int i = 0; i < iterations; ++i) comm->all_reduce(t);  // each waits for completion
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iterations;
     if (rt.is_root()) {
       const double algbw = static_cast<double>(bytes) / seconds / 1e9;

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fortunes"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples", "fortunes"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "src", "python"))  # qforge_h5
 from make_fortunes_lm import Block  # noqa: E402  (the fortunes model's pre-norm causal block)
 from qforge_h5 import write_samples  # noqa: E402
 
