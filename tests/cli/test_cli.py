@@ -1,45 +1,22 @@
 """Command-line tests: the qforge binary as a user runs it, alone and under mpirun.
-Usage: test_cli.py CASE (the cases are the functions below named case_*)."""
+Each test_* function is a ctest case (cli_<case>): `python3 -m pytest test_cli.py::test_<case>`."""
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
-QFORGE = os.environ["QFORGE_BIN"]
-ASSETS = os.environ["QFORGE_TEST_ASSETS"]
-SOURCE = os.environ["QFORGE_SOURCE_DIR"]
-MPIEXEC = os.environ.get("MPIEXEC", "mpirun")
-WORK = tempfile.mkdtemp(prefix="qforge-cli-")
+import pytest
 
-
-def run(args, ranks=0, expect=0, timeout=90):
-    cmd = ([MPIEXEC, "-np", str(ranks), "--oversubscribe"] if ranks else []) + [QFORGE] + args
-    p = subprocess.run(cmd, cwd=WORK, capture_output=True, text=True, timeout=timeout)
-    out = p.stdout + p.stderr
-    if expect is not None and p.returncode != expect:
-        raise AssertionError(f"{' '.join(cmd)}: exit {p.returncode}, expected {expect}\n{out}")
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import (ASSETS, MPIEXEC, QFORGE, SOURCE, artifacts, check, compile_config, contains,  # noqa: E402
+                            freeze_mid_fine_tune, run, send, write_config)
 
 
-def check(cond, message):
-    if not cond:
-        raise AssertionError(message)
-
-
-def contains(out, *fragments):
-    for f in fragments:
-        check(f in out, f"'{f}' not in output:\n{out}")
-
-
-def write_config(name, text):
-    path = os.path.join(WORK, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-cli-") as path:
+        yield path
 
 
 def image_config(extra="", out="out"):
@@ -56,7 +33,7 @@ layer_quantization_settings: {{'layer4.*': {{skip: true}}, fc: {{weights: {{bits
 
 def dry_run_resnet(ranks):
     out = run(["compile", image_config(), "--dry-run"], ranks=ranks)
-    plan = json.load(open(os.path.join(WORK, "out", "plan.json")))
+    plan = json.load(open(os.path.join(qt.WORK, "out", "plan.json")))
     shards = plan["shards"]
     check(len(shards) == max(ranks, 1), f"{len(shards)} shards for {ranks} ranks")
     check(sum(s["rows"] for s in shards) == 37, "shards must cover the 37 rows")
@@ -74,10 +51,10 @@ def dry_run_resnet(ranks):
         contains(out, f"rank {r} on")
     contains(out, "dynamic axes [0, 2, 3]", "plan written to")
     for r in range(max(ranks, 1)):
-        check(os.path.exists(os.path.join(WORK, "out", "logs", f"rank-{r}.log")), f"log of rank {r}")
+        check(os.path.exists(os.path.join(qt.WORK, "out", "logs", f"rank-{r}.log")), f"log of rank {r}")
 
 
-def case_help_and_version():
+def test_help_and_version():
     contains(run(["--help"]), "compile CONFIG", "inspect MODEL", "data check")
     contains(run(["compile", "--help"]), "--set KEY=VALUE", "--dry-run")
     contains(run(["inspect", "--help"]), "usage: qforge inspect")
@@ -97,7 +74,7 @@ def case_help_and_version():
     contains(run(["compile", "--set=a=1", "--set", "b=2"], expect=2), "expected one CONFIG file")
 
 
-def case_inspect_torchvision_models():
+def test_inspect_torchvision_models():
     out = run(["inspect", f"{ASSETS}/resnet18_traced.pt"])
     contains(out, "forward(x: Tensor) -> Tensor", "layer4.1.conv2", "21 quantizable", "no: normalization")
     data = json.loads(run(["inspect", f"{ASSETS}/mobilenet_v2_scripted.pt", "--json"]))
@@ -105,19 +82,19 @@ def case_inspect_torchvision_models():
     check(data["inputs"][0]["name"] == "x", "method inputs")
 
 
-def case_dry_run_resnet18_1_rank():
+def test_dry_run_resnet18_1_rank():
     dry_run_resnet(0)  # no launcher at all
 
 
-def case_dry_run_resnet18_2_ranks():
+def test_dry_run_resnet18_2_ranks():
     dry_run_resnet(2)
 
 
-def case_dry_run_resnet18_3_ranks():
+def test_dry_run_resnet18_3_ranks():
     dry_run_resnet(3)
 
 
-def case_dry_run_tuple_inputs():
+def test_dry_run_tuple_inputs():
     cfg = write_config("t.yaml", f"""
 model: {{path: {ASSETS}/tuple_model.pt}}
 out_dir: out_t
@@ -127,7 +104,7 @@ calibration_inputs: {{files: [{ASSETS}/text_tuple.h5], batch_size: 5}}
     contains(out, "tuple samples (ids, mask)", "input 'ids'", "dynamic axes [1]")
 
 
-def case_dry_run_dict_inputs():
+def test_dry_run_dict_inputs():
     cfg = write_config("d.yaml", f"""
 model: {{path: {ASSETS}/dict_model.pt}}
 out_dir: out_d
@@ -139,7 +116,7 @@ tracing_inputs: {{batch_sizes: [1, 3]}}
              "dynamic axes [0, 1]")
 
 
-def case_dry_run_static_kwargs():
+def test_dry_run_static_kwargs():
     cfg = write_config("k.yaml", f"""
 model: {{path: {ASSETS}/kwargs_model.pt}}
 out_dir: out_k
@@ -151,14 +128,14 @@ forward: {{kwargs: {{scale: 0.5, use_relu: true}}}}
     contains(out, "forward.kwargs.scale", "'abc'")
 
 
-def case_dry_run_writes_only_plan_and_logs():
+def test_dry_run_writes_only_plan_and_logs(work):
     run(["compile", image_config(out="only"), "--dry-run"], ranks=2)
-    files = sorted(os.path.relpath(os.path.join(d, f), os.path.join(WORK, "only"))
-                   for d, _, fs in os.walk(os.path.join(WORK, "only")) for f in fs)
+    files = sorted(os.path.relpath(os.path.join(d, f), os.path.join(work, "only"))
+                   for d, _, fs in os.walk(os.path.join(work, "only")) for f in fs)
     check(files == ["logs/rank-0.log", "logs/rank-1.log", "plan.json"], f"dry run wrote {files}")
 
 
-def case_config_show_and_set():
+def test_config_show_and_set():
     out = run(["config", "show", image_config(), "--set", "calibration_inputs.batch_size=16",
                "--set", "layer_quantization_settings[layer1.0.conv1].skip=true"])
     contains(out, "batch_size: 16", "layer1.0.conv1:", "discard_input_model: true")
@@ -166,31 +143,31 @@ def case_config_show_and_set():
     contains(keys, "quantization_settings.weights.granularity", "resources.gpus_per_node")
 
 
-def case_error_unknown_yaml_key():
+def test_error_unknown_yaml_key():
     cfg = image_config(extra="calibraton_inputs: {}\n")
     out = run(["compile", cfg, "--dry-run"], ranks=2, expect=3)
     contains(out, "exp.yaml", "unknown key 'calibraton_inputs'", "did you mean 'calibration_inputs'")
     check(out.count("unknown key") == 1, "the error is printed once, not once per rank")
 
 
-def case_error_wrong_yaml_type():
+def test_error_wrong_yaml_type():
     out = run(["compile", image_config(), "--dry-run", "--set", "quantization_settings.weights.bits=[4]"], expect=3)
     contains(out, "quantization_settings.weights.bits", "expected an integer")
 
 
-def case_error_truncated_hdf5_3_ranks():
+def test_error_truncated_hdf5_3_ranks():
     out = run(["compile", image_config(), "--dry-run", "--set", f"calibration_inputs.files=[{ASSETS}/truncated.h5]"],
               ranks=3, expect=4, timeout=60)
     contains(out, "truncated.h5", "truncated")
 
 
-def case_error_model_data_mismatch_2_ranks():
+def test_error_model_data_mismatch_2_ranks():
     out = run(["compile", image_config(), "--dry-run", "--set", f"model.path={ASSETS}/tuple_model.pt"],
               ranks=2, expect=5, timeout=60)
     contains(out, "tuple_model.pt", "forward(ids: Tensor, mask: Tensor)", "'mask' has no default")
 
 
-def case_error_nan_on_one_rank():
+def test_error_nan_on_one_rank():
     # nan.h5 has a NaN in row 7: only the last of 2 ranks (rows 5..9) sees it.
     cfg = write_config("nan.yaml", f"""
 model: {{path: {ASSETS}/resnet18_traced.pt}}
@@ -201,48 +178,34 @@ calibration_inputs: {{files: [{ASSETS}/nan.h5], batch_size: 2}}
     contains(out, "nan.h5:/samples/s32/x", "row 7", "rank 1")
 
 
-def case_error_missing_model():
+def test_error_missing_model():
     out = run(["compile", image_config(), "--dry-run", "--set", "model.path=nowhere.pt"], ranks=2, expect=5)
     contains(out, "nowhere.pt", "no such model file")
 
 
-def case_error_not_a_model():
+def test_error_not_a_model():
     out = run(["inspect", f"{ASSETS}/not_a_model.pt"], expect=5)
     contains(out, "not_a_model.pt", "TorchScript")
 
 
-def case_error_layer_glob_matches_nothing():
+def test_error_layer_glob_matches_nothing():
     out = run(["compile", image_config(), "--dry-run", "--set", "layer_quantization_settings[layer9.*].skip=true"],
               expect=3)
     contains(out, "layer_quantization_settings[layer9.*]", "matches no layer", "closest layer names")
 
 
-def case_error_cuda_without_gpu():
+def test_error_cuda_without_gpu():
     has_gpu = "CUDA available" in run(["--version"])
     out = run(["compile", image_config(), "--dry-run", "--set", "device=cuda"], expect=0 if has_gpu else 3)
     contains(out, "plan written to" if has_gpu else "no CUDA device")
 
 
-def case_error_quantization_without_target():
+def test_error_quantization_without_target():
     out = run(["compile", image_config(), "--dry-run", "--set", "deployment_settings=null"], expect=3)
     contains(out, "deployment_settings.target")
 
 
-def compile_config(name, model, data, batch_size, target, extra=""):
-    return write_config(name, f"""
-model: {{path: {ASSETS}/{model}}}
-calibration_inputs: {{files: [{ASSETS}/{data}], batch_size: {batch_size}}}
-evaluation_inputs: {{files: [{ASSETS}/{data}], batch_size: {batch_size}}}
-deployment_settings: {{target: {target}}}
-quantization_settings: {{}}
-""" + extra)
-
-
-def artifacts(out):
-    return sorted(os.listdir(os.path.join(WORK, out)))
-
-
-def case_yaml_mistakes_are_named():
+def test_yaml_mistakes_are_named():
     """A key given twice, a tab in the indentation and a bad --set value are named as
     such: both lines, the tab's line, the --set argument (not line 1 of the file)."""
     base = image_config()
@@ -264,7 +227,7 @@ def case_yaml_mistakes_are_named():
         check("(line 1)" not in out, f"a --set error blamed on line 1 of the file:\n{out}")
 
 
-def case_hints_for_common_mistakes():
+def test_hints_for_common_mistakes(work):
     """float64 data for a float32 model names the cast that fixes it; an unreadable
     checkpoint names resume: false; long layer names keep the table's columns; a
     small model's sizes are not "0.0 MiB"."""
@@ -282,9 +245,9 @@ def case_hints_for_common_mistakes():
         def forward(self, x):
             return self.head(torch.relu(getattr(self, long_name)(x)))
 
-    model = os.path.join(WORK, "named.pt")
+    model = os.path.join(work, "named.pt")
     torch.jit.trace(Named().eval(), torch.randn(2, 8)).save(model)
-    data = os.path.join(WORK, "doubles.h5")
+    data = os.path.join(work, "doubles.h5")
     write_samples(data, "tensor", ["x"], {"all": {"x": np.random.default_rng(0).standard_normal((12, 8))}})
     cfg = write_config("named.yaml", f"""
 model: {{path: {model}}}
@@ -301,21 +264,21 @@ compile_options: {{fine_tune: {{enabled: true, steps: 4, batch_size: 4}}}}
     check(row.split(long_name)[1].startswith("  "), f"the long name runs into the next column:\n{row}")
     contains(out, "432 B float ->")  # 8*8+8 + 8*4+4 float32 parameters
     check("0.0 MiB" not in out, f"a small model's sizes in MiB:\n{out}")
-    os.makedirs(os.path.join(WORK, "named", "checkpoints"), exist_ok=True)
-    with open(os.path.join(WORK, "named", "checkpoints", "fine_tune.pt"), "wb") as f:
+    os.makedirs(os.path.join(work, "named", "checkpoints"), exist_ok=True)
+    with open(os.path.join(work, "named", "checkpoints", "fine_tune.pt"), "wb") as f:
         f.write(b"PK\x03\x04 a truncated archive")
     contains(run(["compile", cfg] + cast, expect=4), "fine_tune.pt: cannot read the fine-tuning checkpoint",
              "compile_options.fine_tune.resume: false")
 
 
-def case_help_after_every_subcommand():
+def test_help_after_every_subcommand():
     for command in (["compile"], ["submit"], ["inspect"], ["export"], ["report"], ["data"], ["data", "check"],
                     ["config"], ["config", "keys"], ["config", "show"]):
         out = run(command + ["--help"])
         contains(out, "usage: qforge")
 
 
-def case_compile_quant_params_identical_on_1_to_4_ranks():
+def test_compile_quant_params_identical_on_1_to_4_ranks(work):
     # Every observer, symmetric and not, weights per channel, per group and per
     # tensor, plus the sensitivity analysis: byte-identical on 1, 2, 3, 4 ranks.
     cfg = compile_config("inv.yaml", "resnet18_traced.pt", "images.h5", 4, "libtorch", """
@@ -329,7 +292,7 @@ layer_quantization_settings:
     params = {}
     for ranks in (0, 2, 3, 4):
         run(["compile", cfg, "--set", f"out_dir=inv{ranks}"], ranks=ranks, timeout=240)
-        params[ranks] = open(os.path.join(WORK, f"inv{ranks}", "quant_params.json"), "rb").read()
+        params[ranks] = open(os.path.join(work, f"inv{ranks}", "quant_params.json"), "rb").read()
     for ranks in (2, 3, 4):
         check(params[ranks] == params[0], f"quant_params.json on {ranks} ranks differs from 1 rank")
     layers = {l["name"]: l for l in json.loads(params[0])["layers"]}
@@ -339,14 +302,14 @@ layer_quantization_settings:
     check(layers["layer4.1.conv2"]["weights"]["bits"] == 4, "layer4 at 4 bits")
     check(layers["conv1"]["activations"]["observer"] == "minmax", "the global observer elsewhere")
     check(all("sensitivity" in l for l in layers.values()), "every layer has its sensitivity")
-    report = json.load(open(os.path.join(WORK, "inv4", "report.json")))
+    report = json.load(open(os.path.join(work, "inv4", "report.json")))
     check(report["ranks"] == 4 and len(report["phases"][0]["seconds_per_rank"]) == 4, "report: time per rank")
 
 
 def check_compiled_model_runs_in_python(out, original, samples):
     """The artifact loads in Python's torch without qforge and tracks the float model."""
     import torch
-    compiled = torch.jit.load(os.path.join(WORK, out, "model.qforge.pt"))
+    compiled = torch.jit.load(os.path.join(qt.WORK, out, "model.qforge.pt"))
     reference = torch.jit.load(os.path.join(ASSETS, original)).eval()
     check("fake_quantize" in str(compiled.inlined_graph), "the model computes with fake quantization")
     with torch.no_grad():
@@ -355,7 +318,7 @@ def check_compiled_model_runs_in_python(out, original, samples):
     check(error < 0.2, f"{out}: compiled output differs from float by {error}")
 
 
-def case_compile_multi_input_and_mobilenet_load_in_python():
+def test_compile_multi_input_and_mobilenet_load_in_python(work):
     import h5py
     import torch
     cfg = compile_config("tuple.yaml", "tuple_model.pt", "text_tuple.h5", 5, "onnxruntime")
@@ -370,7 +333,7 @@ def case_compile_multi_input_and_mobilenet_load_in_python():
 
     cfg = compile_config("mobilenet.yaml", "mobilenet_v2_scripted.pt", "images.h5", 8, "tensorrt")
     run(["compile", cfg, "--set", "out_dir=mobilenet"], ranks=2, timeout=240)
-    params = json.load(open(os.path.join(WORK, "mobilenet", "quant_params.json")))
+    params = json.load(open(os.path.join(work, "mobilenet", "quant_params.json")))
     check(sum(l["decision"] == "quantize" for l in params["layers"]) == 53, "mobilenet_v2: 53 layers quantized")
     check(len(params["folded_batch_norm_into"]) == 52, "mobilenet_v2: 52 batch norms folded")
     with h5py.File(os.path.join(ASSETS, "images.h5")) as f:
@@ -378,19 +341,19 @@ def case_compile_multi_input_and_mobilenet_load_in_python():
     check_compiled_model_runs_in_python("mobilenet", "mobilenet_v2_scripted.pt", (x,))
 
 
-def case_compile_failure_keeps_earlier_artifacts():
+def test_compile_failure_keeps_earlier_artifacts(work):
     cfg = compile_config("keep.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
     run(["compile", cfg, "--set", "out_dir=keep"], ranks=2)
-    before = {name: open(os.path.join(WORK, "keep", name), "rb").read() for name in ("quant_params.json", "report.json")}
+    before = {name: open(os.path.join(work, "keep", name), "rb").read() for name in ("quant_params.json", "report.json")}
     out = run(["compile", cfg, "--set", "out_dir=keep", "--set", f"evaluation_inputs.files=[{ASSETS}/nan.h5]",
                "--set", "evaluation_inputs.batch_size=2"], ranks=2, expect=4)
     contains(out, "nan.h5", "row 7")
     for name, content in before.items():
-        check(open(os.path.join(WORK, "keep", name), "rb").read() == content, f"{name} was changed by a failed run")
+        check(open(os.path.join(work, "keep", name), "rb").read() == content, f"{name} was changed by a failed run")
     check(not [f for f in artifacts("keep") if ".tmp" in f], f"temporary files left: {artifacts('keep')}")
 
 
-def case_dry_run_finds_layers_the_data_never_runs():
+def test_dry_run_finds_layers_the_data_never_runs(work):
     """The dry run is the compile's first stage: a layer whose weight feeds functional
     code (a matmul with its transpose) or a branch the calibration data never takes
     fails both by name, or stays float with fullgraph: false."""
@@ -420,9 +383,9 @@ def case_dry_run_finds_layers_the_data_never_runs():
             return self.head(torch.matmul(torch.relu(self.fc(x)), self.proj.weight.t()))
 
     torch.manual_seed(0)
-    model = os.path.join(WORK, "branchy.pt")
+    model = os.path.join(work, "branchy.pt")
     torch.jit.script(Branchy().eval()).save(model)
-    functional = os.path.join(WORK, "functional.pt")
+    functional = os.path.join(work, "functional.pt")
     with torch.no_grad():
         torch.jit.trace(Functional().eval(), torch.randn(2, 8)).save(functional)
     # The branch has no ONNX form: TensorRT's preset observes with histograms
@@ -441,11 +404,11 @@ quantization_settings: {{}}
             contains(out, f"layer '{layer}'", "fullgraph: false")
             check("observer:" not in out and "internal error" not in out, f"{name}: an anonymous error:\n{out}")
         run(["compile", cfg, "--dry-run", "--set", "fullgraph=false"], ranks=2)
-        planned = {l["name"]: l for l in json.load(open(os.path.join(WORK, f"{name}_out", "plan.json")))["layers"]}
+        planned = {l["name"]: l for l in json.load(open(os.path.join(work, f"{name}_out", "plan.json")))["layers"]}
         check(planned[layer]["decision"] == "skip", f"{name}: the plan keeps {layer} float: {planned[layer]}")
         check(sum(l["decision"] == "quantize" for l in planned.values()) >= 2, f"{name}: the others quantize")
         run(["compile", cfg, "--set", "fullgraph=false"], ranks=2, timeout=240)
-        layers = {l["name"]: l for l in json.load(open(os.path.join(WORK, f"{name}_out", "quant_params.json")))["layers"]}
+        layers = {l["name"]: l for l in json.load(open(os.path.join(work, f"{name}_out", "quant_params.json")))["layers"]}
         check(layers[layer]["decision"] == "float", f"{name}: {layer} stays float: {layers[layer]}")
         check(layers[layer]["reason"] == planned[layer]["reason"], f"{name}: the compile keeps the plan's reason")
         check(sum(l["decision"] != "float" for l in layers.values()) >= 2, f"{name}: the other layers quantize")
@@ -455,17 +418,17 @@ quantization_settings: {{}}
     rn = compile_config("rn_dry.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
     contains(run(["compile", rn, "--dry-run", "--set", "out_dir=rn_dry"], ranks=2), "the float graph converts")
     # What ONNX cannot express is found by the dry run too, before calibration.
-    out = run(["compile", write_config("branchy.yaml", open(os.path.join(WORK, "branchy.yaml")).read().replace(
+    out = run(["compile", write_config("branchy.yaml", open(os.path.join(work, "branchy.yaml")).read().replace(
         "onnx: false", "onnx: true")), "--dry-run", "--set", "fullgraph=false"], ranks=2, expect=7)
     contains(out, "prim::If", "data-dependent control flow")
 
 
-def case_compile_sensitivity_threshold_keeps_layers_float():
+def test_compile_sensitivity_threshold_keeps_layers_float(work):
     cfg = compile_config("sens.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt",
                          "compile_options: {sensitivity_samples: 8}\n")
     out = run(["compile", cfg, "--set", "out_dir=sens", "--set", "quantization_settings.activations.observer=entropy",
                "--set", "quantization_settings.sensitivity_threshold=0.05"], ranks=3, timeout=240)
-    layers = json.load(open(os.path.join(WORK, "sens", "quant_params.json")))["layers"]
+    layers = json.load(open(os.path.join(work, "sens", "quant_params.json")))["layers"]
     kept = [l for l in layers if l["decision"] == "float"]
     check(kept, "the entropy-calibrated resnet has layers above the threshold")
     for l in layers:
@@ -475,7 +438,7 @@ def case_compile_sensitivity_threshold_keeps_layers_float():
     contains(out, "float: sensitivity")
 
 
-def case_compile_untrained_model_skips_clipping_and_sensitivity():
+def test_compile_untrained_model_skips_clipping_and_sensitivity(work):
     # is_model_pretrained: false asks for what only trained weights support (entropy clipping,
     # a sensitivity threshold); the compile uses full min/max ranges, quantizes every layer,
     # and says so in the report and the summary.
@@ -487,19 +450,19 @@ def case_compile_untrained_model_skips_clipping_and_sensitivity():
     contains(out, "is_model_pretrained: false", "sensitivity_threshold not applied")
     run(["compile", cfg, "--set", "out_dir=minmax", "--set", "quantization_settings.activations.observer=minmax"],
         ranks=2, timeout=240)
-    untrained, minmax = (json.load(open(os.path.join(WORK, d, "quant_params.json")))["layers"]
+    untrained, minmax = (json.load(open(os.path.join(work, d, "quant_params.json")))["layers"]
                          for d in ("untrained", "minmax"))
     check([l["decision"] for l in untrained] == [l["decision"] for l in minmax], "every planned layer is quantized")
     for u, m in zip(untrained, minmax):
         if "activations" in m:
             check(u["activations"]["scale"] == m["activations"]["scale"], f"{u['name']}: min/max range, not clipped")
             check(u["activations"]["observer"] == "minmax", f"{u['name']}: the observer used is reported")
-    notes = json.load(open(os.path.join(WORK, "untrained", "report.json")))["notes"]
+    notes = json.load(open(os.path.join(work, "untrained", "report.json")))["notes"]
     check(len(notes) == 2 and all("is_model_pretrained: false" in n for n in notes), f"report notes: {notes}")
-    contains(open(os.path.join(WORK, "untrained", "summary.txt")).read(), "note: is_model_pretrained: false")
+    contains(open(os.path.join(work, "untrained", "summary.txt")).read(), "note: is_model_pretrained: false")
 
 
-def case_compile_fine_tune_stopped_and_resumed_equals_uninterrupted():
+def test_compile_fine_tune_stopped_and_resumed_equals_uninterrupted(work):
     import torch
     cfg = compile_config("ft.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
 compile_options:
@@ -513,16 +476,16 @@ compile_options:
     check(artifacts("ft_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('ft_parts')}")
     out = run(["compile", cfg, "--set", "out_dir=ft_parts"], ranks=2)
     contains(out, "resumed from", "after step 3", "quantize + QA-LoRA")
-    whole = json.load(open(os.path.join(WORK, "ft_whole", "report.json")))["fine_tune"]
-    parts = json.load(open(os.path.join(WORK, "ft_parts", "report.json")))["fine_tune"]
+    whole = json.load(open(os.path.join(work, "ft_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(work, "ft_parts", "report.json")))["fine_tune"]
     check(len(parts["loss"]) == 6, "the resumed run reports every step's loss")
     for a, b in zip(whole["loss"], parts["loss"]):
         check(abs(a - b) <= 1e-6 * abs(a), f"losses of the resumed run differ: {whole['loss']} vs {parts['loss']}")
     ids = torch.arange(24).reshape(2, 12) % 100
     mask = torch.ones_like(ids)
-    y = [torch.jit.load(os.path.join(WORK, d, "model.qforge.pt"))(ids, mask) for d in ("ft_whole", "ft_parts")]
+    y = [torch.jit.load(os.path.join(work, d, "model.qforge.pt"))(ids, mask) for d in ("ft_whole", "ft_parts")]
     check(torch.allclose(y[0], y[1], rtol=1e-4, atol=1e-5), "resumed and uninterrupted models differ")
-    check(not os.path.exists(os.path.join(WORK, "ft_parts", "checkpoints", "fine_tune.pt")),
+    check(not os.path.exists(os.path.join(work, "ft_parts", "checkpoints", "fine_tune.pt")),
           "a finished run removes its checkpoint")
     # A stopped run's checkpoint is not resumed under other settings.
     run(["compile", cfg, "--set", "out_dir=ft_other", "--set", "compile_options.fine_tune.stop_after_steps=2"], ranks=2)
@@ -531,51 +494,7 @@ compile_options:
     contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
 
 
-def ranks_of(*markers):
-    """The PIDs of the `qforge compile` ranks (not their launchers) whose command line holds every marker."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue  # a process that ended while we looked
-        # "compile": not `qforge submit`, whose command line holds the same config and out_dir
-        if os.path.basename(args[0]) == "qforge" and args[1:2] == ["compile"] and all(m in args for m in markers):
-            pids.append(int(pid))
-    return pids
-
-
-def send(pids, signum):
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-
-def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
-    """SIGSTOPs the run's ranks (found by `markers`: its config file, which is unique to
-    this test's directory, and its out_dir) once `log` shows `after` fine-tuning steps, and
-    returns their PIDs. The ranks are frozen for every look at the log, so however
-    late this process runs on a loaded machine, the run cannot finish unseen."""
-    import signal
-    deadline, looks, found = time.time() + 200, 0, []
-    while True:
-        found = ranks_of(*markers)
-        if len(found) == ranks:
-            send(found, signal.SIGSTOP)
-            looks += 1
-            done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
-            if after <= done < steps:
-                return found
-            send(found, signal.SIGCONT)
-            check(done < steps, f"the run finished all {steps} steps before it could be frozen ({looks} looks)")
-        check(time.time() < deadline, f"no {ranks} rank(s) at step {after} in 200 s (last found: {found})")
-        time.sleep(0.02)
-
-
-def case_compile_fine_tune_signal_checkpoints_and_resumes():
+def test_compile_fine_tune_signal_checkpoints_and_resumes(work):
     # SIGUSR1 (what SLURM's --signal sends to the tasks) to one rank only,
     # mid-fine-tune: every rank stops at the same step, rank 0 checkpoints, the
     # command exits 75; then SIGUSR1 to mpirun does the same; run again, it
@@ -589,10 +508,10 @@ compile_options:
 """)
     run(["compile", cfg, "--set", "out_dir=sig_whole"], ranks=2, timeout=300)
     cmd = [MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=sig_parts"]
-    p = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     # Rank 0's log file has a line per step as it happens (the console's
     # output may reach mpirun later, in one piece).
-    log = os.path.join(WORK, "sig_parts", "logs", "rank-0.log")
+    log = os.path.join(work, "sig_parts", "logs", "rank-0.log")
     ranks = freeze_mid_fine_tune([cfg, "out_dir=sig_parts"], log, ranks=2, steps=1000)
     os.kill(max(ranks), signal.SIGUSR1)
     send(ranks, signal.SIGCONT)
@@ -602,7 +521,7 @@ compile_options:
     check(artifacts("sig_parts") == ["checkpoints", "logs"], f"a stopped run writes its checkpoint only: {artifacts('sig_parts')}")
     # The resumed run stopped again, by SIGUSR1 to mpirun (which forwards it to every
     # rank): exit 75 again, and no progress bar drawn into mpirun's output.
-    p = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ranks = freeze_mid_fine_tune([cfg, "out_dir=sig_parts"], log, ranks=2, steps=1000, after=open(log).read().count(
         "fine-tune step ") + 5)
     os.kill(p.pid, signal.SIGUSR1)
@@ -613,16 +532,16 @@ compile_options:
     check("fine-tune [" not in out, f"a progress bar under mpirun:\n{out[-2000:]}")
     out = run(["compile", cfg, "--set", "out_dir=sig_parts"], ranks=2, timeout=300)
     contains(out, "resumed from")
-    whole = json.load(open(os.path.join(WORK, "sig_whole", "report.json")))["fine_tune"]
-    parts = json.load(open(os.path.join(WORK, "sig_parts", "report.json")))["fine_tune"]
+    whole = json.load(open(os.path.join(work, "sig_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(work, "sig_parts", "report.json")))["fine_tune"]
     check(whole["loss"] == parts["loss"], "the resumed run's losses differ from the uninterrupted run's")
     ids = torch.arange(24).reshape(2, 12) % 100
     mask = torch.ones_like(ids)
-    y = [torch.jit.load(os.path.join(WORK, d, "model.qforge.pt"))(ids, mask) for d in ("sig_whole", "sig_parts")]
+    y = [torch.jit.load(os.path.join(work, d, "model.qforge.pt"))(ids, mask) for d in ("sig_whole", "sig_parts")]
     check(torch.equal(y[0], y[1]), "resumed and uninterrupted models differ")
 
 
-def case_submit_dry_run_renders_resources():
+def test_submit_dry_run_renders_resources(work):
     # No SLURM needed: --dry-run prints the batch script and writes nothing.
     cfg = image_config(out="sub", extra="""
 resources: {nodes: 2, gpus_per_node: 4, cpus_per_task: 8, memory: 64G, time: "02:00:00", partition: gpu, account: ml}
@@ -631,13 +550,13 @@ sweep: [quantization_settings.weights.bits=4, [quantization_settings.weights.bit
     out = run(["submit", cfg, "--dry-run", "--set", "seed=3"])
     contains(out, "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
              "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
-             "#SBATCH --account=ml", f"#SBATCH --chdir={WORK}", "#SBATCH --array=0-1",
-             f"#SBATCH --output={WORK}/sub/slurm-%A_%a.out", f"QFORGE={os.path.realpath(QFORGE)}",
+             "#SBATCH --account=ml", f"#SBATCH --chdir={work}", "#SBATCH --array=0-1",
+             f"#SBATCH --output={work}/sub/slurm-%A_%a.out", f"QFORGE={os.path.realpath(QFORGE)}",
              "srun --mpi=pmix", "--requeue", "--signal=USR1@120",
-             f"# sbatch --parsable {WORK}/sub/submit.sbatch {cfg} --set seed=3")
+             f"# sbatch --parsable {work}/sub/submit.sbatch {cfg} --set seed=3")
     check(out.index("#SBATCH --job-name=qforge-resnet18_traced") < out.index("set -uo pipefail"),
           "the resources are #SBATCH lines before the script's first command")
-    check(not os.path.exists(os.path.join(WORK, "sub")), "--dry-run writes nothing")
+    check(not os.path.exists(os.path.join(work, "sub")), "--dry-run writes nothing")
     # The same script by hand: slurm/compile.sbatch is what qforge submit renders.
     template = open(os.path.join(SOURCE, "slurm", "compile.sbatch")).read()
     contains(out, template[template.index("set -uo pipefail"):])
@@ -646,7 +565,7 @@ sweep: [quantization_settings.weights.bits=4, [quantization_settings.weights.bit
     contains(out, "out_dir: sub\n")
     for task, bits, seed in ((0, 4, 3), (1, 6, 1)):
         out = run(["compile", cfg, "--set", "seed=3", "--sweep-task", str(task), "--dry-run"], ranks=1)
-        resolved = json.load(open(os.path.join(WORK, "sub", f"sweep-{task}", "plan.json")))["config"]
+        resolved = json.load(open(os.path.join(work, "sub", f"sweep-{task}", "plan.json")))["config"]
         contains(resolved, f"\nseed: {seed}\n", f"weights: {{enabled: true, bits: {bits},", "\nsweep: []")
     out = run(["compile", cfg, "--sweep-task", "2"], expect=3)
     contains(out, "sweep task 2 does not exist", "tasks 0..1")
@@ -654,16 +573,8 @@ sweep: [quantization_settings.weights.bits=4, [quantization_settings.weights.bit
     contains(out, "resources.tasks_per_node", "one rank per GPU")
 
 
-def case_readme_documents_every_key():
+def test_readme_documents_every_key():
     readme = open(os.path.join(SOURCE, "README.md")).read()
     for line in run(["config", "keys"]).splitlines():
         key = line.split()[0]
         check(f"`{key}`" in readme, f"README does not document the key {key}")
-
-
-if __name__ == "__main__":
-    try:
-        globals()["case_" + sys.argv[1]]()
-        print(f"{sys.argv[1]}: ok")
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)

@@ -4,21 +4,22 @@ attention and encoder ops), nn.TransformerDecoderLayer and a decoder whose outpu
 shares the embedding's weight, each traced and scripted. Every compile states its output
 SQNR against the float model; where an onnxruntime is there the compile also runs
 model.qforge.onnx against model.qforge.pt.
-Usage: test_model_coverage.py CASE  (mha | encoder_layers | decoder_layer | tied_decoder)"""
+Each test_* function is a ctest case (models_<case>): mha, encoder_layers, decoder_layer, tied_decoder."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
+import pytest
 import torch
 
 from qforge_h5 import write_samples
 
-QFORGE = os.environ["QFORGE_BIN"]
-WORK = tempfile.mkdtemp(prefix="qforge-models-")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import QFORGE, check  # noqa: E402
+
 VOCAB, WIDTH, HEADS, PAD = 100, 64, 4, 0
 # Weights (and activations, where the target quantizes them) on each target's grid.
 TARGETS = {"libtorch": "{}", "tensorrt": "{}", "onnxruntime": "{}", "openvino": "{}",
@@ -30,9 +31,10 @@ LINEARS = {"Linear", "NonDynamicallyQuantizableLinear"}
 EXIT_EXPORT = 7  # the README's exit code for a model the target cannot take
 
 
-def check(cond, message):
-    if not cond:
-        raise AssertionError(message)
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-models-") as path:
+        yield path
 
 
 class Mha(torch.nn.Module):
@@ -111,7 +113,7 @@ def token_data():
         for r in range(rows):
             ids[r, length - rng.integers(0, 5):] = PAD
         groups[name] = {"ids": ids}
-    path = os.path.join(WORK, "ids.h5")
+    path = os.path.join(qt.WORK, "ids.h5")
     write_samples(path, "tensor", ["ids"], groups)
     return path
 
@@ -122,7 +124,7 @@ def saved(model, how, name):
     example = torch.randint(1, VOCAB, (2, 12))
     with torch.no_grad():
         kept = torch.jit.trace(module, example) if how == "traced" else torch.jit.script(module)
-    path = os.path.join(WORK, f"{name}_{how}.pt")
+    path = os.path.join(qt.WORK, f"{name}_{how}.pt")
     kept.save(path)
     return path, {n.kind() for n in kept.inlined_graph.nodes()}
 
@@ -130,7 +132,7 @@ def saved(model, how, name):
 def compile_for(model_path, data, target, out, refusal=None):
     """The compile's report; with `refusal` (a phrase), a compile that exits 7 with it
     is accepted when its dry run refuses the same way, before any calibration (None)."""
-    cfg = os.path.join(WORK, out + ".yaml")
+    cfg = os.path.join(qt.WORK, out + ".yaml")
     with open(cfg, "w") as f:
         f.write(f"""
 model: {{path: {model_path}}}
@@ -140,14 +142,15 @@ evaluation_inputs: {{files: [{data}], batch_size: 8}}
 deployment_settings: {{target: {target}}}
 quantization_settings: {TARGETS[target]}
 """)
-    p = subprocess.run([QFORGE, "compile", cfg], cwd=WORK, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([QFORGE, "compile", cfg], cwd=qt.WORK, capture_output=True, text=True, timeout=300)
     if refusal and p.returncode == EXIT_EXPORT and refusal in p.stderr:
-        dry = subprocess.run([QFORGE, "compile", cfg, "--dry-run"], cwd=WORK, capture_output=True, text=True, timeout=300)
+        dry = subprocess.run([QFORGE, "compile", cfg, "--dry-run"], cwd=qt.WORK, capture_output=True, text=True,
+                             timeout=300)
         check(dry.returncode == EXIT_EXPORT and refusal in dry.stderr, f"{out}: the dry run does not refuse it: {dry.stderr}")
         print(f"{out}: refused up front (dry run, exit 7): {p.stderr.strip().splitlines()[-1][:200]}")
         return None
     check(p.returncode == 0, f"{out}: exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-3000:]}")
-    return json.load(open(os.path.join(WORK, out, "report.json")))
+    return json.load(open(os.path.join(qt.WORK, out, "report.json")))
 
 
 def check_compiles(model, name, fused_ops=(), refusal=None):
@@ -181,17 +184,17 @@ def check_compiles(model, name, fused_ops=(), refusal=None):
             yield how, target, report
 
 
-def case_mha():
+def test_mha():
     for _ in check_compiles(Mha, "mha", ["aten::_native_multi_head_attention"]):
         pass
 
 
-def case_encoder_layers():
+def test_encoder_layers():
     for _ in check_compiles(EncoderLayers, "encoder", ["aten::_transformer_encoder_layer_fwd"]):
         pass
 
 
-def case_decoder_layer():
+def test_decoder_layer():
     # PyTorch 2's scripted attention branches on a mask's run-time size (F.multi_head_attention_forward:
     # `attn_mask.size(0) == 1`), which has no static ONNX form; 1.13's code does not, and exports.
     refusal = {}
@@ -201,7 +204,7 @@ def case_decoder_layer():
         pass
 
 
-def case_tied_decoder():
+def test_tied_decoder(work):
     for how, target, report in check_compiles(TiedDecoder, "tied"):
         layers = {l["name"]: l for l in report["layers"]}
         shared = {n: l["shares_weight_with"] for n, l in layers.items() if l.get("shares_weight_with")}
@@ -211,21 +214,13 @@ def case_tied_decoder():
         expected = {"traced": "tied", "scripted": "quantize"}[how]
         check(layers["head"]["decision"] == expected, f"tied {how} {target}: head is {layers['head']}")
         # The compiled model stores the rounded table once, where one layer computes with the other's.
-        compiled = torch.jit.load(os.path.join(WORK, f"tied_{how}_{target}", "model.qforge.pt"))
+        compiled = torch.jit.load(os.path.join(work, f"tied_{how}_{target}", "model.qforge.pt"))
         stored_once = compiled.head.weight.data_ptr() == compiled.embed.weight.data_ptr()
         check(stored_once or how == "scripted", f"tied {how} {target}: model.qforge.pt stores the table twice")
-        summary = open(os.path.join(WORK, f"tied_{how}_{target}", "summary.txt")).read()
+        summary = open(os.path.join(work, f"tied_{how}_{target}", "summary.txt")).read()
         if how == "traced":  # the tied layer is counted as such, not as kept in floating point
             check(" 1 tied to a quantized one, " in summary, f"tied {how} {target}: summary counts:\n{summary}")
         # Counted once: the float size holds the table once.
         params = sum(p.numel() for p in TiedDecoder().parameters())  # nn.Module counts shared tensors once
         check(report["sizes"]["float_bytes"] == 4 * params,
               f"tied {how} {target}: float size {report['sizes']['float_bytes']} B, expected {4 * params} B")
-
-
-if __name__ == "__main__":
-    try:
-        globals()["case_" + sys.argv[1]]()
-        print(f"{sys.argv[1]}: ok")
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The output directory as a user meets it: checked before any work, one compile
 at a time, and a set of artifacts that a failure never leaves half-written.
-Usage: test_output_dir.py CASE. Cases that need a small file system run in a
-mount namespace of their own (root; exit 77, skipped, otherwise)."""
+Each test_* function is a ctest case (output_<case>). Cases that need a small file system
+run in a mount namespace of their own (root; skipped otherwise)."""
 import json
 import os
 import signal
@@ -9,10 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_cli import (ASSETS, MPIEXEC, QFORGE, WORK, check, compile_config, contains,  # noqa: E402
-                      freeze_mid_fine_tune, run, send, write_config)
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import (ASSETS, MPIEXEC, QFORGE, check, compile_config, contains,  # noqa: E402
+                            freeze_mid_fine_tune, run, send, write_config)
 
 BACKTRACE = ("frame #", "Exception raised from", "terminate called", "Aborted")
 FINE_TUNE = """
@@ -22,34 +26,48 @@ compile_options:
 """
 
 
-def in_own_mount_namespace(case):
-    """Runs `case` again in a private mount namespace, where it may mount small
-    file systems that vanish with it; returns only inside that namespace."""
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-output-") as path:
+        yield path
+        if os.environ.get("QFORGE_TEST_OWN_MOUNTS") == "1":  # the small file systems the test mounted
+            subprocess.run(f"grep -o ' {path}[^ ]*' /proc/self/mounts | xargs -r -n1 umount", shell=True)
+
+
+def ran_in_own_mount_namespace(case):
+    """Runs test_`case` again, in a pytest of its own in a private mount namespace, where it
+    may mount small file systems that vanish with it. Returns True once it passed there (its
+    failure is this test's failure, its skip this test's skip), and False inside that
+    namespace, where the test goes on."""
     if os.environ.get("QFORGE_TEST_OWN_MOUNTS") == "1":
-        return
+        return False
     if os.geteuid() != 0:
-        print("mounting a small file system needs root: skipped")
-        sys.exit(77)
+        pytest.skip("mounting a small file system needs root")
     env = dict(os.environ, QFORGE_TEST_OWN_MOUNTS="1")
-    p = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                        os.path.abspath(__file__), case], env=env)
-    sys.exit(p.returncode)
+    results = os.path.join(qt.WORK, "namespace.xml")
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "pytest", "-q", "-s",
+                        "-rs", "-p", "no:cacheprovider", f"--junitxml={results}",
+                        f"{os.path.abspath(__file__)}::test_{case}"], env=env)
+    check(p.returncode == 0, f"test_{case} in its own mount namespace: exit {p.returncode}")
+    skipped = ElementTree.parse(results).getroot().find(".//testcase/skipped")
+    if skipped is not None:
+        pytest.skip(skipped.get("message"))
+    return True
 
 
 def small_disk(name, kib):
     """A tmpfs of `kib` KiB at WORK/name."""
-    path = os.path.join(WORK, name)
+    path = os.path.join(qt.WORK, name)
     os.makedirs(path, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", path], check=True)
     return path
 
 
 def require_enforced_size(disk, kib):
-    """Exit 77 where the tmpfs grows past its size (a sandboxed kernel, such as
+    """Skips the test where the tmpfs grows past its size (a sandboxed kernel, such as
     gVisor's, does not enforce size=): no disk can be filled there."""
     if not fill(disk, 2 * kib):
-        print(f"this kernel lets a {kib} KiB tmpfs take {2 * kib} KiB: no full disk to test; skipped")
-        sys.exit(77)
+        pytest.skip(f"this kernel lets a {kib} KiB tmpfs take {2 * kib} KiB: no full disk to test")
     os.remove(os.path.join(disk, "filler"))
 
 
@@ -84,24 +102,25 @@ def contents(directory):
 
 def launch(args, ranks):
     cmd = ([MPIEXEC, "-np", str(ranks), "--oversubscribe"] if ranks > 1 else []) + [QFORGE] + args
-    return subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=qt.WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def case_refused_before_any_work():
+def test_refused_before_any_work(work):
     """A path that is a file, a read-only file system and a disk too small for the
     artifacts fail the dry run and the compile before calibration, with exit 8."""
-    in_own_mount_namespace("refused_before_any_work")
+    if ran_in_own_mount_namespace("refused_before_any_work"):
+        return
     cfg = compile_config("out.yaml", "resnet18_traced.pt", "images.h5", 4, "tensorrt")
     write_config("a_file", "not a directory")
-    read_only = os.path.join(WORK, "read_only")
+    read_only = os.path.join(work, "read_only")
     os.makedirs(read_only)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", read_only], check=True)
     tiny = small_disk("tiny", 256)
-    for out_dir, why in ((os.path.join(WORK, "a_file"), "exists and is not a directory"),
+    for out_dir, why in ((os.path.join(work, "a_file"), "exists and is not a directory"),
                          (os.path.join(read_only, "out"), "cannot create the directory"),
                          (os.path.join(tiny, "out"), "no space left on device for the artifacts")):
         for ranks, dry in ((1, ["--dry-run"]), (2, [])):
-            out = run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={WORK}/logs"] + dry,
+            out = run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={work}/logs"] + dry,
                       ranks=ranks if ranks > 1 else 0, expect=8)
             contains(out, f"out_dir {out_dir}", why)
             check("calibration:" not in out, f"refused only after calibration:\n{out}")
@@ -109,22 +128,23 @@ def case_refused_before_any_work():
     print(f"tiny disk: {out.strip().splitlines()[0]}")
 
 
-def case_full_disk_keeps_the_previous_artifacts():
+def test_full_disk_keeps_the_previous_artifacts(work):
     """The disk fills up while a compile fine-tunes (its ranks frozen, the disk
     filled, the ranks let go): the write fails with "No space left on device"
     naming the file, exit 8, on 1 and 2 ranks; the earlier artifacts stay as
     they were, and nothing temporary is left."""
-    in_own_mount_namespace("full_disk_keeps_the_previous_artifacts")
+    if ran_in_own_mount_namespace("full_disk_keeps_the_previous_artifacts"):
+        return
     disk = small_disk("disk", 16 * 1024)
     require_enforced_size(disk, 16 * 1024)
     out_dir = os.path.join(disk, "out")
     cfg = compile_config("disk.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", FINE_TUNE)
-    run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={WORK}/logs_first",
+    run(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={work}/logs_first",
          "--set", "compile_options.fine_tune.steps=20"], ranks=2, timeout=300)
     before = contents(out_dir)
     check("model.qforge.pt" in before and "report.json" in before, f"the first compile's artifacts: {sorted(before)}")
     for ranks in (1, 2):
-        logs = os.path.join(WORK, f"logs_{ranks}")
+        logs = os.path.join(work, f"logs_{ranks}")
         p = launch(["compile", cfg, "--set", f"out_dir={out_dir}", "--set", f"logs_dir={logs}"], ranks)
         pids = freeze_mid_fine_tune([cfg, f"logs_dir={logs}"], os.path.join(logs, "rank-0.log"), ranks, 3000)
         check(fill(disk), "the disk filled up")
@@ -138,12 +158,12 @@ def case_full_disk_keeps_the_previous_artifacts():
         print(f"{ranks} rank(s): {[l for l in out.splitlines() if 'No space' in l][0]}")
 
 
-def case_one_compile_per_output_directory():
+def test_one_compile_per_output_directory(work):
     """A second compile into a directory another one is writing is refused with the
     holder's host and PID, and writes nothing there; a lock whose process is gone
     is taken over with a warning."""
     cfg = compile_config("lock.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", FINE_TUNE)
-    out_dir = os.path.join(WORK, "shared")
+    out_dir = os.path.join(work, "shared")
     first = launch(["compile", cfg, "--set", f"out_dir={out_dir}"], 2)
     pids = freeze_mid_fine_tune([cfg, f"out_dir={out_dir}"], os.path.join(out_dir, "logs", "rank-0.log"), 2, 3000)
     try:
@@ -180,7 +200,7 @@ def case_one_compile_per_output_directory():
     contains(run(["compile", cfg, "--set", f"out_dir={out_dir}"], expect=8), "host elsewhere, PID 1")
 
 
-def case_nothing_quantized_is_an_error():
+def test_nothing_quantized_is_an_error(work):
     """TensorRT-LLM's groups of 128 fit none of a small model's layers: the compile
     names each layer and the fix (exit 3) before calibrating, and writes nothing;
     layers all skipped on purpose are a float compile, not an error."""
@@ -190,9 +210,9 @@ def case_nothing_quantized_is_an_error():
         contains(out, "no layer would be quantized", "layer 'proj'", "not a multiple of group_size 128",
                  "fix: a group_size that divides")
         check("calibration:" not in out, f"found only after calibration:\n{out}")
-    check(not os.path.exists(os.path.join(WORK, "none", "model.qforge.pt")), "a refused compile writes no model")
+    check(not os.path.exists(os.path.join(work, "none", "model.qforge.pt")), "a refused compile writes no model")
     out = run(["compile", cfg, "--set", "out_dir=none", "--set", "layer_quantization_settings={'*': {skip: true}}"])
-    layers = json.load(open(os.path.join(WORK, "none", "quant_params.json")))["layers"]
+    layers = json.load(open(os.path.join(work, "none", "quant_params.json")))["layers"]
     check(all(l["decision"] == "float" for l in layers), "every layer skipped on purpose stays float")
     # One layer a setting cannot take, the others quantized: a warning names it.
     some = write_config("some.yaml", f"""
@@ -204,14 +224,3 @@ layer_quantization_settings: {{head: {{weights: {{group_size: 64}}}}}}
 """)
     out = run(["compile", some, "--set", "out_dir=some"])
     contains(out, "qforge: warning: layer 'head' stays in floating point: 32 inputs per output channel are not a multiple")
-
-
-if __name__ == "__main__":
-    try:
-        globals()["case_" + sys.argv[1]]()
-        print(f"{sys.argv[1]}: ok")
-    finally:
-        import shutil
-        if os.environ.get("QFORGE_TEST_OWN_MOUNTS") == "1":
-            subprocess.run(f"grep -o ' {WORK}[^ ]*' /proc/self/mounts | xargs -r -n1 umount", shell=True)
-        shutil.rmtree(WORK, ignore_errors=True)

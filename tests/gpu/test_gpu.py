@@ -1,15 +1,21 @@
 """GPU tests: `qforge compile` on CUDA devices, one GPU per rank, NCCL between them.
-Each case exits 77 (skipped) where the GPUs it needs are missing.
-Usage: test_gpu.py CASE (the cases are the functions below named case_*)."""
+Each test_* function is a ctest case (gpu_<case>); it is skipped where the GPUs it needs are missing."""
 import json
 import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
-from test_cli import ASSETS, WORK, check, compile_config, contains, run  # noqa: E402
+import pytest
 
-SKIP = 77
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import ASSETS, check, compile_config, contains, run  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-gpu-") as path:
+        yield path
 
 
 def gpus():
@@ -23,12 +29,11 @@ def gpus():
 def need(count):
     have = gpus()
     if have < count:
-        print(f"skipped: needs {count} GPU(s), this machine has {have}")
-        sys.exit(SKIP)
+        pytest.skip(f"needs {count} GPU(s), this machine has {have}")
 
 
 def quant_params(out):
-    return json.load(open(os.path.join(WORK, out, "quant_params.json")))
+    return json.load(open(os.path.join(qt.WORK, out, "quant_params.json")))
 
 
 def scales(params):
@@ -63,7 +68,7 @@ layer_quantization_settings:
 """
 
 
-def case_quant_params_agree_on_1_and_more_gpus():
+def test_quant_params_agree_on_1_and_more_gpus():
     # Calibration statistics reduced over NCCL: the parameters do not depend
     # on how many GPUs share the data.
     need(2)
@@ -81,7 +86,7 @@ def case_quant_params_agree_on_1_and_more_gpus():
         check(worst <= 1e-5, f"scales on {n} GPUs differ from 1 GPU by {worst} (relative), tolerance 1e-5")
 
 
-def case_cpu_and_gpu_compiles_agree():
+def test_cpu_and_gpu_compiles_agree(work):
     # The same experiment on the CPU and on a GPU: scales within 5%, compiled
     # models within 5% of each other's outputs (3.0% measured on an H100), and
     # the GPU's artifact loads and runs on a CPU. cuDNN convolutions sum in TF32 and in another order, and a
@@ -96,7 +101,7 @@ def case_cpu_and_gpu_compiles_agree():
     worst = max_relative_difference(scales(quant_params("on_cpu")), scales(quant_params("on_gpu")))
     print(f"CPU vs GPU: largest relative scale difference {worst:.3g}")
     check(worst <= 5e-2, f"CPU and GPU scales differ by {worst} (relative), tolerance 5e-2")
-    models = {d: torch.jit.load(os.path.join(WORK, d, "model.qforge.pt")) for d in ("on_cpu", "on_gpu")}
+    models = {d: torch.jit.load(os.path.join(work, d, "model.qforge.pt")) for d in ("on_cpu", "on_gpu")}
     for name, t in list(models["on_gpu"].named_parameters()) + list(models["on_gpu"].named_buffers()):
         check(t.device.type == "cpu", f"the GPU-compiled artifact holds {name} on {t.device}")
     with h5py.File(os.path.join(ASSETS, "images.h5")) as f:
@@ -107,7 +112,7 @@ def case_cpu_and_gpu_compiles_agree():
     print(f"CPU vs GPU compiled outputs: relative difference {error:.3g}")
     check(error <= 0.05, f"CPU- and GPU-compiled models differ by {error} (relative L2), tolerance 0.05")
     for d in ("on_cpu", "on_gpu"):
-        ev = json.load(open(os.path.join(WORK, d, "report.json")))["evaluation"]
+        ev = json.load(open(os.path.join(work, d, "report.json")))["evaluation"]
         print(d, "agreement with float", ev.get("top1_agreement"))
 
 
@@ -119,7 +124,7 @@ compile_options:
 """ + extra)
 
 
-def case_qa_lora_on_2_gpus_matches_1_gpu():
+def test_qa_lora_on_2_gpus_matches_1_gpu(work):
     # Data-parallel QA-LoRA: the same global batch on 1 and 2 GPUs gives the
     # same losses and the same compiled model within float tolerance.
     need(2)
@@ -127,29 +132,24 @@ def case_qa_lora_on_2_gpus_matches_1_gpu():
     cfg = fine_tune_config()
     for n in (1, 2):
         run(["compile", cfg, "--set", f"out_dir=gpu_ft{n}"], ranks=n, timeout=300)
-    loss = {n: json.load(open(os.path.join(WORK, f"gpu_ft{n}", "report.json")))["fine_tune"]["loss"] for n in (1, 2)}
+    loss = {n: json.load(open(os.path.join(work, f"gpu_ft{n}", "report.json")))["fine_tune"]["loss"] for n in (1, 2)}
     print("losses, 1 GPU:", loss[1], "\nlosses, 2 GPUs:", loss[2])
     check(len(loss[1]) == len(loss[2]) == 8, "every step reports its loss")
     for a, b in zip(loss[1], loss[2]):
         check(abs(a - b) <= 1e-3 * abs(a) + 1e-6, f"losses differ between 1 and 2 GPUs: {loss[1]} vs {loss[2]}")
     ids = torch.arange(24).reshape(2, 12) % 100
     mask = torch.ones_like(ids)
-    y = [torch.jit.load(os.path.join(WORK, f"gpu_ft{n}", "model.qforge.pt"))(ids, mask) for n in (1, 2)]
+    y = [torch.jit.load(os.path.join(work, f"gpu_ft{n}", "model.qforge.pt"))(ids, mask) for n in (1, 2)]
     check(torch.allclose(y[0], y[1], rtol=1e-3, atol=1e-4), f"1- and 2-GPU models differ: {(y[0] - y[1]).abs().max()}")
 
 
-def case_autocast_bf16_calibrates_and_fine_tunes():
+def test_autocast_bf16_calibrates_and_fine_tunes(work):
     # Mixed precision: calibration and fine-tuning in bfloat16 autocast finish
     # and the compiled model still tracks the float one on held-out data.
     need(1)
     out = run(["compile", fine_tune_config(), "--set", "out_dir=gpu_bf16", "--set", "autocast=bf16"], timeout=300)
     contains(out, "autocast bf16")
-    report = json.load(open(os.path.join(WORK, "gpu_bf16", "report.json")))
+    report = json.load(open(os.path.join(work, "gpu_bf16", "report.json")))
     losses = report["fine_tune"]["loss"]
     check(all(l == l and l < 1e3 for l in losses), f"finite losses under autocast: {losses}")
     check(report["evaluation"]["top1_agreement"] >= 0.8, f"agreement under autocast: {report['evaluation']}")
-
-
-if __name__ == "__main__":
-    globals()["case_" + sys.argv[1]]()
-    print(sys.argv[1] + ": ok")

@@ -2,27 +2,22 @@
 tensorrt, onnxruntime, openvino and tensorrt_llm, and `qforge export` writes it again
 from a compile's output; the file runs in a real onnxruntime (onnxruntime-node or Python's, through
 src/export/runners/) and agrees with the compiled TorchScript model on the
-data's rows. Usage: test_onnx_export.py CASE (the cases are the functions named case_*).
-Exit 77 (skipped) where neither onnxruntime is there (bash jobs/setup.sh installs it)."""
+data's rows. Each test_* function is a ctest case (onnx_<case>); the cases that run the file
+are skipped where neither onnxruntime is there (bash jobs/setup.sh installs it)."""
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from onnx_check import (SKIP_EXIT, Skip, graph_inputs, initializer_types, load_onnx, load_rows, op_types,  # noqa: E402
-                        opset_version, require_onnxruntime, run_onnx, run_onnx_named, sqnr_db, top1_agreement,
-                        torchscript_outputs)
-
-QFORGE = os.environ["QFORGE_BIN"]
-ASSETS = os.environ["QFORGE_TEST_ASSETS"]
-SOURCE = os.environ["QFORGE_SOURCE_DIR"]
-MPIEXEC = os.environ.get("MPIEXEC", "mpirun")
-WORK = tempfile.mkdtemp(prefix="qforge-onnx-")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import onnx_check  # noqa: E402
+import qforge_testing as qt  # noqa: E402
+from onnx_check import (Skip, graph_inputs, initializer_types, load_onnx, load_rows, op_types,  # noqa: E402
+                        opset_version, run_onnx, run_onnx_named, sqnr_db, top1_agreement, torchscript_outputs)
+from qforge_testing import ASSETS, check, write_config  # noqa: E402
 
 MIN_AGREEMENT = 0.995  # top-1 agreement of the ONNX model with model.qforge.pt
 MIN_SQNR_DB = 35.0     # output SQNR of the ONNX model against model.qforge.pt
@@ -31,25 +26,23 @@ EXIT_OUTPUT = 8        # the README's exit code for an output that cannot be wri
 EXIT_EXPORT = 7        # the README's exit code for a model the target cannot take (ONNX op, rule, opset)
 
 
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-onnx-") as path:
+        yield path
+
+
+def require_onnxruntime():
+    """The version line of the onnxruntime the files run in; the test is skipped where there is none."""
+    try:
+        return onnx_check.require_onnxruntime()
+    except Skip as e:
+        pytest.skip(str(e))
+
+
 def run(args, ranks=0, expect=0, timeout=300):
-    cmd = ([MPIEXEC, "-np", str(ranks), "--oversubscribe"] if ranks else []) + [QFORGE] + args
-    p = subprocess.run(cmd, cwd=WORK, capture_output=True, text=True, timeout=timeout)
-    out = p.stdout + p.stderr
-    if expect is not None and p.returncode != expect:
-        raise AssertionError(f"{' '.join(cmd)}: exit {p.returncode}, expected {expect}\n{out}")
-    return p.returncode, out
-
-
-def check(cond, message):
-    if not cond:
-        raise AssertionError(message)
-
-
-def write_config(name, text):
-    path = os.path.join(WORK, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    """(exit status, output) of qforge `args` (qforge_testing.run, with an export's time)."""
+    return qt.run(args, ranks, expect, timeout, with_status=True)
 
 
 def compile_model(model, data, target, out, extra="", batch_size=8, quantization="{}"):
@@ -64,7 +57,7 @@ deployment_settings: {{target: {target}}}
 quantization_settings: {quantization}
 """ + extra)
     run(["compile", cfg])
-    out_dir = os.path.join(WORK, out)
+    out_dir = os.path.join(qt.WORK, out)
     check(os.path.exists(os.path.join(out_dir, "model.qforge.onnx")),
           f"compile for target {target} wrote no model.qforge.onnx: {sorted(os.listdir(out_dir))}")
     return out_dir
@@ -161,7 +154,7 @@ def file_bytes(path):
         return f.read()
 
 
-def case_resnet18_int8_tensorrt():
+def test_resnet18_int8_tensorrt():
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "resnet18_trt")
     path = os.path.join(out, "model.qforge.onnx")
@@ -185,7 +178,7 @@ def case_resnet18_int8_tensorrt():
     compare_with_compiled("resnet18 int8 tensorrt", out, "images.h5")
 
 
-def case_mobilenet_v2_int8_onnxruntime():
+def test_mobilenet_v2_int8_onnxruntime():
     print(require_onnxruntime())
     for model in ("mobilenet_v2_traced.pt", "mobilenet_v2_scripted.pt"):
         stem = model[:-3]
@@ -194,7 +187,7 @@ def case_mobilenet_v2_int8_onnxruntime():
         compare_with_compiled(f"{stem} int8 onnxruntime", out, "images.h5")
 
 
-def case_mha_encoder_int8():
+def test_mha_encoder_int8():
     print(require_onnxruntime())
     # The first trace holds the fused aten::_native_multi_head_attention, the second its pieces.
     for model in ("mha_encoder_traced.pt", "mha_encoder_slow_traced.pt"):
@@ -214,7 +207,7 @@ def case_mha_encoder_int8():
         compare_with_compiled(f"{stem} int8 onnxruntime", out, "tokens.h5")
 
 
-def case_linear_int4_groups():
+def test_linear_int4_groups(work):
     print(require_onnxruntime())
     # tensorrt_llm runs int4 weights in groups of 64 or 128: every layer of the wide
     # MLP has 64 or 128 inputs.
@@ -231,7 +224,7 @@ def case_linear_int4_groups():
     weights = 64 * 128 + 128 * 128 + 128 * 10
     check(int4_elements >= weights, f"the 3 layers' {weights} weights are INT4 initializers: {types}")
     check("QuantizeLinear" not in op_types(model), "weight-only: no activation quantizer")
-    float_path = os.path.join(WORK, "wide_float.onnx")
+    float_path = os.path.join(work, "wide_float.onnx")
     run(["export", out, "--float", "-o", float_path])
     ratio = os.path.getsize(path) / os.path.getsize(float_path)
     print(f"wide_mlp: int4 file {os.path.getsize(path)} bytes, float {os.path.getsize(float_path)} bytes ({ratio:.2f}x)")
@@ -246,7 +239,7 @@ def case_linear_int4_groups():
             y, min_sqnr=50.0)
 
 
-def case_torchvision_classifiers():
+def test_torchvision_classifiers(work):
     """The classifier families of torchvision, small configurations traced at 32x32
     (ViT and ConvNeXt built smaller than their published sizes, same code), each
     compiled to INT8 for onnxruntime and run in onnxruntime against TorchScript."""
@@ -268,12 +261,12 @@ def case_torchvision_classifiers():
                                            mlp_dim=64, num_classes=10),
     }
     rng = np.random.default_rng(0)
-    data = os.path.join(WORK, "img32.h5")
+    data = os.path.join(work, "img32.h5")
     write_samples(data, "tensor", ["x"], {"s32": {"x": rng.standard_normal((16, 3, 32, 32), dtype=np.float32)}})
     torch.manual_seed(0)
     for name, build in builders.items():
         model = build().eval()
-        path = os.path.join(WORK, f"{name}.pt")
+        path = os.path.join(work, f"{name}.pt")
         with torch.no_grad():
             torch.jit.trace(model, torch.randn(1, 3, 32, 32)).save(path)
         out = compile_model(path, data, "onnxruntime", name)
@@ -288,7 +281,7 @@ def case_torchvision_classifiers():
                 onnx_outputs(os.path.join(out, "model.qforge.onnx"), groups), min_agreement=0.9, min_sqnr=30.0)
 
 
-def case_transformer_encoder_and_decoder_layers():
+def test_transformer_encoder_and_decoder_layers(work):
     """nn.TransformerEncoderLayer traced without autograd records one fused op
     (aten::_transformer_encoder_layer_fwd); nn.TransformerDecoderLayer records its
     pieces. Both, post-norm and pre-norm, export and run in onnxruntime."""
@@ -311,13 +304,13 @@ def case_transformer_encoder_and_decoder_layers():
             return self.head(self.decoder(x, memory).mean(1))
 
     rng = np.random.default_rng(1)
-    data = os.path.join(WORK, "ids.h5")
+    data = os.path.join(work, "ids.h5")
     write_samples(data, "tensor", ["ids"], {"len12": {"ids": rng.integers(0, 100, (12, 12))},
                                              "len20": {"ids": rng.integers(0, 100, (8, 20))}})
     torch.manual_seed(0)
     for norm_first in (False, True):
         name = "encdec_prenorm" if norm_first else "encdec_postnorm"
-        path = os.path.join(WORK, f"{name}.pt")
+        path = os.path.join(work, f"{name}.pt")
         with torch.no_grad():
             traced = torch.jit.trace(EncoderDecoder(norm_first).eval(), torch.randint(0, 100, (2, 12)))
         ops = {n.kind() for n in traced.inlined_graph.nodes()}
@@ -331,7 +324,7 @@ def case_transformer_encoder_and_decoder_layers():
         compare_with_compiled(name, out, data)
 
 
-def case_dynamic_false_fixes_every_axis():
+def test_dynamic_false_fixes_every_axis():
     """dynamic: false: every input size is fixed (batch 1 by default, the first shape
     group's image size); the compile still runs the file in onnxruntime on the rows
     that fit it."""
@@ -349,7 +342,7 @@ def case_dynamic_false_fixes_every_axis():
     check(ev["top1_agreement"] >= MIN_AGREEMENT, f"agreement {ev['top1_agreement']}")
 
 
-def case_batch_sizes_1_and_7():
+def test_batch_sizes_1_and_7():
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "batches")
     path = os.path.join(out, "model.qforge.onnx")
@@ -371,7 +364,7 @@ def case_batch_sizes_1_and_7():
         compare(f"batch {b} against batch 32", y32, y)
 
 
-def case_lint_refuses_nonzero_zero_point_for_tensorrt():
+def test_lint_refuses_nonzero_zero_point_for_tensorrt():
     # onnxruntime's preset: uint8 asymmetric activations, zero points != 0.
     out = compile_model("resnet18_traced.pt", "images.h5", "onnxruntime", "asym")
     path = os.path.join(out, "model.qforge.onnx")
@@ -391,10 +384,10 @@ def case_lint_refuses_nonzero_zero_point_for_tensorrt():
     check(not left, f"a refused export left files behind: {left}")
 
 
-def case_export_command_float_and_int8():
+def test_export_command_float_and_int8(work):
     print(require_onnxruntime())
     out = compile_model("resnet18_traced.pt", "images.h5", "tensorrt", "export")
-    f_path, q_path = os.path.join(WORK, "f.onnx"), os.path.join(WORK, "q.onnx")
+    f_path, q_path = os.path.join(work, "f.onnx"), os.path.join(work, "q.onnx")
     run(["export", out, "--float", "-o", f_path])
     run(["export", out, "-o", q_path])
     f_model, q_model = load_onnx(f_path), load_onnx(q_path)
@@ -415,7 +408,7 @@ def case_export_command_float_and_int8():
     check(s_float > s_int8, "without its quantizers the model is closer to the float model than with them")
 
 
-def case_failed_exports_keep_earlier_files():
+def test_failed_exports_keep_earlier_files(work):
     """An opset too low for 4-bit weights (in `qforge export` and in a compile) and an
     unwritable -o path are each a clear error with its exit code, and the compile's
     earlier model.qforge.pt and model.qforge.onnx stay byte for byte as they were."""
@@ -433,7 +426,7 @@ def case_failed_exports_keep_earlier_files():
     unchanged("export --opset 17")
     print(f"export --opset 17: {text.strip().splitlines()[-1]}")
 
-    read_only = os.path.join(WORK, "read_only")
+    read_only = os.path.join(work, "read_only")
     os.makedirs(read_only, exist_ok=True)
     os.chmod(read_only, 0o555)
     target = os.path.join(read_only, "x.onnx")
@@ -446,14 +439,14 @@ def case_failed_exports_keep_earlier_files():
     unchanged("export -o under a file")
     print(f"export -o under a file: {text.strip().splitlines()[-1]}")
 
-    cfg = os.path.join(WORK, "kept.yaml")
+    cfg = os.path.join(work, "kept.yaml")
     _, text = run(["compile", cfg, "--set", "deployment_settings.opset=17"], expect=EXIT_EXPORT)
     check("opset 21" in text, f"the compile's error names the opset 4-bit weights need:\n{text}")
     unchanged("a compile whose export failed")
     print(f"compile with opset 17: {text.strip().splitlines()[-1]}")
 
 
-def case_unsupported_op_is_named():
+def test_unsupported_op_is_named(work):
     import torch
     from qforge_h5 import write_samples
 
@@ -470,7 +463,7 @@ def case_unsupported_op_is_named():
     with torch.no_grad():
         traced = torch.jit.trace(Spectral().eval(), torch.randn(2, 16))
     check("aten::fft_rfft" in {n.kind() for n in traced.inlined_graph.nodes()}, "the trace records aten::fft_rfft")
-    model_path, data_path = os.path.join(WORK, "spectral.pt"), os.path.join(WORK, "v16.h5")
+    model_path, data_path = os.path.join(work, "spectral.pt"), os.path.join(work, "v16.h5")
     traced.save(model_path)
     write_samples(data_path, "tensor", ["x"],
                   {"all": {"x": np.random.default_rng(0).standard_normal((12, 16), dtype=np.float32)}})
@@ -486,19 +479,6 @@ quantization_settings: {{}}
     print(f"qforge compile: exit {code}: {' '.join(errors) if errors else text.strip()}")
     check(code == EXIT_EXPORT, f"a model with aten::fft_rfft for onnxruntime: exit {code}, expected {EXIT_EXPORT}:\n{text}")
     check("aten::fft_rfft" in text and "supported" in text, f"the error names the op and says it is not supported:\n{text}")
-    out = os.path.join(WORK, "spectral")
+    out = os.path.join(work, "spectral")
     left = [f for f in os.listdir(out) if ".onnx" in f] if os.path.isdir(out) else []
     check(not left, f"a failed export left {left} in out_dir")
-
-
-if __name__ == "__main__":
-    code = 0
-    try:
-        globals()["case_" + sys.argv[1]]()
-        print(f"{sys.argv[1]}: ok")
-    except Skip as e:
-        print(f"{sys.argv[1]}: skipped: {e}")
-        code = SKIP_EXIT
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
-    sys.exit(code)

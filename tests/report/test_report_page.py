@@ -2,7 +2,9 @@
 the MNIST compiles (tests/mnist) and the fortunes language model (tests/fortunes), and a
 sweep page over the MNIST compiles; the DOM must hold each chart with one mark per layer,
 step and rank, the page must not be blank at a laptop's size, and it must print on A4.
-Usage: test_report_page.py BUILD_DIR [SCREENSHOT.png]  (exit 77: no chromium, or no compiles)"""
+The ctest report_page_in_chromium: `python3 -m pytest test_report_page.py::test_in_chromium` with
+QFORGE_BUILD_DIR (where those tests compiled) and, optionally, QFORGE_REPORT_SCREENSHOT (a PNG to
+write); skipped without chromium, or without compiles."""
 import json
 import os
 import re
@@ -10,28 +12,31 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import zlib
 from html.parser import HTMLParser
 
-SKIP = 77
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import QFORGE, check  # noqa: E402
+
 FLOAT_COLOUR = "#dd6b20"  # COLORS.float in src/report/report_page.html
-QFORGE = os.environ["QFORGE_BIN"]
-WORK = tempfile.mkdtemp(prefix="qforge-report-")
 # Flags that keep chromium off the network and its services (the machine has none).
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  f"--user-data-dir={WORK}/profile"]
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def check(cond, message):
-    if not cond:
-        raise AssertionError(message)
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-report-") as path:
+        yield path
 
 
 def chromium(*args):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    p = subprocess.run([exe] + CHROMIUM_FLAGS + list(args), capture_output=True, text=True, timeout=120)
+    flags = CHROMIUM_FLAGS + [f"--user-data-dir={qt.WORK}/profile"]
+    p = subprocess.run([exe] + flags + list(args), capture_output=True, text=True, timeout=120)
     check(p.returncode == 0, f"chromium {' '.join(args)}: exit {p.returncode}\n{p.stderr[-2000:]}")
     return p.stdout
 
@@ -152,7 +157,7 @@ def check_threshold_drawn(out_dir):
         if layer.get("sensitivity", 0) > threshold:
             layer["decision"], layer["reason"] = "float", f"sensitivity above the threshold {threshold:.6g}"
     report["config"] = re.sub(r"sensitivity_threshold: [^,}]*", f"sensitivity_threshold: {threshold:.6g}", report["config"])
-    copy = os.path.join(WORK, "with_threshold")
+    copy = os.path.join(qt.WORK, "with_threshold")
     os.makedirs(copy)
     json.dump(report, open(os.path.join(copy, "report.json"), "w"))
     subprocess.run([QFORGE, "report", copy], check=True, capture_output=True)
@@ -162,21 +167,20 @@ def check_threshold_drawn(out_dir):
     print(f"threshold {threshold:.6g}: one line, one layer drawn as kept in floating point")
 
 
-def main(build, screenshot):
+def test_in_chromium(work):
+    build, screenshot = os.environ["QFORGE_BUILD_DIR"], os.environ.get("QFORGE_REPORT_SCREENSHOT")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        print("no chromium (apt-get install chromium)")
-        return SKIP
+        pytest.skip("no chromium (apt-get install chromium)")
     runs = [os.path.join(build, "mnist_out", n) for n in ("mnist_int8", "mnist_w4", "mnist_w4a8_qalora")]
     runs += [os.path.join(build, "fortunes_out", n) for n in ("rtn", "qalora")]
     runs = [r for r in runs if os.path.exists(os.path.join(r, "report.json"))]
     if not runs:
-        print("no MNIST or fortunes compiles under " + build + " (their tests were skipped)")
-        return SKIP
+        pytest.skip("no MNIST or fortunes compiles under " + build + " (their tests were skipped)")
     pages = [check_run_page(r) for r in runs]
     check_threshold_drawn(runs[0])
 
     # A laptop's screen: not blank; the first page's picture is the README's screenshot.
-    shot = os.path.join(WORK, "page.png")
+    shot = os.path.join(work, "page.png")
     chromium("--window-size=1366,768", f"--screenshot={shot}", "file://" + os.path.abspath(pages[0]))
     width, height, busy = png_not_blank(shot)
     print(f"screenshot {width}x{height}, {100 * busy:.1f}% non-zero filtered bytes")
@@ -186,7 +190,7 @@ def main(build, screenshot):
         print("wrote " + screenshot)
 
     # Printed: A4 pages (595 x 842 points).
-    pdf = os.path.join(WORK, "page.pdf")
+    pdf = os.path.join(work, "page.pdf")
     chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", "file://" + os.path.abspath(pages[0]))
     text = open(pdf, "rb").read().decode("latin-1")
     boxes = re.findall(r"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", text)
@@ -195,17 +199,8 @@ def main(build, screenshot):
 
     # A sweep: one page comparing compiles of one model, a point per compile.
     same_model = [r for r in runs if "mnist_out" in r] or runs
-    sweep = os.path.join(WORK, "sweep.html")
+    sweep = os.path.join(work, "sweep.html")
     subprocess.run([QFORGE, "report", *same_model, "-o", sweep], check=True, capture_output=True)
     marks = rendered(sweep)
     check(marks.marks.get("sweep") == len(same_model), f"sweep page: {marks.marks.get('sweep')} points for {len(same_model)} compiles")
     print(f"sweep page: {len(same_model)} points")
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        code = main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
-    sys.exit(code)

@@ -1,6 +1,6 @@
 """SLURM tests: `qforge submit` against the one-node cluster tests/slurm/cluster.sh
-starts (SLURM_CONF names it). Usage: test_slurm.py CASE (the case_* functions).
-Exits 77 (skipped) when no cluster is running."""
+starts (SLURM_CONF names it). Each test_* function is a ctest case (slurm_<case>);
+they are skipped when no cluster is running."""
 import json
 import os
 import re
@@ -9,16 +9,27 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from test_cli import (ASSETS, MPIEXEC, QFORGE, WORK, check, contains, freeze_mid_fine_tune,  # noqa: E402
-                      send, write_config)
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import (ASSETS, MPIEXEC, QFORGE, check, contains, freeze_mid_fine_tune,  # noqa: E402
+                            send, write_config)
 
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
+@pytest.fixture(autouse=True)
+def work():
+    if not os.path.exists(os.environ.get("SLURM_CONF", "")):
+        pytest.skip("no SLURM cluster running (tests/slurm/cluster.sh start)")
+    with qt.work_dir("qforge-slurm-") as path:
+        yield path
+
+
 def start_submit(config, *sets):
     cmd = [QFORGE, "submit", config] + [a for s in sets for a in ("--set", s)]
-    return cmd, subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return cmd, subprocess.Popen(cmd, cwd=qt.WORK, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def submit(config, *sets, expect=0, started=None):
@@ -51,7 +62,7 @@ def wait_for(job, timeout=400):
 
 
 def read(*parts):
-    with open(os.path.join(WORK, *parts)) as f:
+    with open(os.path.join(qt.WORK, *parts)) as f:
         return f.read()
 
 
@@ -68,24 +79,24 @@ resources: {{tasks_per_node: 2, time: "00:15:00"}}
 def model_outputs(out_dir):
     import torch
     ids = torch.arange(24).reshape(2, 12) % 100
-    return torch.jit.load(os.path.join(WORK, out_dir, "model.qforge.pt"))(ids, torch.ones_like(ids))
+    return torch.jit.load(os.path.join(qt.WORK, out_dir, "model.qforge.pt"))(ids, torch.ones_like(ids))
 
 
-def case_compile_job_on_2_tasks():
+def test_compile_job_on_2_tasks(work):
     job, out = submit(experiment("job.yaml", "out_dir: job_out\n"))
     [record] = wait_for(job)
     log = read("job_out", f"slurm-{job}.out")
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
     contains(log, "compiled 'tuple_model' on 2 rank(s)", "finished with exit status 0")
-    report = json.load(open(os.path.join(WORK, "job_out", "report.json")))
+    report = json.load(open(os.path.join(work, "job_out", "report.json")))
     check(report["ranks"] == 2, f"the job ran on {report['ranks']} rank(s), expected 2")
-    check(sorted(os.listdir(os.path.join(WORK, "job_out", "logs"))) == ["rank-0.log", "rank-1.log"], "a log per rank")
+    check(sorted(os.listdir(os.path.join(work, "job_out", "logs"))) == ["rank-0.log", "rank-1.log"], "a log per rank")
     check(model_outputs("job_out").shape[0] == 2, "the compiled model runs in PyTorch")
     script = read("job_out", "submit.sbatch")
     contains(script, "#SBATCH --ntasks-per-node=2", "#SBATCH --time=00:15:00", "srun --mpi=pmix")
 
 
-def case_sweep_array_job_two_settings():
+def test_sweep_array_job_two_settings(work):
     job, out = submit(experiment("sweep.yaml", """out_dir: sweep_out
 sweep:
   - quantization_settings.weights.bits=4
@@ -98,11 +109,11 @@ sweep:
         check(r["JobState"] == "COMPLETED", f"array task {r.get('ArrayTaskId')}: {r}")
     bits = []
     for task in (0, 1):
-        params = json.load(open(os.path.join(WORK, "sweep_out", f"sweep-{task}", "quant_params.json")))
+        params = json.load(open(os.path.join(work, "sweep_out", f"sweep-{task}", "quant_params.json")))
         layer = next(l for l in params["layers"] if l["name"] == "proj")
         bits.append((layer["weights"]["bits"], layer["weights"]["granularity"]))
         contains(read("sweep_out", f"slurm-{job}_{task}.out"), f"--sweep-task {task}")
-        check(os.path.exists(os.path.join(WORK, "sweep_out", f"sweep-{task}", "logs", "rank-1.log")), "logs per task")
+        check(os.path.exists(os.path.join(work, "sweep_out", f"sweep-{task}", "logs", "rank-1.log")), "logs per task")
     check(bits == [(4, "channel"), (6, "tensor")], f"each task compiled its own setting: {bits}")
 
 
@@ -125,7 +136,7 @@ def signal_frozen(job, pids):
         send(pids, signal.SIGCONT)
 
 
-def case_signalled_job_requeues_and_resumes():
+def test_signalled_job_requeues_and_resumes(work):
     # SLURM's --signal (here sent at once with scancel) reaches the ranks mid-fine-tune:
     # they checkpoint, the script requeues the job, the restarted job resumes and
     # ends where a run never stopped ends.
@@ -136,11 +147,11 @@ compile_options:
 """)
     env = dict(os.environ, OMP_NUM_THREADS="1")  # as the job's ranks (cpus_per_task: 1)
     subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg, "--set", "out_dir=ft_whole"],
-                   cwd=WORK, env=env, check=True, capture_output=True, timeout=400)
+                   cwd=work, env=env, check=True, capture_output=True, timeout=400)
     # The job may reach its fine-tuning before `qforge submit` has returned: look
     # for its ranks while submitting.
     submitting = start_submit(cfg, "out_dir=ft_job")
-    ranks = freeze_mid_fine_tune([cfg, "out_dir=ft_job"], os.path.join(WORK, "ft_job", "logs", "rank-0.log"),
+    ranks = freeze_mid_fine_tune([cfg, "out_dir=ft_job"], os.path.join(work, "ft_job", "logs", "rank-0.log"),
                                  ranks=2, steps=3000)
     try:
         job, _ = submit(None, started=submitting)
@@ -153,18 +164,18 @@ compile_options:
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
     check(record["Restarts"] == "1", f"the job requeued once, Restarts={record['Restarts']}:\n{log}")
     contains(log, "requeueing job", "restart 1", "resumed from")
-    whole = json.load(open(os.path.join(WORK, "ft_whole", "report.json")))["fine_tune"]
-    parts = json.load(open(os.path.join(WORK, "ft_job", "report.json")))["fine_tune"]
+    whole = json.load(open(os.path.join(work, "ft_whole", "report.json")))["fine_tune"]
+    parts = json.load(open(os.path.join(work, "ft_job", "report.json")))["fine_tune"]
     check(whole["loss"] == parts["loss"], "the requeued job's losses differ from the uninterrupted run's")
     import torch
     check(torch.equal(model_outputs("ft_whole"), model_outputs("ft_job")), "requeued and uninterrupted models differ")
 
 
-def case_failing_job_exits_nonzero_with_its_error():
-    with open(os.path.join(WORK, "broken.h5"), "w") as f:
+def test_failing_job_exits_nonzero_with_its_error(work):
+    with open(os.path.join(work, "broken.h5"), "w") as f:
         f.write("not HDF5")
     cfg = experiment("bad.yaml", "out_dir: bad_out\n")
-    job, _ = submit(cfg, f"calibration_inputs.files=[{WORK}/broken.h5]")
+    job, _ = submit(cfg, f"calibration_inputs.files=[{work}/broken.h5]")
     [record] = wait_for(job)
     log = read("bad_out", f"slurm-{job}.out")
     check(record["JobState"] == "FAILED" and record["ExitCode"] == "4:0",
@@ -174,16 +185,4 @@ def case_failing_job_exits_nonzero_with_its_error():
     _, out = submit(experiment("badsweep.yaml", "out_dir: badsweep_out\nsweep: [quantization_settings.weights.bitz=4]\n"),
                     expect=3)
     contains(out, "sweep[0]", "unknown key 'quantization_settings.weights.bitz'")
-    check(not os.path.exists(os.path.join(WORK, "badsweep_out")), "a refused submission writes nothing")
-
-
-if __name__ == "__main__":
-    if not os.path.exists(os.environ.get("SLURM_CONF", "")):
-        print("no SLURM cluster running (tests/slurm/cluster.sh start): skipped")
-        sys.exit(77)
-    import shutil
-    try:
-        globals()["case_" + sys.argv[1]]()
-        print(f"{sys.argv[1]}: ok")
-    finally:
-        shutil.rmtree(WORK, ignore_errors=True)
+    check(not os.path.exists(os.path.join(work, "badsweep_out")), "a refused submission writes nothing")
