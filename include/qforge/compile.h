@@ -197,7 +197,6 @@ struct ActivationRange {
 
 // ---- What compile() returns ----
 
-
 // What happened to one quantizable layer.
 struct LayerResult {
   LayerPlan plan;                     // settings and the planned decision
@@ -214,8 +213,7 @@ struct LayerResult {
     bool magnitude = false;
     std::vector<int64_t> counts;
   } input_histogram;
-  std::optional<ActivationRange>
-      output;  // output range, where the output meets a residual add (onnxruntime, openvino)
+  std::optional<ActivationRange> output;  // output range, where the output meets a residual add (onnxruntime, openvino)
   QuantRange output_range;
   std::optional<double> sensitivity;     // relative output error with only this layer quantized
   std::optional<double> weight_sqnr_db;  // weight vs its quantized values (before fine-tuning)
@@ -250,12 +248,12 @@ struct FineTuneEvaluation {
 
 // The fine-tuning after one step (CompileCallbacks::fine_tune_progress).
 struct FineTuneProgress {
-  int64_t step = 0;                // steps completed
-  int64_t steps = 0;               // steps in all
-  double loss = 0;                 // the step's global mean loss
-  double learning_rate = 0;        // the step's learning rate
-  double samples_per_second = 0;   // rows over all ranks per second, since this run started
-  double eta_seconds = 0;          // to the last step, at that rate
+  int64_t step = 0;                            // steps completed
+  int64_t steps = 0;                           // steps in all
+  double loss = 0;                             // the step's global mean loss
+  double learning_rate = 0;                    // the step's learning rate
+  double samples_per_second = 0;               // rows over all ranks per second, since this run started
+  double eta_seconds = 0;                      // to the last step, at that rate
   std::optional<EvaluationResult> evaluation;  // the held-out evaluation made after this step (eval_every)
 };
 

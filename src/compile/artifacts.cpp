@@ -29,8 +29,7 @@ json::object scheme_json(const TensorQuantSettings& s, const QuantRange& range) 
 }
 
 // A calibrated activation quantizer: scheme, range, scale and zero point.
-json::object activation_json(const TensorQuantSettings& s, const QuantRange& range,
-                             const ActivationRange& r) {
+json::object activation_json(const TensorQuantSettings& s, const QuantRange& range, const ActivationRange& r) {
   json::object a = scheme_json(s, range);
   a["range"] = json::array{r.lo, r.hi};
   a["scale"] = numbers(r.qparams.scale);

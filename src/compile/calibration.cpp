@@ -46,9 +46,7 @@ std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const
     for (auto& o : observers)
       if (counts(o)) o.begin_histogram();
     histogram_pass = true;
-    timer.run("calibrate: histograms", run_shard, [&] {
-      reduce_histograms(observers, &comm);
-    });
+    timer.run("calibrate: histograms", run_shard, [&] { reduce_histograms(observers, &comm); });
   }
   return observers;
 }

@@ -20,7 +20,8 @@ std::vector<PhaseTiming> PhaseTimer::gather(Communicator& comm) const {
   std::vector<PhaseTiming> out;
   for (size_t i = 0; i < local_.size(); ++i) {
     PhaseTiming row{local_[i].first, {}};
-    for (int64_t r = 0; r < all.size(0); ++r) row.seconds_per_rank.push_back(all[r][static_cast<int64_t>(i)].item<double>());
+    for (int64_t r = 0; r < all.size(0); ++r)
+      row.seconds_per_rank.push_back(all[r][static_cast<int64_t>(i)].item<double>());
     out.push_back(row);
   }
   return out;

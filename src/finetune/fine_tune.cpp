@@ -115,7 +115,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
     progress.learning_rate = learning_rate_at(settings, step);
     const double elapsed = seconds_since(start);
     progress.samples_per_second = static_cast<double>(report.samples) / elapsed;
-    progress.eta_seconds = elapsed / static_cast<double>(done - first_step) * static_cast<double>(settings.steps - done);
+    progress.eta_seconds =
+        elapsed / static_cast<double>(done - first_step) * static_cast<double>(settings.steps - done);
     if (hooks.evaluate && settings.eval_every > 0 && (done % settings.eval_every == 0 || done == settings.steps)) {
       torch::NoGradGuard no_grad;
       progress.evaluation = hooks.evaluate(trainer.student_for_evaluation(), done);

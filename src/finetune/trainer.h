@@ -109,7 +109,7 @@ class QaLoraTrainer {
 
   FineTuneOptions options_;
   Communicator* comm_;
-  double scale_;                       // lora_alpha / lora_rank
+  double scale_;                        // lora_alpha / lora_rank
   std::vector<LayerFakeQuant> layers_;  // what the student computes with
   std::vector<at::Tensor> parameters_;  // A, B of every target in order, then the learned log-multipliers
   std::vector<at::Tensor> masks_;       // dropout masks over the adapters' rank components

@@ -115,11 +115,12 @@ class MpiCommunicator final : public Communicator {
       at::Tensor gathered = at::empty({size(), count}, mine.options());
       const MPI_Datatype type = mpi_type(mine);
       if (o.timeout.count() <= 0) {
-        QFORGE_MPI_CHECK(MPI_Allgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD));
+        QFORGE_MPI_CHECK(
+            MPI_Allgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD));
       } else {
         MPI_Request request;
-        QFORGE_MPI_CHECK(MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type,
-                                        MPI_COMM_WORLD, &request));
+        QFORGE_MPI_CHECK(
+            MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD, &request));
         wait(request, o, "all_gather", {piece, gathered});
       }
       out.narrow(1, offset, count).copy_(gathered);

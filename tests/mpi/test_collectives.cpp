@@ -228,7 +228,7 @@ TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
   unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
   auto everyone = torch::ones({16}, torch::TensorOptions().device(*gpu));
   comm->all_reduce(everyone);  // all ranks together: the communicator works
-  if (rt.rank() == 0) {                       // the others never join this all-reduce
+  if (rt.rank() == 0) {        // the others never join this all-reduce
     auto t = torch::ones({16}, torch::TensorOptions().device(*gpu));
     try {
       comm->all_reduce(t);

@@ -109,7 +109,8 @@ TEST(FineTune, MergeLandsOnTheGridAndCompiledEqualsFineTuned) {
     const auto& w = report.merged.weights.at(t.quant.layer);
     EXPECT_TRUE(torch::equal(fake_quantize_weight(w, *t.quant.weight, t.weights), w))
         << t.quant.layer << ": re-quantizing the merged weight changes it";
-    EXPECT_GT(report.merged.adapters.at(t.quant.layer).b.abs().max().item<double>(), 0) << t.quant.layer << " learned nothing";
+    EXPECT_GT(report.merged.adapters.at(t.quant.layer).b.abs().max().item<double>(), 0)
+        << t.quant.layer << " learned nothing";
     student_layers.push_back(t.quant);
     student_layers.back().lora = report.merged.adapters.at(t.quant.layer);
     compiled_layers.push_back(t.quant);
@@ -161,8 +162,7 @@ TEST(FineTune, RanksHoldIdenticalAdaptersEqualToOneProcess) {
   EXPECT_EQ(reported.back().eta_seconds, 0.0);
   EXPECT_EQ(tensors_checked, f.steps * 2 * static_cast<int64_t>(s.targets.size())) << "A and B of every target";
   // Every rank again, alone with the whole global batch: the reference.
-  const auto single =
-      tune(s, f, 3, nullptr);
+  const auto single = tune(s, f, 3, nullptr);
   for (const auto& [layer, adapter] : distributed.merged.adapters) {
     for (const auto& tensor : {adapter.a, adapter.b}) {
       const auto everyone = comm->all_gather(tensor.contiguous());
@@ -183,10 +183,8 @@ TEST(FineTune, LearnedRangesAndDropoutStayIdenticalAcrossRanksAndLandOnTheLearne
   auto f = settings(4);
   f.learn_ranges = true;
   f.lora_dropout = 0.5;
-  const auto distributed =
-      tune(s, f, 3, comm.get());
-  const auto single =
-      tune(s, f, 3, nullptr);
+  const auto distributed = tune(s, f, 3, comm.get());
+  const auto single = tune(s, f, 3, nullptr);
   ASSERT_EQ(distributed.merged.weight_scales.size(), s.targets.size()) << "every weight scale is learned";
   ASSERT_FALSE(distributed.merged.input_scales.empty()) << "input scales are learned";
   for (const auto& t : s.targets) {
@@ -215,11 +213,9 @@ TEST(FineTune, PlainLoraTrainsOnFloatWeights) {
   auto comm = make_mpi_communicator();
   auto f = settings(3);
   f.method = FineTuneMethod::Lora;
-  const auto plain =
-      tune(s, f, 3, comm.get());
+  const auto plain = tune(s, f, 3, comm.get());
   f.method = FineTuneMethod::QaLora;
-  const auto quantized =
-      tune(s, f, 3, comm.get());
+  const auto quantized = tune(s, f, 3, comm.get());
   // Without fake quantization the student starts as the float model itself
   // (B = 0): nothing to distil at step 1. Through the quantizer, there is.
   EXPECT_EQ(plain.loss[0], 0.0);
@@ -249,16 +245,13 @@ TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
   const std::string dir = ::testing::TempDir() + "/qforge_resume_" + std::to_string(comm->size());
   fresh_directory(dir);
   const CheckpointPlan plan{dir + "/fine_tune.pt", 2, true, 0};
-  const auto uninterrupted =
-      tune(s, f, 5, comm.get());
+  const auto uninterrupted = tune(s, f, 5, comm.get());
 
   auto first = plan;
   first.stop_after = 3;  // stops after step 3: a checkpoint at 2 (every), then one at 3 (stopping)
-  const auto stopped =
-      tune(s, f, 5, comm.get(), first);
+  const auto stopped = tune(s, f, 5, comm.get(), first);
   EXPECT_FALSE(stopped.finished);
-  const auto resumed =
-      tune(s, f, 5, comm.get(), plan);
+  const auto resumed = tune(s, f, 5, comm.get(), plan);
   EXPECT_TRUE(resumed.finished);
   EXPECT_EQ(resumed.resumed_from, 3);
   EXPECT_EQ(resumed.loss, uninterrupted.loss);
@@ -266,7 +259,8 @@ TEST(FineTune, StoppedAndResumedEqualsUninterruptedBitwise) {
     EXPECT_TRUE(torch::equal(resumed.merged.adapters.at(layer).a, adapter.a)) << layer;
     EXPECT_TRUE(torch::equal(resumed.merged.adapters.at(layer).b, adapter.b)) << layer;
     EXPECT_TRUE(torch::equal(resumed.merged.weights.at(layer), uninterrupted.merged.weights.at(layer))) << layer;
-    EXPECT_TRUE(torch::equal(resumed.merged.weight_scales.at(layer), uninterrupted.merged.weight_scales.at(layer))) << layer;
+    EXPECT_TRUE(torch::equal(resumed.merged.weight_scales.at(layer), uninterrupted.merged.weight_scales.at(layer)))
+        << layer;
   }
 }
 

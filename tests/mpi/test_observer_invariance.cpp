@@ -59,8 +59,8 @@ TEST(ObserverInvariance, EveryObserverGivesTheSingleProcessResult) {
   const auto settings = every_observer_and_scheme();
   const int64_t n = static_cast<int64_t>(settings.size());
   // Per observer a block of 33 values per row, each block with its own offset and an outlier row.
-  const auto data = torch::cat({torch::randn({rows - 1, n, 33}) * 2 + torch::arange(n).view({1, n, 1}) * 0.3,
-                                torch::full({1, n, 33}, 25.0)});
+  const auto data = torch::cat(
+      {torch::randn({rows - 1, n, 33}) * 2 + torch::arange(n).view({1, n, 1}) * 0.3, torch::full({1, n, 33}, 25.0)});
   const auto mine = shard_rows(rows, comm->rank(), comm->size());
   const auto distributed = calibrate(settings, data, comm.get(), mine.begin, mine.end, 7);
   const auto single = calibrate(settings, data, nullptr, 0, rows, 64);
