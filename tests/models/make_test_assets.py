@@ -29,7 +29,7 @@ class TupleModel(torch.nn.Module):
 
 
 class DictModel(torch.nn.Module):
-    """One Dict[str, Tensor] argument, as the seed's dict inputs."""
+    """One Dict[str, Tensor] argument, as clika_compile's dict inputs."""
 
     def __init__(self, inner):
         super().__init__()
@@ -40,7 +40,7 @@ class DictModel(torch.nn.Module):
 
 
 class KwargsModel(torch.nn.Module):
-    """Static keyword arguments (the seed's forward_fn example)."""
+    """Static keyword arguments (clika_compile's forward_fn example)."""
 
     def __init__(self):
         super().__init__()
