@@ -72,7 +72,6 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
   const CheckpointPlan& checkpoints = options.checkpoints;
   QaLoraTrainer trainer(model, options, comm);
   FineTuneReport report;
-  report.learned_ranges = trainer.learned_ranges();
   runtime.collective_phase("resume", [&] {
     if (checkpoints.path.empty() || !checkpoints.resume || !std::filesystem::exists(checkpoints.path)) return;
     const CheckpointState state = trainer.resume(checkpoints.path);

@@ -16,7 +16,6 @@ struct FineTuneReport {
   int64_t resumed_from = 0;  // steps a checkpoint had completed
   std::vector<double> loss;  // global mean loss of every step
   MergedAdapters merged;     // after the last step (empty when stopped early)
-  int64_t learned_ranges = 0;
   double seconds = 0;
   int64_t samples = 0;               // rows processed over all ranks
   std::vector<double> step_seconds;  // wall time of each step of this run (ends in an all-reduce)

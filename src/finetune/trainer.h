@@ -99,7 +99,6 @@ class QaLoraTrainer {
 
   // The student with the adapters as they will be merged (no dropout), for evaluation.
   torch::jit::Module& student_for_evaluation();
-  int64_t learned_ranges() const { return learned_ranges_; }
 
   // After the last step: the adapters merged into the targets' weights.
   MergedAdapters merge() const;
