@@ -11,6 +11,7 @@ found and frozen mid-fine-tune. A test module's `work` fixture makes the directo
 Tests take the directory as their `work` argument; the helpers here read it as WORK."""
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,10 +26,11 @@ WORK = None  # the running test's directory (work_dir): qforge runs there, confi
 
 
 @contextlib.contextmanager
-def work_dir(prefix):
-    """A fresh directory for one test (WORK while it runs), removed after it."""
+def work_dir(prefix, parent=None):
+    """A fresh directory for one test (WORK while it runs) in `parent` (default: the
+    system's temporary directory), removed after it."""
     global WORK
-    WORK = tempfile.mkdtemp(prefix=prefix)
+    WORK = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         yield WORK
     finally:
@@ -102,21 +104,83 @@ def send(pids, signum):
             pass
 
 
-def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
-    """SIGSTOPs the run's ranks (found by `markers`: its config file, which is unique to
-    this test's directory, and its out_dir) once `log` shows `after` fine-tuning steps, and
-    returns their PIDs. The ranks are frozen for every look at the log, so however
-    late this process runs on a loaded machine, the run cannot finish unseen."""
-    deadline, looks, found = time.time() + 200, 0, []
+SLURM_FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                  "DEADLINE"}
+
+
+def output_here(argv):
+    return subprocess.run(argv, capture_output=True, text=True).stdout
+
+
+def slurm_job_records(job, output=output_here):
+    """One dict per job (per array task) from `scontrol show job -o`; `output(argv)` runs a
+    SLURM command where the cluster is reachable and returns what it printed."""
+    out = output(["scontrol", "show", "job", "-o", job])
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if "JobId=" in line]
+
+
+def wait_for_slurm_job(job, timeout=400, output=output_here):
+    """The job's records once every part of it has finished; cancels it after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        records = slurm_job_records(job, output)
+        if records and all(r["JobState"] in SLURM_FINISHED for r in records):
+            return records
+        time.sleep(1)
+    output(["scancel", job])
+    raise AssertionError(f"job {job} did not finish in {timeout} s: {slurm_job_records(job, output)}")
+
+
+def signal_pending(pid, signum):
+    """Whether `signum` waits, not yet delivered, at process `pid` (a frozen rank)."""
+    with open(f"/proc/{pid}/status") as f:
+        masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)", f.read(), re.M)
+    return any(int(m, 16) & (1 << (signum - 1)) for m in masks)
+
+
+def signal_frozen_through_slurm(job, pids, output=output_here):
+    """Sends SIGUSR1 through SLURM (`scancel --signal`, what SLURM sends before a time limit)
+    to the job's frozen ranks `pids` and lets them go once it is pending in all of them, so
+    the signal lands mid-run however long SLURM takes."""
+    try:
+        output(["scancel", "--signal=USR1", job])
+        deadline = time.time() + 60
+        while not all(signal_pending(pid, signal.SIGUSR1) for pid in pids):
+            check(time.time() < deadline, "SLURM never delivered SIGUSR1 to the ranks")
+            time.sleep(0.05)
+    finally:
+        send(pids, signal.SIGCONT)
+
+
+def freeze_when(markers, ranks, ready, what, timeout=200):
+    """SIGSTOPs the run's `ranks` ranks (found by `markers`: its config file, which is unique
+    to the test's directory, and its out_dir) and returns their PIDs once `ready()`, asked
+    while they are frozen, is true; otherwise lets them go and looks again. Freezing for
+    every look means that however late this process runs on a loaded machine, the run
+    cannot pass the moment unseen. `ready` may raise (the moment has passed): the ranks
+    are let go first."""
+    deadline, looks, found = time.time() + timeout, 0, []
     while True:
         found = ranks_of(*markers)
         if len(found) == ranks:
             send(found, signal.SIGSTOP)
             looks += 1
-            done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
-            if after <= done < steps:
+            try:
+                is_ready = ready()
+            except BaseException:
+                send(found, signal.SIGCONT)
+                raise
+            if is_ready:
                 return found
             send(found, signal.SIGCONT)
-            check(done < steps, f"the run finished all {steps} steps before it could be frozen ({looks} looks)")
-        check(time.time() < deadline, f"no {ranks} rank(s) at step {after} in 200 s (last found: {found})")
+        check(time.time() < deadline, f"no {ranks} rank(s) {what} in {timeout} s ({looks} looks, last found: {found})")
         time.sleep(0.02)
+
+
+def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
+    """freeze_when, once `log` shows `after` of the `steps` fine-tuning steps."""
+    def ready():
+        done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
+        check(done < steps, f"the run finished all {steps} steps before it could be frozen")
+        return after <= done
+    return freeze_when(markers, ranks, ready, f"at fine-tuning step {after}")

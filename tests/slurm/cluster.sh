@@ -9,6 +9,7 @@
 # (slurmd runs jobs as their owner) and Debian's slurm-wlm and munge; exits 77
 # (skipped) when either is missing.
 set -euo pipefail
+source "$(dirname "$(realpath "$0")")/slurm_common.sh"
 action=${1:?usage: cluster.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: cluster.sh start|stop DIR}")
 
@@ -45,44 +46,26 @@ for tool in munged slurmctld slurmd sbatch; do
 done
 [ "$(id -u)" = 0 ] || { echo "cluster.sh: slurmd must run as root to start jobs (skipped)"; exit 77; }
 
-mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
-chmod 700 "$dir/munge"
-# munged insists that its key and directories belong to the user it runs as.
-mungekey --create --keyfile="$dir/munge/munge.key" 2>/dev/null || dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
-chmod 400 "$dir/munge/munge.key"
-# Its own socket and ports: a munged or slurmd the machine may run already is left alone.
-munged --force --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" --pid-file="$dir/munged.pid" \
-       --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munge.seed"
+mkdir -p "$dir/state" "$dir/spool"
+# Its own munge socket and ports: a munged or slurmd the machine may run already is left alone.
+start_munged "$dir"
 
 node=$(slurmd -C | head -1)  # NodeName=<host> CPUs=... RealMemory=...
 host=$(hostname -s)
-cat > "$dir/slurm.conf" <<CONF
+{
+  cat <<CONF
 ClusterName=qforge-test
 SlurmctldHost=$host
-SlurmUser=root
 SlurmctldPort=${QFORGE_SLURMCTLD_PORT:-6917}
 SlurmdPort=${QFORGE_SLURMD_PORT:-6918}
-AuthType=auth/munge
-StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=none
-ReturnToService=2
-MinJobAge=600
-# A requeued job waits cred_expire + 1 s before it may start again (121 s by default).
-AuthInfo=cred_expire=5,socket=$dir/munge/munge.socket
-$node State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+  slurm_conf_common "$dir"
+  echo "$node State=UNKNOWN"
+  echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+} > "$dir/slurm.conf"
 export SLURM_CONF=$dir/slurm.conf
 slurmctld -c   # -c: a clean state, no jobs of an earlier cluster
 slurmd

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -15,9 +14,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import qforge_testing as qt  # noqa: E402
 from qforge_testing import (ASSETS, MPIEXEC, QFORGE, check, contains, freeze_mid_fine_tune,  # noqa: E402
                             send, write_config)
-
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-
 
 @pytest.fixture(autouse=True)
 def work():
@@ -44,21 +40,8 @@ def submit(config, *sets, expect=0, started=None):
     return job.group(1), out
 
 
-def job_records(job):
-    """One dict per job (per array task) from `scontrol show job -o`."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
-    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.strip()]
-
-
 def wait_for(job, timeout=400):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        records = job_records(job)
-        if records and all(r["JobState"] in FINISHED for r in records):
-            return records
-        time.sleep(1)
-    subprocess.run(["scancel", job])
-    raise AssertionError(f"job {job} did not finish in {timeout} s: {job_records(job)}")
+    return qt.wait_for_slurm_job(job, timeout)
 
 
 def read(*parts):
@@ -117,25 +100,6 @@ sweep:
     check(bits == [(4, "channel"), (6, "tensor")], f"each task compiled its own setting: {bits}")
 
 
-def usr1_pending(pid):
-    status = open(f"/proc/{pid}/status").read()
-    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)", status, re.M)
-    return any(int(m, 16) & (1 << (signal.SIGUSR1 - 1)) for m in masks)
-
-
-def signal_frozen(job, pids):
-    """Sends SIGUSR1 through SLURM to the frozen ranks and lets them go once it is
-    pending in both, so the signal lands mid-run however long SLURM takes."""
-    try:
-        subprocess.run(["scancel", "--signal=USR1", job], check=True)
-        deadline = time.time() + 60
-        while not all(usr1_pending(pid) for pid in pids):
-            check(time.time() < deadline, "SLURM never delivered SIGUSR1 to the ranks")
-            time.sleep(0.05)
-    finally:
-        send(pids, signal.SIGCONT)
-
-
 def test_signalled_job_requeues_and_resumes(work):
     # SLURM's --signal (here sent at once with scancel) reaches the ranks mid-fine-tune:
     # they checkpoint, the script requeues the job, the restarted job resumes and
@@ -158,7 +122,7 @@ compile_options:
     except BaseException:
         send(ranks, signal.SIGCONT)
         raise
-    signal_frozen(job, ranks)
+    qt.signal_frozen_through_slurm(job, ranks)
     [record] = wait_for(job)
     log = read("ft_job", f"slurm-{job}.out")
     check(record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", f"job {record}:\n{log}")
