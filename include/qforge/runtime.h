@@ -6,6 +6,7 @@
 // all ranks exit cleanly with the failing rank's message; on any other error
 // abort(), which brings the whole job down.
 #pragma once
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <string>
@@ -28,19 +29,32 @@ class Runtime {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   const std::string& host() const { return host_; }
+  // Every rank's host name, in rank order.
+  const std::vector<std::string>& hosts() const { return hosts_; }
   bool is_root() const { return rank_ == 0; }
 
+  // Every collective of the runtime waits at most QFORGE_COLLECTIVE_TIMEOUT_S
+  // (600 s by default), then throws LibraryError naming the ranks that no
+  // longer answer (a host stopped or unreachable), instead of hanging.
   void barrier() const;
   // Every rank's text (host names, error messages), in rank order. Numbers
   // travel as tensors, through a Communicator.
   std::vector<std::string> all_gather_strings(const std::string& mine) const;
 
+  // Who works in a collective_phase's body.
+  enum class PhaseWork {
+    EveryRank,
+    // Rank 0 alone (writing, exporting): the others wait for it without a
+    // deadline, since it is busy, not lost; its own wait, bounded, finds lost ranks.
+    RootOnly,
+  };
   // Runs `body` on every rank, then agrees on the outcome: if any rank threw,
   // rank 0 prints each distinct message with the ranks that raised it and
   // every rank throws PeerFailed (exit code of the first failing rank). With
   // one rank the original exception propagates unchanged. `body` must not
   // itself enter collectives, or a failing rank would leave the others in them.
-  void collective_phase(const std::string& phase, const std::function<void()>& body) const;
+  void collective_phase(const std::string& phase, const std::function<void()>& body,
+                        PhaseWork work = PhaseWork::EveryRank) const;
 
   // Clean shutdown; only after success.
   void finalize();
@@ -49,9 +63,12 @@ class Runtime {
 
  private:
   Runtime() = default;
-  std::vector<long long> all_gather_int(long long mine) const;  // failure agreement: every rank's exit code
+  // Failure agreement: every rank's exit code and message, waiting at most `timeout` (zero: no deadline).
+  std::vector<long long> all_gather_int(long long mine, std::chrono::milliseconds timeout) const;
+  std::vector<std::string> all_gather_strings(const std::string& mine, std::chrono::milliseconds timeout) const;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::string host_;
+  std::vector<std::string> hosts_;
   bool finalized_ = false;
 };
 

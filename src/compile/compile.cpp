@@ -557,7 +557,7 @@ void CompileSession::export_onnx() {
       else
         log::warn("ONNX file not evaluated: " + result_.onnx.not_evaluated);
     }
-  });
+  }, {}, Runtime::PhaseWork::RootOnly);
 }
 
 void CompileSession::write() {
@@ -571,7 +571,7 @@ void CompileSession::write() {
     log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" +
               (result_.onnx.written ? ", model.qforge.onnx" : "") +
               ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
-  });
+  }, Runtime::PhaseWork::RootOnly);
 }
 
 // ---- the whole compile -------------------------------------------------------

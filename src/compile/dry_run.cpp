@@ -286,9 +286,8 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
     plan.axes = find_dynamic_axes(plan.data.input_names, shapes);
   });
 
-  rt.collective_phase("onnx", [&] {
-    if (rt.is_root()) check_onnx_conversion(config, callbacks, p);
-  });
+  rt.collective_phase(
+      "onnx", [&] { if (rt.is_root()) check_onnx_conversion(config, callbacks, p); }, Runtime::PhaseWork::RootOnly);
 
   // Shards of every rank, for the report on rank 0.
   const at::Tensor summary =

@@ -6,9 +6,10 @@
 
 namespace qforge {
 
-void PhaseTimer::run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after) {
+void PhaseTimer::run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after,
+                     Runtime::PhaseWork work) {
   const auto start = std::chrono::steady_clock::now();
-  runtime_.collective_phase(phase, body);
+  runtime_.collective_phase(phase, body, work);
   if (after) after();
   local_.emplace_back(phase, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

@@ -16,7 +16,8 @@ class PhaseTimer {
   explicit PhaseTimer(const Runtime& runtime) : runtime_(runtime) {}
   // Runtime::collective_phase, timed; time spent in `after` (the collectives
   // that follow the phase, e.g. reductions) is counted in the phase.
-  void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {});
+  void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {},
+           Runtime::PhaseWork work = Runtime::PhaseWork::EveryRank);
   // A phase timed by its owner (e.g. a loop of many collective steps).
   void record(const std::string& phase, double seconds) { local_.emplace_back(phase, seconds); }
   // Collective: every rank's seconds per phase (every rank ran the same phases, in order).

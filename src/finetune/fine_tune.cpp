@@ -80,9 +80,9 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
     log::info("fine-tune: resumed from " + checkpoints.path + " after step " + std::to_string(state.step));
   });
   const auto save = [&](int64_t steps_done) {
-    runtime.collective_phase("checkpoint", [&] {
-      if (runtime.is_root()) trainer.save(checkpoints.path, steps_done, report.loss);
-    });
+    runtime.collective_phase(
+        "checkpoint", [&] { if (runtime.is_root()) trainer.save(checkpoints.path, steps_done, report.loss); },
+        Runtime::PhaseWork::RootOnly);
   };
   const int64_t first_step = report.resumed_from;
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;  // null: this process alone

@@ -3,7 +3,23 @@
 
 #include <ATen/Tensor.h>
 
+#include <cstdlib>
+#include <string>
+
+#include "qforge/errors.h"
+
 namespace qforge {
+
+std::chrono::milliseconds collective_timeout(const CollectiveOptions& options) {
+  if (options.timeout.count() > 0) return options.timeout;
+  const char* text = std::getenv("QFORGE_COLLECTIVE_TIMEOUT_S");
+  if (!text) return std::chrono::seconds(600);
+  char* end = nullptr;
+  const double seconds = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !(seconds > 0))
+    throw ConfigError(std::string("QFORGE_COLLECTIVE_TIMEOUT_S=") + text + ": expected a positive number of seconds");
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
+}
 
 at::Tensor Communicator::all_gather(const at::Tensor& tensor, const CollectiveOptions& options) {
   return gather_all(tensor, options);

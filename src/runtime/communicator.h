@@ -15,16 +15,19 @@ namespace qforge {
 
 enum class ReduceOp { Sum, Min, Max };
 
-// How one collective runs; every rank passes the same options (MPI matches a
-// call with a timeout, its non-blocking form, only with calls that have one).
+// How one collective runs.
 struct CollectiveOptions {
   ReduceOp op = ReduceOp::Sum;  // all_reduce
   int root = 0;                 // broadcast: the rank whose values everyone takes
   // Longest wait for the collective before it counts as failed (a peer rank
-  // has stopped or died) and throws LibraryError; zero takes the backend's
-  // default: NCCL QFORGE_COLLECTIVE_TIMEOUT_S (600 s), MPI none.
+  // has stopped, died or become unreachable) and throws LibraryError naming
+  // the ranks that no longer answer; zero takes collective_timeout's default.
   std::chrono::milliseconds timeout{0};
 };
+
+// The wait a collective gets: the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S
+// (seconds), else 600 s. A malformed QFORGE_COLLECTIVE_TIMEOUT_S is a ConfigError.
+std::chrono::milliseconds collective_timeout(const CollectiveOptions& options);
 
 class Communicator {
  public:

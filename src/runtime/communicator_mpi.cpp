@@ -1,17 +1,17 @@
-// MPI backend of Communicator: CPU tensors, in place where MPI allows. A call
-// without a timeout is MPI's blocking collective; with one, the non-blocking
-// form, polled until it completes or the deadline passes.
+// MPI backend of Communicator: CPU tensors, in place where MPI allows. Every
+// collective is MPI's non-blocking form, waited for until its deadline
+// (collective_timeout; runtime/mpi_wait.h).
 #include <mpi.h>
 
-#include <chrono>
 #include <climits>
 #include <cstdlib>
-#include <thread>
+#include <memory>
 #include <vector>
 
 #include "qforge/runtime.h"
 #include "runtime/communicator.h"
 #include "runtime/mpi_check.h"
+#include "runtime/mpi_wait.h"
 
 namespace qforge {
 namespace {
@@ -65,7 +65,11 @@ class MpiCommunicator final : public Communicator {
   std::string backend() const override { return "mpi"; }
   int rank() const override { return Runtime::get().rank(); }
   int size() const override { return Runtime::get().size(); }
-  void barrier() override { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+  void barrier() override {
+    MPI_Request request;
+    QFORGE_MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &request));
+    wait(request, {}, "barrier", {});
+  }
 
  protected:
   void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
@@ -76,13 +80,9 @@ class MpiCommunicator final : public Communicator {
     for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
       void* piece = bytes + offset * element;
-      if (o.timeout.count() <= 0) {
-        QFORGE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, piece, count, type, mpi_op(o.op), MPI_COMM_WORLD));
-      } else {
-        MPI_Request request;
-        QFORGE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, piece, count, type, mpi_op(o.op), MPI_COMM_WORLD, &request));
-        wait(request, o, "all_reduce", {work});
-      }
+      MPI_Request request;
+      QFORGE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, piece, count, type, mpi_op(o.op), MPI_COMM_WORLD, &request));
+      wait(request, o, "all_reduce", {work});
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
@@ -94,13 +94,9 @@ class MpiCommunicator final : public Communicator {
     for (int64_t offset = 0; offset < work.numel(); offset += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
       void* piece = bytes + offset * element;
-      if (o.timeout.count() <= 0) {
-        QFORGE_MPI_CHECK(MPI_Bcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD));
-      } else {
-        MPI_Request request;
-        QFORGE_MPI_CHECK(MPI_Ibcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD, &request));
-        wait(request, o, "broadcast", {work});
-      }
+      MPI_Request request;
+      QFORGE_MPI_CHECK(MPI_Ibcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD, &request));
+      wait(request, o, "broadcast", {work});
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
@@ -114,15 +110,10 @@ class MpiCommunicator final : public Communicator {
       const at::Tensor piece = mine.narrow(0, offset, count).contiguous();
       at::Tensor gathered = at::empty({size(), count}, mine.options());
       const MPI_Datatype type = mpi_type(mine);
-      if (o.timeout.count() <= 0) {
-        QFORGE_MPI_CHECK(
-            MPI_Allgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD));
-      } else {
-        MPI_Request request;
-        QFORGE_MPI_CHECK(
-            MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD, &request));
-        wait(request, o, "all_gather", {piece, gathered});
-      }
+      MPI_Request request;
+      QFORGE_MPI_CHECK(
+          MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD, &request));
+      wait(request, o, "all_gather", {piece, gathered});
       out.narrow(1, offset, count).copy_(gathered);
     }
     std::vector<int64_t> shape{size()};
@@ -131,24 +122,9 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  // Polls `request` until it completes or o.timeout passes. A request past
-  // its deadline cannot be cancelled (MPI forbids it for collectives): it
-  // stays pending with its buffers kept alive, and the rank throws, which
-  // ends the job with a message instead of a hang.
   void wait(MPI_Request& request, const CollectiveOptions& o, const char* what, std::vector<at::Tensor> buffers) {
-    const auto deadline = std::chrono::steady_clock::now() + o.timeout;
-    for (int done = 0;;) {
-      QFORGE_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-      if (done) return;
-      if (std::chrono::steady_clock::now() > deadline) {
-        static std::vector<at::Tensor> abandoned;  // MPI may write them until the job ends: never freed
-        abandoned.insert(abandoned.end(), buffers.begin(), buffers.end());
-        throw LibraryError("MPI " + std::string(what) + " on rank " + std::to_string(rank()) +
-                           " did not complete within " + std::to_string(o.timeout.count()) +
-                           " ms: a peer rank has stopped or died");
-      }
-      std::this_thread::yield();
-    }
+    wait_for_collective(request, collective_timeout(o), what,
+                        std::make_shared<const std::vector<at::Tensor>>(std::move(buffers)));
   }
 
   int64_t chunk_;

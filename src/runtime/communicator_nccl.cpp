@@ -12,6 +12,7 @@
 #include "qforge/errors.h"
 #include "qforge_version_config.h"
 #include "runtime/logger.h"
+#include "runtime/peer_probe.h"
 
 #if QFORGE_HAVE_NCCL
 #include <ATen/ATen.h>
@@ -59,17 +60,6 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   return ncclSum;
 }
 
-// Seconds a collective may take before the watchdog aborts it.
-double collective_timeout_s() {
-  if (const char* v = std::getenv("QFORGE_COLLECTIVE_TIMEOUT_S")) {
-    char* end = nullptr;
-    const double s = std::strtod(v, &end);
-    if (end != v && s > 0) return s;
-    throw ConfigError(std::string("QFORGE_COLLECTIVE_TIMEOUT_S=") + v + ": expected a positive number of seconds");
-  }
-  return 600.0;
-}
-
 class NcclCommunicator final : public Communicator {
  public:
   explicit NcclCommunicator(int device) : device_(static_cast<c10::DeviceIndex>(device)) {
@@ -83,7 +73,7 @@ class NcclCommunicator final : public Communicator {
     if (rt.is_root()) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
     QFORGE_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD));
     check(ncclCommInitRank(&comm_, rt.size(), id, rt.rank()), "ncclCommInitRank");
-    timeout_s_ = collective_timeout_s();
+    collective_timeout({});  // a malformed QFORGE_COLLECTIVE_TIMEOUT_S fails here, not in the first collective
   }
   // Abort, not destroy: every collective has completed by now, and destroy
   // would wait on peers that may have failed (a rank leaving on an error).
@@ -155,9 +145,11 @@ class NcclCommunicator final : public Communicator {
 
   // Waits for the collective (and the work queued before it) with the watchdog's deadline.
   void wait(const c10::cuda::CUDAStream& stream, const CollectiveOptions& o, const char* what) {
-    const double timeout_s = o.timeout.count() > 0 ? static_cast<double>(o.timeout.count()) / 1000.0 : timeout_s_;
+    const auto timeout = collective_timeout(o);
+    const double timeout_s = static_cast<double>(timeout.count()) / 1000.0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (!stream.query()) {
+      answer_peer_probes();  // a peer whose own wait timed out asks who is alive
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) {
@@ -170,8 +162,8 @@ class NcclCommunicator final : public Communicator {
         comm_ = nullptr;
         throw LibraryError("NCCL " + std::string(what) + " on rank " + std::to_string(Runtime::get().rank()) +
                            " did not complete within " + c10::str(timeout_s) +
-                           " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): a peer rank has stopped or "
-                           "died; aborting the job");
+                           " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " + describe_unresponsive_peers(timeout) +
+                           "; aborting the job");
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
@@ -179,7 +171,6 @@ class NcclCommunicator final : public Communicator {
 
   c10::DeviceIndex device_;
   ncclComm_t comm_ = nullptr;
-  double timeout_s_ = 600.0;
 };
 
 }  // namespace

@@ -5,9 +5,14 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <utility>
 
 #include "qforge/errors.h"
 #include "runtime/mpi_check.h"
+#include "runtime/communicator.h"
+#include "runtime/mpi_wait.h"
+#include "runtime/peer_probe.h"
 
 namespace qforge {
 namespace {
@@ -37,6 +42,11 @@ Runtime& Runtime::init(int* argc, char*** argv) {
   int len = 0;
   MPI_Get_processor_name(name, &len);
   runtime.host_.assign(name, static_cast<size_t>(len));
+  std::vector<char> names(static_cast<size_t>(runtime.size_) * MPI_MAX_PROCESSOR_NAME);
+  QFORGE_MPI_CHECK(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                                 MPI_COMM_WORLD));
+  for (int r = 0; r < runtime.size_; ++r) runtime.hosts_.emplace_back(&names[static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME]);
+  start_peer_probes();
   g_runtime = &runtime;
   return runtime;
 }
@@ -50,32 +60,54 @@ bool Runtime::initialized() { return g_runtime != nullptr; }
 
 int Runtime::global_rank_or(int fallback) { return g_runtime ? g_runtime->rank_ : fallback; }
 
-void Runtime::barrier() const { QFORGE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+void Runtime::barrier() const {
+  MPI_Request request;
+  QFORGE_MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &request));
+  wait_for_collective(request, collective_timeout({}), "barrier", nullptr);
+}
 
 std::vector<std::string> Runtime::all_gather_strings(const std::string& mine) const {
-  int my_len = static_cast<int>(mine.size());
-  std::vector<int> lens(size_), offsets(size_);
-  QFORGE_MPI_CHECK(MPI_Allgather(&my_len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD));
+  return all_gather_strings(mine, collective_timeout({}));
+}
+
+std::vector<std::string> Runtime::all_gather_strings(const std::string& mine, std::chrono::milliseconds timeout) const {
+  struct Buffers {  // MPI reads and writes them until the call completes
+    std::string mine, all;
+    int length = 0;
+    std::vector<int> lengths, offsets;
+  };
+  auto b = std::make_shared<Buffers>();
+  b->mine = mine;
+  b->length = static_cast<int>(mine.size());
+  b->lengths.resize(size_);
+  b->offsets.resize(size_);
+  MPI_Request request;
+  QFORGE_MPI_CHECK(MPI_Iallgather(&b->length, 1, MPI_INT, b->lengths.data(), 1, MPI_INT, MPI_COMM_WORLD, &request));
+  wait_for_collective(request, timeout, "all_gather (text lengths)", b);
   int total = 0;
   for (int r = 0; r < size_; ++r) {
-    offsets[r] = total;
-    total += lens[r];
+    b->offsets[r] = total;
+    total += b->lengths[r];
   }
-  std::string all(static_cast<size_t>(total), '\0');
-  QFORGE_MPI_CHECK(
-      MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD));
+  b->all.assign(static_cast<size_t>(total), '\0');
+  QFORGE_MPI_CHECK(MPI_Iallgatherv(b->mine.data(), b->length, MPI_CHAR, b->all.data(), b->lengths.data(),
+                                   b->offsets.data(), MPI_CHAR, MPI_COMM_WORLD, &request));
+  wait_for_collective(request, timeout, "all_gather (text)", b);
   std::vector<std::string> out;
-  for (int r = 0; r < size_; ++r) out.push_back(all.substr(offsets[r], lens[r]));
+  for (int r = 0; r < size_; ++r) out.push_back(b->all.substr(b->offsets[r], b->lengths[r]));
   return out;
 }
 
-std::vector<long long> Runtime::all_gather_int(long long mine) const {
-  std::vector<long long> all(size_);
-  QFORGE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, all.data(), 1, MPI_LONG_LONG, MPI_COMM_WORLD));
-  return all;
+std::vector<long long> Runtime::all_gather_int(long long mine, std::chrono::milliseconds timeout) const {
+  auto buffers = std::make_shared<std::pair<long long, std::vector<long long>>>(mine, std::vector<long long>(size_));
+  MPI_Request request;
+  QFORGE_MPI_CHECK(MPI_Iallgather(&buffers->first, 1, MPI_LONG_LONG, buffers->second.data(), 1, MPI_LONG_LONG,
+                                  MPI_COMM_WORLD, &request));
+  wait_for_collective(request, timeout, "all_gather (phase outcome)", buffers);
+  return buffers->second;
 }
 
-void Runtime::collective_phase(const std::string& phase, const std::function<void()>& body) const {
+void Runtime::collective_phase(const std::string& phase, const std::function<void()>& body, PhaseWork work) const {
   std::exception_ptr error;
   int code = 0;
   std::string message;
@@ -95,10 +127,12 @@ void Runtime::collective_phase(const std::string& phase, const std::function<voi
     return;
   }
   // Every rank reaches this point, failed or not: agree on the outcome.
-  const auto codes = all_gather_int(code);
+  // Waiting for rank 0's work alone has no deadline; rank 0's wait has one.
+  const auto timeout = work == PhaseWork::RootOnly && rank_ != 0 ? std::chrono::milliseconds(0) : collective_timeout({});
+  const auto codes = all_gather_int(code, timeout);
   const auto first_failed = std::find_if(codes.begin(), codes.end(), [](long long c) { return c != 0; });
   if (first_failed == codes.end()) return;
-  const auto messages = all_gather_strings(message);
+  const auto messages = all_gather_strings(message, collective_timeout({}));
   if (rank_ == 0) {
     std::map<std::string, std::vector<int>> ranks_by_message;  // print each distinct error once
     for (int r = 0; r < size_; ++r)
@@ -119,7 +153,9 @@ void Runtime::finalize() {
   finalized_ = true;
   int done = 0;
   MPI_Finalized(&done);
-  if (!done) MPI_Finalize();
+  if (done) return;
+  stop_peer_probes();
+  MPI_Finalize();
 }
 
 void Runtime::abort(int code) const {

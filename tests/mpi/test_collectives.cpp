@@ -13,6 +13,7 @@
 #include "qforge/errors.h"
 #include "qforge/runtime.h"
 #include "runtime/communicator.h"
+#include "runtime/peer_probe.h"
 
 using namespace qforge;
 
@@ -143,19 +144,25 @@ TEST(CollectivesMpi, UnsupportedDtypeNamesTheBackend) {
   }
 }
 
-TEST(CollectivesMpi, TimeoutTurnsALatePeerIntoAnError) {
+TEST(CollectivesMpi, TimeoutTurnsALatePeerIntoAnErrorNamingIt) {
   auto comm = make_mpi_communicator();
   if (comm->size() < 2) GTEST_SKIP() << "needs a peer";
+  const auto& rt = Runtime::get();
   auto t = torch::ones({8}, torch::kDouble);
-  CollectiveOptions within;  // the same options on every rank, as for any collective
-  if (comm->rank() == 0) {   // gives up before the others join, one second late
+  CollectiveOptions within;
+  if (comm->rank() == 0) {  // gives up before the others join, one second late
     within.timeout = std::chrono::milliseconds(200);
     try {
       comm->all_reduce(t, within);
       ADD_FAILURE() << "an all-reduce no peer had joined completed";
     } catch (const LibraryError& e) {
-      EXPECT_NE(std::string(e.what()).find("all_reduce on rank 0 did not complete within 200 ms"), std::string::npos)
-          << e.what();
+      const std::string what = e.what();
+      EXPECT_NE(what.find("all_reduce on rank 0 (" + rt.host() + ") did not complete within 0.2 s"), std::string::npos)
+          << what;
+      // The peers sleep outside any collective, so none answers the probe.
+      std::vector<int> peers;
+      for (int r = 1; r < rt.size(); ++r) peers.push_back(r);
+      EXPECT_NE(what.find("no answer from " + ranks_with_hosts(peers, rt.hosts())), std::string::npos) << what;
     }
   } else {
     within.timeout = std::chrono::milliseconds(20000);
@@ -166,6 +173,23 @@ TEST(CollectivesMpi, TimeoutTurnsALatePeerIntoAnError) {
   auto after = torch::ones({8}, torch::kDouble);
   comm->all_reduce(after);  // the communicator still works
   EXPECT_TRUE(torch::all(after == comm->size()).item<bool>());
+}
+
+TEST(CollectivesMpi, PeersInACollectiveAnswerProbes) {
+  auto comm = make_mpi_communicator();
+  if (comm->size() < 2) GTEST_SKIP() << "needs a peer";
+  auto t = torch::ones({4}, torch::kLong);
+  if (comm->rank() == 0) {
+    // Everyone else waits in the all-reduce below, answering probes.
+    EXPECT_TRUE(unresponsive_peers(std::chrono::seconds(20)).empty());
+  }
+  comm->all_reduce(t);
+  EXPECT_TRUE(torch::all(t == comm->size()).item<bool>());
+}
+
+TEST(PeerProbe, RanksAreGroupedByHost) {
+  EXPECT_EQ(ranks_with_hosts({2, 3, 5}, {"a", "a", "b", "b", "c", "b"}), "ranks 2, 3, 5 on b");
+  EXPECT_EQ(ranks_with_hosts({0, 4}, {"a", "a", "b", "b", "c"}), "rank 0 on a, rank 4 on c");
 }
 
 TEST(Runtime, MetadataCollectives) {
@@ -196,6 +220,29 @@ TEST(Runtime, FailureOnOneRankReachesEveryRank) {
   EXPECT_NO_THROW(rt.collective_phase("ok", [] {}));
 }
 
+TEST(Runtime, PhaseAgreementHasADeadlineExceptWhileRankZeroWorksAlone) {
+  const auto& rt = Runtime::get();
+  if (rt.size() < 2) GTEST_SKIP() << "needs a peer";
+  setenv("QFORGE_COLLECTIVE_TIMEOUT_S", "0.5", 1);
+  const auto nap = [] { std::this_thread::sleep_for(std::chrono::seconds(3)); };
+  rt.barrier();
+  // Rank 0 writing alone for longer than the deadline: the others wait for it.
+  EXPECT_NO_THROW(rt.collective_phase("write", [&] { if (rt.is_root()) nap(); }, Runtime::PhaseWork::RootOnly));
+  // A phase of every rank: the others give up on the rank that does not come, and name it.
+  const int late = rt.size() - 1;
+  try {
+    rt.collective_phase("calibrate", [&] { if (rt.rank() == late) nap(); });
+    EXPECT_EQ(rt.rank(), late) << "the others waited past the deadline";
+  } catch (const LibraryError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(rt.rank(), late);
+    EXPECT_NE(what.find("did not complete within 0.5 s"), std::string::npos) << what;
+    EXPECT_NE(what.find("no answer from " + ranks_with_hosts({late}, rt.hosts())), std::string::npos) << what;
+  }
+  unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
+  rt.barrier();
+}
+
 // The NCCL backend beyond what both backends share: strided views and CPU tensors
 // through the same communicator, and the watchdog turning a collective a peer
 // never joins into an error instead of a hang.
@@ -223,13 +270,12 @@ TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
   if (!gpu) GTEST_SKIP() << why;
   const auto& rt = Runtime::get();
   if (rt.size() < 2) GTEST_SKIP() << "needs a peer";
-  setenv("QFORGE_COLLECTIVE_TIMEOUT_S", "3", 1);
   auto comm = make_nccl_communicator(gpu->index());
-  unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
   auto everyone = torch::ones({16}, torch::TensorOptions().device(*gpu));
   comm->all_reduce(everyone);  // all ranks together: the communicator works
   if (rt.rank() == 0) {        // the others never join this all-reduce
     auto t = torch::ones({16}, torch::TensorOptions().device(*gpu));
+    setenv("QFORGE_COLLECTIVE_TIMEOUT_S", "3", 1);  // the default wait, read by every collective
     try {
       comm->all_reduce(t);
       ADD_FAILURE() << "an all-reduce no peer joined completed";
@@ -237,6 +283,7 @@ TEST(NcclCommunicator, WatchdogTurnsAMissingPeerIntoAnError) {
       EXPECT_NE(std::string(e.what()).find("did not complete within 3 s"), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find("rank 0"), std::string::npos) << e.what();
     }
+    unsetenv("QFORGE_COLLECTIVE_TIMEOUT_S");
   }
   rt.barrier();
 }
