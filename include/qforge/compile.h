@@ -274,6 +274,10 @@ struct FineTuneSummary {
 struct PhaseTiming {
   std::string phase;
   std::vector<double> seconds_per_rank;
+  // Collectives rank 0 took part in during the phase, and their payload (each
+  // call's tensor as one rank contributes it): the traffic a scaling model needs.
+  int64_t collectives = 0;
+  int64_t collective_bytes = 0;
 };
 
 // The ONNX file of the compile and how it ran in onnxruntime on evaluation_inputs.

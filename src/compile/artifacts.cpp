@@ -1,14 +1,17 @@
 #include "compile/artifacts.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
 #include "graph/model_json.h"
 #include "output/artifact_set.h"
 #include "qforge/config_yaml.h"
 #include "report/report_html.h"
+#include "runtime/peer_probe.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/text.h"
@@ -114,6 +117,32 @@ json::object onnx_json(const OnnxSummary& o) {
   return out;
 }
 
+// The hosts the ranks ran on, in the order of their first rank: [{name, ranks}].
+json::array hosts_json(const std::vector<std::string>& rank_hosts) {
+  std::vector<std::string> names;
+  std::vector<json::array> ranks;
+  for (size_t r = 0; r < rank_hosts.size(); ++r) {
+    const size_t i = static_cast<size_t>(std::find(names.begin(), names.end(), rank_hosts[r]) - names.begin());
+    if (i == names.size()) {
+      names.push_back(rank_hosts[r]);
+      ranks.emplace_back();
+    }
+    ranks[i].push_back(static_cast<int64_t>(r));
+  }
+  json::array hosts;
+  for (size_t i = 0; i < names.size(); ++i) hosts.push_back(json::object{{"name", names[i]}, {"ranks", ranks[i]}});
+  return hosts;
+}
+
+// " on 2 hosts: ranks 0, 1 on a, ranks 2, 3 on b" when the ranks span hosts.
+std::string hosts_text(const std::vector<std::string>& rank_hosts) {
+  std::vector<int> ranks(rank_hosts.size());
+  for (size_t r = 0; r < ranks.size(); ++r) ranks[r] = static_cast<int>(r);
+  const size_t distinct = std::set<std::string>(rank_hosts.begin(), rank_hosts.end()).size();
+  if (distinct < 2) return "";
+  return " on " + std::to_string(distinct) + " hosts: " + ranks_with_hosts(ranks, rank_hosts);
+}
+
 }  // namespace
 
 std::string evaluation_text(const EvaluationResult& e, const std::string& reference, const std::string& other) {
@@ -149,11 +178,13 @@ std::string quant_params_json(const CompileResult& result, const ExperimentConfi
   return pretty_json(root);
 }
 
-std::string report_json(const CompileResult& result, const ExperimentConfig& config, int ranks) {
+std::string report_json(const CompileResult& result, const ExperimentConfig& config,
+                        const std::vector<std::string>& rank_hosts) {
   json::object root;
   root["graph_name"] = result.graph_name;
   root["disabled"] = result.disabled;
-  root["ranks"] = ranks;
+  root["ranks"] = rank_hosts.size();
+  root["hosts"] = hosts_json(rank_hosts);
   json::array layers;
   for (const auto& l : result.layers) {
     json::object o = layer_params_json(l);
@@ -206,6 +237,8 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     json::object o;
     o["phase"] = p.phase;
     o["seconds_per_rank"] = json::array(p.seconds_per_rank.begin(), p.seconds_per_rank.end());
+    o["collectives"] = p.collectives;
+    o["collective_bytes"] = p.collective_bytes;
     phases.push_back(o);
   }
   root["phases"] = phases;
@@ -214,14 +247,14 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
   return pretty_json(root);
 }
 
-std::string summary_text(const CompileResult& result, int ranks) {
+std::string summary_text(const CompileResult& result, const std::vector<std::string>& rank_hosts) {
   std::ostringstream out;
   size_t quantized = 0, tied = 0;
   for (const auto& l : result.layers) {
     quantized += l.quantized;
     tied += !l.quantized && l.plan.tied;
   }
-  out << "compiled '" << result.graph_name << "' on " << ranks << " rank(s)"
+  out << "compiled '" << result.graph_name << "' on " << rank_hosts.size() << " rank(s)" << hosts_text(rank_hosts)
       << (result.disabled ? " (disable: true, model unchanged)" : "") << "\n";
   out << "  layers: " << quantized << " quantized, "
       << (tied ? std::to_string(tied) + " tied to a quantized one, " : "") << result.layers.size() - quantized - tied
@@ -276,16 +309,19 @@ std::string summary_text(const CompileResult& result, int ranks) {
     const auto& e = *result.evaluation;
     out << "  evaluation on " << e.rows << " held-out rows: " << evaluation_text(e) << "\n";
   }
-  out << "  time per phase (seconds, rank 0 .. " << ranks - 1 << "):\n";
+  out << "  time per phase (seconds, rank 0 .. " << rank_hosts.size() - 1 << "):\n";
   for (const auto& p : result.phases) {
     out << "    " << std::left << std::setw(26) << p.phase << std::right;
     for (double s : p.seconds_per_rank) out << std::setw(9) << fixed(s, 2);
+    if (rank_hosts.size() > 1 && p.collectives > 0)
+      out << "   " << p.collectives << " collective(s), " << fixed(static_cast<double>(p.collective_bytes) / 1024.0, 1)
+          << " KiB";
     out << "\n";
   }
   return out.str();
 }
 
-void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks) {
+void write_artifacts(CompileResult& result, const ExperimentConfig& config, const std::vector<std::string>& rank_hosts) {
   const std::string dir = config.out_dir;
   ArtifactSet set(dir, {"model.qforge.pt", "model.qforge.onnx", "quant_params.json", "config.yaml", "summary.txt",
                         "report.json", "report.html"});
@@ -304,8 +340,8 @@ void write_artifacts(CompileResult& result, const ExperimentConfig& config, int 
   }
   add("quant_params.json", "quant_params", quant_params_json(result, config));
   add("config.yaml", "config", config_to_yaml(config));
-  add("summary.txt", "summary", summary_text(result, ranks));
-  const std::string report = report_json(result, config, ranks);
+  add("summary.txt", "summary", summary_text(result, rank_hosts));
+  const std::string report = report_json(result, config, rank_hosts);
   add("report.json", "report", report);
   add("report.html", "report_page", report_html({{dir, report}}));
   set.commit();

@@ -10,14 +10,17 @@
 //   config.yaml         the experiment as resolved
 #pragma once
 #include <string>
+#include <vector>
 
 #include "qforge/compile.h"
 
 namespace qforge {
 
 std::string quant_params_json(const CompileResult& result, const ExperimentConfig& config);
-std::string report_json(const CompileResult& result, const ExperimentConfig& config, int ranks);
-std::string summary_text(const CompileResult& result, int ranks);
+// rank_hosts: each rank's host, in rank order.
+std::string report_json(const CompileResult& result, const ExperimentConfig& config,
+                        const std::vector<std::string>& rank_hosts);
+std::string summary_text(const CompileResult& result, const std::vector<std::string>& rank_hosts);
 
 // One line of an evaluation's figures, as the summary and the fine-tuning log print them.
 std::string evaluation_text(const EvaluationResult& e);
@@ -25,6 +28,6 @@ std::string evaluation_text(const EvaluationResult& e);
 std::string onnx_evaluation_text(const EvaluationResult& e);
 
 // Writes every artifact under config.out_dir and records their paths in result.artifacts.
-void write_artifacts(CompileResult& result, const ExperimentConfig& config, int ranks);
+void write_artifacts(CompileResult& result, const ExperimentConfig& config, const std::vector<std::string>& rank_hosts);
 
 }  // namespace qforge

@@ -431,8 +431,9 @@ bool CompileSession::fine_tune() {
     hooks.progress = [this, log_every = tune.log_every](const FineTuneProgress& progress) {
       if (rt_.is_root()) log_progress(progress, log_every);
     };
+  const CollectiveTraffic traffic = collective_traffic();
   const FineTuneReport tuned = qforge::fine_tune(p.model->module(), options, p.comm.get(), rt_, hooks);
-  timer_.record("fine-tune", tuned.seconds);
+  timer_.record("fine-tune", tuned.seconds, traffic);
   if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
     result_.stopped = true;
     result_.stop_signal = tuned.stop_signal;
@@ -564,10 +565,10 @@ void CompileSession::write() {
   result_.phases = timer_.gather(*prepared_.comm);
   rt_.collective_phase("write", [&] {
     if (!rt_.is_root()) return;
-    write_artifacts(result_, config_, rt_.size());
+    write_artifacts(result_, config_, rt_.hosts());
     if (result_.fine_tune)
       std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
-    log::info(summary_text(result_, rt_.size()));
+    log::info(summary_text(result_, rt_.hosts()));
     log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" +
               (result_.onnx.written ? ", model.qforge.onnx" : "") +
               ", quant_params.json, report.json, report.html, summary.txt, config.yaml");

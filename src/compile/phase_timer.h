@@ -1,5 +1,6 @@
 // Collective phases with their wall time on this rank, gathered at the end
-// into one row per phase with every rank's seconds (for the report).
+// into one row per phase with every rank's seconds (for the report), and the
+// collective traffic of each phase.
 #pragma once
 #include <functional>
 #include <string>
@@ -18,14 +19,20 @@ class PhaseTimer {
   // that follow the phase, e.g. reductions) is counted in the phase.
   void run(const std::string& phase, const std::function<void()>& body, const std::function<void()>& after = {},
            Runtime::PhaseWork work = Runtime::PhaseWork::EveryRank);
-  // A phase timed by its owner (e.g. a loop of many collective steps).
-  void record(const std::string& phase, double seconds) { local_.emplace_back(phase, seconds); }
+  // A phase timed by its owner (e.g. a loop of many collective steps), with
+  // the collective traffic when it started.
+  void record(const std::string& phase, double seconds, const CollectiveTraffic& at_start);
   // Collective: every rank's seconds per phase (every rank ran the same phases, in order).
   std::vector<PhaseTiming> gather(Communicator& comm) const;
 
  private:
+  struct Local {
+    std::string phase;
+    double seconds;
+    CollectiveTraffic traffic;  // this phase's
+  };
   const Runtime& runtime_;
-  std::vector<std::pair<std::string, double>> local_;
+  std::vector<Local> local_;
 };
 
 }  // namespace qforge

@@ -21,7 +21,41 @@ std::chrono::milliseconds collective_timeout(const CollectiveOptions& options) {
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
 }
 
+namespace {
+
+CollectiveTraffic g_traffic;
+thread_local int t_depth = 0;  // a composite's call to its inner backend is the same collective
+
+// Counts one collective for the duration of a public call, unless it is nested in another.
+class Counted {
+ public:
+  explicit Counted(const at::Tensor& tensor) {
+    if (t_depth++ == 0) {
+      ++g_traffic.calls;
+      g_traffic.bytes += static_cast<int64_t>(tensor.numel()) * static_cast<int64_t>(tensor.element_size());
+    }
+  }
+  ~Counted() { --t_depth; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+};
+
+}  // namespace
+
+CollectiveTraffic collective_traffic() { return g_traffic; }
+
+void Communicator::all_reduce(at::Tensor& tensor, const CollectiveOptions& options) {
+  Counted counted(tensor);
+  reduce_all(tensor, options);
+}
+
+void Communicator::broadcast(at::Tensor& tensor, const CollectiveOptions& options) {
+  Counted counted(tensor);
+  broadcast_from(tensor, options);
+}
+
 at::Tensor Communicator::all_gather(const at::Tensor& tensor, const CollectiveOptions& options) {
+  Counted counted(tensor);
   return gather_all(tensor, options);
 }
 

@@ -4,6 +4,7 @@
 // code above this interface never picks a backend per tensor.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -37,9 +38,9 @@ class Communicator {
   virtual int size() const = 0;
 
   // In place over every rank's tensor of the same shape and dtype.
-  void all_reduce(at::Tensor& tensor, const CollectiveOptions& options = {}) { reduce_all(tensor, options); }
+  void all_reduce(at::Tensor& tensor, const CollectiveOptions& options = {});
   // `tensor` takes options.root's values on every rank.
-  void broadcast(at::Tensor& tensor, const CollectiveOptions& options = {}) { broadcast_from(tensor, options); }
+  void broadcast(at::Tensor& tensor, const CollectiveOptions& options = {});
   // Stacks every rank's tensor (same shape everywhere): result [size, ...shape].
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& options = {});
   virtual void barrier() = 0;
@@ -50,6 +51,14 @@ class Communicator {
   virtual void broadcast_from(at::Tensor& tensor, const CollectiveOptions& options) = 0;
   virtual at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& options) = 0;
 };
+
+// What this process has passed through collectives, over every Communicator:
+// calls, and payload bytes (each call's tensor as this rank contributes it).
+struct CollectiveTraffic {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+};
+CollectiveTraffic collective_traffic();
 
 // The MPI backend over the world of the initialized Runtime. Tensors on a GPU
 // travel through host memory (the NCCL backend avoids that).
