@@ -321,7 +321,8 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
   return out.str();
 }
 
-void write_artifacts(CompileResult& result, const ExperimentConfig& config, const std::vector<std::string>& rank_hosts) {
+void write_artifacts(CompileResult& result, const ExperimentConfig& config,
+                     const std::vector<std::string>& rank_hosts) {
   const std::string dir = config.out_dir;
   ArtifactSet set(dir, {"model.qforge.pt", "model.qforge.onnx", "quant_params.json", "config.yaml", "summary.txt",
                         "report.json", "report.html"});

@@ -536,43 +536,49 @@ void CompileSession::evaluate() {
 void CompileSession::export_onnx() {
   if (!config_.deployment_settings || !config_.deployment_settings->writes_onnx() || config_.disable) return;
   const PreparedCompile& p = prepared_;
-  timer_.run("export", [&] {
-    if (!rt_.is_root()) return;
-    std::vector<std::string> layer_names;
-    for (const auto& l : result_.layers) layer_names.push_back(l.plan.layer.name);
-    const CallBinding binding = callbacks_.forward ? p.model->bind(p.data, config_.forward.kwargs) : p.binding;
-    const OnnxModel onnx =
-        export_for_experiment(result_.model, config_, binding, onnx_options(config_, layer_names), p.transform);
-    result_.onnx.bytes = onnx.bytes;
-    result_.onnx.opset = onnx.opset;
-    result_.onnx.quantized_weights = onnx.quantized_weights;
-    result_.onnx.quantized_activations = onnx.quantized_activations;
-    result_.onnx.notes = onnx.notes;
-    for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
-    if (config_.evaluation_inputs && config_.deployment_settings->evaluate_onnx) {
-      // The compiled model now lives on the CPU: run it there, without the device copy.
-      const ForwardFn forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
-      evaluate_onnx(onnx.bytes, result_.model, forward, config_, p.transform, result_.onnx);
-      if (result_.onnx.evaluation)
-        log::info("ONNX in " + result_.onnx.runtime + ": " + onnx_evaluation_text(*result_.onnx.evaluation));
-      else
-        log::warn("ONNX file not evaluated: " + result_.onnx.not_evaluated);
-    }
-  }, {}, Runtime::PhaseWork::RootOnly);
+  timer_.run(
+      "export",
+      [&] {
+        if (!rt_.is_root()) return;
+        std::vector<std::string> layer_names;
+        for (const auto& l : result_.layers) layer_names.push_back(l.plan.layer.name);
+        const CallBinding binding = callbacks_.forward ? p.model->bind(p.data, config_.forward.kwargs) : p.binding;
+        const OnnxModel onnx =
+            export_for_experiment(result_.model, config_, binding, onnx_options(config_, layer_names), p.transform);
+        result_.onnx.bytes = onnx.bytes;
+        result_.onnx.opset = onnx.opset;
+        result_.onnx.quantized_weights = onnx.quantized_weights;
+        result_.onnx.quantized_activations = onnx.quantized_activations;
+        result_.onnx.notes = onnx.notes;
+        for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
+        if (config_.evaluation_inputs && config_.deployment_settings->evaluate_onnx) {
+          // The compiled model now lives on the CPU: run it there, without the device copy.
+          const ForwardFn forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
+          evaluate_onnx(onnx.bytes, result_.model, forward, config_, p.transform, result_.onnx);
+          if (result_.onnx.evaluation)
+            log::info("ONNX in " + result_.onnx.runtime + ": " + onnx_evaluation_text(*result_.onnx.evaluation));
+          else
+            log::warn("ONNX file not evaluated: " + result_.onnx.not_evaluated);
+        }
+      },
+      {}, Runtime::PhaseWork::RootOnly);
 }
 
 void CompileSession::write() {
   result_.phases = timer_.gather(*prepared_.comm);
-  rt_.collective_phase("write", [&] {
-    if (!rt_.is_root()) return;
-    write_artifacts(result_, config_, rt_.hosts());
-    if (result_.fine_tune)
-      std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
-    log::info(summary_text(result_, rt_.hosts()));
-    log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" +
-              (result_.onnx.written ? ", model.qforge.onnx" : "") +
-              ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
-  }, Runtime::PhaseWork::RootOnly);
+  rt_.collective_phase(
+      "write",
+      [&] {
+        if (!rt_.is_root()) return;
+        write_artifacts(result_, config_, rt_.hosts());
+        if (result_.fine_tune)
+          std::filesystem::remove(config_.out_dir + "/checkpoints/fine_tune.pt");  // finished: nothing to resume
+        log::info(summary_text(result_, rt_.hosts()));
+        log::info("artifacts in " + config_.out_dir + ": model.qforge.pt" +
+                  (result_.onnx.written ? ", model.qforge.onnx" : "") +
+                  ", quant_params.json, report.json, report.html, summary.txt, config.yaml");
+      },
+      Runtime::PhaseWork::RootOnly);
 }
 
 // ---- the whole compile -------------------------------------------------------

@@ -287,7 +287,11 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   });
 
   rt.collective_phase(
-      "onnx", [&] { if (rt.is_root()) check_onnx_conversion(config, callbacks, p); }, Runtime::PhaseWork::RootOnly);
+      "onnx",
+      [&] {
+        if (rt.is_root()) check_onnx_conversion(config, callbacks, p);
+      },
+      Runtime::PhaseWork::RootOnly);
 
   // Shards of every rank, for the report on rank 0.
   const at::Tensor summary =

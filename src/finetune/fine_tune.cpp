@@ -81,7 +81,10 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
   });
   const auto save = [&](int64_t steps_done) {
     runtime.collective_phase(
-        "checkpoint", [&] { if (runtime.is_root()) trainer.save(checkpoints.path, steps_done, report.loss); },
+        "checkpoint",
+        [&] {
+          if (runtime.is_root()) trainer.save(checkpoints.path, steps_done, report.loss);
+        },
         Runtime::PhaseWork::RootOnly);
   };
   const int64_t first_step = report.resumed_from;

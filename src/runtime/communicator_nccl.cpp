@@ -162,8 +162,8 @@ class NcclCommunicator final : public Communicator {
         comm_ = nullptr;
         throw LibraryError("NCCL " + std::string(what) + " on rank " + std::to_string(Runtime::get().rank()) +
                            " did not complete within " + c10::str(timeout_s) +
-                           " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " + describe_unresponsive_peers(timeout) +
-                           "; aborting the job");
+                           " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " +
+                           describe_unresponsive_peers(timeout) + "; aborting the job");
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }

@@ -31,10 +31,10 @@ void wait_for_collective(MPI_Request& request, std::chrono::milliseconds timeout
       static std::vector<std::shared_ptr<const void>> abandoned;  // never freed: MPI may write them until the end
       abandoned.push_back(std::move(buffers));
       const Runtime& rt = Runtime::get();
-      throw LibraryError("MPI " + what + " on rank " + std::to_string(rt.rank()) + " (" + rt.host() +
-                         ") did not complete within " + seconds_text(timeout) +
-                         " (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " +
-                         describe_unresponsive_peers(timeout));
+      throw LibraryError(
+          "MPI " + what + " on rank " + std::to_string(rt.rank()) + " (" + rt.host() + ") did not complete within " +
+          seconds_text(timeout) +
+          " (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " + describe_unresponsive_peers(timeout));
     }
     std::this_thread::yield();
   }

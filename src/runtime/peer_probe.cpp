@@ -73,7 +73,9 @@ std::vector<int> unresponsive_peers(std::chrono::milliseconds wait) {
     send_and_forget(&g_round_numbers[round], 1, r, kProbe);
   }
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  auto open = [&] { return std::any_of(pending.begin(), pending.end(), [](MPI_Request q) { return q != MPI_REQUEST_NULL; }); };
+  auto open = [&] {
+    return std::any_of(pending.begin(), pending.end(), [](MPI_Request q) { return q != MPI_REQUEST_NULL; });
+  };
   while (open() && std::chrono::steady_clock::now() < deadline) {
     answer_peer_probes();  // peers that time out too probe us at the same time
     for (auto& request : pending) {
@@ -103,8 +105,8 @@ std::string ranks_with_hosts(const std::vector<int>& ranks, const std::vector<st
   std::string text;
   for (const auto& host : order) {
     const auto& on_host = by_host[host];
-    text += (text.empty() ? "" : ", ") + std::string(on_host.size() > 1 ? "ranks " : "rank ") + join(on_host) +
-            " on " + host;
+    text += (text.empty() ? "" : ", ") + std::string(on_host.size() > 1 ? "ranks " : "rank ") + join(on_host) + " on " +
+            host;
   }
   return text;
 }
@@ -118,8 +120,8 @@ std::string describe_unresponsive_peers(std::chrono::milliseconds timeout) {
   std::vector<int> answered;
   for (int r = 0; r < rt.size(); ++r)
     if (r != rt.rank() && !std::binary_search(silent.begin(), silent.end(), r)) answered.push_back(r);
-  std::string text = "no answer from " + ranks_with_hosts(silent, rt.hosts()) +
-                     " (stopped, crashed, or unreachable over the network)";
+  std::string text =
+      "no answer from " + ranks_with_hosts(silent, rt.hosts()) + " (stopped, crashed, or unreachable over the network)";
   if (!answered.empty()) text += "; " + ranks_with_hosts(answered, rt.hosts()) + " answered";
   return text;
 }

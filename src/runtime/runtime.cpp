@@ -45,7 +45,8 @@ Runtime& Runtime::init(int* argc, char*** argv) {
   std::vector<char> names(static_cast<size_t>(runtime.size_) * MPI_MAX_PROCESSOR_NAME);
   QFORGE_MPI_CHECK(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
                                  MPI_COMM_WORLD));
-  for (int r = 0; r < runtime.size_; ++r) runtime.hosts_.emplace_back(&names[static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME]);
+  for (int r = 0; r < runtime.size_; ++r)
+    runtime.hosts_.emplace_back(&names[static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME]);
   start_peer_probes();
   g_runtime = &runtime;
   return runtime;
@@ -128,7 +129,8 @@ void Runtime::collective_phase(const std::string& phase, const std::function<voi
   }
   // Every rank reaches this point, failed or not: agree on the outcome.
   // Waiting for rank 0's work alone has no deadline; rank 0's wait has one.
-  const auto timeout = work == PhaseWork::RootOnly && rank_ != 0 ? std::chrono::milliseconds(0) : collective_timeout({});
+  const auto timeout =
+      work == PhaseWork::RootOnly && rank_ != 0 ? std::chrono::milliseconds(0) : collective_timeout({});
   const auto codes = all_gather_int(code, timeout);
   const auto first_failed = std::find_if(codes.begin(), codes.end(), [](long long c) { return c != 0; });
   if (first_failed == codes.end()) return;

@@ -227,11 +227,18 @@ TEST(Runtime, PhaseAgreementHasADeadlineExceptWhileRankZeroWorksAlone) {
   const auto nap = [] { std::this_thread::sleep_for(std::chrono::seconds(3)); };
   rt.barrier();
   // Rank 0 writing alone for longer than the deadline: the others wait for it.
-  EXPECT_NO_THROW(rt.collective_phase("write", [&] { if (rt.is_root()) nap(); }, Runtime::PhaseWork::RootOnly));
+  EXPECT_NO_THROW(rt.collective_phase(
+      "write",
+      [&] {
+        if (rt.is_root()) nap();
+      },
+      Runtime::PhaseWork::RootOnly));
   // A phase of every rank: the others give up on the rank that does not come, and name it.
   const int late = rt.size() - 1;
   try {
-    rt.collective_phase("calibrate", [&] { if (rt.rank() == late) nap(); });
+    rt.collective_phase("calibrate", [&] {
+      if (rt.rank() == late) nap();
+    });
     EXPECT_EQ(rt.rank(), late) << "the others waited past the deadline";
   } catch (const LibraryError& e) {
     const std::string what = e.what();
