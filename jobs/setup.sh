@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 # python3-onnx: the ONNX tests read and check the exported files (tests/onnx/).
 # chromium: the report page's tests render it headless (tests/report/).
 # python3-pytest: runs the Python tests (tests/*/test_*.py), one ctest per test function.
+# iproute2, iptables: the virtual two-node cluster of the multi-node tests (tests/multinode/):
+# its links, and a host made unreachable.
 PACKAGES=(cmake g++ make ccache libtorch-dev openmpi-bin libopenmpi-dev libhdf5-dev libyaml-cpp-dev
           libboost1.81-dev libgtest-dev python3-torch python3-torchvision python3-h5py python3-numpy
           libopenblas0-openmp fortunes slurm-wlm munge python3-onnx chromium clang libclang-rt-14-dev
-          libcli11-dev libfmt-dev libspdlog-dev python3-pytest)
+          libcli11-dev libfmt-dev libspdlog-dev python3-pytest iproute2 iptables)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
