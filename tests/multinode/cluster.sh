@@ -3,8 +3,8 @@
 #   cluster.sh start DIR   starts two "hosts", qf-node1 at 127.0.0.2 and qf-node2 at
 #                          127.0.0.3, each a UTS namespace (its own host name), a
 #                          network namespace (its own address, so MPI between them goes
-#                          over TCP, not shared memory) and its own /tmp. Data and
-#                          outputs go in DIR/shared, which both hosts see. A veth pair joins them; every
+#                          over TCP, not shared memory) and its own DIR/node-tmp.
+#                          Data and outputs go in DIR/shared, which both hosts see. A veth pair joins them; every
 #                          address is in the loopback range and nothing leaves the
 #                          machine. Then munged, slurmctld (on qf-node1) and one slurmd
 #                          per host.
@@ -61,9 +61,6 @@ if [ "$action" = stop ]; then
 fi
 [ "$action" = start ] || { echo "cluster.sh: unknown action '$action' (start|stop)" >&2; exit 2; }
 
-case "$dir/" in
-  /tmp/*) echo "cluster.sh: $dir is under /tmp, which each host has its own of: use another directory" >&2; exit 2 ;;
-esac
 [ "$(id -u)" = 0 ] || { echo "cluster.sh: needs root for namespaces and slurmd (skipped)"; exit 77; }
 for tool in unshare nsenter ip iptables munged slurmctld slurmd sbatch mpirun; do
   command -v "$tool" >/dev/null || { echo "cluster.sh: $tool not found: run jobs/setup.sh (skipped)"; exit 77; }
@@ -73,17 +70,17 @@ if ! why=$(unshare --uts --net --mount true 2>&1); then
 fi
 stop  # a cluster left over from an interrupted run
 rm -rf "$dir"
-mkdir -p "$dir/shared"
+mkdir -p "$dir/shared" "$dir/node-tmp"
 chmod 1777 "$dir/shared"
 
 # A host: a process that holds a UTS, a network and a mount namespace, the host's name
-# set inside and its own /tmp (as on real hosts: SLURM's PMIx plugin, for one, keeps
-# per-job files there under names that would collide). Everything else is shared, like
+# set inside and its own DIR/node-tmp, SLURM's TmpFS (where its PMIx plugin keeps per-job
+# files under names that would collide between the hosts). Everything else is shared, like
 # the shared file system of a cluster.
 start_host() {
   local name=$1 pid
   setsid unshare --uts --net --mount --propagation private -- \
-    sh -c "mount -t tmpfs -o mode=1777 tmpfs /tmp && hostname $name && exec sleep infinity" \
+    sh -c "mount -t tmpfs -o mode=1777 tmpfs '$dir/node-tmp' && hostname $name && exec sleep infinity" \
     </dev/null >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 50); do
@@ -160,6 +157,7 @@ SlurmdPort=6818
 SlurmdSpoolDir=$dir/spool-%n
 SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmdLogFile=$dir/slurmd-%n.log
+TmpFS=$dir/node-tmp
 CONF
   slurm_conf_common "$dir"
   for i in 0 1; do echo "NodeName=${hosts[$i]} NodeAddr=${addrs[$i]} $resources State=UNKNOWN"; done

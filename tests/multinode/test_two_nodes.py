@@ -1,6 +1,6 @@
 """qforge across two hosts: the virtual two-node cluster tests/multinode/cluster.sh starts
 (QFORGE_CLUSTER_DIR names it). qf-node1 (127.0.0.2) and qf-node2 (127.0.0.3) have their own
-host names, network namespaces and /tmp, so MPI between them goes over TCP, and SLURM runs a
+host names and network namespaces, so MPI between them goes over TCP, and SLURM runs a
 slurmd on each; data and outputs live in the cluster's shared directory. mpirun and SLURM's
 commands run on qf-node1. Each test_* function is a ctest case (multinode_<case>); they are
 skipped when no cluster is running."""
