@@ -101,7 +101,8 @@ wire_host() {
     ip route replace local 127.0.0.1 dev lo table local
     ip addr add $addr/8 dev qf0
     ip link set qf0 up
-    sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.qf0.route_localnet=1"
+    sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.qf0.route_localnet=1
+    sysctl -qw net.ipv4.tcp_retries2=4"  # give up on a silent peer after seconds, not 15 minutes (README)
 }
 
 for name in "${hosts[@]}"; do start_host "$name"; done
