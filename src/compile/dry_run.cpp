@@ -297,10 +297,9 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   const at::Tensor summary =
       at::tensor(std::vector<int64_t>{shard.rows.begin, shard.rows.end, shard.batches, shard.peak_rss_bytes});
   const at::Tensor all = p.comm->all_gather(summary);  // [ranks, 4]
-  const auto hosts = rt.all_gather_strings(shard.host);
   for (int r = 0; r < rt.size(); ++r) {
     const auto v = [&](int64_t i) { return all[r][i].item<int64_t>(); };
-    plan.shards.push_back({r, hosts[r], {v(0), v(1)}, v(2), v(3)});
+    plan.shards.push_back({r, rt.hosts()[r], {v(0), v(1)}, v(2), v(3)});
   }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation

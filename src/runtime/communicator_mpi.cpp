@@ -65,11 +65,7 @@ class MpiCommunicator final : public Communicator {
   std::string backend() const override { return "mpi"; }
   int rank() const override { return Runtime::get().rank(); }
   int size() const override { return Runtime::get().size(); }
-  void barrier() override {
-    MPI_Request request;
-    QFORGE_MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &request));
-    wait(request, {}, "barrier", {});
-  }
+  void barrier() override { Runtime::get().barrier(); }
 
  protected:
   void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {

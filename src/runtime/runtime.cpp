@@ -42,11 +42,7 @@ Runtime& Runtime::init(int* argc, char*** argv) {
   int len = 0;
   MPI_Get_processor_name(name, &len);
   runtime.host_.assign(name, static_cast<size_t>(len));
-  std::vector<char> names(static_cast<size_t>(runtime.size_) * MPI_MAX_PROCESSOR_NAME);
-  QFORGE_MPI_CHECK(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
-                                 MPI_COMM_WORLD));
-  for (int r = 0; r < runtime.size_; ++r)
-    runtime.hosts_.emplace_back(&names[static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME]);
+  runtime.hosts_ = runtime.all_gather_strings(runtime.host_, std::chrono::milliseconds(0));  // start-up: no deadline
   start_peer_probes();
   g_runtime = &runtime;
   return runtime;
