@@ -147,9 +147,10 @@ class NcclCommunicator final : public Communicator {
   void wait(const c10::cuda::CUDAStream& stream, const CollectiveOptions& o, const char* what) {
     const auto timeout = collective_timeout(o);
     const double timeout_s = static_cast<double>(timeout.count()) / 1000.0;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + std::chrono::duration<double>(timeout_s);
     while (!stream.query()) {
-      answer_peer_probes();  // a peer whose own wait timed out asks who is alive
+      answer_peer_probes_after(start);  // a peer whose own wait timed out asks who is alive
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) {

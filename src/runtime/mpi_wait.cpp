@@ -22,11 +22,12 @@ std::string seconds_text(std::chrono::milliseconds wait) {
 
 void wait_for_collective(MPI_Request& request, std::chrono::milliseconds timeout, const std::string& what,
                          std::shared_ptr<const void> buffers) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
   for (int done = 0;;) {
     QFORGE_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     if (done) return;
-    answer_peer_probes();
+    answer_peer_probes_after(start);
     if (timeout.count() > 0 && std::chrono::steady_clock::now() > deadline) {
       static std::vector<std::shared_ptr<const void>> abandoned;  // never freed: MPI may write them until the end
       abandoned.push_back(std::move(buffers));

@@ -20,6 +20,7 @@ constexpr int kProbe = 1;
 constexpr int kFirstAnswerTag = 2;  // answer tags: kFirstAnswerTag + round, below MPI's guaranteed 32767
 constexpr int kRounds = 30000;
 constexpr std::chrono::milliseconds kLongestProbeWait{10000};
+constexpr std::chrono::milliseconds kQuietWait{10};  // waits shorter than this do not answer probes
 MPI_Comm g_probes = MPI_COMM_NULL;
 int g_round = 0;
 std::vector<int> g_round_numbers;  // a probe's payload, alive until the sends complete on their own
@@ -56,6 +57,10 @@ void answer_peer_probes() {
     MPI_Recv(&round, 1, MPI_INT, status.MPI_SOURCE, kProbe, g_probes, MPI_STATUS_IGNORE);
     send_and_forget(nullptr, 0, status.MPI_SOURCE, kFirstAnswerTag + round % kRounds);
   }
+}
+
+void answer_peer_probes_after(std::chrono::steady_clock::time_point since) {
+  if (std::chrono::steady_clock::now() - since >= kQuietWait) answer_peer_probes();
 }
 
 std::vector<int> unresponsive_peers(std::chrono::milliseconds wait) {

@@ -18,8 +18,12 @@ namespace qforge {
 void start_peer_probes();
 void stop_peer_probes();
 
-// Answers every probe that has arrived; cheap enough to call on each poll.
+// Answers every probe that has arrived.
 void answer_peer_probes();
+// answer_peer_probes for a wait loop that started at `since`, once the wait has
+// lasted 10 ms: a collective that completes sooner never pays MPI's probe, and
+// a prober gives its peers far longer to answer.
+void answer_peer_probes_after(std::chrono::steady_clock::time_point since);
 
 // The ranks (not this one) that did not answer a probe within `wait`, in rank order.
 std::vector<int> unresponsive_peers(std::chrono::milliseconds wait);
