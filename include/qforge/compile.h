@@ -127,7 +127,7 @@ struct LayerPlan {
   bool kept_by_choice = false;       // skipped because the experiment says so, not because a setting cannot apply
   bool tied = false;                 // computes with layer.shares_weight_with's weight, quantized there
   std::vector<std::string> matched;  // layer_quantization_settings keys that apply, in order
-  TensorQuantSettings weights;       // effective settings, overrides applied
+  WeightQuantSettings weights;       // effective settings, overrides applied
   TensorQuantSettings activations;
 };
 
@@ -204,6 +204,9 @@ struct LayerResult {
   std::string reason;                 // why it stays floating point (empty when quantized)
   std::optional<WeightQuant> weight;  // weight quantization parameters
   QuantRange weight_range;
+  // algorithm gptq: the weight the solve chose, on the grid of `weight`; the
+  // layer computes with it instead of its float weight. Undefined otherwise.
+  at::Tensor solved_weight;
   std::optional<ActivationRange> input;  // input activation range and parameters
   QuantRange input_range;
   // The input's histogram, for the report page: `counts` over [lo, hi] of x, or of |x|

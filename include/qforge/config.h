@@ -16,6 +16,7 @@ enum class Autocast { Off, BFloat16, Float16 };
 enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch };
 enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
+enum class WeightAlgorithm { Rtn, Gptq };
 enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
 enum class FineTuneMethod { QaLora, Lora };
@@ -69,6 +70,13 @@ struct DeploymentSettings {
   bool writes_onnx() const;
 };
 
+// weights.gptq: the GPTQ solve (algorithm gptq).
+struct GptqSettings {
+  double dampening = 0.01;   // dampening: added to the Hessian's diagonal, as a share of its mean
+  bool act_order = false;    // act_order: quantize inputs in order of decreasing Hessian diagonal
+  int64_t block_size = 128;  // block_size: columns updated together (speed only; same result up to rounding)
+};
+
 // One tensor's quantization scheme (weights or activations).
 struct TensorQuantSettings {
   bool enabled = true;                            // enabled: false keeps it floating point
@@ -82,11 +90,28 @@ struct TensorQuantSettings {
   int64_t histogram_bins = 2048;                  // histogram_bins: for entropy / percentile / mse
 };
 
+// The weights' scheme, and how their values are chosen on its grid.
+struct WeightQuantSettings : TensorQuantSettings {
+  WeightAlgorithm algorithm = WeightAlgorithm::Rtn;  // algorithm: rtn | gptq
+  GptqSettings gptq;                                 // gptq: the solve's settings (algorithm gptq)
+  WeightQuantSettings() {
+    granularity = Granularity::Channel;
+    symmetric = is_signed = true;
+  }
+};
+
 // quantization_settings:
 struct QuantizationSettings {
-  TensorQuantSettings weights{true, 8, Granularity::Channel, 128, true, true, Observer::MinMax};
-  TensorQuantSettings activations{true, 8, Granularity::Tensor, 128, false, false, Observer::MinMax};
+  WeightQuantSettings weights;
+  TensorQuantSettings activations = unsigned_per_tensor();
   std::optional<double> sensitivity_threshold;  // sensitivity_threshold: relative error above which a layer stays FP
+
+ private:
+  static TensorQuantSettings unsigned_per_tensor() {
+    TensorQuantSettings s;
+    s.symmetric = s.is_signed = false;
+    return s;
+  }
 };
 
 // Per-layer override: every field unset inherits the global setting.
@@ -101,10 +126,14 @@ struct TensorQuantOverride {
   std::optional<double> percentile;
 };
 
+struct WeightQuantOverride : TensorQuantOverride {
+  std::optional<WeightAlgorithm> algorithm;
+};
+
 // layer_quantization_settings: <layer name or glob>:
 struct LayerQuantizationSettings {
   bool skip = false;                // skip: keep this layer in floating point
-  TensorQuantOverride weights;      // weights: overrides of quantization_settings.weights
+  WeightQuantOverride weights;      // weights: overrides of quantization_settings.weights
   TensorQuantOverride activations;  // activations: overrides of quantization_settings.activations
 };
 

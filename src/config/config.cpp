@@ -20,6 +20,12 @@ void check_tensor_settings(const TensorQuantSettings& s, const std::string& key)
   check(s.histogram_bins >= 16, key + ".histogram_bins", "at least 16 bins");
 }
 
+void check_weight_settings(const WeightQuantSettings& s, const std::string& key) {
+  check_tensor_settings(s, key);
+  check(s.gptq.dampening >= 0, key + ".gptq.dampening", "a non-negative share of the Hessian's mean diagonal");
+  check(s.gptq.block_size > 0, key + ".gptq.block_size", "a positive column count");
+}
+
 }  // namespace
 
 std::string ExperimentConfig::effective_graph_name() const {
@@ -71,7 +77,7 @@ void ExperimentConfig::validate() const {
       throw ConfigError(
           "quantization_settings is set but calibration_inputs is not; "
           "calibration data is required to quantize");
-    check_tensor_settings(quantization_settings->weights, "quantization_settings.weights");
+    check_weight_settings(quantization_settings->weights, "quantization_settings.weights");
     check_tensor_settings(quantization_settings->activations, "quantization_settings.activations");
     check_against_target(deployment_settings->target, quantization_settings->weights,
                          quantization_settings->activations, "quantization_settings");
@@ -82,7 +88,7 @@ void ExperimentConfig::validate() const {
   for (const auto& [pattern, layer] : layer_quantization_settings) {
     const std::string key = "layer_quantization_settings[" + pattern + "]";
     check(!pattern.empty(), "layer_quantization_settings", "non-empty layer names or globs");
-    for (const auto* o : {&layer.weights, &layer.activations}) {
+    for (const TensorQuantOverride* o : {static_cast<const TensorQuantOverride*>(&layer.weights), &layer.activations}) {
       if (o->bits) check(*o->bits >= 2 && *o->bits <= 8, key, "bits from 2 to 8");
       if (o->group_size) check(*o->group_size > 0, key, "a positive group_size");
     }

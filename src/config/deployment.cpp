@@ -6,8 +6,8 @@
 namespace qforge {
 namespace {
 
-TensorQuantSettings int8_symmetric_per_channel_weights() {
-  TensorQuantSettings w;
+WeightQuantSettings int8_symmetric_per_channel_weights() {
+  WeightQuantSettings w;
   w.bits = 8;
   w.granularity = Granularity::Channel;
   w.symmetric = true;

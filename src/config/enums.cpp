@@ -39,6 +39,11 @@ struct Names<Observer> {
                                                                {Observer::Mse, "mse"}};
 };
 template <>
+struct Names<WeightAlgorithm> {
+  static constexpr std::pair<WeightAlgorithm, const char*> table[] = {{WeightAlgorithm::Rtn, "rtn"},
+                                                                      {WeightAlgorithm::Gptq, "gptq"}};
+};
+template <>
 struct Names<TransformOp> {
   static constexpr std::pair<TransformOp, const char*> table[] = {
       {TransformOp::Cast, "cast"}, {TransformOp::Scale, "scale"}, {TransformOp::Normalize, "normalize"}};
@@ -93,6 +98,7 @@ QFORGE_ENUM_INSTANTIATE(Autocast)
 QFORGE_ENUM_INSTANTIATE(Target)
 QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)
+QFORGE_ENUM_INSTANTIATE(WeightAlgorithm)
 QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)

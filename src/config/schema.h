@@ -54,6 +54,15 @@ void describe(V& v, DeploymentSettings& s) {
 }
 
 template <class V>
+void describe(V& v, GptqSettings& s) {
+  v("dampening", s.dampening, "added to the Hessian's diagonal, as a share of the diagonal's mean");
+  v("act_order", s.act_order,
+    "quantize inputs in order of decreasing Hessian diagonal (groups then take their parameters from the "
+    "unquantized weight, so they stay contiguous)");
+  v("block_size", s.block_size, "columns whose updates are applied together (speed)");
+}
+
+template <class V>
 void describe(V& v, TensorQuantSettings& s) {
   v("enabled", s.enabled, "false keeps these tensors in floating point");
   v("bits", s.bits, "bit width, 2..8");
@@ -64,6 +73,15 @@ void describe(V& v, TensorQuantSettings& s) {
   v("observer", s.observer, "minmax | percentile | entropy | mse");
   v("percentile", s.percentile, "percentile kept by observer percentile");
   v("histogram_bins", s.histogram_bins, "histogram bins of entropy / percentile / mse observers");
+}
+
+template <class V>
+void describe(V& v, WeightQuantSettings& s) {
+  describe(v, static_cast<TensorQuantSettings&>(s));
+  v("algorithm", s.algorithm,
+    "rtn (round to nearest) | gptq (rounding that makes up for each input's error through the Hessian of the "
+    "calibration inputs; Linear layers)");
+  v("gptq", s.gptq, "settings of algorithm gptq");
 }
 
 template <class V>
@@ -84,6 +102,12 @@ void describe(V& v, TensorQuantOverride& s) {
   v("signed", s.is_signed, "override of signed");
   v("observer", s.observer, "override of observer");
   v("percentile", s.percentile, "override of percentile");
+}
+
+template <class V>
+void describe(V& v, WeightQuantOverride& s) {
+  describe(v, static_cast<TensorQuantOverride&>(s));
+  v("algorithm", s.algorithm, "override of algorithm");
 }
 
 template <class V>

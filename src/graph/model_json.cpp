@@ -37,4 +37,13 @@ json::object to_json(const TensorQuantSettings& s) {
   return o;
 }
 
+json::object to_json(const WeightQuantSettings& s) {
+  json::object o = to_json(static_cast<const TensorQuantSettings&>(s));
+  o["algorithm"] = to_string(s.algorithm);
+  if (s.algorithm == WeightAlgorithm::Gptq)
+    o["gptq"] = json::object{{"dampening", s.gptq.dampening}, {"act_order", s.gptq.act_order},
+                             {"block_size", s.gptq.block_size}};
+  return o;
+}
+
 }  // namespace qforge

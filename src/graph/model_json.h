@@ -9,5 +9,6 @@ json::object to_json(const LayerInfo& layer);
 json::array to_json(const std::vector<MethodArgument>& arguments);
 // A layer's quantization scheme as plan.json, quant_params.json and report.json show it.
 json::object to_json(const TensorQuantSettings& settings);
+json::object to_json(const WeightQuantSettings& settings);  // with the algorithm
 
 }  // namespace qforge

@@ -22,6 +22,11 @@ void apply(TensorQuantSettings& s, const TensorQuantOverride& o) {
   if (o.percentile) s.percentile = *o.percentile;
 }
 
+void apply(WeightQuantSettings& s, const WeightQuantOverride& o) {
+  apply(static_cast<TensorQuantSettings&>(s), o);
+  if (o.algorithm) s.algorithm = *o.algorithm;
+}
+
 bool is_glob(const std::string& pattern) { return pattern.find_first_of("*?[") != std::string::npos; }
 
 }  // namespace
