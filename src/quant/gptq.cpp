@@ -1,0 +1,184 @@
+#include "quant/gptq.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <vector>
+
+#include "qforge/errors.h"
+#include "quant/observer.h"
+#include "quant/quantization.h"
+
+namespace qforge {
+
+using at::indexing::Slice;
+
+// ---- the Hessian -----------------------------------------------------------
+
+HessianSum::HessianSum(int64_t inputs, double max_abs, int64_t vectors, const c10::Device& device)
+    : inputs_(inputs), vectors_(std::max<int64_t>(vectors, 1)) {
+  // An entry of a batch's XᵀX is at most rows·max_abs² < rows·2^square_exponent;
+  // scaled by 2^exponent_ it stays below rows·2^61 / N, so the sum over all
+  // N rows stays below 2^61 and the grid is as fine as int64 allows.
+  int square_exponent = 0;  // max_abs² < 2^square_exponent
+  if (max_abs > 0) std::frexp(max_abs * max_abs, &square_exponent);
+  const int count_bits = static_cast<int>(std::ceil(std::log2(static_cast<double>(vectors_))));
+  exponent_ = 61 - count_bits - square_exponent;
+  sums_ = at::zeros({inputs, inputs}, at::TensorOptions().dtype(at::kLong).device(device));
+}
+
+void HessianSum::add(const at::Tensor& x) {
+  const at::Tensor rows = x.detach().reshape({-1, inputs_}).to(sums_.device(), at::kDouble);
+  // Scaling by a power of two is exact; only the rounding to the grid is not,
+  // and it happens per batch, identically wherever the batch is computed.
+  sums_ += at::round(at::mm(rows.t(), rows) * std::ldexp(1.0, exponent_)).to(at::kLong);
+}
+
+at::Tensor HessianSum::hessian() const {
+  return sums_.to(at::kDouble) * (std::ldexp(1.0, -exponent_) / static_cast<double>(vectors_));
+}
+
+// ---- the solve ---------------------------------------------------------------
+
+namespace {
+
+// The quantization parameters of the columns as the solve meets them.
+class ColumnParams {
+ public:
+  ColumnParams(const at::Tensor& weight, const TensorQuantSettings& settings, const at::Tensor& order)
+      : settings_(settings), range_(quant_range(settings.bits, settings.is_signed)), order_(order) {
+    columns_ = weight.size(1);
+    if (settings.granularity != Granularity::Group) {
+      whole_ = observe_weight(weight, settings);
+    } else {
+      groups_.resize(static_cast<size_t>(columns_ / settings.group_size));
+      if (order_.defined())  // act_order: every group's parameters from the weight before the solve
+        for (int64_t g = 0; g < static_cast<int64_t>(groups_.size()); ++g)
+          set_group(g, weight.index({Slice(), Slice(g * group_size(), (g + 1) * group_size())}));
+    }
+  }
+
+  int64_t group_size() const { return settings_.group_size; }
+  bool groups_follow_solve() const { return settings_.granularity == Granularity::Group && !order_.defined(); }
+  void set_group(int64_t group, const at::Tensor& columns) {
+    TensorQuantSettings per_row = settings_;
+    per_row.granularity = Granularity::Channel;
+    groups_[static_cast<size_t>(group)] = observe_weight(columns, per_row).qparams;
+  }
+
+  // Column `column` (in solve order) rounded onto its grid, as ATen's fake-quant ops round.
+  at::Tensor round(const at::Tensor& w, int64_t column) const {
+    const at::Tensor x = w.to(at::kFloat).unsqueeze(1);
+    at::Tensor q;
+    if (settings_.granularity == Granularity::Tensor) {
+      q = fake_quantize(x, whole_.qparams, range_, -1);
+    } else if (settings_.granularity == Granularity::Channel) {
+      q = fake_quantize(x, whole_.qparams, range_, 0);
+    } else {
+      const int64_t original = order_.defined() ? order_[column].item<int64_t>() : column;
+      q = fake_quantize(x, groups_[static_cast<size_t>(original / group_size())], range_, 0);
+    }
+    return q.squeeze(1).to(at::kDouble);
+  }
+
+  // The parameters in observe_weight's layout: groups row-major over [out, groups].
+  WeightQuant result(const at::Tensor& weight) const {
+    if (settings_.granularity != Granularity::Group) return whole_;
+    WeightQuant out = observe_weight(weight, settings_);  // the layout (axis, view shape)
+    std::vector<at::Tensor> scales, zero_points;
+    for (const auto& g : groups_) {
+      scales.push_back(g.scale);
+      zero_points.push_back(g.zero_point);
+    }
+    out.qparams.scale = at::stack(scales, 1).reshape({-1}).contiguous();
+    out.qparams.zero_point = at::stack(zero_points, 1).reshape({-1}).contiguous();
+    return out;
+  }
+
+ private:
+  TensorQuantSettings settings_;
+  QuantRange range_;
+  at::Tensor order_;  // act_order: original column of each solve position (CPU)
+  int64_t columns_ = 0;
+  WeightQuant whole_;
+  std::vector<QParams> groups_;
+};
+
+// The upper Cholesky factor of H⁻¹ after dampening; ModelError when H is not positive definite.
+at::Tensor inverse_hessian_factor(at::Tensor h, double dampening, const std::string& layer) {
+  const double damp = dampening * h.diagonal().mean().item<double>();
+  h.diagonal().add_(damp);
+  auto [lower, info] = at::linalg_cholesky_ex(h);
+  at::Tensor factor;
+  if (info.item<int64_t>() == 0) std::tie(factor, info) = at::linalg_cholesky_ex(at::cholesky_inverse(lower), true);
+  if (info.item<int64_t>() != 0)
+    throw ModelError("layer '" + layer + "': GPTQ's Hessian of the layer's inputs is not positive definite with " +
+                     "dampening " + std::to_string(dampening) +
+                     " (its inputs are linearly dependent); raise quantization_settings.weights.gptq.dampening, or "
+                     "set weights.algorithm: rtn for this layer in layer_quantization_settings");
+  return factor;
+}
+
+// Block size rounded to whole groups, so a group's columns are all in one block.
+int64_t solve_block(const WeightQuantSettings& settings, int64_t columns) {
+  int64_t block = std::min(settings.gptq.block_size, columns);
+  if (settings.granularity == Granularity::Group)
+    block = std::max<int64_t>(block / settings.group_size, 1) * settings.group_size;
+  return block;
+}
+
+}  // namespace
+
+bool gptq_applies(const LayerInfo& layer) {
+  return (layer.type == "Linear" || layer.type == "NonDynamicallyQuantizableLinear") && layer.weight_shape.size() == 2;
+}
+
+GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
+                         const std::string& layer) {
+  if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) ||
+      hessian.size(1) != weight.size(1))
+    throw ModelError("layer '" + layer + "': GPTQ needs a [outputs, inputs] weight and an [inputs, inputs] Hessian");
+  const int64_t columns = weight.size(1);
+  at::Tensor w = weight.detach().to(at::kDouble).clone();
+  at::Tensor h = hessian.to(w.device(), at::kDouble).clone();
+  // Inputs that are always zero carry no information: their weights round to zero.
+  const at::Tensor dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(dead, 1.0);
+  w.index_put_({Slice(), dead}, 0.0);
+  at::Tensor order;  // act_order: solve position -> original column
+  if (settings.gptq.act_order) {
+    order = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    w = w.index_select(1, order);
+    h = h.index_select(0, order).index_select(1, order);
+  }
+  ColumnParams params(order.defined() ? w.index_select(1, at::argsort(order)) : w, settings,
+                      order.defined() ? order.cpu() : at::Tensor());
+  const at::Tensor u = inverse_hessian_factor(h, settings.gptq.dampening, layer);
+  at::Tensor q = at::zeros_like(w);
+  const int64_t block = solve_block(settings, columns);
+  for (int64_t b0 = 0; b0 < columns; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, columns);
+    at::Tensor wb = w.index({Slice(), Slice(b0, b1)}).clone();
+    at::Tensor errors = at::zeros_like(wb);
+    const at::Tensor ub = u.index({Slice(b0, b1), Slice(b0, b1)});
+    for (int64_t i = 0; i < b1 - b0; ++i) {
+      const int64_t column = b0 + i;
+      if (params.groups_follow_solve() && column % params.group_size() == 0)
+        params.set_group(column / params.group_size(), wb.index({Slice(), Slice(i, i + params.group_size())}));
+      const at::Tensor wi = wb.select(1, i);
+      const at::Tensor qi = params.round(wi, column);
+      q.select(1, column).copy_(qi);
+      const at::Tensor error = (wi - qi) / ub[i][i];
+      wb.index({Slice(), Slice(i, at::indexing::None)}) -= error.unsqueeze(1).mm(ub.index({i, Slice(i, at::indexing::None)}).unsqueeze(0));
+      errors.select(1, i).copy_(error);
+    }
+    if (b1 < columns) w.index({Slice(), Slice(b1, at::indexing::None)}) -= errors.mm(u.index({Slice(b0, b1), Slice(b1, at::indexing::None)}));
+  }
+  if (order.defined()) q = q.index_select(1, at::argsort(order));
+  GptqResult result;
+  result.weight = q.to(weight.scalar_type()).reshape(weight.sizes());
+  result.quant = params.result(weight.detach());
+  return result;
+}
+
+}  // namespace qforge
