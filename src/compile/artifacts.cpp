@@ -24,7 +24,8 @@ json::array numbers(const at::Tensor& t) {
   return json::array(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
 }
 
-json::object scheme_json(const TensorQuantSettings& s, const QuantRange& range) {
+template <class Settings>  // TensorQuantSettings or WeightQuantSettings
+json::object scheme_json(const Settings& s, const QuantRange& range) {
   json::object o = qforge::to_json(s);
   o["qmin"] = range.qmin;
   o["qmax"] = range.qmax;
@@ -141,6 +142,12 @@ std::string hosts_text(const std::vector<std::string>& rank_hosts) {
   const size_t distinct = std::set<std::string>(rank_hosts.begin(), rank_hosts.end()).size();
   if (distinct < 2) return "";
   return " on " + std::to_string(distinct) + " hosts: " + ranks_with_hosts(ranks, rank_hosts);
+}
+
+// " (gptq)" for a weight solved by an algorithm other than rounding to nearest.
+std::string algorithm_text(const LayerResult& l) {
+  if (!l.weight || l.plan.weights.algorithm == WeightAlgorithm::Rtn) return "";
+  return std::string(" (") + to_string(l.plan.weights.algorithm) + ")";
 }
 
 }  // namespace
@@ -283,7 +290,9 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
         << std::right << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
-        << (l.quantized ? "quantize" + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason) << "\n";
+        << (l.quantized ? "quantize" + algorithm_text(l) + fine_tuned
+                        : (l.plan.tied ? "tied: " : "float: ") + l.reason)
+        << "\n";
   }
   for (const auto& note : result.notes) out << "\n  note: " << note;
   if (!result.notes.empty()) out << "\n";

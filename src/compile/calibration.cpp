@@ -2,53 +2,113 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "graph/fake_quant_graph.h"
 #include "graph/observe_op.h"
+#include "quant/gptq.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
 
 namespace qforge {
 
-std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
-                                          const std::vector<CalibrationPoint>& points, const ForwardFn& run,
-                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
-  std::vector<ActivationObserver> observers;
+namespace {
+
+bool observed_finite(const ActivationObserver& o) {
+  return std::isfinite(o.observed_min()) && std::isfinite(o.observed_max());
+}
+
+// One fixed-point XᵀX per point that asks for one and saw values, on the grid
+// its reduced range and vector count fix.
+std::vector<std::optional<HessianSum>> hessian_sums(const std::vector<CalibrationPoint>& points,
+                                                    const std::vector<ActivationObserver>& observers,
+                                                    const at::Tensor& vectors, const std::vector<int64_t>& inputs,
+                                                    const c10::Device& device) {
+  std::vector<std::optional<HessianSum>> sums(points.size());
+  for (size_t k = 0; k < points.size(); ++k) {
+    const int64_t n = vectors[static_cast<int64_t>(k)].item<int64_t>();
+    if (!points[k].hessian || n == 0 || !observed_finite(observers[k])) continue;
+    const double max_abs = std::max(std::abs(observers[k].observed_min()), std::abs(observers[k].observed_max()));
+    sums[k].emplace(inputs[k], max_abs, n, device);
+  }
+  return sums;
+}
+
+}  // namespace
+
+CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
+                                const std::vector<CalibrationPoint>& points, const ForwardFn& run,
+                                const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
+  CalibrationStatistics stats;
+  auto& observers = stats.observers;
   std::vector<ObservedTensor> tensors;
-  bool any_histogram = false;
+  bool any_histogram = false, any_hessian = false;
   for (const auto& p : points) {
     observers.emplace_back(p.settings);
     tensors.push_back({p.layer, p.output});
     any_histogram = any_histogram || observers.back().needs_histogram();
+    any_hessian = any_hessian || p.hessian;
   }
-  if (points.empty()) return observers;
+  stats.hessians.resize(points.size());
+  if (points.empty()) return stats;
   torch::jit::Module observed = with_observers(model, method, tensors);
-  bool histogram_pass = false;
+  // Pass 1 counts each Hessian point's input vectors (the grid of its sums needs the total).
+  at::Tensor vectors = at::zeros({static_cast<int64_t>(points.size())}, at::kLong);
+  std::vector<int64_t> inputs(points.size(), 0);
+  // The sums live where the batches arrive, the same kind of device on every rank.
+  const c10::Device device = shard.options.cuda_device >= 0 ? c10::Device(c10::kCUDA, shard.options.cuda_device)
+                                                           : c10::Device(c10::kCPU);
+  std::vector<std::optional<HessianSum>> sums(points.size());
+  bool second_pass = false;
   const auto run_shard = [&] {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) {
       auto& o = observers.at(point);
-      if (!histogram_pass || o.needs_histogram()) o.observe(x);
+      if (!second_pass) {
+        o.observe(x);
+        if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
+          vectors[point] += x.numel() / x.size(-1);
+          inputs[point] = x.size(-1);
+        }
+        return;
+      }
+      if (o.needs_histogram()) o.observe(x);
+      if (sums[point]) sums[point]->add(x);
     });
     for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
   };
 
   log::info("calibration: " + std::to_string(points.size()) + " activation observers, " +
-            (any_histogram ? "2 passes" : "1 pass") + " over the calibration set");
+            (any_histogram || any_hessian ? "2 passes" : "1 pass") + " over the calibration set");
   timer.run("calibrate: ranges", run_shard, [&] {
     reduce_ranges(observers, &comm);  // every observer in one collective
+    if (any_hessian) {
+      comm.all_reduce(vectors);
+      // Every rank agrees on the inputs' width and device kind (a rank may have seen none).
+      at::Tensor width = at::tensor(inputs, at::kLong);
+      comm.all_reduce(width, {ReduceOp::Max});
+      for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = width[static_cast<int64_t>(k)].item<int64_t>();
+    }
   });
   // An observer that saw nothing on any rank (a layer the method never runs) has
   // no range to count a histogram over: the compile decides about its layer.
-  const auto counts = [](const ActivationObserver& o) {
-    return o.needs_histogram() && std::isfinite(o.observed_min()) && std::isfinite(o.observed_max());
-  };
-  if (std::any_of(observers.begin(), observers.end(), counts)) {
-    for (auto& o : observers)
-      if (counts(o)) o.begin_histogram();
-    histogram_pass = true;
-    timer.run("calibrate: histograms", run_shard, [&] { reduce_histograms(observers, &comm); });
-  }
-  return observers;
+  const auto counts = [](const ActivationObserver& o) { return o.needs_histogram() && observed_finite(o); };
+  if (any_hessian) sums = hessian_sums(points, observers, vectors, inputs, device);
+  const bool histograms = std::any_of(observers.begin(), observers.end(), counts);
+  const bool hessians = std::any_of(sums.begin(), sums.end(), [](const auto& s) { return s.has_value(); });
+  if (!histograms && !hessians) return stats;
+  for (auto& o : observers)
+    if (counts(o)) o.begin_histogram();
+  second_pass = true;
+  const std::string what = histograms && hessians ? "histograms and Hessians" : histograms ? "histograms" : "Hessians";
+  timer.run("calibrate: " + what, run_shard, [&] {
+    if (histograms) reduce_histograms(observers, &comm);
+    for (size_t k = 0; k < sums.size(); ++k) {
+      if (!sums[k]) continue;
+      comm.all_reduce(sums[k]->sums());  // int64: exact in any order
+      stats.hessians[k] = sums[k]->hessian();
+    }
+  });
+  return stats;
 }
 
 ActivationRange calibrated_range(const CalibrationPoint& point, const ActivationObserver& observer) {

@@ -1,7 +1,8 @@
 // Calibration of activation ranges: the model runs every rank's shard with
 // an observer in front of each quantized layer; statistics are reduced
 // across ranks (pass 1 MIN/MAX, pass 2 integer histograms when the observer
-// needs one), so every rank ends with the same ranges on any rank count.
+// needs one, and the fixed-point XᵀX of the inputs GPTQ solves with), so
+// every rank ends with the same statistics on any rank count.
 #pragma once
 #include <string>
 #include <vector>
@@ -17,10 +18,18 @@ struct CalibrationPoint {
   std::string layer;             // the layer whose input (or output) is observed
   TensorQuantSettings settings;  // its activation settings
   bool output = false;           // its output rather than its input
+  bool hessian = false;          // also sum XᵀX of its input (GPTQ)
 };
 
-// Collective. Returns one reduced observer per point, identical on every rank.
-std::vector<ActivationObserver> calibrate(const torch::jit::Module& model, const std::string& method,
+struct CalibrationStatistics {
+  std::vector<ActivationObserver> observers;  // one per point
+  // Per point: XᵀX / N of its input (float64, on the data's device) where the
+  // point asked for it and saw values; undefined otherwise.
+  std::vector<at::Tensor> hessians;
+};
+
+// Collective. Returns the reduced statistics of every point, identical on every rank.
+CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
                                           const std::vector<CalibrationPoint>& points, const ForwardFn& run,
                                           const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
 

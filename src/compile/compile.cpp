@@ -21,6 +21,7 @@
 #include "compile/sensitivity.h"
 #include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
+#include "quant/gptq.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
 #include "util/text.h"
@@ -49,6 +50,7 @@ LayerFakeQuant fake_quant_of(const LayerResult& l) {
   f.layer = l.plan.layer.name;
   f.weight = l.weight;
   f.weight_range = l.weight_range;
+  f.weight_value = l.solved_weight;
   if (l.input) f.input = l.input->qparams;
   f.input_range = l.input_range;
   if (l.output) f.output = l.output->qparams;
@@ -130,6 +132,7 @@ void CompileSession::prepare() {
     }
     if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
     p.plans = plan_layers(p.model->layers(), config_);
+    plan_weight_algorithms();
     if (!config_.is_model_pretrained) observe_full_ranges(p.plans);
     const auto reached = layers_read_by(p.model->module(), method);
     const auto is_reached = [&](const std::string& layer) {
@@ -156,10 +159,12 @@ void CompileSession::prepare() {
     if (p.quantizing) refuse_quantizing_nothing(p.plans);
     if (!config_.compile_options.ptq)
       for (const auto& plan : p.plans)
-        if (plan.quantize && plan.activations.enabled)
-          throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name +
-                            "' quantizes activations, whose ranges only calibration measures; enable ptq or set "
-                            "quantization_settings.activations.enabled: false");
+        if (plan.quantize && (plan.activations.enabled || plan.weights.algorithm != WeightAlgorithm::Rtn))
+          throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name + "' " +
+                            (plan.activations.enabled ? "quantizes activations, whose ranges"
+                                                      : "solves its weight with gptq, whose statistics") +
+                            " only calibration measures; enable ptq, or set "
+                            "quantization_settings.activations.enabled: false and weights.algorithm: rtn");
   });
   base_ = p.model->module();  // assembled from the float model, or fine-tuning's copy of it
   // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
@@ -184,6 +189,20 @@ void CompileSession::claim_output_directory() {
   check_output_directory(config_.out_dir, 2 * static_cast<int64_t>(ec ? 0 : model_bytes) + (1 << 20));
 }
 
+// GPTQ solves Linear layers (a weight that multiplies its input's last
+// axis); other layers a setting sends to gptq are rounded to nearest.
+void CompileSession::plan_weight_algorithms() {
+  std::vector<std::string> rounded;
+  for (auto& plan : prepared_.plans) {
+    if (plan.weights.algorithm != WeightAlgorithm::Gptq || gptq_applies(plan.layer)) continue;
+    plan.weights.algorithm = WeightAlgorithm::Rtn;
+    if (plan.quantize && plan.weights.enabled) rounded.push_back(plan.layer.name + " (" + plan.layer.type + ")");
+  }
+  if (!rounded.empty())
+    add_note("weights.algorithm gptq solves Linear layers; " + std::to_string(rounded.size()) +
+             " other layer(s) are rounded to nearest: " + join(rounded));
+}
+
 // One observer per quantized layer input. onnxruntime and OpenVINO run a
 // residual add in int8 when both operands and the sum are quantized: the
 // outputs of the layers that feed adds get an observer too.
@@ -195,10 +214,21 @@ void CompileSession::plan_activation_points() {
   std::vector<std::string> feeding_adds;
   if (p.quantizing && (target == Target::OnnxRuntime || target == Target::OpenVino))
     feeding_adds = layers_feeding_adds(p.model->module(), config_.model.method);
+  p.hessian_point_of.assign(p.plans.size(), -1);
   for (size_t i = 0; i < p.plans.size(); ++i) {
-    if (!p.quantizing || !p.plans[i].quantize || !p.plans[i].activations.enabled) continue;
-    p.point_of[i] = static_cast<int>(p.points.size());
-    p.points.push_back({p.plans[i].layer.name, p.plans[i].activations});
+    if (!p.quantizing || !p.plans[i].quantize) continue;
+    if (p.plans[i].weights.enabled && p.plans[i].weights.algorithm == WeightAlgorithm::Gptq) {
+      // GPTQ's XᵀX is summed at the input observer, or at one that only keeps its range.
+      p.hessian_point_of[i] = static_cast<int>(p.points.size());
+      p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, false, true});
+      if (p.plans[i].activations.enabled) p.point_of[i] = p.hessian_point_of[i];
+      else p.points.back().settings = TensorQuantSettings{};  // min/max only
+    }
+    if (!p.plans[i].activations.enabled) continue;
+    if (p.point_of[i] < 0) {
+      p.point_of[i] = static_cast<int>(p.points.size());
+      p.points.push_back({p.plans[i].layer.name, p.plans[i].activations});
+    }
     if (std::find(feeding_adds.begin(), feeding_adds.end(), p.plans[i].layer.name) == feeding_adds.end()) continue;
     p.output_point_of[i] = static_cast<int>(p.points.size());
     p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, true});
@@ -250,9 +280,12 @@ void CompileSession::calibrate() {
   const PreparedCompile& p = prepared_;
   if (p.points.empty()) return;
   const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
-  observers_ = qforge::calibrate(p.model->module(), config_.model.method, p.points, run,
-                                 shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device),
-                                 *p.comm, timer_);
+  CalibrationStatistics stats =
+      qforge::calibrate(p.model->module(), config_.model.method, p.points, run,
+                        shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm,
+                        timer_);
+  observers_ = std::move(stats.observers);
+  hessians_ = std::move(stats.hessians);
 }
 
 void refuse_quantizing_nothing(const std::vector<LayerPlan>& plans) {
@@ -328,6 +361,60 @@ void CompileSession::quantize() {
       result_.layers.push_back(std::move(l));
     }
   });
+  solve_gptq_layers();
+}
+
+void CompileSession::solve_gptq_layers() {
+  const PreparedCompile& p = prepared_;
+  std::vector<size_t> layers;  // indices into result_.layers (one per plan)
+  std::vector<std::string> unreached;
+  for (size_t i = 0; i < result_.layers.size(); ++i) {
+    const LayerResult& l = result_.layers[i];
+    if (!l.quantized || !l.weight || l.plan.weights.algorithm != WeightAlgorithm::Gptq) continue;
+    const int point = p.hessian_point_of[i];
+    const auto& shape = l.plan.layer.weight_shape;
+    if (point >= 0 && hessians_[point].defined() && hessians_[point].size(0) == shape[1])
+      layers.push_back(i);
+    else
+      unreached.push_back(l.plan.layer.name);
+  }
+  for (auto& l : result_.layers)  // what the report calls their algorithm
+    if (std::find(unreached.begin(), unreached.end(), l.plan.layer.name) != unreached.end())
+      l.plan.weights.algorithm = WeightAlgorithm::Rtn;
+  if (!unreached.empty())
+    add_note("weights.algorithm gptq: no calibration input of the layer's width reached " + join(unreached) +
+             "; rounded to nearest");
+  if (layers.empty()) return;
+  const auto weight_of = [&](const LayerResult& l) {
+    return p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
+  };
+  std::map<size_t, GptqResult> mine;  // the layers this rank solves, by position in `layers`
+  timer_.run(
+      "gptq",
+      [&] {
+        log::info("gptq: " + std::to_string(layers.size()) + " layers, dealt to " + std::to_string(rt_.size()) +
+                  " rank(s)");
+        for (size_t k = static_cast<size_t>(rt_.rank()); k < layers.size(); k += static_cast<size_t>(rt_.size())) {
+          const LayerResult& l = result_.layers[layers[k]];
+          mine[k] = gptq_quantize(weight_of(l), hessians_[p.hessian_point_of[layers[k]]], l.plan.weights,
+                                  l.plan.layer.name);
+        }
+      },
+      [&] {
+        for (size_t k = 0; k < layers.size(); ++k) {
+          LayerResult& l = result_.layers[layers[k]];
+          const at::Tensor weight = weight_of(l);
+          const auto solved = mine.find(k);
+          GptqResult r = solved != mine.end() ? solved->second : GptqResult{at::empty_like(weight), *l.weight};
+          const CollectiveOptions from_owner{ReduceOp::Sum, static_cast<int>(k % static_cast<size_t>(rt_.size()))};
+          p.comm->broadcast(r.weight, from_owner);
+          p.comm->broadcast(r.quant.qparams.scale, from_owner);
+          p.comm->broadcast(r.quant.qparams.zero_point, from_owner);
+          l.weight = r.quant;
+          l.solved_weight = r.weight;
+          l.weight_sqnr_db = sqnr_db(weight, r.weight);
+        }
+      });
 }
 
 // ---- sensitivity -----------------------------------------------------------
@@ -394,7 +481,9 @@ bool CompileSession::fine_tune() {
           });
       if (wanted && l.weight) {
         targets.push_back({fake_quant_of(l), l.plan.weights,
-                           p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
+                           l.solved_weight.defined()
+                               ? l.solved_weight
+                               : p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
         l.fine_tuned = true;
       } else {
         options.others.push_back(fake_quant_of(l));
@@ -452,6 +541,7 @@ bool CompileSession::fine_tune() {
     if (auto s = merged.input_scales.find(name); s != merged.input_scales.end()) l.input->qparams.scale = s->second;
     if (tune.method == FineTuneMethod::Lora && merged.weights.count(name))
       l.weight = observe_weight(merged.weights.at(name), l.plan.weights);
+    if (merged.weights.count(name)) l.solved_weight = at::Tensor();  // the merged weight is in base_ now
   }
   FineTuneSummary summary;
   summary.method = to_string(tune.method);

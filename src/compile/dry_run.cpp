@@ -172,6 +172,8 @@ std::string Plan::to_text() const {
   for (const auto& l : layers) {
     std::string decision =
         l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
+                         (l.weights.algorithm != WeightAlgorithm::Rtn ? std::string(" ") + to_string(l.weights.algorithm)
+                                                                      : std::string()) +
                          (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
                    : "skip: " + l.reason;
     out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
@@ -303,10 +305,14 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
-  // point) + prefetched batches; the measured peak of the dry run covers activations.
-  const int64_t observers =
+  // point, and GPTQ's XᵀX: int64 sums and the float64 Hessian, inputs² each)
+  // + prefetched batches; the measured peak of the dry run covers activations.
+  int64_t observers =
       static_cast<int64_t>(plan.layers.size()) *
       (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
+  for (const auto& l : plan.layers)
+    if (l.quantize && l.weights.algorithm == WeightAlgorithm::Gptq && l.layer.weight_shape.size() == 2)
+      observers += 2 * 8 * l.layer.weight_shape[1] * l.layer.weight_shape[1];
   const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();
   int64_t measured = 0;
   for (const auto& s : plan.shards) measured = std::max(measured, s.peak_rss_bytes);

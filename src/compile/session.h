@@ -38,6 +38,7 @@ struct PreparedCompile {
   bool quantizing = false;
   std::vector<CalibrationPoint> points;        // observed activations
   std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
+  std::vector<int> hessian_point_of;           // plan index -> the point whose XᵀX GPTQ solves with (-1: none)
 };
 
 // A planned layer whose input no observer saw on any rank is not run as a
@@ -60,7 +61,7 @@ class CompileSession {
 
   void prepare();              // claim out_dir; load, bind, fold batch norms, plan layers and activation points
   void calibrate();            // activation ranges over every rank's shard
-  void quantize();             // weight and activation parameters per layer
+  void quantize();             // weight and activation parameters per layer (GPTQ's solves among them)
   void measure_sensitivity();  // per-layer error; sensitivity_threshold keeps layers float
   bool fine_tune();            // false: stopped at a checkpoint (the run's only output)
   void assemble();             // the compiled TorchScript model
@@ -81,6 +82,8 @@ class CompileSession {
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();
   void plan_activation_points();
+  void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
+  void solve_gptq_layers();       // dealt round-robin to ranks, results broadcast
   void claim_output_directory();
 
   const ExperimentConfig& config_;
@@ -92,6 +95,7 @@ class CompileSession {
   std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;
   std::vector<ActivationObserver> observers_;
+  std::vector<at::Tensor> hessians_;  // per activation point (calibration's)
   torch::jit::Module base_;  // the model the compiled one is assembled from
   CompileResult result_;
 };

@@ -214,6 +214,7 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
   torch::jit::Module& module = rewrite.module;
   std::shared_ptr<Graph> graph = rewrite.graph;
   for (const auto& layer : layers) {
+    if (layer.weight_value.defined()) submodule(module, layer.layer, "the model").setattr("weight", layer.weight_value);
     for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
       WithInsertPoint after_read(read->next());

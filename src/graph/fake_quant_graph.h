@@ -39,6 +39,7 @@ struct LayerFakeQuant {
   std::optional<LoraAdapter> lora;    // adapter added to the weight before its quantization
   std::optional<WeightQuant> weight;  // per tensor / channel / group
   QuantRange weight_range;
+  at::Tensor weight_value;  // when defined, the layer's weight in the clone (a solved weight: GPTQ)
   std::optional<QParams> input;  // per-tensor activation quantization of the layer's input
   QuantRange input_range;
   std::optional<QParams> output;  // per-tensor quantization of the layer's output (residual adds)
