@@ -75,6 +75,9 @@ struct GptqSettings {
   double dampening = 0.01;   // dampening: added to the Hessian's diagonal, as a share of its mean
   bool act_order = false;    // act_order: quantize inputs in order of decreasing Hessian diagonal
   int64_t block_size = 128;  // block_size: columns updated together (speed only; same result up to rounding)
+  // blocks: auto (the model's repeated blocks, found in the module tree) | none | a glob ("layers.*"):
+  // block k+1 is calibrated on the outputs of the solved block k.
+  std::string blocks = "auto";
 };
 
 // One tensor's quantization scheme (weights or activations).

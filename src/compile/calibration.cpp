@@ -38,7 +38,8 @@ std::vector<std::optional<HessianSum>> hessian_sums(const std::vector<Calibratio
 
 CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
                                 const std::vector<CalibrationPoint>& points, const ForwardFn& run,
-                                const ShardSource& shard, Communicator& comm, PhaseTimer& timer) {
+                                const ShardSource& shard, Communicator& comm, PhaseTimer& timer,
+                                const std::string& phase) {
   CalibrationStatistics stats;
   auto& observers = stats.observers;
   std::vector<ObservedTensor> tensors;
@@ -77,9 +78,9 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
     for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
   };
 
-  log::info("calibration: " + std::to_string(points.size()) + " activation observers, " +
+  log::info(phase + ": " + std::to_string(points.size()) + (any_hessian ? " layer inputs, " : " activation observers, ") +
             (any_histogram || any_hessian ? "2 passes" : "1 pass") + " over the calibration set");
-  timer.run("calibrate: ranges", run_shard, [&] {
+  timer.run(phase + ": ranges", run_shard, [&] {
     reduce_ranges(observers, &comm);  // every observer in one collective
     if (any_hessian) {
       comm.all_reduce(vectors);
@@ -100,7 +101,7 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
     if (counts(o)) o.begin_histogram();
   second_pass = true;
   const std::string what = histograms && hessians ? "histograms and Hessians" : histograms ? "histograms" : "Hessians";
-  timer.run("calibrate: " + what, run_shard, [&] {
+  timer.run(phase + ": " + what, run_shard, [&] {
     if (histograms) reduce_histograms(observers, &comm);
     for (size_t k = 0; k < sums.size(); ++k) {
       if (!sums[k]) continue;

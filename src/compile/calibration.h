@@ -31,7 +31,8 @@ struct CalibrationStatistics {
 // Collective. Returns the reduced statistics of every point, identical on every rank.
 CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
                                           const std::vector<CalibrationPoint>& points, const ForwardFn& run,
-                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer);
+                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer,
+                                const std::string& phase = "calibrate");
 
 // The chosen range of a point; ModelError names a layer whose input was never
 // seen (the method did not run it). Call inside a collective phase.

@@ -21,6 +21,7 @@
 #include "compile/sensitivity.h"
 #include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
+#include "plan/solve_steps.h"
 #include "quant/gptq.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
@@ -214,21 +215,10 @@ void CompileSession::plan_activation_points() {
   std::vector<std::string> feeding_adds;
   if (p.quantizing && (target == Target::OnnxRuntime || target == Target::OpenVino))
     feeding_adds = layers_feeding_adds(p.model->module(), config_.model.method);
-  p.hessian_point_of.assign(p.plans.size(), -1);
   for (size_t i = 0; i < p.plans.size(); ++i) {
-    if (!p.quantizing || !p.plans[i].quantize) continue;
-    if (p.plans[i].weights.enabled && p.plans[i].weights.algorithm == WeightAlgorithm::Gptq) {
-      // GPTQ's XᵀX is summed at the input observer, or at one that only keeps its range.
-      p.hessian_point_of[i] = static_cast<int>(p.points.size());
-      p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, false, true});
-      if (p.plans[i].activations.enabled) p.point_of[i] = p.hessian_point_of[i];
-      else p.points.back().settings = TensorQuantSettings{};  // min/max only
-    }
-    if (!p.plans[i].activations.enabled) continue;
-    if (p.point_of[i] < 0) {
-      p.point_of[i] = static_cast<int>(p.points.size());
-      p.points.push_back({p.plans[i].layer.name, p.plans[i].activations});
-    }
+    if (!p.quantizing || !p.plans[i].quantize || !p.plans[i].activations.enabled) continue;
+    p.point_of[i] = static_cast<int>(p.points.size());
+    p.points.push_back({p.plans[i].layer.name, p.plans[i].activations});
     if (std::find(feeding_adds.begin(), feeding_adds.end(), p.plans[i].layer.name) == feeding_adds.end()) continue;
     p.output_point_of[i] = static_cast<int>(p.points.size());
     p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, true});
@@ -285,7 +275,6 @@ void CompileSession::calibrate() {
                         shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm,
                         timer_);
   observers_ = std::move(stats.observers);
-  hessians_ = std::move(stats.hessians);
 }
 
 void refuse_quantizing_nothing(const std::vector<LayerPlan>& plans) {
@@ -364,40 +353,78 @@ void CompileSession::quantize() {
   solve_gptq_layers();
 }
 
+// GPTQ step by step (plan/solve_steps.h): each step's layers get their XᵀX
+// on the model whose earlier steps are already solved, then are solved.
 void CompileSession::solve_gptq_layers() {
   const PreparedCompile& p = prepared_;
-  std::vector<size_t> layers;  // indices into result_.layers (one per plan)
-  std::vector<std::string> unreached;
+  std::vector<std::string> names;
+  std::map<std::string, size_t> index;  // layer -> its position in result_.layers
   for (size_t i = 0; i < result_.layers.size(); ++i) {
     const LayerResult& l = result_.layers[i];
     if (!l.quantized || !l.weight || l.plan.weights.algorithm != WeightAlgorithm::Gptq) continue;
-    const int point = p.hessian_point_of[i];
-    const auto& shape = l.plan.layer.weight_shape;
-    if (point >= 0 && hessians_[point].defined() && hessians_[point].size(0) == shape[1])
-      layers.push_back(i);
-    else
-      unreached.push_back(l.plan.layer.name);
+    names.push_back(l.plan.layer.name);
+    index[l.plan.layer.name] = i;
   }
+  if (names.empty()) return;
+  const SolveSteps plan =
+      plan_solve_steps(names, p.model->layers(), config_.quantization_settings->weights.gptq.blocks);
+  if (!plan.note.empty()) add_note(plan.note);
+  log::info("gptq: " + std::to_string(names.size()) + " layers in " + std::to_string(plan.steps.size()) +
+            " step(s), solves dealt to " + std::to_string(rt_.size()) + " rank(s)");
+  const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
+  torch::jit::Module model = p.model->module();  // the float model until a step is solved
+  std::vector<std::string> unreached;
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    const auto& step = plan.steps[s];
+    const std::string title = !step.block.empty()       ? "gptq " + step.block
+                              : plan.steps.size() == 1 ? std::string("gptq")
+                                                       : std::string("gptq, layers outside blocks");
+    std::vector<CalibrationPoint> points;
+    for (const auto& name : step.layers) points.push_back({name, TensorQuantSettings{}, false, true});
+    const CalibrationStatistics stats = qforge::calibrate(
+        model, config_.model.method, points, run,
+        shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm, timer_, title);
+    std::vector<size_t> layers;
+    std::vector<at::Tensor> hessians;
+    for (size_t k = 0; k < points.size(); ++k) {
+      const at::Tensor& h = stats.hessians[k];
+      if (h.defined() && h.size(0) == result_.layers[index[step.layers[k]]].plan.layer.weight_shape[1]) {
+        layers.push_back(index[step.layers[k]]);
+        hessians.push_back(h);
+      } else {
+        unreached.push_back(step.layers[k]);
+      }
+    }
+    solve_and_share(layers, hessians, title + ": solve");
+    if (s + 1 == plan.steps.size()) break;
+    if (s == 0) model = clone_module(model);  // the float model stays as it is
+    for (size_t i : layers)
+      submodule(model, result_.layers[i].plan.layer.name, p.model->path()).setattr("weight", result_.layers[i].solved_weight);
+  }
+  if (unreached.empty()) return;
+  add_note("weights.algorithm gptq: no calibration input of the layer's width reached " + join(unreached) +
+           "; rounded to nearest");
   for (auto& l : result_.layers)  // what the report calls their algorithm
     if (std::find(unreached.begin(), unreached.end(), l.plan.layer.name) != unreached.end())
       l.plan.weights.algorithm = WeightAlgorithm::Rtn;
-  if (!unreached.empty())
-    add_note("weights.algorithm gptq: no calibration input of the layer's width reached " + join(unreached) +
-             "; rounded to nearest");
+}
+
+// Layers dealt round-robin to ranks; each rank solves its share, and every
+// solved weight and its parameters are broadcast from the rank that solved it.
+void CompileSession::solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
+                                     const std::string& phase) {
+  const PreparedCompile& p = prepared_;
   if (layers.empty()) return;
   const auto weight_of = [&](const LayerResult& l) {
     return p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
   };
   std::map<size_t, GptqResult> mine;  // the layers this rank solves, by position in `layers`
   timer_.run(
-      "gptq",
+      phase,
       [&] {
-        log::info("gptq: " + std::to_string(layers.size()) + " layers, dealt to " + std::to_string(rt_.size()) +
-                  " rank(s)");
         for (size_t k = static_cast<size_t>(rt_.rank()); k < layers.size(); k += static_cast<size_t>(rt_.size())) {
           const LayerResult& l = result_.layers[layers[k]];
-          mine[k] = gptq_quantize(weight_of(l), hessians_[p.hessian_point_of[layers[k]]], l.plan.weights,
-                                  l.plan.layer.name);
+          mine[k] = gptq_quantize(weight_of(l), hessians[k], l.plan.weights, l.plan.layer.name);
         }
       },
       [&] {

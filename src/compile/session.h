@@ -38,7 +38,6 @@ struct PreparedCompile {
   bool quantizing = false;
   std::vector<CalibrationPoint> points;        // observed activations
   std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
-  std::vector<int> hessian_point_of;           // plan index -> the point whose XᵀX GPTQ solves with (-1: none)
 };
 
 // A planned layer whose input no observer saw on any rank is not run as a
@@ -83,7 +82,9 @@ class CompileSession {
   ShardSource evaluation_source();
   void plan_activation_points();
   void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
-  void solve_gptq_layers();       // dealt round-robin to ranks, results broadcast
+  void solve_gptq_layers();       // step by step (block by block), each step's XᵀX on the solved model
+  void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
+                       const std::string& phase);
   void claim_output_directory();
 
   const ExperimentConfig& config_;
@@ -95,7 +96,6 @@ class CompileSession {
   std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;
   std::vector<ActivationObserver> observers_;
-  std::vector<at::Tensor> hessians_;  // per activation point (calibration's)
   torch::jit::Module base_;  // the model the compiled one is assembled from
   CompileResult result_;
 };

@@ -24,6 +24,7 @@ void check_weight_settings(const WeightQuantSettings& s, const std::string& key)
   check_tensor_settings(s, key);
   check(s.gptq.dampening >= 0, key + ".gptq.dampening", "a non-negative share of the Hessian's mean diagonal");
   check(s.gptq.block_size > 0, key + ".gptq.block_size", "a positive column count");
+  check(!s.gptq.blocks.empty(), key + ".gptq.blocks", "auto, none, or a glob naming the blocks");
 }
 
 }  // namespace

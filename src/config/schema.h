@@ -60,6 +60,10 @@ void describe(V& v, GptqSettings& s) {
     "quantize inputs in order of decreasing Hessian diagonal (groups then take their parameters from the "
     "unquantized weight, so they stay contiguous)");
   v("block_size", s.block_size, "columns whose updates are applied together (speed)");
+  v("blocks", s.blocks,
+    "auto: solve the model's repeated blocks in order, block k+1 calibrated on the outputs of the solved block k "
+    "(found in the module tree: the same-type children of one container) | none: every layer on the float "
+    "model's inputs | a glob naming the blocks (layers.*)");
 }
 
 template <class V>

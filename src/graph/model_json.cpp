@@ -42,7 +42,7 @@ json::object to_json(const WeightQuantSettings& s) {
   o["algorithm"] = to_string(s.algorithm);
   if (s.algorithm == WeightAlgorithm::Gptq)
     o["gptq"] = json::object{{"dampening", s.gptq.dampening}, {"act_order", s.gptq.act_order},
-                             {"block_size", s.gptq.block_size}};
+                             {"block_size", s.gptq.block_size}, {"blocks", s.gptq.blocks}};
   return o;
 }
 

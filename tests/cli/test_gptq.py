@@ -117,6 +117,54 @@ def gptq_reference(weight, h, bits, group, symmetric, act_order, dampening=0.01)
     return q.float(), scales
 
 
+class Block(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.up = torch.nn.Linear(width, 2 * width)
+        self.down = torch.nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return x + self.down(torch.relu(self.up(x)))
+
+
+class Stack(torch.nn.Module):
+    """Two repeated blocks and a head: GPTQ solves blocks.0, then blocks.1 on its outputs, then the head."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([Block(width) for _ in range(2)])
+        self.head = torch.nn.Linear(width, 4)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def stack_inputs(model, x, solved):
+    """Every layer's input, batch by batch, with the weights in `solved` replacing the float ones."""
+    weights = {name: solved.get(name, getattr_path(model, name).weight) for name in
+               ("blocks.0.up", "blocks.0.down", "blocks.1.up", "blocks.1.down", "head")}
+    inputs = {name: [] for name in weights}
+
+    def linear(name, v):
+        inputs[name].append(v)
+        return torch.nn.functional.linear(v, weights[name], getattr_path(model, name).bias)
+    with torch.no_grad():
+        for b in range(0, len(x), BATCH):
+            h = x[b:b + BATCH]
+            for k in range(2):
+                h = h + linear(f"blocks.{k}.down", torch.relu(linear(f"blocks.{k}.up", h)))
+            linear("head", h)
+    return {name: torch.cat(v) for name, v in inputs.items()}
+
+
+def getattr_path(module, name):
+    for part in name.split("."):
+        module = getattr(module, part)
+    return module
+
+
 def compiled_layers(out):
     compiled = torch.jit.load(os.path.join(qt.WORK, out, "model.qforge.pt"))
     params = json.load(open(os.path.join(qt.WORK, out, "quant_params.json")))
@@ -127,8 +175,9 @@ def compiled_layers(out):
     (4, 0, True, False), (4, 32, True, False), (4, 32, True, True), (3, 0, False, True)])
 def test_gptq_matches_reference(bits, group, symmetric, act_order):
     granularity = f"granularity: group, group_size: {group}" if group else "granularity: channel"
-    run(["compile", gptq_config(f"{{bits: {bits}, {granularity}, symmetric: {str(symmetric).lower()}, "
-                                f"algorithm: gptq, gptq: {{act_order: {str(act_order).lower()}}}}}")])
+    out = run(["compile", gptq_config(f"{{bits: {bits}, {granularity}, symmetric: {str(symmetric).lower()}, "
+                                      f"algorithm: gptq, gptq: {{act_order: {str(act_order).lower()}}}}}")])
+    contains(out, "the model has no repeated blocks")  # fc1, fc2, head: one step on the float model's inputs
     compiled, params = compiled_layers("out")
     model, inputs = layer_inputs()
     for name, x in inputs.items():
@@ -165,7 +214,8 @@ def test_gptq_identical_on_1_to_4_ranks():
     summary = open(os.path.join(qt.WORK, "r4", "summary.txt")).read()
     contains(summary, "quantize (gptq)")
     report = json.load(open(os.path.join(qt.WORK, "r4", "report.json")))
-    check(any(p["phase"] == "gptq" for p in report["phases"]), "no gptq phase in report.json")
+    phases = [p["phase"] for p in report["phases"]]
+    check({"gptq: ranges", "gptq: Hessians", "gptq: solve"} <= set(phases), f"GPTQ's phases in report.json: {phases}")
 
 
 def test_gptq_rounds_other_layers_to_nearest_with_a_note():
@@ -206,3 +256,38 @@ def test_qa_lora_starts_from_gptq_weights():
         check(params[name].get("fine_tuned"), f"{name} was not fine-tuned")
         check(torch.equal(getattr(tuned, name).weight, getattr(solved, name).weight),
               f"{name}: the fine-tuned weight did not start from the GPTQ weight")
+
+
+@pytest.mark.parametrize("blocks", ["auto", "none"])
+def test_gptq_solves_blocks_in_order(blocks):
+    from qforge_h5 import write_samples
+    torch.manual_seed(0)
+    model = torch.jit.script(Stack().eval())
+    model.save(os.path.join(qt.WORK, "stack.pt"))
+    x = torch.randn(48, 16)
+    write_samples(os.path.join(qt.WORK, "stack.h5"), "tensor", ["x"], {"all": {"x": x.numpy()}})
+    cfg = write_config("stack.yaml", f"""
+model: {{path: stack.pt}}
+calibration_inputs: {{files: [stack.h5], batch_size: {BATCH}}}
+deployment_settings: {{target: libtorch}}
+quantization_settings:
+  weights: {{bits: 4, algorithm: gptq, gptq: {{blocks: {blocks}}}}}
+  activations: {{enabled: false}}
+""")
+    out = run(["compile", cfg])
+    compiled, params = compiled_layers("qforge_out")
+    steps = [["blocks.0.up", "blocks.0.down"], ["blocks.1.up", "blocks.1.down"], ["head"]]
+    if blocks == "none":
+        steps = [sum(steps, [])]
+    else:
+        contains(out, "gptq: 5 layers in 3 step(s)")
+    solved = {}
+    for step in steps:  # each step's inputs come from the model with the earlier steps solved
+        inputs = stack_inputs(model, x, solved)
+        for name in step:
+            weight = getattr_path(model, name).weight.detach()
+            solved[name], _ = gptq_reference(weight, hessian(inputs[name]), 4, 0, True, False)
+    for name, expected in solved.items():
+        got = getattr_path(compiled, name).weight.detach()
+        differ = (got != expected).sum().item()
+        check(differ == 0, f"blocks {blocks}: {name}: {differ} of {got.numel()} weights differ from the reference")
