@@ -270,10 +270,9 @@ void CompileSession::calibrate() {
   const PreparedCompile& p = prepared_;
   if (p.points.empty()) return;
   const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
-  CalibrationStatistics stats =
-      qforge::calibrate(p.model->module(), config_.model.method, p.points, run,
-                        shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm,
-                        timer_);
+  CalibrationStatistics stats = qforge::calibrate(
+      p.model->module(), config_.model.method, p.points, run,
+      shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm, timer_);
   observers_ = std::move(stats.observers);
 }
 
@@ -376,7 +375,7 @@ void CompileSession::solve_gptq_layers() {
   std::vector<std::string> unreached;
   for (size_t s = 0; s < plan.steps.size(); ++s) {
     const auto& step = plan.steps[s];
-    const std::string title = !step.block.empty()       ? "gptq " + step.block
+    const std::string title = !step.block.empty()      ? "gptq " + step.block
                               : plan.steps.size() == 1 ? std::string("gptq")
                                                        : std::string("gptq, layers outside blocks");
     std::vector<CalibrationPoint> points;
@@ -399,7 +398,8 @@ void CompileSession::solve_gptq_layers() {
     if (s + 1 == plan.steps.size()) break;
     if (s == 0) model = clone_module(model);  // the float model stays as it is
     for (size_t i : layers)
-      submodule(model, result_.layers[i].plan.layer.name, p.model->path()).setattr("weight", result_.layers[i].solved_weight);
+      submodule(model, result_.layers[i].plan.layer.name, p.model->path())
+          .setattr("weight", result_.layers[i].solved_weight);
   }
   if (unreached.empty()) return;
   add_note("weights.algorithm gptq: no calibration input of the layer's width reached " + join(unreached) +

@@ -63,18 +63,21 @@ SolveSteps plan_solve_steps(const std::vector<std::string>& layers, const std::v
   SolveSteps out;
   if (layers.empty()) return out;
   std::vector<std::string> block_names;
-  if (blocks == "auto") block_names = repeated_blocks(layers, all_layers);
-  else if (blocks != "none") block_names = named_blocks(blocks, all_layers);
+  if (blocks == "auto")
+    block_names = repeated_blocks(layers, all_layers);
+  else if (blocks != "none")
+    block_names = named_blocks(blocks, all_layers);
   if (block_names.empty()) {
     out.steps.push_back({"", layers});
     if (blocks == "auto")
-      out.note = "gptq: the model has no repeated blocks (a container of two or more children of one type); "
-                 "every layer is solved on the float model's inputs";
+      out.note =
+          "gptq: the model has no repeated blocks (a container of two or more children of one type); "
+          "every layer is solved on the float model's inputs";
     return out;
   }
   for (const auto& layer : layers) {
-    const auto block = std::find_if(block_names.begin(), block_names.end(),
-                                    [&](const std::string& b) { return inside(layer, b); });
+    const auto block =
+        std::find_if(block_names.begin(), block_names.end(), [&](const std::string& b) { return inside(layer, b); });
     const std::string name = block == block_names.end() ? "" : *block;
     if (out.steps.empty() || out.steps.back().block != name) out.steps.push_back({name, {}});
     out.steps.back().layers.push_back(layer);

@@ -135,8 +135,7 @@ bool gptq_applies(const LayerInfo& layer) {
 
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
                          const std::string& layer) {
-  if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) ||
-      hessian.size(1) != weight.size(1))
+  if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) || hessian.size(1) != weight.size(1))
     throw ModelError("layer '" + layer + "': GPTQ needs a [outputs, inputs] weight and an [inputs, inputs] Hessian");
   const int64_t columns = weight.size(1);
   at::Tensor w = weight.detach().to(at::kDouble).clone();
@@ -169,10 +168,13 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
       const at::Tensor qi = params.round(wi, column);
       q.select(1, column).copy_(qi);
       const at::Tensor error = (wi - qi) / ub[i][i];
-      wb.index({Slice(), Slice(i, at::indexing::None)}) -= error.unsqueeze(1).mm(ub.index({i, Slice(i, at::indexing::None)}).unsqueeze(0));
+      wb.index({Slice(), Slice(i, at::indexing::None)}) -=
+          error.unsqueeze(1).mm(ub.index({i, Slice(i, at::indexing::None)}).unsqueeze(0));
       errors.select(1, i).copy_(error);
     }
-    if (b1 < columns) w.index({Slice(), Slice(b1, at::indexing::None)}) -= errors.mm(u.index({Slice(b0, b1), Slice(b1, at::indexing::None)}));
+    if (b1 < columns)
+      w.index({Slice(), Slice(b1, at::indexing::None)}) -=
+          errors.mm(u.index({Slice(b0, b1), Slice(b1, at::indexing::None)}));
   }
   if (order.defined()) q = q.index_select(1, at::argsort(order));
   GptqResult result;
