@@ -57,8 +57,8 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   at::Tensor vectors = at::zeros({static_cast<int64_t>(points.size())}, at::kLong);
   std::vector<int64_t> inputs(points.size(), 0);
   // The sums live where the batches arrive, the same kind of device on every rank.
-  const c10::Device device = shard.options.cuda_device >= 0 ? c10::Device(c10::kCUDA, shard.options.cuda_device)
-                                                           : c10::Device(c10::kCPU);
+  const c10::Device device =
+      shard.options.cuda_device >= 0 ? c10::Device(c10::kCUDA, shard.options.cuda_device) : c10::Device(c10::kCPU);
   std::vector<std::optional<HessianSum>> sums(points.size());
   bool second_pass = false;
   const auto run_shard = [&] {
@@ -78,7 +78,9 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
     for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
   };
 
-  log::info(phase + ": " + std::to_string(points.size()) + (any_hessian ? " layer inputs, " : " activation observers, ") +
+  // "calibration: ..." marks the activation calibration in the logs (tests and users wait for it).
+  log::info(std::string("calibration") + (phase == "calibrate" ? "" : " for " + phase) + ": " +
+            std::to_string(points.size()) + (any_hessian ? " layer inputs, " : " activation observers, ") +
             (any_histogram || any_hessian ? "2 passes" : "1 pass") + " over the calibration set");
   timer.run(phase + ": ranges", run_shard, [&] {
     reduce_ranges(observers, &comm);  // every observer in one collective
