@@ -86,7 +86,7 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
     reduce_ranges(observers, &comm);  // every observer in one collective
     if (any_hessian) {
       comm.all_reduce(vectors);
-      // Every rank agrees on the inputs' width and device kind (a rank may have seen none).
+      // Every rank agrees on the inputs' width (a rank may have seen none of them).
       at::Tensor width = at::tensor(inputs, at::kLong);
       comm.all_reduce(width, {ReduceOp::Max});
       for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = width[static_cast<int64_t>(k)].item<int64_t>();
