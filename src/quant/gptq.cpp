@@ -47,11 +47,10 @@ class ColumnParams {
  public:
   ColumnParams(const at::Tensor& weight, const TensorQuantSettings& settings, const at::Tensor& order)
       : settings_(settings), range_(quant_range(settings.bits, settings.is_signed)), order_(order) {
-    columns_ = weight.size(1);
     if (settings.granularity != Granularity::Group) {
       whole_ = observe_weight(weight, settings);
     } else {
-      groups_.resize(static_cast<size_t>(columns_ / settings.group_size));
+      groups_.resize(static_cast<size_t>(weight.size(1) / settings.group_size));
       if (order_.defined())  // act_order: every group's parameters from the weight before the solve
         for (int64_t g = 0; g < static_cast<int64_t>(groups_.size()); ++g)
           set_group(g, weight.index({Slice(), Slice(g * group_size(), (g + 1) * group_size())}));
@@ -84,7 +83,9 @@ class ColumnParams {
   // The parameters in observe_weight's layout: groups row-major over [out, groups].
   WeightQuant result(const at::Tensor& weight) const {
     if (settings_.granularity != Granularity::Group) return whole_;
-    WeightQuant out = observe_weight(weight, settings_);  // the layout (axis, view shape)
+    WeightQuant out;  // observe_weight's group layout: the [out * groups, group_size] view, per row
+    out.axis = 0;
+    out.view_shape = {weight.size(0) * static_cast<int64_t>(groups_.size()), group_size()};
     std::vector<at::Tensor> scales, zero_points;
     for (const auto& g : groups_) {
       scales.push_back(g.scale);
@@ -99,7 +100,6 @@ class ColumnParams {
   TensorQuantSettings settings_;
   QuantRange range_;
   at::Tensor order_;  // act_order: original column of each solve position (CPU)
-  int64_t columns_ = 0;
   WeightQuant whole_;
   std::vector<QParams> groups_;
 };
@@ -145,13 +145,13 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   h.diagonal().masked_fill_(dead, 1.0);
   w.index_put_({Slice(), dead}, 0.0);
   at::Tensor order;  // act_order: solve position -> original column
-  if (settings.gptq.act_order) {
+  if (settings.gptq.act_order)
     order = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  ColumnParams params(w, settings, order.defined() ? order.cpu() : at::Tensor());  // from the weight in its order
+  if (order.defined()) {
     w = w.index_select(1, order);
     h = h.index_select(0, order).index_select(1, order);
   }
-  ColumnParams params(order.defined() ? w.index_select(1, at::argsort(order)) : w, settings,
-                      order.defined() ? order.cpu() : at::Tensor());
   const at::Tensor u = inverse_hessian_factor(h, settings.gptq.dampening, layer);
   at::Tensor q = at::zeros_like(w);
   const int64_t block = solve_block(settings, columns);
