@@ -158,6 +158,7 @@ void CompileSession::prepare() {
       plan.reason = method + " does not read its weight directly (fullgraph: false)";
     }
     if (p.quantizing) refuse_quantizing_nothing(p.plans);
+    plan_gptq_steps();
     if (!config_.compile_options.ptq)
       for (const auto& plan : p.plans)
         if (plan.quantize && (plan.activations.enabled || plan.weights.algorithm != WeightAlgorithm::Rtn))
@@ -202,6 +203,19 @@ void CompileSession::plan_weight_algorithms() {
   if (!rounded.empty())
     add_note("weights.algorithm gptq solves Linear layers; " + std::to_string(rounded.size()) +
              " other layer(s) are rounded to nearest: " + join(rounded));
+}
+
+// Before any work: a gptq.blocks glob that names nothing is a ConfigError here.
+void CompileSession::plan_gptq_steps() {
+  std::vector<std::string> names;
+  for (const auto& plan : prepared_.plans)
+    if (prepared_.quantizing && plan.quantize && plan.weights.enabled &&
+        plan.weights.algorithm == WeightAlgorithm::Gptq)
+      names.push_back(plan.layer.name);
+  if (names.empty()) return;
+  prepared_.gptq_steps =
+      plan_solve_steps(names, prepared_.model->layers(), config_.quantization_settings->weights.gptq.blocks);
+  if (!prepared_.gptq_steps.note.empty()) add_note(prepared_.gptq_steps.note);
 }
 
 // One observer per quantized layer input. onnxruntime and OpenVINO run a
@@ -356,28 +370,30 @@ void CompileSession::quantize() {
 // on the model whose earlier steps are already solved, then are solved.
 void CompileSession::solve_gptq_layers() {
   const PreparedCompile& p = prepared_;
-  std::vector<std::string> names;
   std::map<std::string, size_t> index;  // layer -> its position in result_.layers
   for (size_t i = 0; i < result_.layers.size(); ++i) {
     const LayerResult& l = result_.layers[i];
-    if (!l.quantized || !l.weight || l.plan.weights.algorithm != WeightAlgorithm::Gptq) continue;
-    names.push_back(l.plan.layer.name);
-    index[l.plan.layer.name] = i;
+    if (l.quantized && l.weight && l.plan.weights.algorithm == WeightAlgorithm::Gptq) index[l.plan.layer.name] = i;
   }
-  if (names.empty()) return;
-  const SolveSteps plan =
-      plan_solve_steps(names, p.model->layers(), config_.quantization_settings->weights.gptq.blocks);
-  if (!plan.note.empty()) add_note(plan.note);
-  log::info("gptq: " + std::to_string(names.size()) + " layers in " + std::to_string(plan.steps.size()) +
+  if (index.empty()) return;
+  // The planned steps, less the layers that stayed float since (not reached, too sensitive).
+  std::vector<SolveSteps::Step> steps;
+  for (const auto& planned : p.gptq_steps.steps) {
+    SolveSteps::Step step{planned.block, {}};
+    for (const auto& name : planned.layers)
+      if (index.count(name)) step.layers.push_back(name);
+    if (!step.layers.empty()) steps.push_back(step);
+  }
+  log::info("gptq: " + std::to_string(index.size()) + " layers in " + std::to_string(steps.size()) +
             " step(s), solves dealt to " + std::to_string(rt_.size()) + " rank(s)");
   const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
   torch::jit::Module model = p.model->module();  // the float model until a step is solved
   std::vector<std::string> unreached;
-  for (size_t s = 0; s < plan.steps.size(); ++s) {
-    const auto& step = plan.steps[s];
-    const std::string title = !step.block.empty()      ? "gptq " + step.block
-                              : plan.steps.size() == 1 ? std::string("gptq")
-                                                       : std::string("gptq, layers outside blocks");
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const auto& step = steps[s];
+    const std::string title = !step.block.empty() ? "gptq " + step.block
+                              : steps.size() == 1 ? std::string("gptq")
+                                                  : std::string("gptq, layers outside blocks");
     std::vector<CalibrationPoint> points;
     for (const auto& name : step.layers) points.push_back({name, TensorQuantSettings{}, false, true});
     const CalibrationStatistics stats = qforge::calibrate(
@@ -395,7 +411,7 @@ void CompileSession::solve_gptq_layers() {
       }
     }
     solve_and_share(layers, hessians, title + ": solve");
-    if (s + 1 == plan.steps.size()) break;
+    if (s + 1 == steps.size()) break;
     if (s == 0) model = clone_module(model);  // the float model stays as it is
     for (size_t i : layers)
       submodule(model, result_.layers[i].plan.layer.name, p.model->path())

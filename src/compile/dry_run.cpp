@@ -1,4 +1,5 @@
 // The dry run: every rank validates what it will touch; rank 0 reports.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -171,11 +172,12 @@ std::string Plan::to_text() const {
       << "decision\n";
   for (const auto& l : layers) {
     std::string decision =
-        l.quantize ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
-                         (l.weights.algorithm != WeightAlgorithm::Rtn ? std::string(" ") + to_string(l.weights.algorithm)
-                                                                      : std::string()) +
-                         (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
-                   : "skip: " + l.reason;
+        l.quantize
+            ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
+                  (l.weights.algorithm != WeightAlgorithm::Rtn ? std::string(" ") + to_string(l.weights.algorithm)
+                                                               : std::string()) +
+                  (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
+            : "skip: " + l.reason;
     out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
         << std::setw(10) << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }
@@ -305,14 +307,20 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
-  // point, and GPTQ's XᵀX: int64 sums and the float64 Hessian, inputs² each)
-  // + prefetched batches; the measured peak of the dry run covers activations.
-  int64_t observers =
-      static_cast<int64_t>(plan.layers.size()) *
-      (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
-  for (const auto& l : plan.layers)
-    if (l.quantize && l.weights.algorithm == WeightAlgorithm::Gptq && l.layer.weight_shape.size() == 2)
-      observers += 2 * 8 * l.layer.weight_shape[1] * l.layer.weight_shape[1];
+  // point, and the XᵀX of GPTQ's largest step: int64 sums and the float64
+  // Hessian, inputs² each) + prefetched batches; the measured peak of the dry
+  // run covers activations.
+  int64_t observers = static_cast<int64_t>(plan.layers.size()) *
+                      (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
+  int64_t largest_step = 0;
+  for (const auto& step : p.gptq_steps.steps) {
+    int64_t bytes = 0;
+    for (const auto& l : plan.layers)
+      if (std::find(step.layers.begin(), step.layers.end(), l.layer.name) != step.layers.end())
+        bytes += 2 * 8 * l.layer.weight_shape[1] * l.layer.weight_shape[1];
+    largest_step = std::max(largest_step, bytes);
+  }
+  observers += largest_step;
   const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();
   int64_t measured = 0;
   for (const auto& s : plan.shards) measured = std::max(measured, s.peak_rss_bytes);

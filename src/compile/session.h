@@ -18,6 +18,7 @@
 #include "data/batches.h"
 #include "graph/model.h"
 #include "output/output_dir.h"
+#include "plan/solve_steps.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
 #include "runtime/communicator.h"
@@ -38,6 +39,7 @@ struct PreparedCompile {
   bool quantizing = false;
   std::vector<CalibrationPoint> points;        // observed activations
   std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
+  SolveSteps gptq_steps;                       // the order GPTQ solves its layers in
 };
 
 // A planned layer whose input no observer saw on any rank is not run as a
@@ -82,6 +84,7 @@ class CompileSession {
   ShardSource evaluation_source();
   void plan_activation_points();
   void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
+  void plan_gptq_steps();         // the model's repeated blocks, in order
   void solve_gptq_layers();       // step by step (block by block), each step's XᵀX on the solved model
   void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
                        const std::string& phase);

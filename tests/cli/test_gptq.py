@@ -238,6 +238,10 @@ def test_gptq_needs_calibration():
     cfg = gptq_config("{bits: 4, algorithm: gptq}", extra="compile_options: {ptq: false}\n")
     out = run(["compile", cfg], expect=3)
     contains(out, "solves its weight with gptq, whose statistics only calibration measures")
+    # A blocks glob that names nothing is refused before any calibration pass.
+    out = run(["compile", gptq_config("{bits: 4, algorithm: gptq, gptq: {blocks: 'layers.*'}}")], expect=3)
+    contains(out, "gptq.blocks: 'layers.*' names no layer of the model")
+    check("calibration" not in out, f"refused only after calibrating:\n{out}")
     out = run(["compile", gptq_config("{bits: 4}", activations="{algorithm: gptq}")], expect=3)
     contains(out, "unknown key 'quantization_settings.activations.algorithm'")
 
