@@ -8,6 +8,7 @@
 #include "qforge/errors.h"
 #include "quant/observer.h"
 #include "quant/quantization.h"
+#include "runtime/exact_sum.h"
 
 namespace qforge {
 
@@ -17,13 +18,9 @@ using at::indexing::Slice;
 
 HessianSum::HessianSum(int64_t inputs, double max_abs, int64_t vectors, const c10::Device& device)
     : inputs_(inputs), vectors_(std::max<int64_t>(vectors, 1)) {
-  // An entry of a batch's XᵀX is at most rows·max_abs² < rows·2^square_exponent;
-  // scaled by 2^exponent_ it stays below rows·2^61 / N, so the sum over all
-  // N rows stays below 2^61 and the grid is as fine as int64 allows.
-  int square_exponent = 0;  // max_abs² < 2^square_exponent
-  if (max_abs > 0) std::frexp(max_abs * max_abs, &square_exponent);
-  const int count_bits = static_cast<int>(std::ceil(std::log2(static_cast<double>(vectors_))));
-  exponent_ = 61 - count_bits - square_exponent;
+  // An entry of a batch's XᵀX is at most rows·max_abs²: on the grid of N
+  // items of at most max_abs², the sum over all N rows stays below 2^61.
+  exponent_ = fixed_point_exponent(max_abs * max_abs, vectors_);
   sums_ = at::zeros({inputs, inputs}, at::TensorOptions().dtype(at::kLong).device(device));
 }
 
