@@ -1,6 +1,5 @@
 #include "graph/fake_quant_graph.h"
 
-#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
@@ -9,9 +8,8 @@
 #include <regex>
 #include <set>
 
-#include "graph/decompose_attention.h"
-#include "graph/inline_calls.h"
 #include "graph/model.h"
+#include "graph/rewrite.h"
 #include "qforge/errors.h"
 
 namespace qforge {
@@ -21,22 +19,6 @@ using torch::jit::Graph;
 using torch::jit::Node;
 using torch::jit::Value;
 using torch::jit::WithInsertPoint;
-
-// Ops whose input 0 is the activation a weight multiplies.
-bool consumes_activation(const Node* n) {
-  static const std::set<std::string> ops = {"aten::linear",           "aten::conv1d",          "aten::conv2d",
-                                            "aten::conv3d",           "aten::_convolution",    "aten::conv_transpose1d",
-                                            "aten::conv_transpose2d", "aten::conv_transpose3d"};
-  return ops.count(n->kind().toQualString()) > 0;
-}
-
-void collect_weight_reads(torch::jit::Block* block, const Value* self, std::map<std::string, std::vector<Node*>>& out) {
-  for (Node* n : block->nodes()) {
-    for (auto* inner : n->blocks()) collect_weight_reads(inner, self, out);
-    if (n->kind() != c10::prim::GetAttr || n->s(c10::attr::name) != "weight") continue;
-    if (auto path = attribute_path(n->input(), self)) out[*path].push_back(n);
-  }
-}
 
 // "layer1.0.conv1" -> "_qforge__layer1_0_conv1__<what>": one attribute per layer on the root.
 std::string attribute_name(const std::string& layer, const std::string& what) {
@@ -96,48 +78,6 @@ std::optional<std::string> attribute_path(const Value* value, const Value* self)
   const std::string name = n->s(c10::attr::name);
   return parent->empty() ? name : *parent + "." + name;
 }
-
-namespace {
-
-torch::jit::Module clone_without_grad(const torch::jit::Module& original) {
-  torch::NoGradGuard no_grad;
-  return clone_module(original);
-}
-
-// A clone of the module with the method's graph inlined, its fused attention
-// written as its pieces, and where that graph reads each layer's weight.
-struct Rewrite {
-  torch::jit::Module module;
-  std::shared_ptr<Graph> graph;
-  std::map<std::string, std::vector<Node*>> weight_reads;  // layer -> its prim::GetAttr "weight" nodes
-
-  // Cloned without autograd: the copies are leaves that require no gradient
-  // (a clone under grad mode would hang them on the original's graph).
-  Rewrite(const torch::jit::Module& original, const std::string& method) : module(clone_without_grad(original)) {
-    graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
-    inline_calls(*graph);
-    decompose_fused_attention(*graph);
-    collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
-  }
-
-  const std::vector<Node*>& reads_of(const std::string& layer, const std::string& method) const {
-    auto found = weight_reads.find(layer);
-    if (found == weight_reads.end())
-      throw ModelError("layer '" + layer + "': its weight is not read by " + method +
-                       " (the layer is unused, or the method reaches it in a way qforge cannot rewrite)");
-    return found->second;
-  }
-};
-
-// The linear/conv nodes that multiply `weight` with an activation (their input 0).
-std::vector<Node*> activation_users(Value* weight) {
-  std::vector<Node*> out;
-  for (const auto& use : weight->uses())
-    if (consumes_activation(use.user) && use.offset == 1) out.push_back(use.user);
-  return out;
-}
-
-}  // namespace
 
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) {
   const at::Tensor b = adapter.mask.defined() ? adapter.b.mul(adapter.mask) : adapter.b;
