@@ -92,6 +92,66 @@ class WideMlp(torch.nn.Module):
         return self.head(torch.nn.functional.gelu(self.fc2(h)) + h)
 
 
+class RmsNorm(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(1 + 0.1 * torch.randn(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+
+class DecoderBlock(torch.nn.Module):
+    """A Llama-style block (RMSNorm, q/k/v, SwiGLU) with a LayerNorm before the
+    MLP: every place an input scale can fold into, and one it cannot (o)."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.attn_norm = RmsNorm(width)
+        self.q = torch.nn.Linear(width, width, bias=False)
+        self.k = torch.nn.Linear(width, width, bias=False)
+        self.v = torch.nn.Linear(width, width, bias=False)
+        self.o = torch.nn.Linear(width, width, bias=False)
+        self.mlp_norm = torch.nn.LayerNorm(width)
+        self.gate = torch.nn.Linear(width, hidden, bias=False)
+        self.up = torch.nn.Linear(width, hidden)
+        self.down = torch.nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.attn_norm(x)
+        width = h.size(-1)  # a read of h's shape: the division by s still folds into attn_norm
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        a = torch.softmax(q @ k.transpose(1, 2) / float(width // 8), dim=-1) @ v
+        x = x + self.o(a)
+        h = self.mlp_norm(x)
+        return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+class SmallDecoder(torch.nn.Module):
+    def __init__(self, vocab: int = 100, width: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.blocks = torch.nn.Sequential(DecoderBlock(width, hidden), DecoderBlock(width, hidden))
+        self.norm = torch.nn.LayerNorm(width)
+        self.proj = torch.nn.Linear(width, width)
+        self.head = torch.nn.Linear(width, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.proj(self.norm(self.blocks(self.embed(ids)))))
+
+
+def make_small_decoder(out):
+    """Outlier channels, as trained language models have: a few input channels
+    of every norm far larger than the rest (what AWQ and SmoothQuant are for)."""
+    torch.manual_seed(5)
+    model = SmallDecoder().eval()
+    with torch.no_grad():
+        for norm in [model.blocks[0].attn_norm, model.blocks[1].attn_norm, model.blocks[0].mlp_norm,
+                     model.blocks[1].mlp_norm, model.norm]:
+            norm.weight[:3] *= 12.0
+    torch.jit.script(model).save(f"{out}/small_decoder_scripted.pt")
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -175,6 +235,7 @@ def main(out):
         f.truncate(size // 2)
     with open(f"{out}/not_a_model.pt", "wb") as f:
         f.write(b"this is not a TorchScript archive")
+    make_small_decoder(out)
 
 
 if __name__ == "__main__":
