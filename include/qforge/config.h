@@ -16,7 +16,8 @@ enum class Autocast { Off, BFloat16, Float16 };
 enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch };
 enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
-enum class WeightAlgorithm { Rtn, Gptq };
+enum class WeightAlgorithm { Rtn, Gptq, Awq };
+enum class SmoothingMethod { SmoothQuant };
 enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
 enum class FineTuneMethod { QaLora, Lora };
@@ -80,6 +81,20 @@ struct GptqSettings {
   std::string blocks = "auto";
 };
 
+// weights.awq: the activation-aware scale search (algorithm awq; Lin et al., 2023).
+struct AwqSettings {
+  int64_t grid = 20;  // grid: exponents tried, 0, 1/grid, ..., (grid-1)/grid, of the inputs' mean |x|
+  // blocks: as gptq.blocks: the layers searched together (memory: each step holds its layers' candidates)
+  std::string blocks = "auto";
+};
+
+// activations.smoothing: SmoothQuant (Xiao et al., 2023) moves the range of
+// each input channel from the activation to the weight before W8A8.
+struct SmoothingSettings {
+  SmoothingMethod method = SmoothingMethod::SmoothQuant;  // method: smoothquant
+  double alpha = 0.5;  // alpha: s = max|x|^alpha / max|W|^(1-alpha); higher moves more onto the weights
+};
+
 // One tensor's quantization scheme (weights or activations).
 struct TensorQuantSettings {
   bool enabled = true;                            // enabled: false keeps it floating point
@@ -95,26 +110,26 @@ struct TensorQuantSettings {
 
 // The weights' scheme, and how their values are chosen on its grid.
 struct WeightQuantSettings : TensorQuantSettings {
-  WeightAlgorithm algorithm = WeightAlgorithm::Rtn;  // algorithm: rtn | gptq
+  WeightAlgorithm algorithm = WeightAlgorithm::Rtn;  // algorithm: rtn | gptq | awq
   GptqSettings gptq;                                 // gptq: the solve's settings (algorithm gptq)
+  AwqSettings awq;                                   // awq: the scale search's settings (algorithm awq)
   WeightQuantSettings() {
     granularity = Granularity::Channel;
     symmetric = is_signed = true;
   }
 };
 
+// The activations' scheme, and the smoothing that prepares them for it.
+struct ActivationQuantSettings : TensorQuantSettings {
+  std::optional<SmoothingSettings> smoothing;  // smoothing: null = none
+  ActivationQuantSettings() { symmetric = is_signed = false; }
+};
+
 // quantization_settings:
 struct QuantizationSettings {
   WeightQuantSettings weights;
-  TensorQuantSettings activations = unsigned_per_tensor();
+  ActivationQuantSettings activations;
   std::optional<double> sensitivity_threshold;  // sensitivity_threshold: relative error above which a layer stays FP
-
- private:
-  static TensorQuantSettings unsigned_per_tensor() {
-    TensorQuantSettings s;
-    s.symmetric = s.is_signed = false;
-    return s;
-  }
 };
 
 // Per-layer override: every field unset inherits the global setting.

@@ -25,6 +25,14 @@ void check_weight_settings(const WeightQuantSettings& s, const std::string& key)
   check(s.gptq.dampening >= 0, key + ".gptq.dampening", "a non-negative share of the Hessian's mean diagonal");
   check(s.gptq.block_size > 0, key + ".gptq.block_size", "a positive column count");
   check(!s.gptq.blocks.empty(), key + ".gptq.blocks", "auto, none, or a glob naming the blocks");
+  check(s.awq.grid >= 1 && s.awq.grid <= 1000, key + ".awq.grid", "1 to 1000 exponents");
+  check(!s.awq.blocks.empty(), key + ".awq.blocks", "auto, none, or a glob naming the blocks");
+}
+
+void check_activation_settings(const ActivationQuantSettings& s, const std::string& key) {
+  check_tensor_settings(s, key);
+  if (s.smoothing)
+    check(s.smoothing->alpha >= 0 && s.smoothing->alpha <= 1, key + ".smoothing.alpha", "a strength from 0 to 1");
 }
 
 }  // namespace
@@ -79,7 +87,7 @@ void ExperimentConfig::validate() const {
           "quantization_settings is set but calibration_inputs is not; "
           "calibration data is required to quantize");
     check_weight_settings(quantization_settings->weights, "quantization_settings.weights");
-    check_tensor_settings(quantization_settings->activations, "quantization_settings.activations");
+    check_activation_settings(quantization_settings->activations, "quantization_settings.activations");
     check_against_target(deployment_settings->target, quantization_settings->weights,
                          quantization_settings->activations, "quantization_settings");
     if (quantization_settings->sensitivity_threshold)

@@ -16,8 +16,8 @@ WeightQuantSettings int8_symmetric_per_channel_weights() {
   return w;
 }
 
-TensorQuantSettings activations(bool symmetric, bool is_signed, Observer observer) {
-  TensorQuantSettings a;
+ActivationQuantSettings activations(bool symmetric, bool is_signed, Observer observer) {
+  ActivationQuantSettings a;
   a.bits = 8;
   a.granularity = Granularity::Tensor;
   a.symmetric = symmetric;

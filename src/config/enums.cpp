@@ -40,8 +40,12 @@ struct Names<Observer> {
 };
 template <>
 struct Names<WeightAlgorithm> {
-  static constexpr std::pair<WeightAlgorithm, const char*> table[] = {{WeightAlgorithm::Rtn, "rtn"},
-                                                                      {WeightAlgorithm::Gptq, "gptq"}};
+  static constexpr std::pair<WeightAlgorithm, const char*> table[] = {
+      {WeightAlgorithm::Rtn, "rtn"}, {WeightAlgorithm::Gptq, "gptq"}, {WeightAlgorithm::Awq, "awq"}};
+};
+template <>
+struct Names<SmoothingMethod> {
+  static constexpr std::pair<SmoothingMethod, const char*> table[] = {{SmoothingMethod::SmoothQuant, "smoothquant"}};
 };
 template <>
 struct Names<TransformOp> {
@@ -99,6 +103,7 @@ QFORGE_ENUM_INSTANTIATE(Target)
 QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)
 QFORGE_ENUM_INSTANTIATE(WeightAlgorithm)
+QFORGE_ENUM_INSTANTIATE(SmoothingMethod)
 QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)

@@ -67,6 +67,22 @@ void describe(V& v, GptqSettings& s) {
 }
 
 template <class V>
+void describe(V& v, AwqSettings& s) {
+  v("grid", s.grid,
+    "exponents tried per group of layers sharing an input: s = mean|x|^a for a = 0, 1/grid, ..., "
+    "(grid-1)/grid, keeping the one whose quantized outputs err least on the calibration data");
+  v("blocks", s.blocks, "as gptq.blocks: the layers searched together, in order (bounds memory)");
+}
+
+template <class V>
+void describe(V& v, SmoothingSettings& s) {
+  v("method", s.method, "smoothquant");
+  v("alpha", s.alpha,
+    "migration strength, 0..1: each input channel is divided by s = max|x|^alpha / max|W|^(1-alpha), and the "
+    "weights multiplied by it");
+}
+
+template <class V>
 void describe(V& v, TensorQuantSettings& s) {
   v("enabled", s.enabled, "false keeps these tensors in floating point");
   v("bits", s.bits, "bit width, 2..8");
@@ -84,8 +100,18 @@ void describe(V& v, WeightQuantSettings& s) {
   describe(v, static_cast<TensorQuantSettings&>(s));
   v("algorithm", s.algorithm,
     "rtn (round to nearest) | gptq (rounding that makes up for each input's error through the Hessian of the "
-    "calibration inputs; Linear layers)");
+    "calibration inputs; Linear layers) | awq (per-input-channel scales, searched on the calibration inputs, "
+    "that shield the channels of large activations; folded into the preceding norm or layer; Linear layers)");
   v("gptq", s.gptq, "settings of algorithm gptq");
+  v("awq", s.awq, "settings of algorithm awq");
+}
+
+template <class V>
+void describe(V& v, ActivationQuantSettings& s) {
+  describe(v, static_cast<TensorQuantSettings&>(s));
+  v("smoothing", s.smoothing,
+    "SmoothQuant before activation quantization: {method: smoothquant, alpha: 0.5}, folded into the preceding "
+    "norm or layer (Linear layers); null = none");
 }
 
 template <class V>

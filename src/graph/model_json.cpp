@@ -41,8 +41,11 @@ json::object to_json(const WeightQuantSettings& s) {
   json::object o = to_json(static_cast<const TensorQuantSettings&>(s));
   o["algorithm"] = to_string(s.algorithm);
   if (s.algorithm == WeightAlgorithm::Gptq)
-    o["gptq"] = json::object{{"dampening", s.gptq.dampening}, {"act_order", s.gptq.act_order},
-                             {"block_size", s.gptq.block_size}, {"blocks", s.gptq.blocks}};
+    o["gptq"] = json::object{{"dampening", s.gptq.dampening},
+                             {"act_order", s.gptq.act_order},
+                             {"block_size", s.gptq.block_size},
+                             {"blocks", s.gptq.blocks}};
+  if (s.algorithm == WeightAlgorithm::Awq) o["awq"] = json::object{{"grid", s.awq.grid}, {"blocks", s.awq.blocks}};
   return o;
 }
 
