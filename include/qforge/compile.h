@@ -129,6 +129,7 @@ struct LayerPlan {
   std::vector<std::string> matched;  // layer_quantization_settings keys that apply, in order
   WeightQuantSettings weights;       // effective settings, overrides applied
   TensorQuantSettings activations;
+  bool smoothed = false;  // activations.smoothing scales its input (SmoothQuant)
 };
 
 struct RankShard {
@@ -207,6 +208,17 @@ struct LayerResult {
   // algorithm gptq: the weight the solve chose, on the grid of `weight`; the
   // layer computes with it instead of its float weight. Undefined otherwise.
   at::Tensor solved_weight;
+  // AWQ or SmoothQuant: the layer's input channels are divided by per-channel
+  // scales and its weight's input columns multiplied by them (the float model
+  // computes the same), before quantization.
+  struct InputScaling {
+    std::string method;                    // "awq" | "smoothquant"
+    double alpha = 0;                      // the exponent chosen (awq) or set (smoothquant)
+    std::string divided_in;                // where the division lives: "<layer>.weight" folded, or "explicit multiply"
+    std::vector<std::string> shared_with;  // the other layers reading the same input, scaled alike
+    double max_scale = 0, min_scale = 0;
+  };
+  std::optional<InputScaling> input_scaling;
   std::optional<ActivationRange> input;  // input activation range and parameters
   QuantRange input_range;
   // The input's histogram, for the report page: `counts` over [lo, hi] of x, or of |x|

@@ -59,6 +59,13 @@ json::object layer_params_json(const LayerResult& l) {
   }
   if (l.quantized && l.input) o["activations"] = activation_json(l.plan.activations, l.input_range, *l.input);
   if (l.quantized && l.output) o["outputs"] = activation_json(l.plan.activations, l.output_range, *l.output);
+  if (l.input_scaling) {
+    const auto& s = *l.input_scaling;
+    o["input_scaling"] = json::object{
+        {"method", s.method},         {"alpha", s.alpha},
+        {"divided_in", s.divided_in}, {"shared_with", json::array(s.shared_with.begin(), s.shared_with.end())},
+        {"min_scale", s.min_scale},   {"max_scale", s.max_scale}};
+  }
   if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
   if (l.fine_tuned) o["fine_tuned"] = true;
   return o;
@@ -144,10 +151,13 @@ std::string hosts_text(const std::vector<std::string>& rank_hosts) {
   return " on " + std::to_string(distinct) + " hosts: " + ranks_with_hosts(ranks, rank_hosts);
 }
 
-// " (gptq)" for a weight solved by an algorithm other than rounding to nearest.
+// " (gptq)" for a weight chosen by an algorithm other than rounding to nearest,
+// " (smoothquant)" for an input smoothed before its quantization.
 std::string algorithm_text(const LayerResult& l) {
-  if (!l.weight || l.plan.weights.algorithm == WeightAlgorithm::Rtn) return "";
-  return std::string(" (") + to_string(l.plan.weights.algorithm) + ")";
+  if (l.weight && l.plan.weights.algorithm != WeightAlgorithm::Rtn)
+    return std::string(" (") + to_string(l.plan.weights.algorithm) + ")";
+  if (l.input_scaling && l.input_scaling->method == "smoothquant" && l.input) return " (smoothquant)";
+  return "";
 }
 
 }  // namespace
@@ -290,8 +300,7 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
         << std::right << std::setw(10) << l.plan.layer.parameters << std::setw(7) << bits << std::setw(13)
         << (l.sensitivity ? fixed(*l.sensitivity, 5) : "-") << std::setw(10)
         << (l.weight_sqnr_db ? fixed(*l.weight_sqnr_db, 1) : "-") << "  "
-        << (l.quantized ? "quantize" + algorithm_text(l) + fine_tuned
-                        : (l.plan.tied ? "tied: " : "float: ") + l.reason)
+        << (l.quantized ? "quantize" + algorithm_text(l) + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason)
         << "\n";
   }
   for (const auto& note : result.notes) out << "\n  note: " << note;

@@ -159,12 +159,14 @@ void CompileSession::prepare() {
     }
     if (p.quantizing) refuse_quantizing_nothing(p.plans);
     plan_gptq_steps();
+    plan_input_scales();
     if (!config_.compile_options.ptq)
       for (const auto& plan : p.plans)
         if (plan.quantize && (plan.activations.enabled || plan.weights.algorithm != WeightAlgorithm::Rtn))
           throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name + "' " +
-                            (plan.activations.enabled ? "quantizes activations, whose ranges"
-                                                      : "solves its weight with gptq, whose statistics") +
+                            (plan.activations.enabled ? std::string("quantizes activations, whose ranges")
+                                                      : std::string("chooses its weight with ") +
+                                                            to_string(plan.weights.algorithm) + ", whose statistics") +
                             " only calibration measures; enable ptq, or set "
                             "quantization_settings.activations.enabled: false and weights.algorithm: rtn");
   });
@@ -191,18 +193,20 @@ void CompileSession::claim_output_directory() {
   check_output_directory(config_.out_dir, 2 * static_cast<int64_t>(ec ? 0 : model_bytes) + (1 << 20));
 }
 
-// GPTQ solves Linear layers (a weight that multiplies its input's last
-// axis); other layers a setting sends to gptq are rounded to nearest.
+// GPTQ and AWQ work on Linear layers (a weight that multiplies its input's
+// last axis); other layers a setting sends to them are rounded to nearest.
 void CompileSession::plan_weight_algorithms() {
-  std::vector<std::string> rounded;
+  std::map<WeightAlgorithm, std::vector<std::string>> rounded;
   for (auto& plan : prepared_.plans) {
-    if (plan.weights.algorithm != WeightAlgorithm::Gptq || gptq_applies(plan.layer)) continue;
+    const WeightAlgorithm algorithm = plan.weights.algorithm;
+    if (algorithm == WeightAlgorithm::Rtn || gptq_applies(plan.layer)) continue;
     plan.weights.algorithm = WeightAlgorithm::Rtn;
-    if (plan.quantize && plan.weights.enabled) rounded.push_back(plan.layer.name + " (" + plan.layer.type + ")");
+    if (plan.quantize && plan.weights.enabled)
+      rounded[algorithm].push_back(plan.layer.name + " (" + plan.layer.type + ")");
   }
-  if (!rounded.empty())
-    add_note("weights.algorithm gptq solves Linear layers; " + std::to_string(rounded.size()) +
-             " other layer(s) are rounded to nearest: " + join(rounded));
+  for (const auto& [algorithm, layers] : rounded)
+    add_note(std::string("weights.algorithm ") + to_string(algorithm) + " works on Linear layers; " +
+             std::to_string(layers.size()) + " other layer(s) are rounded to nearest: " + join(layers));
 }
 
 // Before any work: a gptq.blocks glob that names nothing is a ConfigError here.
@@ -214,7 +218,7 @@ void CompileSession::plan_gptq_steps() {
       names.push_back(plan.layer.name);
   if (names.empty()) return;
   prepared_.gptq_steps =
-      plan_solve_steps(names, prepared_.model->layers(), config_.quantization_settings->weights.gptq.blocks);
+      plan_solve_steps(names, prepared_.model->layers(), config_.quantization_settings->weights.gptq.blocks, "gptq");
   if (!prepared_.gptq_steps.note.empty()) add_note(prepared_.gptq_steps.note);
 }
 
@@ -237,6 +241,11 @@ void CompileSession::plan_activation_points() {
     p.output_point_of[i] = static_cast<int>(p.points.size());
     p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, true});
   }
+}
+
+ShardSource CompileSession::calibration_source() const {
+  const PreparedCompile& p = prepared_;
+  return shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device);
 }
 
 // The held-out samples of this rank (evaluation_inputs), which must hold the
@@ -284,9 +293,8 @@ void CompileSession::calibrate() {
   const PreparedCompile& p = prepared_;
   if (p.points.empty()) return;
   const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
-  CalibrationStatistics stats = qforge::calibrate(
-      p.model->module(), config_.model.method, p.points, run,
-      shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm, timer_);
+  CalibrationStatistics stats =
+      qforge::calibrate(p.model->module(), config_.model.method, p.points, run, calibration_source(), *p.comm, timer_);
   observers_ = std::move(stats.observers);
 }
 
@@ -360,6 +368,7 @@ void CompileSession::quantize() {
         l.output = calibrated_range(p.points[p.output_point_of[i]], observers_[p.output_point_of[i]]);
         l.output_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
+      if (auto s = input_scaling_.find(l.plan.layer.name); s != input_scaling_.end()) l.input_scaling = s->second;
       result_.layers.push_back(std::move(l));
     }
   });
@@ -396,9 +405,8 @@ void CompileSession::solve_gptq_layers() {
                                                   : std::string("gptq, layers outside blocks");
     std::vector<CalibrationPoint> points;
     for (const auto& name : step.layers) points.push_back({name, TensorQuantSettings{}, false, true});
-    const CalibrationStatistics stats = qforge::calibrate(
-        model, config_.model.method, points, run,
-        shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device), *p.comm, timer_, title);
+    const CalibrationStatistics stats =
+        qforge::calibrate(model, config_.model.method, points, run, calibration_source(), *p.comm, timer_, title);
     std::vector<size_t> layers;
     std::vector<at::Tensor> hessians;
     for (size_t k = 0; k < points.size(); ++k) {
@@ -726,6 +734,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   }
   CompileSession session(config, callbacks, input);
   session.prepare();
+  session.smooth();
   session.calibrate();
   session.quantize();
   session.measure_sensitivity();

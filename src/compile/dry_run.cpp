@@ -176,7 +176,8 @@ std::string Plan::to_text() const {
             ? "quantize w" + std::to_string(l.weights.bits) + "/" + to_string(l.weights.granularity) +
                   (l.weights.algorithm != WeightAlgorithm::Rtn ? std::string(" ") + to_string(l.weights.algorithm)
                                                                : std::string()) +
-                  (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp")
+                  (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp") +
+                  (l.smoothed ? " smoothquant" : "")
             : "skip: " + l.reason;
     out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
         << std::setw(10) << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
@@ -307,20 +308,28 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
-  // point, and the XᵀX of GPTQ's largest step: int64 sums and the float64
-  // Hessian, inputs² each) + prefetched batches; the measured peak of the dry
-  // run covers activations.
+  // point; the XᵀX of GPTQ's largest step: int64 sums and the float64
+  // Hessian, inputs² each; AWQ's candidate errors of its largest step, grid
+  // float64 copies of each weight) + prefetched batches; the measured peak of
+  // the dry run covers activations.
   int64_t observers = static_cast<int64_t>(plan.layers.size()) *
                       (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
-  int64_t largest_step = 0;
-  for (const auto& step : p.gptq_steps.steps) {
-    int64_t bytes = 0;
-    for (const auto& l : plan.layers)
-      if (std::find(step.layers.begin(), step.layers.end(), l.layer.name) != step.layers.end())
-        bytes += 2 * 8 * l.layer.weight_shape[1] * l.layer.weight_shape[1];
-    largest_step = std::max(largest_step, bytes);
-  }
-  observers += largest_step;
+  const auto largest_step = [&](const SolveSteps& steps, const std::function<int64_t(const LayerInfo&)>& bytes_of) {
+    int64_t largest = 0;
+    for (const auto& step : steps.steps) {
+      int64_t bytes = 0;
+      for (const auto& l : plan.layers)
+        if (std::find(step.layers.begin(), step.layers.end(), l.layer.name) != step.layers.end())
+          bytes += bytes_of(l.layer);
+      largest = std::max(largest, bytes);
+    }
+    return largest;
+  };
+  const int64_t awq_grid = config.quantization_settings ? config.quantization_settings->weights.awq.grid : 0;
+  observers += std::max(
+      largest_step(p.gptq_steps, [](const LayerInfo& l) { return 2 * 8 * l.weight_shape[1] * l.weight_shape[1]; }),
+      largest_step(p.awq_steps,
+                   [&](const LayerInfo& l) { return awq_grid * 8 * l.weight_shape[0] * l.weight_shape[1]; }));
   const int64_t buffers = (cal.prefetch + 1) * cal.batch_size * plan.data.bytes_per_row_max();
   int64_t measured = 0;
   for (const auto& s : plan.shards) measured = std::max(measured, s.peak_rss_bytes);

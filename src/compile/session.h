@@ -1,5 +1,5 @@
 // One compile as a sequence of stages over state kept in one place:
-//   prepare · calibrate · quantize · sensitivity · fine-tune · assemble ·
+//   prepare · smooth · calibrate · quantize · sensitivity · fine-tune · assemble ·
 //   evaluate · export · write
 // Every stage is collective (call it on every rank, in this order); a stage
 // that can fail on some ranks runs as a collective phase, so a failure is
@@ -9,6 +9,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "compile/calibration.h"
 #include "compile/phase_timer.h"
 #include "data/batches.h"
+#include "graph/input_scales.h"
 #include "graph/model.h"
 #include "output/output_dir.h"
 #include "plan/solve_steps.h"
@@ -40,6 +42,11 @@ struct PreparedCompile {
   std::vector<CalibrationPoint> points;        // observed activations
   std::vector<int> point_of, output_point_of;  // plan index -> point index (-1: none)
   SolveSteps gptq_steps;                       // the order GPTQ solves its layers in
+  // AWQ and SmoothQuant: the groups of layers reading one input, whether
+  // each searches AWQ's scales (else SmoothQuant's), and AWQ's steps.
+  std::vector<InputGroup> scale_groups;
+  std::vector<bool> group_awq;
+  SolveSteps awq_steps;
 };
 
 // A planned layer whose input no observer saw on any rank is not run as a
@@ -61,6 +68,7 @@ class CompileSession {
   CompileSession& operator=(const CompileSession&) = delete;
 
   void prepare();              // claim out_dir; load, bind, fold batch norms, plan layers and activation points
+  void smooth();               // AWQ and SmoothQuant: input scales from the calibration data, applied to the model
   void calibrate();            // activation ranges over every rank's shard
   void quantize();             // weight and activation parameters per layer (GPTQ's solves among them)
   void measure_sensitivity();  // per-layer error; sensitivity_threshold keeps layers float
@@ -82,10 +90,15 @@ class CompileSession {
   c10::IValue forward(torch::jit::Module& module, const Batch& batch) const;    // the batch where it is
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();
+  ShardSource calibration_source() const;  // this rank's shard of calibration_inputs
   void plan_activation_points();
   void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
   void plan_gptq_steps();         // the model's repeated blocks, in order
-  void solve_gptq_layers();       // step by step (block by block), each step's XᵀX on the solved model
+  void plan_input_scales();       // AWQ and SmoothQuant: the layers reading one input, and where 1/s folds
+  std::vector<at::Tensor> smoothquant_group_scales(const std::vector<size_t>& groups);
+  std::vector<at::Tensor> awq_group_scales(const std::vector<size_t>& groups, const std::string& phase,
+                                           std::vector<double>& alphas);
+  void solve_gptq_layers();  // step by step (block by block), each step's XᵀX on the solved model
   void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
                        const std::string& phase);
   void claim_output_directory();
@@ -99,7 +112,8 @@ class CompileSession {
   std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;
   std::vector<ActivationObserver> observers_;
-  torch::jit::Module base_;  // the model the compiled one is assembled from
+  torch::jit::Module base_;                                         // the model the compiled one is assembled from
+  std::map<std::string, LayerResult::InputScaling> input_scaling_;  // layer -> its input's scales (smooth)
   CompileResult result_;
 };
 

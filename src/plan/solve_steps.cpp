@@ -45,12 +45,13 @@ std::vector<std::string> repeated_blocks(const std::vector<std::string>& layers,
   return best;
 }
 
-std::vector<std::string> named_blocks(const std::string& glob, const std::vector<LayerInfo>& all_layers) {
+std::vector<std::string> named_blocks(const std::string& glob, const std::vector<LayerInfo>& all_layers,
+                                      const std::string& algorithm) {
   std::vector<std::string> blocks;
   for (const auto& l : all_layers)
     if (fnmatch(glob.c_str(), l.name.c_str(), 0) == 0) blocks.push_back(l.name);
   if (blocks.empty())
-    throw ConfigError("quantization_settings.weights.gptq.blocks: '" + glob +
+    throw ConfigError("quantization_settings.weights." + algorithm + ".blocks: '" + glob +
                       "' names no layer of the model (qforge inspect lists them); use auto, none, or a glob such as "
                       "'layers.*'");
   return blocks;
@@ -59,20 +60,20 @@ std::vector<std::string> named_blocks(const std::string& glob, const std::vector
 }  // namespace
 
 SolveSteps plan_solve_steps(const std::vector<std::string>& layers, const std::vector<LayerInfo>& all_layers,
-                            const std::string& blocks) {
+                            const std::string& blocks, const std::string& algorithm) {
   SolveSteps out;
   if (layers.empty()) return out;
   std::vector<std::string> block_names;
   if (blocks == "auto")
     block_names = repeated_blocks(layers, all_layers);
   else if (blocks != "none")
-    block_names = named_blocks(blocks, all_layers);
+    block_names = named_blocks(blocks, all_layers, algorithm);
   if (block_names.empty()) {
     out.steps.push_back({"", layers});
     if (blocks == "auto")
-      out.note =
-          "gptq: the model has no repeated blocks (a container of two or more children of one type); "
-          "every layer is solved on the float model's inputs";
+      out.note = algorithm +
+                 ": the model has no repeated blocks (a container of two or more children of one type); "
+                 "every layer is processed in one step, on the float model's inputs";
     return out;
   }
   for (const auto& layer : layers) {

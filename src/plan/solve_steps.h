@@ -1,4 +1,4 @@
-// The order in which GPTQ solves layers: the model's repeated blocks one after
+// The order in which GPTQ solves layers (and AWQ searches them): the model's repeated blocks one after
 // another (block k+1 is calibrated on the outputs of the already solved block
 // k), and the layers outside them in steps of their own, in definition order.
 #pragma once
@@ -23,8 +23,9 @@ struct SolveSteps {
 // layer of the model (the module tree). `blocks`: "auto" (the children of the
 // container whose same-type children hold the most of `layers`), "none" (one
 // step, every layer on the float model's inputs), or a glob naming the blocks
-// ("blocks.*"); a glob that names no layer is a ConfigError.
+// ("blocks.*"); a glob that names no layer is a ConfigError naming
+// weights.<algorithm>.blocks.
 SolveSteps plan_solve_steps(const std::vector<std::string>& layers, const std::vector<LayerInfo>& all_layers,
-                            const std::string& blocks);
+                            const std::string& blocks, const std::string& algorithm);
 
 }  // namespace qforge

@@ -227,7 +227,7 @@ deployment_settings: {{target: libtorch}}
 quantization_settings: {{weights: {{bits: 4, algorithm: gptq}}, activations: {{enabled: false}}}}
 """)
     out = run(["compile", cfg])
-    contains(out, "gptq solves Linear layers; 1 other layer(s) are rounded to nearest: embed (Embedding)")
+    contains(out, "gptq works on Linear layers; 1 other layer(s) are rounded to nearest: embed (Embedding)")
     summary = open(os.path.join(qt.WORK, "qforge_out", "summary.txt")).read()
     contains(summary, "quantize (gptq)")
     plan = run(["compile", cfg, "--dry-run", "--set", "out_dir=plan"])
@@ -237,7 +237,7 @@ quantization_settings: {{weights: {{bits: 4, algorithm: gptq}}, activations: {{e
 def test_gptq_needs_calibration():
     cfg = gptq_config("{bits: 4, algorithm: gptq}", extra="compile_options: {ptq: false}\n")
     out = run(["compile", cfg], expect=3)
-    contains(out, "solves its weight with gptq, whose statistics only calibration measures")
+    contains(out, "chooses its weight with gptq, whose statistics only calibration measures")
     # A blocks glob that names nothing is refused before any calibration pass.
     out = run(["compile", gptq_config("{bits: 4, algorithm: gptq, gptq: {blocks: 'layers.*'}}")], expect=3)
     contains(out, "gptq.blocks: 'layers.*' names no layer of the model")
