@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Held-out perplexity of the fortunes language model (3 blocks of width 128,
+# jobs/examples/fortunes) with low-bit weights, 2 ranks: round-to-nearest
+# against GPTQ and AWQ (token and position embeddings kept in floating point,
+# as the methods' peers compare: both work on Linear layers), each followed by
+# QA-LoRA; and W8A8 round-to-nearest against SmoothQuant.
+# Writes a markdown table (perplexity and its change against float).
+# Usage: bash jobs/benchmarks/bench_weight_algorithms.sh BUILD_DIR [RESULTS.md]
+set -euo pipefail
+SOURCE=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "$1" && pwd)
+RESULTS=${2:-$BUILD/bench_weight_algorithms.md}
+PY=${QFORGE_PYTHON:-/usr/bin/python3}
+DATA=$BUILD/fortunes
+WORK=$BUILD/bench_weight_algorithms
+mkdir -p "$WORK"
+"$PY" "$SOURCE/jobs/examples/fortunes/make_fortunes_lm.py" "$DATA" 1000  # trains once (as the test does)
+sed "s|fortunes/|$DATA/|" "$SOURCE/configs/fortunes_w4_qalora.yaml" > "$WORK/experiment.yaml"
+export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+rows=()
+
+# compile NAME SETTING... : one compile with the embeddings float and no fine-tuning unless a setting says so.
+compile() {
+  local name=$1
+  shift
+  local sets=()
+  for s in "$@"; do sets+=(--set "$s"); done
+  ${MPIEXEC:-mpirun} -np 2 --oversubscribe "$BUILD/qforge" compile "$WORK/experiment.yaml" \
+    --set out_dir="$WORK/$name" --set graph_name="$name" --set deployment_settings.onnx=false \
+    --set 'layer_quantization_settings[tokens].skip=true' --set 'layer_quantization_settings[positions].skip=true' \
+    --set compile_options.fine_tune.enabled=false --set compile_options.fine_tune.eval_every=0 "${sets[@]}" \
+    > "$WORK/$name.log" 2>&1 || { tail -30 "$WORK/$name.log"; exit 1; }
+  rows+=("$name")
+}
+
+W=quantization_settings.weights
+for scheme in "4 g128" "4 g32" "4 channel" "3 g64"; do
+  set -- $scheme
+  bits=$1 granularity=$2 group=128
+  case $granularity in g*) group=${granularity#g}; granularity=group ;; esac
+  for algorithm in rtn gptq awq; do
+    compile "w$bits-$2-$algorithm" $W.bits="$bits" $W.granularity="$granularity" $W.group_size="$group" \
+      $W.algorithm="$algorithm"
+  done
+done
+for algorithm in gptq awq; do
+  compile "w4-g32-$algorithm-qalora" $W.bits=4 $W.granularity=group $W.group_size=32 $W.algorithm="$algorithm" \
+    compile_options.fine_tune.enabled=true
+done
+# W8A8: 8-bit weights per channel, 8-bit activations per tensor (onnxruntime's preset).
+A=quantization_settings.activations
+for alpha in none 0.5 0.8; do
+  smoothing=()
+  [ "$alpha" != none ] && smoothing=($A.smoothing.method=smoothquant $A.smoothing.alpha="$alpha")
+  name=w8a8-smoothquant-$alpha
+  [ "$alpha" = none ] && name=w8a8-rtn
+  compile "$name" deployment_settings.target=onnxruntime $W.bits=8 $W.granularity=channel \
+    $A.enabled=true $A.bits=8 "${smoothing[@]}"
+done
+
+COMMIT=$(git -C "$SOURCE" rev-parse --short HEAD 2>/dev/null || echo "no git")
+"$PY" - "$WORK" "$RESULTS" "$COMMIT" "${rows[@]}" <<'PY'
+import json, platform, subprocess, sys
+work, results, commit, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
+                     text=True).stdout.strip()
+lines = [f"Fortunes LM, held-out perplexity, 2 ranks on {platform.node()} ({cpu}), {commit}; "
+         "`bash jobs/benchmarks/bench_weight_algorithms.sh build`", "",
+         "| weights | float | compiled | change |", "| --- | --- | --- | --- |"]
+for name in names:
+    e = json.load(open(f"{work}/{name}/report.json"))["evaluation"]
+    fp, q = e["float_perplexity"], e["compiled_perplexity"]
+    lines.append(f"| {name} | {fp:.3f} | {q:.3f} | {100 * (q / fp - 1):+.2f}% |")
+open(results, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
