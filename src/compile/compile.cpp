@@ -243,6 +243,10 @@ void CompileSession::plan_activation_points() {
   }
 }
 
+at::Tensor CompileSession::float_weight(const std::string& layer) const {
+  return prepared_.model->submodule(layer).attr("weight").toTensor().detach();
+}
+
 ShardSource CompileSession::calibration_source() const {
   const PreparedCompile& p = prepared_;
   return shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device);
@@ -353,7 +357,7 @@ void CompileSession::quantize() {
       l.quantized = p.quantizing && p.plans[i].quantize;
       l.reason = p.plans[i].reason;
       if (l.quantized && l.plan.weights.enabled) {
-        const auto weight = p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
+        const auto weight = float_weight(l.plan.layer.name);
         l.weight = observe_weight(weight, l.plan.weights);
         l.weight_range = quant_range(l.plan.weights.bits, l.plan.weights.is_signed);
         l.weight_sqnr_db = sqnr_db(weight, fake_quantize_weight(weight, *l.weight, l.plan.weights));
@@ -439,22 +443,19 @@ void CompileSession::solve_and_share(const std::vector<size_t>& layers, const st
                                      const std::string& phase) {
   const PreparedCompile& p = prepared_;
   if (layers.empty()) return;
-  const auto weight_of = [&](const LayerResult& l) {
-    return p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach();
-  };
   std::map<size_t, GptqResult> mine;  // the layers this rank solves, by position in `layers`
   timer_.run(
       phase,
       [&] {
         for (size_t k = static_cast<size_t>(rt_.rank()); k < layers.size(); k += static_cast<size_t>(rt_.size())) {
           const LayerResult& l = result_.layers[layers[k]];
-          mine[k] = gptq_quantize(weight_of(l), hessians[k], l.plan.weights, l.plan.layer.name);
+          mine[k] = gptq_quantize(float_weight(l.plan.layer.name), hessians[k], l.plan.weights, l.plan.layer.name);
         }
       },
       [&] {
         for (size_t k = 0; k < layers.size(); ++k) {
           LayerResult& l = result_.layers[layers[k]];
-          const at::Tensor weight = weight_of(l);
+          const at::Tensor weight = float_weight(l.plan.layer.name);
           const auto solved = mine.find(k);
           GptqResult r = solved != mine.end() ? solved->second : GptqResult{at::empty_like(weight), *l.weight};
           const CollectiveOptions from_owner{ReduceOp::Sum, static_cast<int>(k % static_cast<size_t>(rt_.size()))};
@@ -532,9 +533,7 @@ bool CompileSession::fine_tune() {
           });
       if (wanted && l.weight) {
         targets.push_back({fake_quant_of(l), l.plan.weights,
-                           l.solved_weight.defined()
-                               ? l.solved_weight
-                               : p.model->submodule(l.plan.layer.name).attr("weight").toTensor().detach()});
+                           l.solved_weight.defined() ? l.solved_weight : float_weight(l.plan.layer.name)});
         l.fine_tuned = true;
       } else {
         options.others.push_back(fake_quant_of(l));

@@ -91,6 +91,8 @@ class CompileSession {
   c10::IValue run_mixed(torch::jit::Module& module, const Batch& batch) const;  // with autocast
   ShardSource evaluation_source();
   ShardSource calibration_source() const;  // this rank's shard of calibration_inputs
+  // A layer's weight in the float model the compile works from (scaled by `smooth`), detached.
+  at::Tensor float_weight(const std::string& layer) const;
   void plan_activation_points();
   void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
   void plan_gptq_steps();         // the model's repeated blocks, in order

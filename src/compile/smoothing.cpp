@@ -147,8 +147,7 @@ std::vector<at::Tensor> CompileSession::smoothquant_group_scales(const std::vect
   std::vector<at::Tensor> out;
   for (size_t i = 0; i < which.size(); ++i) {
     std::vector<at::Tensor> weights;
-    for (const auto& layer : p.scale_groups[which[i]].layers)
-      weights.push_back(p.model->submodule(layer).attr("weight").toTensor());
+    for (const auto& layer : p.scale_groups[which[i]].layers) weights.push_back(float_weight(layer));
     out.push_back(
         smoothquant_scales(stats[i].max_abs, weights, config_.quantization_settings->activations.smoothing->alpha));
   }
@@ -176,7 +175,7 @@ std::vector<at::Tensor> CompileSession::awq_group_scales(const std::vector<size_
         const auto plan = plan_of.find(layer);
         if (plan == plan_of.end() || !plan->second->quantize || !plan->second->weights.enabled)
           continue;  // a float reader's outputs do not change
-        weights.push_back(p.model->submodule(layer).attr("weight").toTensor().detach());
+        weights.push_back(float_weight(layer));
         settings.push_back(plan->second->weights);
       }
       if (weights.empty() || stats[i].rows == 0) continue;
