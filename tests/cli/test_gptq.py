@@ -14,6 +14,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import qforge_testing as qt  # noqa: E402
 from qforge_testing import ASSETS, check, contains, run, write_config  # noqa: E402
 
+# One fine-tuning step at a vanishing learning rate: the adapters stay at zero, so the
+# fine-tuned model is exactly the one fine-tuning started from.
+VANISHING_FINE_TUNE = ("compile_options: {fine_tune: {enabled: true, steps: 1, batch_size: 8, warmup_steps: 0, "
+                       "learning_rate: 1.0e-12}}\n")
 MODEL = f"{ASSETS}/wide_mlp_traced.pt"  # fc1 64->128, fc2 128->128, head 128->10 (make_test_assets.py)
 BATCH = 8
 
@@ -251,9 +255,7 @@ def test_qa_lora_starts_from_gptq_weights():
     # fine-tuned model is then exactly the GPTQ one, not the rounded float one.
     weights = "{bits: 4, algorithm: gptq}"
     run(["compile", gptq_config(weights, out="solved")])
-    tune = ("compile_options: {fine_tune: {enabled: true, steps: 1, batch_size: 8, warmup_steps: 0, "
-            "learning_rate: 1.0e-12}}\n")
-    run(["compile", gptq_config(weights, out="tuned", extra=tune)])
+    run(["compile", gptq_config(weights, out="tuned", extra=VANISHING_FINE_TUNE)])
     solved, _ = compiled_layers("solved")
     tuned, params = compiled_layers("tuned")
     for name in ("fc1", "fc2", "head"):

@@ -18,7 +18,7 @@ sys.path.insert(0, HERE)
 import qforge_testing as qt  # noqa: E402
 from deployed_check import check_deployed  # noqa: E402
 from qforge_testing import ASSETS, check, contains, run, write_config  # noqa: E402
-from test_gptq import getattr_path, grid, round_to  # noqa: E402
+from test_gptq import VANISHING_FINE_TUNE, getattr_path, grid, round_to  # noqa: E402
 
 MODEL = f"{ASSETS}/small_decoder_scripted.pt"  # 2 blocks: RMSNorm, q/k/v, o, LayerNorm, SwiGLU; proj, head
 DATA = f"{ASSETS}/tokens.h5"  # ids, two sequence lengths
@@ -194,9 +194,7 @@ def test_qa_lora_starts_from_awq_weights():
     # fine-tuned model is then exactly the AWQ one.
     weights = "{bits: 4, granularity: group, group_size: 16, algorithm: awq}"
     run(["compile", config(weights, out="searched")])
-    tune = ("compile_options: {fine_tune: {enabled: true, steps: 1, batch_size: 8, warmup_steps: 0, "
-            "learning_rate: 1.0e-12}}\n")
-    run(["compile", config(weights, out="tuned", extra=tune)])
+    run(["compile", config(weights, out="tuned", extra=VANISHING_FINE_TUNE)])
     searched = torch.jit.load(os.path.join(qt.WORK, "searched", "model.qforge.pt"))
     tuned = torch.jit.load(os.path.join(qt.WORK, "tuned", "model.qforge.pt"))
     for name in ("blocks.0.q", "blocks.1.down", "head"):
