@@ -293,6 +293,9 @@ struct PhaseTiming {
   // call's tensor as one rank contributes it): the traffic a scaling model needs.
   int64_t collectives = 0;
   int64_t collective_bytes = 0;
+  // The most memory each rank held during the phase: the tensors allocated on
+  // its GPU, or the process's resident set on a CPU rank.
+  std::vector<int64_t> peak_bytes_per_rank;
 };
 
 // The ONNX file of the compile and how it ran in onnxruntime on evaluation_inputs.

@@ -254,6 +254,7 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     json::object o;
     o["phase"] = p.phase;
     o["seconds_per_rank"] = json::array(p.seconds_per_rank.begin(), p.seconds_per_rank.end());
+    o["peak_bytes_per_rank"] = json::array(p.peak_bytes_per_rank.begin(), p.peak_bytes_per_rank.end());
     o["collectives"] = p.collectives;
     o["collective_bytes"] = p.collective_bytes;
     phases.push_back(o);
@@ -327,10 +328,12 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
     const auto& e = *result.evaluation;
     out << "  evaluation on " << e.rows << " held-out rows: " << evaluation_text(e) << "\n";
   }
-  out << "  time per phase (seconds, rank 0 .. " << rank_hosts.size() - 1 << "):\n";
+  out << "  time per phase (seconds, rank 0 .. " << rank_hosts.size() - 1 << "; peak memory of the fullest rank):\n";
   for (const auto& p : result.phases) {
     out << "    " << std::left << std::setw(26) << p.phase << std::right;
     for (double s : p.seconds_per_rank) out << std::setw(9) << fixed(s, 2);
+    if (!p.peak_bytes_per_rank.empty())
+      out << "   peak " << size_text(*std::max_element(p.peak_bytes_per_rank.begin(), p.peak_bytes_per_rank.end()));
     if (rank_hosts.size() > 1 && p.collectives > 0)
       out << "   " << p.collectives << " collective(s), " << fixed(static_cast<double>(p.collective_bytes) / 1024.0, 1)
           << " KiB";

@@ -117,6 +117,7 @@ void CompileSession::prepare() {
   timer_.run("load", [&] {
     claim_output_directory();
     p.placement = select_device(config_, rt_);
+    timer_.measure_memory_on(p.placement.device);
     p.model =
         input_ ? Model::wrap(config_.discard_input_model ? *input_ : clone_module(*input_), "the input module", method)
                : Model::load(config_.model.path, method);

@@ -17,21 +17,13 @@
 #include "qforge/runtime.h"
 #include "runtime/device.h"
 #include "runtime/logger.h"
+#include "runtime/memory_peak.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/text.h"
 
 namespace qforge {
 namespace {
-
-// Peak resident memory of this process so far (VmHWM), in bytes.
-int64_t peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  return 0;
-}
 
 json::array to_json_array(const std::vector<int64_t>& v) { return json::array(v.begin(), v.end()); }
 
