@@ -152,6 +152,18 @@ def make_small_decoder(out):
     torch.jit.script(model).save(f"{out}/small_decoder_scripted.pt")
 
 
+def make_llama_decoder(out):
+    """Three Llama-style blocks (jobs/benchmarks/llama_decoder.py): the rotary
+    tables and the mask made before the first block are read by every block."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "jobs", "benchmarks"))
+    from llama_decoder import LlamaDecoder
+    torch.manual_seed(6)
+    model = LlamaDecoder(vocab=100, width=32, depth=3, heads=4, kv_heads=2, hidden=64).eval()
+    torch.jit.script(model).save(f"{out}/llama_decoder_scripted.pt")
+    with torch.no_grad():
+        torch.jit.trace(model, torch.randint(0, 100, (2, 12))).save(f"{out}/llama_decoder_traced.pt")
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -236,6 +248,7 @@ def main(out):
     with open(f"{out}/not_a_model.pt", "wb") as f:
         f.write(b"this is not a TorchScript archive")
     make_small_decoder(out)
+    make_llama_decoder(out)
 
 
 if __name__ == "__main__":
