@@ -18,6 +18,7 @@ enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
 enum class WeightAlgorithm { Rtn, Gptq, Awq };
 enum class SmoothingMethod { SmoothQuant };
+enum class BlockOffload { Auto, Cpu, None };
 enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
 enum class FineTuneMethod { QaLora, Lora };
@@ -79,6 +80,9 @@ struct GptqSettings {
   // blocks: auto (the model's repeated blocks, found in the module tree) | none | a glob ("layers.*"):
   // block k+1 is calibrated on the outputs of the solved block k.
   std::string blocks = "auto";
+  // offload: where each rank keeps its shard's block inputs between blocks: auto (the
+  // device while they fit) | cpu (pinned host memory) | none (the device)
+  BlockOffload offload = BlockOffload::Auto;
 };
 
 // weights.awq: the activation-aware scale search (algorithm awq; Lin et al., 2023).

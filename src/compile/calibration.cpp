@@ -40,6 +40,19 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
                                 const std::vector<CalibrationPoint>& points, const ForwardFn& run,
                                 const ShardSource& shard, Communicator& comm, PhaseTimer& timer,
                                 const std::string& phase) {
+  // The sums live where the batches arrive, the same kind of device on every rank.
+  const c10::Device device =
+      shard.options.cuda_device >= 0 ? c10::Device(c10::kCUDA, shard.options.cuda_device) : c10::Device(c10::kCPU);
+  const Sweep sweep = [&](torch::jit::Module& observed) {
+    for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
+  };
+  return calibrate(model, method, points, sweep, device, comm, timer, phase);
+}
+
+CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
+                                const std::vector<CalibrationPoint>& points, const Sweep& sweep,
+                                const c10::Device& device, Communicator& comm, PhaseTimer& timer,
+                                const std::string& phase) {
   CalibrationStatistics stats;
   auto& observers = stats.observers;
   std::vector<ObservedTensor> tensors;
@@ -56,9 +69,6 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   // Pass 1 counts each Hessian point's input vectors (the grid of its sums needs the total).
   at::Tensor vectors = at::zeros({static_cast<int64_t>(points.size())}, at::kLong);
   std::vector<int64_t> inputs(points.size(), 0);
-  // The sums live where the batches arrive, the same kind of device on every rank.
-  const c10::Device device =
-      shard.options.cuda_device >= 0 ? c10::Device(c10::kCUDA, shard.options.cuda_device) : c10::Device(c10::kCPU);
   std::vector<std::optional<HessianSum>> sums(points.size());
   bool second_pass = false;
   const auto run_shard = [&] {
@@ -75,7 +85,7 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
       if (o.needs_histogram()) o.observe(x);
       if (sums[point]) sums[point]->add(x);
     });
-    for_each_batch(shard, [&](const Batch& batch) { run(observed, batch); });
+    sweep(observed);
   };
 
   // "calibration: ..." marks the activation calibration in the logs (tests and users wait for it).

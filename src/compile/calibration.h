@@ -4,6 +4,7 @@
 // needs one, and the fixed-point XᵀX of the inputs GPTQ solves with), so
 // every rank ends with the same statistics on any rank count.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,19 @@ struct CalibrationStatistics {
 
 // Collective. Returns the reduced statistics of every point, identical on every rank.
 CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
-                                          const std::vector<CalibrationPoint>& points, const ForwardFn& run,
-                                          const ShardSource& shard, Communicator& comm, PhaseTimer& timer,
+                                const std::vector<CalibrationPoint>& points, const ForwardFn& run,
+                                const ShardSource& shard, Communicator& comm, PhaseTimer& timer,
                                 const std::string& phase = "calibrate");
+
+// Runs the observed copy of the model over every input of this rank (once per pass).
+using Sweep = std::function<void(torch::jit::Module& observed)>;
+
+// The same over inputs `sweep` gives (e.g. a block's kept inputs); `device`:
+// where they arrive, the same kind on every rank.
+CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
+                                const std::vector<CalibrationPoint>& points, const Sweep& sweep,
+                                const c10::Device& device, Communicator& comm, PhaseTimer& timer,
+                                const std::string& phase);
 
 // The chosen range of a point; ModelError names a layer whose input was never
 // seen (the method did not run it). Call inside a collective phase.

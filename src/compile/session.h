@@ -101,6 +101,14 @@ class CompileSession {
   std::vector<at::Tensor> awq_group_scales(const std::vector<size_t>& groups, const std::string& phase,
                                            std::vector<double>& alphas);
   void solve_gptq_layers();  // step by step (block by block), each step's XᵀX on the solved model
+  bool solve_gptq_on_kept_inputs(const std::vector<SolveSteps::Step>& steps, const std::map<std::string, size_t>& index,
+                                 std::vector<std::string>& unreached);  // false: the blocks cannot be run alone
+  void solve_gptq_from_model_inputs(const std::vector<SolveSteps::Step>& steps,
+                                    const std::map<std::string, size_t>& index, std::vector<std::string>& unreached);
+  std::vector<size_t> solve_gptq_step(const SolveSteps::Step& step, const std::string& title, torch::jit::Module& model,
+                                      const std::string& method, const Sweep& sweep,
+                                      const std::map<std::string, size_t>& index, std::vector<std::string>& unreached);
+  void set_solved_weights(torch::jit::Module& model, const std::vector<size_t>& layers) const;
   void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
                        const std::string& phase);
   void claim_output_directory();

@@ -48,6 +48,11 @@ struct Names<SmoothingMethod> {
   static constexpr std::pair<SmoothingMethod, const char*> table[] = {{SmoothingMethod::SmoothQuant, "smoothquant"}};
 };
 template <>
+struct Names<BlockOffload> {
+  static constexpr std::pair<BlockOffload, const char*> table[] = {
+      {BlockOffload::Auto, "auto"}, {BlockOffload::Cpu, "cpu"}, {BlockOffload::None, "none"}};
+};
+template <>
 struct Names<TransformOp> {
   static constexpr std::pair<TransformOp, const char*> table[] = {
       {TransformOp::Cast, "cast"}, {TransformOp::Scale, "scale"}, {TransformOp::Normalize, "normalize"}};
@@ -104,6 +109,7 @@ QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)
 QFORGE_ENUM_INSTANTIATE(WeightAlgorithm)
 QFORGE_ENUM_INSTANTIATE(SmoothingMethod)
+QFORGE_ENUM_INSTANTIATE(BlockOffload)
 QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)

@@ -64,6 +64,9 @@ void describe(V& v, GptqSettings& s) {
     "auto: solve the model's repeated blocks in order, block k+1 calibrated on the outputs of the solved block k "
     "(found in the module tree: the same-type children of one container) | none: every layer on the float "
     "model's inputs | a glob naming the blocks (layers.*)");
+  v("offload", s.offload,
+    "where each rank keeps its shard's block inputs from one block to the next: auto (the GPU while they fit in "
+    "half its free memory, else pinned host memory) | cpu | none (the GPU)");
 }
 
 template <class V>

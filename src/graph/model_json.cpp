@@ -44,7 +44,8 @@ json::object to_json(const WeightQuantSettings& s) {
     o["gptq"] = json::object{{"dampening", s.gptq.dampening},
                              {"act_order", s.gptq.act_order},
                              {"block_size", s.gptq.block_size},
-                             {"blocks", s.gptq.blocks}};
+                             {"blocks", s.gptq.blocks},
+                             {"offload", to_string(s.gptq.offload)}};
   if (s.algorithm == WeightAlgorithm::Awq) o["awq"] = json::object{{"grid", s.awq.grid}, {"blocks", s.awq.blocks}};
   return o;
 }

@@ -264,8 +264,8 @@ def test_qa_lora_starts_from_gptq_weights():
               f"{name}: the fine-tuned weight did not start from the GPTQ weight")
 
 
-@pytest.mark.parametrize("blocks", ["auto", "none"])
-def test_gptq_solves_blocks_in_order(blocks):
+@pytest.mark.parametrize("blocks,offload", [("auto", "auto"), ("auto", "cpu"), ("none", "auto")])
+def test_gptq_solves_blocks_in_order(blocks, offload):
     from qforge_h5 import write_samples
     torch.manual_seed(0)
     model = torch.jit.script(Stack().eval())
@@ -277,10 +277,12 @@ model: {{path: stack.pt}}
 calibration_inputs: {{files: [stack.h5], batch_size: {BATCH}}}
 deployment_settings: {{target: libtorch}}
 quantization_settings:
-  weights: {{bits: 4, algorithm: gptq, gptq: {{blocks: {blocks}}}}}
+  weights: {{bits: 4, algorithm: gptq, gptq: {{blocks: {blocks}, offload: {offload}}}}}
   activations: {{enabled: false}}
 """)
     out = run(["compile", cfg])
+    if blocks == "auto":  # blocks.1 and the head run on what blocks.0 passed on, not on the model's inputs
+        contains(out, "gptq blocks.1: block inputs kept")
     compiled, params = compiled_layers("qforge_out")
     steps = [["blocks.0.up", "blocks.0.down"], ["blocks.1.up", "blocks.1.down"], ["head"]]
     if blocks == "none":
@@ -297,3 +299,70 @@ quantization_settings:
         got = getattr_path(compiled, name).weight.detach()
         differ = (got != expected).sum().item()
         check(differ == 0, f"blocks {blocks}: {name}: {differ} of {got.numel()} weights differ from the reference")
+
+
+def llama_config(out, extra=""):
+    from qforge_h5 import write_samples
+    rng = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 100, (36, 12), generator=rng)
+    write_samples(os.path.join(qt.WORK, "ids.h5"), "tensor", ["ids"], {"t12": {"ids": ids.numpy()}})
+    return write_config("llama.yaml", f"""
+model: {{path: {ASSETS}/llama_decoder_scripted.pt}}
+out_dir: {out}
+calibration_inputs: {{files: [ids.h5], batch_size: 4}}
+deployment_settings: {{target: libtorch}}
+quantization_settings:
+  weights: {{bits: 4, granularity: group, group_size: 16, algorithm: gptq}}
+  activations: {{enabled: false}}
+layer_quantization_settings:
+  embed: {{skip: true}}
+""" + extra)
+
+
+def test_gptq_keeps_block_inputs_the_same_on_any_rank_count():
+    # Three Llama-style blocks whose rotary tables and mask, made before the first
+    # block, pass from block to block with the hidden states.
+    files = {}
+    for ranks in (0, 3):
+        out = run(["compile", llama_config(f"r{ranks}")], ranks=ranks, timeout=240)
+        contains(out, "gptq: 22 layers in 4 step(s)")
+        contains(out, "gptq layers.2: block inputs kept")
+        files[ranks] = open(os.path.join(qt.WORK, f"r{ranks}", "quant_params.json"), "rb").read()
+    check(files[3] == files[0], "quant_params.json on 3 ranks differs from 1 rank")
+    report = json.load(open(os.path.join(qt.WORK, "r3", "report.json")))
+    phases = {p["phase"]: p for p in report["phases"]}
+    check("gptq layers.1: inputs" in phases, f"report.json phases: {list(phases)}")
+    for p in phases.values():
+        peaks = p["peak_bytes_per_rank"]
+        check(len(peaks) == 3 and min(peaks) > 0, f"{p['phase']}: peak memory per rank {peaks}")
+
+
+def test_gptq_on_blocks_called_twice_computes_their_inputs_again():
+    class Twice(torch.nn.Module):  # every block runs twice: the graph cannot be cut after one
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Block(16) for _ in range(2)])
+            self.head = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
+    torch.manual_seed(0)
+    torch.jit.script(Twice().eval()).save(os.path.join(qt.WORK, "twice.pt"))
+    from qforge_h5 import write_samples
+    write_samples(os.path.join(qt.WORK, "x.h5"), "tensor", ["x"], {"all": {"x": torch.randn(16, 16).numpy()}})
+    cfg = write_config("twice.yaml", f"""
+model: {{path: twice.pt}}
+calibration_inputs: {{files: [x.h5], batch_size: {BATCH}}}
+deployment_settings: {{target: libtorch}}
+quantization_settings:
+  weights: {{bits: 4, algorithm: gptq}}
+  activations: {{enabled: false}}
+""")
+    out = run(["compile", cfg])
+    contains(out, "block 'blocks.0' is called more than once; every block's inputs are computed from the model's "
+             "inputs again")
+    contains(out, "gptq: 5 layers in 3 step(s)")

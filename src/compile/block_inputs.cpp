@@ -1,0 +1,119 @@
+#include "compile/block_inputs.h"
+
+#include <algorithm>
+
+#include "runtime/device.h"
+#include "runtime/logger.h"
+#include "runtime/memory_peak.h"
+#include "util/text.h"
+
+namespace qforge {
+namespace {
+
+// `value` with every tensor in it replaced by f(tensor); containers are new,
+// so a segment that appends to a list it received leaves the kept one alone.
+c10::IValue map_tensors(const c10::IValue& value, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  if (value.isTensor()) return f(value.toTensor());
+  if (value.isTuple()) {
+    std::vector<c10::IValue> elements;
+    for (const auto& e : value.toTupleRef().elements()) elements.push_back(map_tensors(e, f));
+    return c10::ivalue::Tuple::create(std::move(elements));
+  }
+  if (value.isList()) {
+    const auto list = value.toList();
+    c10::impl::GenericList out(list.elementType());
+    for (size_t i = 0; i < list.size(); ++i) out.push_back(map_tensors(list.get(i), f));
+    return out;
+  }
+  if (value.isGenericDict()) {
+    const auto dict = value.toGenericDict();
+    c10::impl::GenericDict out(dict.keyType(), dict.valueType());
+    for (const auto& entry : dict) out.insert(entry.key(), map_tensors(entry.value(), f));
+    return out;
+  }
+  return value;  // numbers, strings, None: immutable
+}
+
+int64_t tensor_bytes(const std::vector<c10::IValue>& values) {
+  int64_t bytes = 0;
+  for (const auto& v : values)
+    map_tensors(v, [&](const at::Tensor& t) {
+      bytes += static_cast<int64_t>(t.nbytes());
+      return t;
+    });
+  return bytes;
+}
+
+}  // namespace
+
+BlockInputs::BlockInputs(ShardSource shard, RunFirst run_first, const c10::Device& device, Autocast autocast,
+                         BlockOffload offload)
+    : shard_(std::move(shard)),
+      run_first_(std::move(run_first)),
+      device_(device),
+      autocast_(autocast),
+      offload_(offload) {}
+
+c10::IValue BlockInputs::run(torch::jit::Module& module, const std::string& method,
+                             const std::vector<c10::IValue>& in) const {
+  // Copies on the device: an in-place op in a block must not change what is kept.
+  std::vector<c10::IValue> stack;
+  for (const auto& v : in)
+    stack.push_back(map_tensors(v, [&](const at::Tensor& t) {
+      return t.device() == device_ ? t.clone() : t.to(device_, /*non_blocking=*/true);
+    }));
+  AutocastScope autocast(autocast_, device_);
+  return module.get_method(method)(std::move(stack));
+}
+
+void BlockInputs::sweep(torch::jit::Module& module, const std::string& method) const {
+  if (segment_ == 0) {
+    for_each_batch(shard_, [&](const Batch& batch) { run_first_(module, method, batch); });
+    return;
+  }
+  for (const auto& in : kept_) run(module, method, in);
+}
+
+void BlockInputs::choose_place(const std::vector<c10::IValue>& first, size_t batches) {
+  const int64_t bytes = tensor_bytes(first) * static_cast<int64_t>(batches);
+  const int64_t free = free_device_bytes(device_);
+  // auto: the GPU while the inputs take at most half of what it can still hold.
+  on_host_ =
+      device_.is_cuda() && (offload_ == BlockOffload::Cpu || (offload_ == BlockOffload::Auto && 2 * bytes > free));
+}
+
+void BlockInputs::advance(torch::jit::Module& module, const std::string& method) {
+  std::vector<std::vector<c10::IValue>> next;
+  const auto keep = [&](const c10::IValue& out, size_t batches) {
+    std::vector<c10::IValue> passed = out.toTupleRef().elements().vec();
+    if (segment_ == 0 && next.empty()) choose_place(passed, batches);
+    if (on_host_)
+      for (auto& v : passed)
+        v = map_tensors(v, [](const at::Tensor& t) {
+          return at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true)).copy_(t);
+        });
+    next.push_back(std::move(passed));
+  };
+  if (segment_ == 0) {
+    const int64_t size = std::max<int64_t>(shard_.options.batch_size, 1);
+    const auto batches = static_cast<size_t>((shard_.rows.end - shard_.rows.begin + size - 1) / size);
+    for_each_batch(shard_, [&](const Batch& batch) { keep(run_first_(module, method, batch), batches); });
+  } else {
+    for (auto& in : kept_) {
+      keep(run(module, method, in), kept_.size());
+      in.clear();  // the previous segment's inputs go as the next ones come
+    }
+  }
+  kept_ = std::move(next);
+  bytes_ = 0;
+  for (const auto& in : kept_) bytes_ += tensor_bytes(in);
+  ++segment_;
+}
+
+std::string BlockInputs::where() const {
+  if (segment_ == 0) return "";
+  const std::string place = on_host_ ? "pinned host memory" : device_.is_cuda() ? "GPU memory" : "host memory";
+  return size_text(bytes_) + " in " + place;
+}
+
+}  // namespace qforge
