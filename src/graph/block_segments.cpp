@@ -72,9 +72,9 @@ bool rematerializable(const Value* v, const Value* self) {
 }
 
 struct Cut {
-  std::vector<Node*> nodes;                  // the graph's top-level nodes
+  std::vector<Node*> nodes;  // the graph's top-level nodes
   std::unordered_map<const Node*, size_t> index;
-  std::vector<size_t> block_calls;           // index of each block's call, increasing
+  std::vector<size_t> block_calls;  // index of each block's call, increasing
   // The segment of a top-level position: segment j ends with block j's call.
   size_t segment_at(size_t position) const {
     return static_cast<size_t>(std::lower_bound(block_calls.begin(), block_calls.end(), position) -
@@ -115,7 +115,8 @@ std::shared_ptr<Graph> segment_graph(Graph& graph, const Cut& cut, size_t j, con
   std::function<Value*(Value*)> map = [&](Value* v) -> Value* {
     if (auto found = env.find(v); found != env.end()) return found->second;
     // A constant or an attribute made in an earlier segment: made again here.
-    if (!rematerializable(v, self)) throw std::logic_error("block segments: value %" + v->debugName() + " not passed on");
+    if (!rematerializable(v, self))
+      throw std::logic_error("block segments: value %" + v->debugName() + " not passed on");
     Node* copy = g->insertNode(g->createClone(v->node(), map));
     for (size_t k = 0; k < copy->outputs().size(); ++k) env[v->node()->output(k)] = copy->output(k);
     return env.at(v);
@@ -204,8 +205,8 @@ std::variant<BlockSegments, std::string> split_at_blocks(const torch::jit::Modul
         c10::QualifiedName(*out.module.type()->name(), name), g);
     // Segment 0 is called as the method is: its arguments, names and defaults.
     if (j == 0)
-      fn->setSchema(forward.getSchema().cloneWithName(name, "").cloneWithReturns(
-          {c10::Argument("", g->outputs()[0]->type())}));
+      fn->setSchema(
+          forward.getSchema().cloneWithName(name, "").cloneWithReturns({c10::Argument("", g->outputs()[0]->type())}));
     out.module.type()->addMethod(fn);
     out.methods.push_back(name);
     for (const auto& layer : layers_read(*g)) segments_reading[layer].insert(j);

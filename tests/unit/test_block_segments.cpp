@@ -60,9 +60,9 @@ TEST_P(BlockSegmentsTest, KeptInputsGiveTheFloatModelsBlockInputs) {
   c10::IValue passed;
   for (size_t j = 0; j < kBlocks.size(); ++j) {
     const std::vector<std::string> layers = {kBlocks[j] + ".attn.q", kBlocks[j] + ".mlp.down"};
-    const auto expected = layer_inputs(model.module(), "forward", layers, [&](torch::jit::Module& m) { m.forward({ids}); });
-    const std::vector<c10::IValue> args =
-        j == 0 ? std::vector<c10::IValue>{ids} : passed.toTupleRef().elements().vec();
+    const auto expected =
+        layer_inputs(model.module(), "forward", layers, [&](torch::jit::Module& m) { m.forward({ids}); });
+    const std::vector<c10::IValue> args = j == 0 ? std::vector<c10::IValue>{ids} : passed.toTupleRef().elements().vec();
     const auto seen = layer_inputs(segments.module, segments.methods[j], layers,
                                    [&](torch::jit::Module& m) { m.get_method(segments.methods[j])(args); });
     ASSERT_EQ(seen.size(), expected.size());
