@@ -8,7 +8,10 @@ Each row's input is 64 tokens and its labels the 64 that follow one position
 later (next-token prediction), so qforge evaluates perplexity.
     fortunes_lm.pt   the trained model, scripted: int64 [batch, 64] tokens
                      -> [batch, 64, 128] next-token logits (kept when present)
-Usage: make_fortunes_lm.py OUTDIR [TRAIN_STEPS]"""
+Usage: make_fortunes_lm.py OUTDIR [TRAIN_STEPS] [--width W --depth D --heads H --lr LR --device DEV]
+(defaults: 3 blocks of width 128, 4 heads, 3e-3, cpu). QFORGE_FORTUNES_DIR names
+another copy of the fortunes directory."""
+import argparse
 import glob
 import math
 import os
@@ -19,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-FORTUNES = "/usr/share/games/fortunes"
+FORTUNES = os.environ.get("QFORGE_FORTUNES_DIR", "/usr/share/games/fortunes")
 CONTEXT = 64
 VOCAB = 128  # ASCII; any other byte becomes '?'
 NO_FORTUNES = 77  # exit code when the package is not installed (tests report "skipped")
@@ -101,8 +104,16 @@ def windows(data, starts):
 
 
 def main():
-    out = sys.argv[1]
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("steps", nargs="?", type=int, default=1500)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    out, steps = args.out, args.steps
     if not os.path.isdir(FORTUNES):
         print(f"make_fortunes_lm: {FORTUNES} is missing; install Debian's `fortunes` package", file=sys.stderr)
         sys.exit(NO_FORTUNES)
@@ -128,14 +139,16 @@ def main():
         return
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    model = FortunesLM()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.05)
+    model = FortunesLM(args.width, args.heads, args.depth).to(args.device)
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters: {args.depth} blocks of width "
+          f"{args.width}, on {args.device}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.05)
     loss_fn = torch.nn.CrossEntropyLoss()
     start = time.time()
     for step in range(steps):
-        x, y = windows(train, rng.integers(0, len(train) - CONTEXT - 1, 64))
-        loss = loss_fn(model(torch.from_numpy(x)).reshape(-1, VOCAB), torch.from_numpy(y).reshape(-1))
+        x, y = (torch.from_numpy(a).to(args.device) for a in windows(train, rng.integers(0, len(train) - CONTEXT - 1, 64)))
+        loss = loss_fn(model(x).reshape(-1, VOCAB), y.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -143,7 +156,7 @@ def main():
         schedule.step()
         if (step + 1) % 250 == 0:
             print(f"step {step + 1}/{steps}: training loss {loss.item():.3f} ({time.time() - start:.0f} s)", flush=True)
-    model.eval()
+    model = model.cpu().eval()
     with torch.no_grad():
         x, y = torch.from_numpy(evaluation[0]), torch.from_numpy(evaluation[1])
         nll = loss_fn(model(x).reshape(-1, VOCAB), y.reshape(-1)).item()
