@@ -3,7 +3,9 @@
 MODEL is a torchvision classifier (resnet18, resnet50, ...; SIZE = image side,
 traced) or `decoder` (a GPT-style decoder-only transformer of about 134M
 parameters: 12 blocks of width 768, 32,000-token vocabulary; SIZE = context
-length; scripted). Writes OUTDIR/MODEL.pt and OUTDIR/MODEL_calibration.h5."""
+length; scripted) or `llama` (jobs/benchmarks/llama_decoder.py, 1.1B
+parameters: 16 blocks of width 2048, 32 heads and 8 key/value heads, SwiGLU of
+8192; scripted). Writes OUTDIR/MODEL.pt and OUTDIR/MODEL_calibration.h5."""
 import os
 import sys
 
@@ -15,6 +17,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples", "fortunes"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "src", "python"))  # qforge_h5
 from make_fortunes_lm import Block  # noqa: E402  (the fortunes model's pre-norm causal block)
 from qforge_h5 import write_samples  # noqa: E402
+from llama_decoder import LlamaDecoder  # noqa: E402
 
 VOCAB = 32000
 
@@ -37,6 +40,8 @@ def make_model(name, size):
     torch.manual_seed(0)
     if name == "decoder":
         return Decoder(size).eval()
+    if name == "llama":
+        return LlamaDecoder(VOCAB, width=2048, depth=16, heads=32, kv_heads=8, hidden=8192).eval()
     import torchvision
     return getattr(torchvision.models, name)().eval()
 
@@ -45,7 +50,7 @@ def main(out, name, rows, size):
     os.makedirs(out, exist_ok=True)
     model = make_model(name, size)
     rng = np.random.default_rng(0)
-    if name == "decoder":
+    if name in ("decoder", "llama"):
         torch.jit.script(model).save(os.path.join(out, f"{name}.pt"))
         ids = rng.integers(0, VOCAB, (rows, size), dtype=np.int64)
         write_samples(os.path.join(out, f"{name}_calibration.h5"), "tensor", ["ids"], {f"t{size}": {"ids": ids}})
