@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import qforge_testing as qt  # noqa: E402
-from qforge_testing import ASSETS, check, compile_config, contains, run  # noqa: E402
+from qforge_testing import ASSETS, check, compile_config, contains, run, write_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +153,35 @@ def test_autocast_bf16_calibrates_and_fine_tunes(work):
     losses = report["fine_tune"]["loss"]
     check(all(l == l and l < 1e3 for l in losses), f"finite losses under autocast: {losses}")
     check(report["evaluation"]["top1_agreement"] >= 0.8, f"agreement under autocast: {report['evaluation']}")
+
+
+def test_gptq_keeps_block_inputs_on_the_gpu_or_in_pinned_memory(work):
+    # Sequential GPTQ on a GPU: each block's inputs kept on the GPU, or in pinned
+    # host memory, give the same weights bit for bit. Two sequence lengths, so
+    # the kept inputs differ in shape from batch to batch.
+    need(1)
+    import torch
+    cfg = write_config("gpu_gptq.yaml", f"""
+model: {{path: {ASSETS}/llama_decoder_scripted.pt}}
+calibration_inputs: {{files: [{ASSETS}/tokens.h5], batch_size: 4}}
+deployment_settings: {{target: libtorch}}
+device: cuda
+quantization_settings:
+  weights: {{bits: 4, granularity: group, group_size: 16, algorithm: gptq}}
+  activations: {{enabled: false}}
+layer_quantization_settings: {{embed: {{skip: true}}}}
+""")
+    weights = {}
+    for offload in ("none", "cpu"):
+        out = run(["compile", cfg, "--set", f"out_dir={offload}", "--set",
+                   f"quantization_settings.weights.gptq.offload={offload}"], timeout=300)
+        contains(out, "gptq layers.2: block inputs kept", "pinned host memory" if offload == "cpu" else "GPU memory")
+        weights[offload] = torch.jit.load(os.path.join(work, offload, "model.qforge.pt")).state_dict()
+        check(scales(quant_params(offload)), "quant_params.json holds the weights' scales")
+    for name, value in weights["none"].items():
+        check(torch.equal(weights["cpu"][name], value), f"{name}: offload cpu differs from offload none")
+    check(scales(quant_params("cpu")) == scales(quant_params("none")), "the scales depend on where inputs are kept")
+    phases = json.load(open(os.path.join(work, "none", "report.json")))["phases"]
+    peak = max(max(p["peak_bytes_per_rank"]) for p in phases)
+    print(f"peak GPU memory {peak / 2**20:.1f} MiB")
+    check(peak > 0, "report.json gives the GPU's peak memory")
