@@ -24,7 +24,12 @@ int64_t peak_rss_bytes() {
 void reset_peak_memory(const c10::Device& device) {
 #if QFORGE_HAVE_NCCL
   if (device.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+    // Before the first CUDA tensor LibTorch's allocator has no devices yet
+    // ("Invalid device argument"): nothing was allocated, nothing to reset.
+    try {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+    } catch (const c10::Error&) {
+    }
     return;
   }
 #endif
@@ -37,7 +42,11 @@ int64_t peak_memory_bytes(const c10::Device& device) {
 #if QFORGE_HAVE_NCCL
   if (device.is_cuda()) {
     // allocated_bytes[0]: every pool together (StatType::AGGREGATE).
-    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
+    try {
+      return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
+    } catch (const c10::Error&) {  // no CUDA tensor yet
+      return 0;
+    }
   }
 #endif
   (void)device;
@@ -50,8 +59,12 @@ int64_t free_device_bytes(const c10::Device& device) {
     const c10::cuda::CUDAGuard guard(device);
     size_t free = 0, total = 0;
     if (cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return static_cast<int64_t>(free) + stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;
+    try {
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+      return static_cast<int64_t>(free) + stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;
+    } catch (const c10::Error&) {  // no CUDA tensor yet: the driver's figure is all there is
+      return static_cast<int64_t>(free);
+    }
   }
 #endif
   (void)device;
