@@ -187,7 +187,8 @@ std::variant<BlockSegments, std::string> split_at_blocks(const torch::jit::Modul
     torch::NoGradGuard no_grad;  // the clone's tensors are leaves, as the model's
     out.module = clone_module(model);
   }
-  const auto& forward = torch::jit::toGraphFunction(out.module.get_method(method).function());
+  const torch::jit::Method forward_method = out.module.get_method(method);
+  const auto& forward = torch::jit::toGraphFunction(forward_method.function());
   auto graph = forward.graph()->copy();
   expose_block_calls(*graph, blocks);
   auto cut_or_why = cut_at_blocks(*graph, blocks);
