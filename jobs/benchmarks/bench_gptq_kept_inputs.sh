@@ -3,7 +3,7 @@
 # (jobs/benchmarks/bench_gptq_kept_inputs.py) with its blocks where qforge
 # cuts the method (kept inputs: three passes over each block) and inside a
 # run-time branch (each block's inputs computed from the model's inputs again:
-# two passes over the model up to the block). Median GPTQ seconds (the gptq
+# two passes over the whole model). Median GPTQ seconds (the gptq
 # phases) of REPEAT runs each, and the peak memory.
 # Usage: bash jobs/benchmarks/bench_gptq_kept_inputs.sh BUILD_DIR [RESULTS.md]
 #   DEPTH (8) WIDTH (256) ROWS (32) LENGTH (256) BATCH (8) REPEAT (3) DEVICE (cpu)
