@@ -38,7 +38,8 @@ std::optional<std::vector<size_t>> step_segments(const std::vector<SolveSteps::S
         return std::nullopt;
       }
       if (segment && *segment != found->second) {
-        why = "the layers of step '" + step.block + "' are read on both sides of a block";
+        why = "layers '" + step.layers.front() + "' and '" + layer +
+              "', solved together, are read on both sides of a block";
         return std::nullopt;
       }
       segment = found->second;
@@ -82,7 +83,7 @@ void CompileSession::solve_gptq_layers() {
       l.plan.weights.algorithm = WeightAlgorithm::Rtn;
 }
 
-// Each block runs on its kept inputs: one block's work per pass instead of the model's up to it.
+// Each block runs on its kept inputs: one block's work per pass instead of the whole model's.
 bool CompileSession::solve_gptq_on_kept_inputs(const std::vector<SolveSteps::Step>& steps,
                                                const std::map<std::string, size_t>& index,
                                                std::vector<std::string>& unreached) {
