@@ -329,8 +329,11 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
     out << "  evaluation on " << e.rows << " held-out rows: " << evaluation_text(e) << "\n";
   }
   out << "  time per phase (seconds, rank 0 .. " << rank_hosts.size() - 1 << "; peak memory of the fullest rank):\n";
+  std::vector<std::string> phase_names;  // the longest ("gptq, layers outside blocks: Hessians") sets the column
+  for (const auto& p : result.phases) phase_names.push_back(p.phase);
+  const int phase_width = static_cast<int>(column_width(phase_names, 26));
   for (const auto& p : result.phases) {
-    out << "    " << std::left << std::setw(26) << p.phase << std::right;
+    out << "    " << std::left << std::setw(phase_width) << p.phase << std::right;
     for (double s : p.seconds_per_rank) out << std::setw(9) << fixed(s, 2);
     if (!p.peak_bytes_per_rank.empty())
       out << "   peak " << size_text(*std::max_element(p.peak_bytes_per_rank.begin(), p.peak_bytes_per_rank.end()));
