@@ -12,17 +12,13 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "src", "python"))  # qforge_h5
-from llama_decoder import LlamaDecoder  # noqa: E402
+from llama_decoder import LlamaDecoder, rotary_and_mask  # noqa: E402
 from qforge_h5 import write_samples  # noqa: E402
 
 
 class Branched(LlamaDecoder):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        t = ids.size(1)
-        angles = torch.outer(torch.arange(t, device=ids.device, dtype=torch.float32), self.inv_freq)
-        angles = torch.cat((angles, angles), dim=-1)
-        cos, sin = angles.cos(), angles.sin()
-        mask = torch.full((t, t), float("-inf"), device=ids.device).triu(1)
+        cos, sin, mask = rotary_and_mask(ids, self.inv_freq)
         x = self.embed(ids)
         if ids.size(0) > 0:
             for layer in self.layers:

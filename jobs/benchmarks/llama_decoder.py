@@ -3,6 +3,8 @@ RMSNorm, rotary positions, grouped-query attention, SwiGLU, untied head. The
 rotary tables and the causal mask are made once per call, before the first
 block, and every block reads them (as the `transformers` models do).
     LlamaDecoder(vocab, width, depth, heads, kv_heads, hidden)"""
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
@@ -69,6 +71,15 @@ class LlamaBlock(torch.nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def rotary_and_mask(ids: torch.Tensor, inv_freq: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rotary tables (cos, sin) and the causal mask of a batch of token ids."""
+    t = ids.size(1)
+    angles = torch.outer(torch.arange(t, device=ids.device, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    mask = torch.full((t, t), float("-inf"), device=ids.device).triu(1)
+    return angles.cos(), angles.sin(), mask
+
+
 class LlamaDecoder(torch.nn.Module):
     def __init__(self, vocab: int, width: int, depth: int, heads: int, kv_heads: int, hidden: int):
         super().__init__()
@@ -80,11 +91,7 @@ class LlamaDecoder(torch.nn.Module):
         self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim)))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        t = ids.size(1)
-        angles = torch.outer(torch.arange(t, device=ids.device, dtype=torch.float32), self.inv_freq)
-        angles = torch.cat((angles, angles), dim=-1)
-        cos, sin = angles.cos(), angles.sin()
-        mask = torch.full((t, t), float("-inf"), device=ids.device).triu(1)
+        cos, sin, mask = rotary_and_mask(ids, self.inv_freq)
         x = self.embed(ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
