@@ -105,15 +105,15 @@ void BlockInputs::advance(torch::jit::Module& module, const std::string& method)
     }
   }
   kept_ = std::move(next);
-  bytes_ = 0;
-  for (const auto& in : kept_) bytes_ += tensor_bytes(in);
   ++segment_;
 }
 
 std::string BlockInputs::where() const {
   if (segment_ == 0) return "";
   const std::string place = on_host_ ? "pinned host memory" : device_.is_cuda() ? "GPU memory" : "host memory";
-  return size_text(bytes_) + " in " + place;
+  int64_t bytes = 0;
+  for (const auto& in : kept_) bytes += tensor_bytes(in);
+  return size_text(bytes) + " in " + place;
 }
 
 }  // namespace qforge

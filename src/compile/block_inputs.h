@@ -42,7 +42,6 @@ class BlockInputs {
   Autocast autocast_;
   BlockOffload offload_;
   bool on_host_ = false;  // decided at the first advance
-  int64_t bytes_ = 0;
   size_t segment_ = 0;
   std::vector<std::vector<c10::IValue>> kept_;  // per batch, the current segment's arguments
 };
