@@ -1,7 +1,6 @@
 #include "graph/block_segments.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
 #include <functional>
@@ -43,9 +42,11 @@ void expose_block_calls(Graph& graph, const std::vector<std::string>& blocks) {
     for (Node* n : graph.nodes()) {
       const auto path = called_module(n, self);
       if (!path || is_block(*path, blocks) || !contains_a_block(*path, blocks)) continue;
-      auto& callee = n->input(0)->type()->expect<c10::ClassType>()->getMethod(n->s(c10::attr::name));
-      const torch::jit::GraphOptimizerEnabledGuard optimized_callee(true);  // as inline_calls: constants folded
-      torch::jit::inlineCallTo(n, &torch::jit::toGraphFunction(callee));
+      auto& callee =
+          torch::jit::toGraphFunction(n->input(0)->type()->expect<c10::ClassType>()->getMethod(n->s(c10::attr::name)));
+      // The callee's own graph: its optimized one has the block calls inlined
+      // already (nn.Sequential's forward), and they would be lost.
+      torch::jit::inlineCallTo(n, &callee, callee.graph().get());
       inlined = true;
       break;  // the node list changed
     }

@@ -74,6 +74,20 @@ TEST_P(BlockSegmentsTest, KeptInputsGiveTheFloatModelsBlockInputs) {
 INSTANTIATE_TEST_SUITE_P(ScriptedAndTraced, BlockSegmentsTest,
                          ::testing::Values("llama_decoder_scripted.pt", "llama_decoder_traced.pt"));
 
+// Blocks in an nn.Sequential: its forward is inlined to reach their calls.
+TEST(BlockSegments, CutsTheBlocksOfASequential) {
+  torch::NoGradGuard no_grad;
+  auto model = Model::load(asset("small_decoder_scripted.pt"));
+  auto split = split_at_blocks(model.module(), "forward", {"blocks.0", "blocks.1"});
+  ASSERT_TRUE(std::holds_alternative<BlockSegments>(split)) << std::get<std::string>(split);
+  auto& segments = std::get<BlockSegments>(split);
+  const auto ids = torch::randint(0, 100, {2, 12});
+  c10::IValue passed = segments.module.get_method(segments.methods[0])({ids});
+  for (size_t j = 1; j < segments.methods.size(); ++j)
+    passed = segments.module.get_method(segments.methods[j])(passed.toTupleRef().elements().vec());
+  EXPECT_TRUE(torch::equal(passed.toTensor(), model.module().forward({ids}).toTensor()));
+}
+
 // A block the method never calls as a module cannot be cut at: the reason names it.
 TEST(BlockSegments, ExplainsWhyAMethodCannotBeCut) {
   auto model = Model::load(asset("llama_decoder_scripted.pt"));
