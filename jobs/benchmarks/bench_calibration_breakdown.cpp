@@ -1,0 +1,157 @@
+// Where a calibration pass spends its time on one device, part by part, as
+// qforge runs it: reading the rows from HDF5, checking them for NaN/Inf,
+// copying them to the GPU, the model's plain forward, the forward with every
+// min/max observer, and with every histogram observer (the second pass of
+// percentile/entropy/mse). Each part runs over the whole calibration set;
+// the table gives the median of REPEATS runs, warm (a first run is discarded
+// and reported as "cold").
+// Usage: qforge_bench_calibration_breakdown MODEL.pt DATA.h5 BATCH [cuda|cpu] [REPEATS]
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/batches.h"
+#include "data/dataset.h"
+#include "graph/fake_quant_graph.h"
+#include "graph/model.h"
+#include "graph/observe_op.h"
+#include "quant/observer.h"
+
+namespace {
+
+using namespace qforge;
+
+struct Timing {
+  double cold = 0;
+  std::vector<double> warm;
+  double median() const {
+    std::vector<double> s = warm;
+    std::sort(s.begin(), s.end());
+    return s.empty() ? 0 : s[s.size() / 2];
+  }
+};
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+Timing time_runs(const std::function<void()>& body, const c10::Device& device, int repeats) {
+  Timing t;
+  for (int r = 0; r <= repeats; ++r) {
+    synchronize(device);
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    synchronize(device);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (r == 0)
+      t.cold = s;
+    else
+      t.warm.push_back(s);
+  }
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s MODEL.pt DATA.h5 BATCH [cuda|cpu] [REPEATS]\n", argv[0]);
+    return 2;
+  }
+  const std::string model_path = argv[1], data_path = argv[2];
+  const int64_t batch_size = std::stoll(argv[3]);
+  const bool gpu = (argc < 5 || std::string(argv[4]) == "cuda") && torch::cuda::is_available();
+  const int repeats = argc > 5 ? std::stoi(argv[5]) : 3;
+  const c10::Device device = gpu ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  torch::jit::setGraphExecutorOptimize(false);  // qforge's default: graphs run as written
+  torch::NoGradGuard no_grad;
+
+  Model model = Model::load(model_path);
+  model.module().eval();
+  move_module(model.module(), device);
+  std::vector<ObservedTensor> points;
+  for (const auto& layer : model.layers())
+    if (layer.quantizable) points.push_back({layer.name, false});
+  const DatasetInfo info = inspect_dataset({data_path});
+  const CallBinding binding = model.bind(info, {});
+  ShardSource source{info, RowRange{0, info.total_rows()}, {}};
+  source.options.batch_size = batch_size;
+
+  // The batches resident on the device: the parts below that do not read.
+  std::vector<Batch> resident;
+  for_each_batch(source, [&](const Batch& b) { resident.push_back(to_device(b, device)); });
+  const auto forward_all = [&](torch::jit::Module& m) {
+    for (const auto& b : resident) run_module(m, "forward", binding, b, model_path);
+  };
+
+  TensorQuantSettings minmax, histogram;
+  histogram.observer = Observer::Percentile;
+  torch::jit::Module observed = with_observers(model.module(), "forward", points);
+  std::vector<ActivationObserver> observers;
+  const auto fresh_observers = [&](const TensorQuantSettings& s) {
+    observers.assign(points.size(), ActivationObserver(s));
+  };
+  const auto observe_all = [&] {
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
+    forward_all(observed);
+    reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass
+  };
+
+  std::vector<std::pair<std::string, Timing>> rows;
+  const auto read_with = [&](bool check, int cuda) {
+    ShardSource s = source;
+    s.options.check_finite = check;
+    s.options.cuda_device = cuda;
+    return [s] { for_each_batch(s, [](const Batch&) {}); };
+  };
+  rows.emplace_back("read rows (HDF5 into host memory)", time_runs(read_with(false, -1), device, repeats));
+  rows.emplace_back("read + NaN/Inf check", time_runs(read_with(true, -1), device, repeats));
+  if (gpu) rows.emplace_back("read + check + copy to the GPU", time_runs(read_with(true, 0), device, repeats));
+  rows.emplace_back("forward, data resident", time_runs([&] { forward_all(model.module()); }, device, repeats));
+  rows.emplace_back("forward + min/max observers, resident", time_runs(
+                                                                 [&] {
+                                                                   fresh_observers(minmax);
+                                                                   observe_all();
+                                                                 },
+                                                                 device, repeats));
+  fresh_observers(histogram);
+  observe_all();  // the ranges the histograms are counted over
+  const std::vector<ActivationObserver> ranged = observers;
+  rows.emplace_back("forward + histogram observers, resident", time_runs(
+                                                                   [&] {
+                                                                     observers = ranged;
+                                                                     for (auto& o : observers) o.begin_histogram();
+                                                                     observe_all();
+                                                                     reduce_histograms(observers, nullptr);
+                                                                   },
+                                                                   device, repeats));
+  const auto read_and_observe = [&] {
+    fresh_observers(minmax);
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
+    ShardSource s = source;
+    s.options.cuda_device = gpu ? 0 : -1;
+    for_each_batch(s, [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
+    reduce_ranges(observers, nullptr);
+  };
+  rows.emplace_back("min/max pass as qforge runs it (reading included)", time_runs(read_and_observe, device, repeats));
+
+  const int64_t samples = info.total_rows();
+  std::printf("- %s, %lld samples, batch %lld, %zu observed layer inputs, %s; median of %d warm runs\n\n",
+              model_path.c_str(), static_cast<long long>(samples), static_cast<long long>(batch_size), points.size(),
+              gpu ? "GPU 0" : "CPU", repeats);
+  std::printf("| part | warm s | samples/s | cold s | warm runs (s) |\n| --- | ---: | ---: | ---: | --- |\n");
+  for (const auto& [name, t] : rows) {
+    std::string runs;
+    for (double s : t.warm) runs += (runs.empty() ? "" : ", ") + std::to_string(s).substr(0, 6);
+    std::printf("| %s | %.3f | %.0f | %.3f | %s |\n", name.c_str(), t.median(), samples / t.median(), t.cold,
+                runs.c_str());
+  }
+  return 0;
+}
