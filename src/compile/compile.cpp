@@ -31,11 +31,16 @@ namespace qforge {
 namespace {
 
 // How a sample set's rows are read: its batching, prefetch and finiteness
-// check, the transform, and the rank's GPU they are copied to (if any).
+// check, the transform, the rank's GPU they are copied to (if any), and the
+// threads that read them.
 SampleReaderOptions reader_options(const CalibrationSettings& settings, const DataTransformFn& transform,
                                    const c10::Device& device) {
-  return {settings.batch_size, settings.prefetch, settings.check_finite, transform,
-          device.is_cuda() ? device.index() : -1};
+  return {settings.batch_size,
+          settings.prefetch,
+          settings.check_finite,
+          transform,
+          device.is_cuda() ? device.index() : -1,
+          default_readers(device.is_cuda(), settings.prefetch)};
 }
 
 // A sample set's shard for this rank, in whole batches of the one-rank

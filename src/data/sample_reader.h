@@ -1,13 +1,15 @@
 // Reads one rank's shard of the calibration set, batch by batch, with a
-// bounded prefetch queue filled by a background thread: at most `prefetch`
-// batches are held, so memory does not grow with the file.
+// bounded prefetch window filled by background threads: at most `prefetch`
+// batches wait beside the one being read, so memory does not grow with the
+// file, and batches arrive in order whatever thread read them.
 #pragma once
 #include <ATen/Tensor.h>
 
 #include <condition_variable>
-#include <deque>
 #include <exception>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -29,8 +31,17 @@ struct SampleReaderOptions {
   // >= 0: the reader thread reads into pinned host memory and starts an
   // asynchronous copy to this GPU, so batches arrive on the device without
   // the GPU waiting for I/O; the transform then runs on the device.
+  // On a GPU, the copies run on a stream of their own and the stream that
+  // computes waits for them on the device, not the host.
   int cuda_device = -1;
+  // Threads reading batches at once (at most prefetch + 1 are useful): one
+  // reads HDF5 while others check and copy what they read.
+  int readers = 1;
 };
+
+// The readers a rank uses: on a GPU, enough to keep a fast model fed from
+// its share of the host's cores; on a CPU, one (the cores compute).
+int default_readers(bool gpu, int64_t prefetch);
 
 class SampleReader {
  public:
@@ -48,12 +59,14 @@ class SampleReader {
 
   const DatasetInfo& info() const { return info_; }
   size_t batch_count() const { return slices_.size(); }
-  // Most batches held at once so far (queue + the one being read): <= prefetch + 1.
+  // Most batches held at once so far (read and waiting, or being read): <= prefetch + 1.
   size_t peak_buffered() const;
 
  private:
+  struct ReadBatch;  // a batch and the event its device copy completes
   void produce();
-  Batch read_slice(const BatchSlice& slice, int64_t file);  // file: an open HDF5 id
+  std::optional<size_t> claim_slice();
+  ReadBatch read_slice(const BatchSlice& slice, int64_t file);  // file: an open HDF5 id
 
   DatasetInfo info_;
   SampleReaderOptions options_;
@@ -61,13 +74,14 @@ class SampleReader {
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<Batch> queue_;
-  size_t next_slice_ = 0;
+  std::map<size_t, std::shared_ptr<ReadBatch>> ready_;  // by slice index
+  size_t next_slice_ = 0;                               // the next slice a thread claims
+  size_t next_out_ = 0;                                 // the next slice next() returns
   size_t peak_ = 0;
-  bool done_ = false;
   bool stop_ = false;
-  std::exception_ptr error_;
-  std::thread worker_;
+  std::exception_ptr error_;  // the first failed slice's error
+  size_t error_slice_ = 0;
+  std::vector<std::thread> workers_;
 };
 
 // Reads the whole of `rows` of `info` in batches of `batch_size` (split at

@@ -56,27 +56,33 @@ TEST(Dataset, BadFilesGiveErrorsNamingFileAndDataset) {
   expect_error<DataError>([] { inspect_dataset({asset("not_a_model.pt")}); }, {"not_a_model.pt", "not an HDF5 file"});
 }
 
+// Several threads read at once; batches still arrive in order, and no more
+// than prefetch + 1 are held.
 TEST(SampleReader, ReadsTheShardInOrderWithBoundedPrefetch) {
   const auto info = inspect_dataset({asset("images.h5")});
   // Reference: whole groups read in one go.
   const auto all = read_all(info, {0, 37}, 100);
   ASSERT_EQ(all.size(), 2u);
-  SampleReaderOptions options;
-  options.batch_size = 4;
-  options.prefetch = 2;
-  SampleReader reader(info, {5, 30}, options);
-  int64_t next = 5;
-  while (auto batch = reader.next()) {
-    EXPECT_EQ(batch->global_begin, next);
-    const int group = next < 23 ? 0 : 1;
-    EXPECT_EQ(batch->group, group);
-    const int64_t local = next - (group == 0 ? 0 : 23);
-    EXPECT_TRUE(torch::equal(batch->inputs[0], all[group].inputs[0].slice(0, local, local + batch->rows())));
-    EXPECT_TRUE(torch::equal(batch->labels, all[group].labels.slice(0, local, local + batch->rows())));
-    next += batch->rows();
+  for (const int readers : {1, 3}) {
+    SCOPED_TRACE("readers " + std::to_string(readers));
+    SampleReaderOptions options;
+    options.batch_size = 4;
+    options.prefetch = 2;
+    options.readers = readers;
+    SampleReader reader(info, {5, 30}, options);
+    int64_t next = 5;
+    while (auto batch = reader.next()) {
+      EXPECT_EQ(batch->global_begin, next);
+      const int group = next < 23 ? 0 : 1;
+      EXPECT_EQ(batch->group, group);
+      const int64_t local = next - (group == 0 ? 0 : 23);
+      EXPECT_TRUE(torch::equal(batch->inputs[0], all[group].inputs[0].slice(0, local, local + batch->rows())));
+      EXPECT_TRUE(torch::equal(batch->labels, all[group].labels.slice(0, local, local + batch->rows())));
+      next += batch->rows();
+    }
+    EXPECT_EQ(next, 30);
+    EXPECT_LE(reader.peak_buffered(), 3u);  // prefetch + the batch being read
   }
-  EXPECT_EQ(next, 30);
-  EXPECT_LE(reader.peak_buffered(), 3u);  // prefetch + the batch being read
 }
 
 TEST(SampleReader, NanRowIsReportedWithFileDatasetAndRow) {
@@ -88,6 +94,10 @@ TEST(SampleReader, NanRowIsReportedWithFileDatasetAndRow) {
         }
       },
       {"nan.h5:/samples/s32/x", "row 7", "NaN or Inf"});
+  // With several threads, the batches before the bad one still arrive first.
+  SampleReader parallel(info, {0, 10}, {4, 2, true, {}, -1, 3});
+  ASSERT_TRUE(parallel.next().has_value());  // rows 0..3
+  expect_error<DataError>([&] { parallel.next(); }, {"nan.h5:/samples/s32/x", "row 7", "NaN or Inf"});
   SampleReader unchecked(info, {0, 10}, {4, 2, false, {}});
   int64_t rows = 0;
   while (auto b = unchecked.next()) rows += b->rows();
