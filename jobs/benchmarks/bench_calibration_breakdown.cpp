@@ -105,15 +105,22 @@ int main(int argc, char** argv) {
   };
 
   std::vector<std::pair<std::string, Timing>> rows;
-  const auto read_with = [&](bool check, int cuda) {
+  // qforge's reading: its reader threads, onto the GPU when there is one.
+  const int readers = default_readers(gpu, source.options.prefetch);
+  const auto read_with = [&](bool check, int cuda, int threads) {
     ShardSource s = source;
     s.options.check_finite = check;
     s.options.cuda_device = cuda;
+    s.options.readers = threads;
     return [s] { for_each_batch(s, [](const Batch&) {}); };
   };
-  rows.emplace_back("read rows (HDF5 into host memory)", time_runs(read_with(false, -1), device, repeats));
-  rows.emplace_back("read + NaN/Inf check", time_runs(read_with(true, -1), device, repeats));
-  if (gpu) rows.emplace_back("read + check + copy to the GPU", time_runs(read_with(true, 0), device, repeats));
+  rows.emplace_back("read rows (HDF5 into host memory), 1 thread", time_runs(read_with(false, -1, 1), device, repeats));
+  rows.emplace_back("read + NaN/Inf check, 1 thread", time_runs(read_with(true, -1, 1), device, repeats));
+  if (gpu) {
+    rows.emplace_back("read + check + copy to the GPU, 1 thread", time_runs(read_with(true, 0, 1), device, repeats));
+    rows.emplace_back("read + check + copy to the GPU, " + std::to_string(readers) + " threads",
+                      time_runs(read_with(true, 0, readers), device, repeats));
+  }
   rows.emplace_back("forward, data resident", time_runs([&] { forward_all(model.module()); }, device, repeats));
   rows.emplace_back("forward + min/max observers, resident", time_runs(
                                                                  [&] {
@@ -137,6 +144,7 @@ int main(int argc, char** argv) {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
     ShardSource s = source;
     s.options.cuda_device = gpu ? 0 : -1;
+    s.options.readers = readers;
     for_each_batch(s, [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
     reduce_ranges(observers, nullptr);
   };
