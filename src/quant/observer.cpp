@@ -20,33 +20,66 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   at::Tensor x = x_in.detach().reshape({-1});
   if (x.numel() == 0) return;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
-  if (!histogram_started_) {               // min and max are exact in any floating type
-    const auto [lo, hi] = at::aminmax(x);  // one pass over the activation
-    pending_min_ = pending_min_.defined() ? at::minimum(pending_min_, lo) : lo;
-    pending_max_ = pending_max_.defined() ? at::maximum(pending_max_, hi) : hi;
+  if (histogram_started_)
+    count(x);
+  else
+    observe_range(x);
+}
+
+// Min and max are exact in any floating type; one aminmax kernel writes them
+// into the next free slot, so an observation costs one launch, not three.
+void ActivationObserver::observe_range(const at::Tensor& x) {
+  constexpr int64_t slots = 64;
+  if (extrema_.defined() &&
+      (extrema_used_ == slots || extrema_.scalar_type() != x.scalar_type() || extrema_.device() != x.device()))
+    fold_extrema();
+  if (!extrema_.defined()) extrema_ = at::empty({slots, 2}, x.options());
+  at::Tensor lo = extrema_.select(0, extrema_used_).select(0, 0), hi = extrema_.select(0, extrema_used_).select(0, 1);
+  at::aminmax_out(lo, hi, x);
+  ++extrema_used_;
+}
+
+void ActivationObserver::fold_extrema() const {
+  if (!extrema_.defined()) return;
+  const at::Tensor filled = extrema_.narrow(0, 0, extrema_used_).to(at::kDouble);  // exact
+  const at::Tensor lo = filled.select(1, 0).min(), hi = filled.select(1, 1).max();
+  pending_min_ = pending_min_.defined() ? at::minimum(pending_min_, lo) : lo;
+  pending_max_ = pending_max_.defined() ? at::maximum(pending_max_, hi) : hi;
+  extrema_ = at::Tensor();
+  extrema_used_ = 0;
+}
+
+void ActivationObserver::count(const at::Tensor& x) {
+  const int64_t bins = static_cast<int64_t>(counts_.size());
+  const double width = grid_hi_ - grid_lo_;
+  if (width <= 0) {  // one value seen: every element is in the first bin
+    counts_[0] += x.numel();
     return;
   }
-  // Bin indices in the activation's own floating type (float32 usually):
-  // the same values give the same bins on every rank, and this pass costs
-  // a third of the double-precision one it replaced.
-  const int64_t bins = static_cast<int64_t>(counts_.size());
-  at::Tensor index = settings_.symmetric ? x.abs() : x.sub(grid_lo_);
-  const double width = grid_hi_ - grid_lo_;
-  if (width > 0)
-    index.mul_(static_cast<double>(bins) / width).floor_();
-  else
-    index.zero_();
-  index.clamp_(0, static_cast<double>(bins - 1));
-  // On a GPU, bincount reads the indices' min and max back to the host (two
-  // synchronizations per layer and batch); histc over the integral indices
-  // with the range fixed counts the same bins without any. In double, counts
-  // stay exact past 2^24 per bin.
-  const at::Tensor counted = x.is_cuda() ? at::histc(index.to(at::kDouble), bins, 0, static_cast<double>(bins))
-                                         : at::bincount(index.to(at::kLong), {}, bins);
+  at::Tensor counted;
+  if (x.is_cuda()) {
+    // histc bins (v - lo) * bins / width in the activation's type, the same
+    // on every GPU rank, without bincount's two host synchronizations and in
+    // two passes over x. Float32 counts are exact up to 2^24 per bin, so a
+    // call counts at most 2^24 values; their sum is kept in double (exact to
+    // 2^53). Values equal to the top edge go to the last bin.
+    const at::Tensor v = settings_.symmetric ? x.abs() : x;
+    for (const at::Tensor& part : v.split(int64_t{1} << 24)) {
+      const at::Tensor c = at::histc(part, bins, grid_lo_, grid_hi_);
+      counted = counted.defined() ? counted.add_(c) : c.to(at::kDouble);
+    }
+  } else {
+    // On a CPU, bin indices in the activation's own floating type counted by
+    // bincount: the same values give the same bins on every rank.
+    at::Tensor index = settings_.symmetric ? x.abs() : x.sub(grid_lo_);
+    index.mul_(static_cast<double>(bins) / width).floor_().clamp_(0, static_cast<double>(bins - 1));
+    counted = at::bincount(index.to(at::kLong), {}, bins);
+  }
   pending_counts_ = pending_counts_.defined() ? pending_counts_.add_(counted) : counted;
 }
 
 void ActivationObserver::settle() const {
+  fold_extrema();
   if (pending_min_.defined()) {
     min_ = std::min(min_, pending_min_.item<double>());
     max_ = std::max(max_, pending_max_.item<double>());

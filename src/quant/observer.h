@@ -52,6 +52,9 @@ class ActivationObserver {
   // Folds what observe() accumulated on the activations' device into the
   // host values: observe() never waits for a GPU, readers settle first.
   void settle() const;
+  void observe_range(const at::Tensor& x);
+  void count(const at::Tensor& x);
+  void fold_extrema() const;  // the filled slots of extrema_ into pending_min_/max_
 
   TensorQuantSettings settings_;
   mutable double min_, max_;
@@ -59,6 +62,10 @@ class ActivationObserver {
   double grid_lo_ = 0, grid_hi_ = 0;  // the histogram's edges
   mutable std::vector<int64_t> counts_;
   mutable at::Tensor pending_min_, pending_max_, pending_counts_;  // undefined when nothing is pending
+  // Each observation's min and max in a slot of their own ([slots, 2], the
+  // activations' type and device): one kernel per observation, folded when full.
+  mutable at::Tensor extrema_;
+  mutable int64_t extrema_used_ = 0;
 };
 
 // Pass 1's ranges of every observer reduced across ranks in one collective:
