@@ -149,7 +149,13 @@ class NcclCommunicator final : public Communicator {
     const double timeout_s = static_cast<double>(timeout.count()) / 1000.0;
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + std::chrono::duration<double>(timeout_s);
+    // A collective of a few MiB completes in tens of microseconds, less than
+    // one pause of the loop below: the first 2 ms only ask the stream, so the
+    // wait ends as soon as the collective does. The checks and the pauses that
+    // leave the core to the reader threads come after.
+    const auto spin_until = start + std::chrono::milliseconds(2);
     while (!stream.query()) {
+      if (std::chrono::steady_clock::now() < spin_until) continue;
       answer_peer_probes_after(start);  // a peer whose own wait timed out asks who is alive
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
