@@ -126,6 +126,8 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
     if (hooks.progress) hooks.progress(progress);
   }
   report.seconds = seconds_since(start);
+  if (trainer.breakdown().on() && runtime.is_root())  // the first 3 steps carry one-time work
+    log::info("fine-tune step breakdown, median s per step after step 3: " + trainer.breakdown().summary(3));
   report.merged = trainer.merge();
   return report;
 }

@@ -96,7 +96,7 @@ double learning_rate_at(const FineTuneSettings& s, int64_t step) {
 }
 
 QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions options, Communicator* comm)
-    : options_(std::move(options)), comm_(comm), teacher_(model) {
+    : options_(std::move(options)), comm_(comm), teacher_(model), breakdown_(options_.reading.cuda_device) {
   const FineTuneSettings& settings = options_.settings;
   const bool through_quantizer = settings.method == FineTuneMethod::QaLora;
   torch::manual_seed(static_cast<uint64_t>(options_.seed));
@@ -170,24 +170,29 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
   const FineTuneSettings& settings = options_.settings;
   at::Tensor loss_sum = torch::zeros({1}, torch::kDouble);
   draw_dropout_masks(masks_, settings.lora_dropout, options_.seed, step);
+  breakdown_.begin_step();
   runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
     optimizer_->zero_grad();
     at::Tensor summed;  // on the device: read once per step, not once per micro-batch
     for (int64_t k = 0; k < micro_batches; ++k) {
       const std::optional<Batch> batch = reader.next();
       if (!batch) throw Error("fine-tune: the reader ended before step " + std::to_string(step + 1));
+      breakdown_.end_section("read");
       c10::IValue expected;
       {
         torch::NoGradGuard no_grad;
         expected = options_.run(teacher_, *batch);
       }
+      breakdown_.end_section("teacher forward");
       torch::AutoGradMode grad(true);
       const c10::IValue actual = options_.run(student_, *batch);
       at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch->rows());
       if (settings.task_loss_weight > 0)
         loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, *batch);
       loss = loss / static_cast<double>(settings.batch_size);  // this rank's share of the global mean
+      breakdown_.end_section("student forward + loss");
       loss.backward();
+      breakdown_.end_section("backward");
       const at::Tensor part = loss.detach().to(torch::kDouble);
       summed = summed.defined() ? summed + part : part;
     }
@@ -198,12 +203,16 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
   if (comm_) {
     all_reduce_in_buckets(parameters_, *comm_);
     comm_->all_reduce(loss_sum);
+    breakdown_.end_section("all-reduce");
   }
   if (settings.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters_, settings.max_grad_norm);
   for (auto& group : optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate_at(settings, step));
   optimizer_->step();
-  return loss_sum.item<double>();
+  const double loss = loss_sum.item<double>();
+  breakdown_.end_section("optimizer");
+  breakdown_.end_step();
+  return loss;
 }
 
 torch::jit::Module& QaLoraTrainer::student_for_evaluation() {

@@ -24,6 +24,7 @@
 
 #include "data/sample_reader.h"
 #include "finetune/checkpoint.h"
+#include "finetune/step_breakdown.h"
 #include "graph/fake_quant_graph.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
@@ -103,6 +104,9 @@ class QaLoraTrainer {
   // After the last step: the adapters merged into the targets' weights.
   MergedAdapters merge() const;
 
+  // Each section's time per step (when QFORGE_STEP_BREAKDOWN=1).
+  const StepBreakdown& breakdown() const { return breakdown_; }
+
  private:
   std::string fingerprint() const;  // what a checkpoint must match to be resumed here
 
@@ -115,6 +119,7 @@ class QaLoraTrainer {
   int64_t learned_ranges_ = 0;
   torch::jit::Module teacher_, student_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  StepBreakdown breakdown_;
 };
 
 // The adapters' learning rate at `step` (0-based): linear warm-up, then cosine to 0.
