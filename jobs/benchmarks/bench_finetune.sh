@@ -8,6 +8,9 @@
 # FT_SCALING=weak keeps FT_BATCH rows per rank (global batch FT_BATCH x ranks) instead of a
 # fixed global batch; FT_ROWS limits the rows read (calibration_inputs.max_samples); FT_TAG
 # (default FT_SCALING) names the runs' directories in WORK.
+# BREAKDOWN=1 adds each method's step broken into sections (read, teacher forward, student
+# forward + loss, backward, all-reduce, optimizer: QFORGE_STEP_BREAKDOWN=1), in separate runs,
+# since the device is synchronized between sections.
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/finetune.md).
 # Usage: bash jobs/benchmarks/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
 set -euo pipefail
@@ -47,10 +50,15 @@ sed 's/lora_rank: 8,/lora_rank: 8, method: lora,/' "$WORK/finetune.yaml" > "$WOR
   echo "- step s: median step time from step 4 on (steps end in the gradient all-reduce: the slowest rank's);"
   echo "  the first 3 steps (allocator, cuDNN plans) in their own column"
 } > "$RESULTS"
+config_of() {
+  case $1 in
+    lora) echo "$WORK/finetune_lora.yaml" ;;
+    qa_lora_lsq) echo "$WORK/finetune_lsq.yaml" ;;
+    *) echo "$WORK/finetune.yaml" ;;
+  esac
+}
 for method in $METHODS; do
-  config=$WORK/finetune.yaml
-  [ $method = lora ] && config=$WORK/finetune_lora.yaml
-  [ $method = qa_lora_lsq ] && config=$WORK/finetune_lsq.yaml
+  config=$(config_of "$method")
   { echo; echo "### $method"; echo
     echo "| ranks | step s | samples/s | speed-up | efficiency | first 3 steps s | runs (s per step) |"
     echo "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"; } >> "$RESULTS"
@@ -73,4 +81,14 @@ print("| ---: |" + " ---: |" * (len(tables) - 1))
 for ranks in tables["lora"]:
     print(f"| {ranks} | " + " | ".join(f"{t[ranks] / tables['lora'][ranks]:.2f}x" for m, t in tables.items() if m != "lora") + " |")
 PY
+if [ -n "${BREAKDOWN:-}" ]; then
+  { echo; echo "### Median seconds per step by section, 1 rank (device synchronized between sections)"; echo; } >> "$RESULTS"
+  for method in $METHODS; do
+    config=$(config_of "$method")
+    log=$WORK/ft_breakdown_$method.log
+    QFORGE_STEP_BREAKDOWN=1 "$QFORGE" compile "$config" --set out_dir="$WORK/ft_breakdown_$method" \
+      --set device="$DEVICE" > "$log" 2>&1 || { tail -20 "$log"; exit 1; }
+    echo "- $method: $(grep -o 'fine-tune step breakdown.*' "$log" | head -1 | cut -d: -f2- | xargs)" >> "$RESULTS"
+  done
+fi
 cat "$RESULTS"
