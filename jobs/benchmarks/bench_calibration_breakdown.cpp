@@ -99,21 +99,26 @@ int main(int argc, char** argv) {
   const auto fresh_observers = [&](const TensorQuantSettings& s) {
     observers.assign(points.size(), ActivationObserver(s));
   };
-  const auto observe_all = [&] {
+  // The observed model over what `sweep` runs it on, as calibrate() observes.
+  const auto observe_over = [&](const std::function<void()>& sweep) {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
-    forward_all(observed);
+    sweep();
     reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass
   };
+  const auto observe_all = [&] { observe_over([&] { forward_all(observed); }); };
 
   std::vector<std::pair<std::string, Timing>> rows;
   // qforge's reading: its reader threads, onto the GPU when there is one.
   const int readers = default_readers(gpu, source.options.prefetch);
-  const auto read_with = [&](bool check, int cuda, int threads) {
+  const auto reading = [&](bool check, int cuda, int threads) {
     ShardSource s = source;
     s.options.check_finite = check;
     s.options.cuda_device = cuda;
     s.options.readers = threads;
-    return [s] { for_each_batch(s, [](const Batch&) {}); };
+    return s;
+  };
+  const auto read_with = [&](bool check, int cuda, int threads) {
+    return [s = reading(check, cuda, threads)] { for_each_batch(s, [](const Batch&) {}); };
   };
   rows.emplace_back("read rows (HDF5 into host memory), 1 thread", time_runs(read_with(false, -1, 1), device, repeats));
   rows.emplace_back("read + NaN/Inf check, 1 thread", time_runs(read_with(true, -1, 1), device, repeats));
@@ -144,12 +149,10 @@ int main(int argc, char** argv) {
                         device, repeats));
   const auto read_and_observe = [&] {
     fresh_observers(minmax);
-    ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
-    ShardSource s = source;
-    s.options.cuda_device = gpu ? 0 : -1;
-    s.options.readers = readers;
-    for_each_batch(s, [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
-    reduce_ranges(observers, nullptr);
+    observe_over([&] {
+      for_each_batch(reading(true, gpu ? 0 : -1, readers),
+                     [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
+    });
   };
   rows.emplace_back("min/max pass as qforge runs it (reading included)", time_runs(read_and_observe, device, repeats));
 
