@@ -6,6 +6,13 @@
 #include <limits>
 
 #include "qforge/errors.h"
+#include "qforge_version_config.h"
+#if QFORGE_HAVE_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "quant/histogram_cuda.h"
+#endif
 
 namespace qforge {
 
@@ -56,6 +63,7 @@ void ActivationObserver::count(const at::Tensor& x) {
     counts_[0] += x.numel();
     return;
   }
+  if (x.is_cuda() && count_with_kernel(x)) return;
   at::Tensor counted;
   if (x.is_cuda()) {
     // histc bins (v - lo) * bins / width in the activation's type, the same
@@ -68,6 +76,7 @@ void ActivationObserver::count(const at::Tensor& x) {
       const at::Tensor c = at::histc(part, bins, grid_lo_, grid_hi_);
       counted = counted.defined() ? counted.add_(c) : c.to(at::kDouble);
     }
+    counted = counted.to(at::kLong);  // as the kernel's counts, to add to them
   } else {
     // On a CPU, bin indices in the activation's own floating type counted by
     // bincount: the same values give the same bins on every rank.
@@ -76,6 +85,24 @@ void ActivationObserver::count(const at::Tensor& x) {
     counted = at::bincount(index.to(at::kLong), {}, bins);
   }
   pending_counts_ = pending_counts_.defined() ? pending_counts_.add_(counted) : counted;
+}
+
+// qforge's kernel counts in one pass, into int64 counts kept on the device,
+// with the CPU's bin formula: the bins are the same on every GPU and CPU.
+bool ActivationObserver::count_with_kernel(const at::Tensor& x) {
+#if QFORGE_HAVE_CUDA_KERNELS
+  if (x.scalar_type() != at::kFloat) return false;
+  const int64_t bins = static_cast<int64_t>(counts_.size());
+  const c10::cuda::CUDAGuard on_device(x.device());
+  if (!pending_counts_.defined()) pending_counts_ = at::zeros({bins}, x.options().dtype(at::kLong));
+  const at::Tensor values = x.contiguous();
+  const double bins_per_unit = static_cast<double>(bins) / (grid_hi_ - grid_lo_);
+  return count_bins_cuda(values.data_ptr<float>(), values.numel(), static_cast<float>(grid_lo_),
+                         static_cast<float>(bins_per_unit), settings_.symmetric, bins,
+                         pending_counts_.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream().stream());
+#else
+  return false;
+#endif
 }
 
 void ActivationObserver::settle() const {

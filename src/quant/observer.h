@@ -54,7 +54,8 @@ class ActivationObserver {
   void settle() const;
   void observe_range(const at::Tensor& x);
   void count(const at::Tensor& x);
-  void fold_extrema() const;  // the filled slots of extrema_ into pending_min_/max_
+  bool count_with_kernel(const at::Tensor& x);  // false: no kernel for this tensor, count another way
+  void fold_extrema() const;                    // the filled slots of extrema_ into pending_min_/max_
 
   TensorQuantSettings settings_;
   mutable double min_, max_;

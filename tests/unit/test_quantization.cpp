@@ -141,6 +141,40 @@ TEST(Observers, MseShrinksARangeStretchedByAnOutlier) {
   EXPECT_LT(err_mse, err_minmax);
 }
 
+// The GPU counts with its own kernel; its bins must be the CPU's, value for
+// value, so that a compile gives the same ranges on either.
+TEST(Observers, GpuHistogramHasTheCpuBins) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU";
+  torch::manual_seed(4);
+  const auto gauss = torch::randn({3, 1000, 37});
+  const std::vector<std::pair<std::string, torch::Tensor>> inputs = {
+      {"post-ReLU", torch::relu(gauss)},
+      {"shifted", gauss * 3 + 1},
+      {"transposed", gauss.transpose(0, 2) * 0.01},
+      {"misaligned", gauss.reshape({-1}).narrow(0, 1, 100001)},
+      {"bin edges", torch::arange(-4096, 4097, torch::kFloat) / 1024},
+  };
+  for (const auto& [name, x] : inputs) {
+    for (bool symmetric : {true, false}) {
+      for (int64_t bins : {16, 2048}) {
+        auto s = activation(Observer::Percentile, symmetric);
+        s.histogram_bins = bins;
+        ActivationObserver cpu(s), gpu(s);
+        const auto on_gpu = x.to(torch::kCUDA);
+        cpu.observe(x);
+        gpu.observe(on_gpu);
+        cpu.begin_histogram();
+        gpu.begin_histogram();
+        cpu.observe(x);
+        gpu.observe(on_gpu);
+        gpu.observe(on_gpu.narrow(0, 0, 1));  // a second, smaller call adds to the first
+        cpu.observe(x.narrow(0, 0, 1));
+        EXPECT_EQ(gpu.histogram(), cpu.histogram()) << name << (symmetric ? ", symmetric, " : ", ") << bins << " bins";
+      }
+    }
+  }
+}
+
 TEST(Observers, WeightsPerTensorChannelAndGroup) {
   const auto w = torch::tensor({{1.0f, -2.0f, 0.5f, 4.0f}, {0.25f, 0.5f, -1.0f, 0.1f}});
   TensorQuantSettings s;  // int8 symmetric
