@@ -135,7 +135,7 @@ QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions op
                                   torch::zeros({l.input->scale.numel()}, on_device).requires_grad_());
       learned_ranges_ += (l.weight ? 1 : 0) + (l.input ? 1 : 0);
     }
-  student_ = with_fake_quantization(model, options_.method, layers_);
+  student_ = with_fake_quantization(model, options_.method, layers_, FakeQuantOps::Training);
   for (auto p : student_.parameters()) {  // only the adapters (and learned ranges) learn
     const bool adapter =
         std::any_of(parameters_.begin(), parameters_.end(), [&](const at::Tensor& a) { return a.is_same(p); });

@@ -44,15 +44,16 @@ Value* add_parameter(torch::jit::Module& module, Graph& graph, const std::string
 // at scale·exp(multiplier); the zero point stays fixed.
 Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std::string& layer, const std::string& what,
                             Value* x, const QParams& q, const QuantRange& range, int64_t axis,
-                            const at::Tensor& log_multiplier) {
+                            const at::Tensor& log_multiplier, FakeQuantOps ops) {
   if (!log_multiplier.defined()) {
     Value* scale = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"), q.scale);
     Value* zero = add_tensor_attribute(module, graph, attribute_name(layer, what + "_zero_point"), q.zero_point);
     if (axis < 0)
       return graph.insert(c10::Symbol::aten("fake_quantize_per_tensor_affine"),
                           {x, scale, zero, range.qmin, range.qmax});
-    return graph.insert(c10::Symbol::aten("fake_quantize_per_channel_affine"),
-                        {x, scale, zero, axis, range.qmin, range.qmax});
+    const char* op =
+        ops == FakeQuantOps::Training ? "qforge::fake_quantize_rows" : "aten::fake_quantize_per_channel_affine";
+    return graph.insert(c10::Symbol::fromQualString(op), {x, scale, zero, axis, range.qmin, range.qmax});
   }
   Value* initial = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"),
                                         q.scale.detach().reshape({-1}).to(at::kFloat));
@@ -149,7 +150,7 @@ std::vector<std::string> layers_feeding_adds(const torch::jit::Module& module, c
 }
 
 torch::jit::Module with_fake_quantization(const torch::jit::Module& original, const std::string& method,
-                                          const std::vector<LayerFakeQuant>& layers) {
+                                          const std::vector<LayerFakeQuant>& layers, FakeQuantOps ops) {
   Rewrite rewrite(original, method);
   torch::jit::Module& module = rewrite.module;
   std::shared_ptr<Graph> graph = rewrite.graph;
@@ -182,7 +183,7 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         if (!q.view_shape.empty())  // groups: quantize the [out*groups, group_size] view per row
           rows = graph->insert(c10::aten::reshape, {weight, c10::IValue(q.view_shape)});
         quantized = insert_fake_quantize(module, *graph, layer.layer, "weight", rows, q.qparams, layer.weight_range,
-                                         q.axis, layer.weight_log_multiplier);
+                                         q.axis, layer.weight_log_multiplier, ops);
         if (!q.view_shape.empty()) {
           Value* shape = graph->insert(c10::aten::size, {weight});
           quantized = graph->insert(c10::aten::reshape, {quantized, shape});
@@ -193,13 +194,13 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         if (layer.input) {
           WithInsertPoint before_user(user);
           user->replaceInput(0, insert_fake_quantize(module, *graph, layer.layer, "input", user->input(0), *layer.input,
-                                                     layer.input_range, -1, layer.input_log_multiplier));
+                                                     layer.input_range, -1, layer.input_log_multiplier, ops));
         }
         if (layer.output) {
           WithInsertPoint after_user(user->next());
           Value* y = user->output();
           Value* q = insert_fake_quantize(module, *graph, layer.layer, "output", y, *layer.output, layer.output_range,
-                                          -1, at::Tensor());
+                                          -1, at::Tensor(), ops);
           y->replaceAllUsesAfterNodeWith(q->node(), q);
         }
       }

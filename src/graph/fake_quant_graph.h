@@ -39,7 +39,7 @@ struct LayerFakeQuant {
   std::optional<LoraAdapter> lora;    // adapter added to the weight before its quantization
   std::optional<WeightQuant> weight;  // per tensor / channel / group
   QuantRange weight_range;
-  at::Tensor weight_value;  // when defined, the layer's weight in the clone (a solved weight: GPTQ)
+  at::Tensor weight_value;       // when defined, the layer's weight in the clone (a solved weight: GPTQ)
   std::optional<QParams> input;  // per-tensor activation quantization of the layer's input
   QuantRange input_range;
   std::optional<QParams> output;  // per-tensor quantization of the layer's output (residual adds)
@@ -60,8 +60,15 @@ at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multipli
 // method graph: a graph that has already run keeps its compiled plan, so it
 // cannot be edited in place.) Throws ModelError naming the layer when a
 // layer's weight is not read by the method.
+// The ops a rewritten graph fake-quantizes with. A model that is saved takes
+// ATen's, which every PyTorch loads. Fine-tuning takes qforge's for
+// per-channel weights (graph/fake_quantize_rows.h): the same numbers and
+// gradients without a host synchronization per weight.
+enum class FakeQuantOps { Aten, Training };
+
 torch::jit::Module with_fake_quantization(const torch::jit::Module& module, const std::string& method,
-                                          const std::vector<LayerFakeQuant>& layers);
+                                          const std::vector<LayerFakeQuant>& layers,
+                                          FakeQuantOps ops = FakeQuantOps::Aten);
 
 // TensorRT fuses a residual add into the convolution before it when the add's
 // other input is quantized, and onnxruntime runs the add in int8 when both

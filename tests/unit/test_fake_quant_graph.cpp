@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "graph/fake_quant_graph.h"
+#include "graph/fake_quantize_rows.h"
 #include "graph/inline_calls.h"
 #include "graph/model.h"
 #include "qforge/errors.h"
@@ -20,6 +21,23 @@ int count_nodes(const torch::jit::Module& m, const std::string& kind) {
   int n = 0;
   for (const auto* node : m.get_method("forward").graph()->nodes()) n += node->kind().toQualString() == kind;
   return n;
+}
+
+// Every quantizable layer's weight, symmetric per output channel at `bits`.
+std::vector<LayerFakeQuant> per_channel_weights(Model& model, int64_t bits) {
+  TensorQuantSettings ws;
+  ws.granularity = Granularity::Channel;
+  ws.bits = bits;
+  std::vector<LayerFakeQuant> layers;
+  for (const auto& info : model.layers()) {
+    if (!info.quantizable) continue;
+    LayerFakeQuant layer;
+    layer.layer = info.name;
+    layer.weight = observe_weight(model.submodule(info.name).attr("weight").toTensor(), ws);
+    layer.weight_range = quant_range(bits, true);
+    layers.push_back(layer);
+  }
+  return layers;
 }
 
 }  // namespace
@@ -58,19 +76,11 @@ TEST(FakeQuantGraph, ResnetRunsInLibTorchAndPythonWithStandardOps) {
   auto& m = model.module();
   const auto x = ramp({2, 3, 32, 32});
   const auto reference = m.forward({x}).toTensor();
-  std::vector<LayerFakeQuant> layers;
-  TensorQuantSettings ws;
-  ws.granularity = Granularity::Channel;  // int8 symmetric per output channel
-  for (const auto& info : model.layers()) {
-    if (!info.quantizable) continue;
-    LayerFakeQuant layer;
-    layer.layer = info.name;
-    layer.weight = observe_weight(model.submodule(info.name).attr("weight").toTensor(), ws);
-    layer.weight_range = quant_range(8, true);
+  std::vector<LayerFakeQuant> layers = per_channel_weights(model, 8);  // int8 symmetric per output channel
+  for (auto& layer : layers) {
     layer.input_range = quant_range(8, true);
     layer.input = qparams_from_range(torch::tensor({-16.0}, torch::kDouble), torch::tensor({16.0}, torch::kDouble),
                                      layer.input_range, true);
-    layers.push_back(layer);
   }
   auto quantized = with_fake_quantization(m, "forward", layers);
   EXPECT_EQ(count_nodes(quantized, "aten::fake_quantize_per_channel_affine"), 21);
@@ -99,6 +109,47 @@ TEST(FakeQuantGraph, ResnetRunsInLibTorchAndPythonWithStandardOps) {
       "r = ((y - e).norm() / e.norm()).item(); print('relative difference', r); assert r < 1e-3, r";
   const std::string command = qforge::test::python() + " -c \"" + script + "\"";
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
+}
+
+// Fine-tuning's own per-channel op must give ATen's values and gradients
+// exactly: on ties (round half to even, odd zero points), inside the grid, on
+// its edges and clamped beyond them, at every width.
+TEST(FakeQuantizeRows, ValuesAndGradientsAreATens) {
+  torch::manual_seed(5);
+  for (int64_t bits : {4, 8}) {
+    for (bool symmetric : {true, false}) {
+      const QuantRange range = quant_range(bits, symmetric);
+      const auto scale = torch::rand({6}) * 0.1 + 0.01;
+      const auto zero_point =
+          symmetric ? torch::zeros({6}, torch::kInt) : torch::randint(range.qmin, range.qmax + 1, {6}, torch::kInt);
+      // Half-integer codes (ties), whole codes, random values and far outliers, per row.
+      const auto codes = torch::arange(-300, 300, torch::kFloat) / 2;
+      const auto on_ties = codes.unsqueeze(0) * scale.unsqueeze(1);
+      const auto random = torch::randn({6, 400}) * scale.unsqueeze(1) * (range.qmax - range.qmin) / 2;
+      const auto x = torch::cat({on_ties, random}, 1).reshape({6, 2, -1});
+      const auto ours_x = x.clone().requires_grad_(), aten_x = x.clone().requires_grad_();
+      const auto ours = fake_quantize_rows(ours_x, scale, zero_point, 0, range.qmin, range.qmax);
+      const auto aten = torch::fake_quantize_per_channel_affine(aten_x, scale, zero_point, 0, range.qmin, range.qmax);
+      EXPECT_TRUE(torch::equal(ours, aten)) << bits << " bits" << (symmetric ? " symmetric" : "");
+      const auto upstream = torch::randn(x.sizes());
+      ours.backward(upstream);
+      aten.backward(upstream);
+      EXPECT_TRUE(torch::equal(ours_x.grad(), aten_x.grad())) << bits << " bits" << (symmetric ? " symmetric" : "");
+      EXPECT_TRUE((ours_x.grad() == 0).any().item<bool>());  // some values were clamped
+    }
+  }
+}
+
+TEST(FakeQuantGraph, TrainingGraphComputesWithTheSameNumbers) {
+  auto model = Model::load(asset("resnet18_traced.pt"));
+  auto& m = model.module();
+  const std::vector<LayerFakeQuant> layers = per_channel_weights(model, 4);
+  auto saved = with_fake_quantization(m, "forward", layers);
+  auto training = with_fake_quantization(m, "forward", layers, FakeQuantOps::Training);
+  EXPECT_EQ(count_nodes(training, "aten::fake_quantize_per_channel_affine"), 0);
+  EXPECT_EQ(count_nodes(training, "qforge::fake_quantize_rows"), 21);
+  const auto x = ramp({2, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(training.forward({x}).toTensor(), saved.forward({x}).toTensor()));
 }
 
 TEST(FakeQuantGraph, UnknownLayerIsNamed) {
