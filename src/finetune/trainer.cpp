@@ -200,7 +200,7 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
     for (auto& p : parameters_)
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // a rank with no rows this step
   });
-  if (comm_) {
+  if (comm_ && comm_->size() > 1) {  // one rank holds the whole batch already
     all_reduce_in_buckets(parameters_, *comm_);
     comm_->all_reduce(loss_sum);
     breakdown_.end_section("all-reduce");
