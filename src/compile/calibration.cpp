@@ -34,6 +34,29 @@ std::vector<std::optional<HessianSum>> hessian_sums(const std::vector<Calibratio
   return sums;
 }
 
+// Points whose tensors another point's ops observe (graph/fake_quant_graph.h).
+struct SharedTensors {
+  // Per point: the point whose statistics it takes at the end, or -1. Such a
+  // point gathers the same statistics with no Hessian: it observes nothing.
+  std::vector<int64_t> copy_of;
+  // Per point: the points that observe its tensors with statistics of their own.
+  std::vector<std::vector<int64_t>> observed_apart;
+};
+
+SharedTensors share_tensors(const std::vector<CalibrationPoint>& points,
+                            const std::vector<ActivationObserver>& observers, const std::vector<int64_t>& served_by) {
+  SharedTensors shared{std::vector<int64_t>(points.size(), -1), std::vector<std::vector<int64_t>>(points.size())};
+  for (size_t k = 0; k < points.size(); ++k) {
+    const int64_t first = served_by[k];
+    if (first < 0 || first == static_cast<int64_t>(k)) continue;
+    if (!points[k].hessian && observers[k].gathers_like(observers[static_cast<size_t>(first)]))
+      shared.copy_of[k] = first;
+    else
+      shared.observed_apart[static_cast<size_t>(first)].push_back(static_cast<int64_t>(k));
+  }
+  return shared;
+}
+
 }  // namespace
 
 CalibrationStatistics calibrate(const torch::jit::Module& model, const std::string& method,
@@ -65,27 +88,37 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   }
   stats.hessians.resize(points.size());
   if (points.empty()) return stats;
-  torch::jit::Module observed = with_observers(model, method, tensors);
+  std::vector<int64_t> served_by;
+  torch::jit::Module observed = with_observers(model, method, tensors, &served_by);
+  const SharedTensors shared = share_tensors(points, observers, served_by);
   // Pass 1 counts each Hessian point's input vectors (the grid of its sums needs the total).
   at::Tensor vectors = at::zeros({static_cast<int64_t>(points.size())}, at::kLong);
   std::vector<int64_t> inputs(points.size(), 0);
   std::vector<std::optional<HessianSum>> sums(points.size());
   bool second_pass = false;
+  const auto take = [&](int64_t point, const at::Tensor& x) {
+    auto& o = observers.at(point);
+    if (!second_pass) {
+      o.observe(x);
+      if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
+        vectors[point] += x.numel() / x.size(-1);
+        inputs[point] = x.size(-1);
+      }
+      return;
+    }
+    if (o.needs_histogram()) o.observe(x);
+    if (sums[point]) sums[point]->add(x);
+  };
   const auto run_shard = [&] {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) {
-      auto& o = observers.at(point);
-      if (!second_pass) {
-        o.observe(x);
-        if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
-          vectors[point] += x.numel() / x.size(-1);
-          inputs[point] = x.size(-1);
-        }
-        return;
-      }
-      if (o.needs_histogram()) o.observe(x);
-      if (sums[point]) sums[point]->add(x);
+      take(point, x);
+      for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x);
     });
     sweep(observed);
+  };
+  const auto copy_shared = [&] {
+    for (size_t k = 0; k < points.size(); ++k)
+      if (shared.copy_of[k] >= 0) observers[k].take_statistics(observers[static_cast<size_t>(shared.copy_of[k])]);
   };
 
   // "calibration: ..." marks the activation calibration in the logs (tests and users wait for it).
@@ -108,7 +141,10 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   if (any_hessian) sums = hessian_sums(points, observers, vectors, inputs, device);
   const bool histograms = std::any_of(observers.begin(), observers.end(), counts);
   const bool hessians = std::any_of(sums.begin(), sums.end(), [](const auto& s) { return s.has_value(); });
-  if (!histograms && !hessians) return stats;
+  if (!histograms && !hessians) {
+    copy_shared();
+    return stats;
+  }
   for (auto& o : observers)
     if (counts(o)) o.begin_histogram();
   second_pass = true;
@@ -121,6 +157,7 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
       stats.hessians[k] = sums[k]->hessian();
     }
   });
+  copy_shared();
   return stats;
 }
 

@@ -118,18 +118,29 @@ torch::jit::Module with_observers(const torch::jit::Module& original, const std:
 }
 
 torch::jit::Module with_observers(const torch::jit::Module& original, const std::string& method,
-                                  const std::vector<ObservedTensor>& points) {
+                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by) {
   Rewrite rewrite(original, method);
   Graph& graph = *rewrite.graph;
   const auto observe = c10::Symbol::fromQualString("qforge::observe");
+  if (served_by) served_by->assign(points.size(), -1);
+  std::map<std::vector<Value*>, int64_t> first_observing;  // a list of tensors, the first point observing it
   for (size_t point = 0; point < points.size(); ++point) {
-    for (Node* read : rewrite.reads_of(points[point].layer, method)) {
-      for (Node* user : activation_users(read->output())) {
-        Value* observed = points[point].output ? user->output() : user->input(0);
-        WithInsertPoint at(points[point].output ? user->next() : user);
-        Value* id = graph.insertConstant(static_cast<int64_t>(point));
-        graph.insertNode(graph.create(observe, {observed, id}, 0));
-      }
+    std::vector<std::pair<Value*, Node*>> sites;  // each tensor and the node its observation goes before
+    for (Node* read : rewrite.reads_of(points[point].layer, method))
+      for (Node* user : activation_users(read->output()))
+        sites.emplace_back(points[point].output ? user->output() : user->input(0),
+                           points[point].output ? user->next() : user);
+    if (served_by && !sites.empty()) {
+      std::vector<Value*> tensors;
+      for (const auto& site : sites) tensors.push_back(site.first);
+      const auto [first, fresh] = first_observing.emplace(tensors, static_cast<int64_t>(point));
+      (*served_by)[point] = first->second;
+      if (!fresh) continue;
+    }
+    for (const auto& [observed, before] : sites) {
+      WithInsertPoint at(before);
+      Value* id = graph.insertConstant(static_cast<int64_t>(point));
+      graph.insertNode(graph.create(observe, {observed, id}, 0));
     }
   }
   return rewrite.module;

@@ -94,8 +94,12 @@ struct ObservedTensor {
   bool output = false;
 };
 // As above, with observers on layer outputs too (qforge::observe(y, i) after the op).
+// With `served_by`, a point that observes exactly the tensors an earlier point
+// observes (q, k and v reading one input) gets no op of its own:
+// (*served_by)[i] is the point whose ops observe point i's tensors (i itself
+// when they are its own; -1 when the method never computes with the layer).
 torch::jit::Module with_observers(const torch::jit::Module& module, const std::string& method,
-                                  const std::vector<ObservedTensor>& points);
+                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by = nullptr);
 
 // The layers whose output (a convolution's or linear's result) is an operand of
 // an add: the residual connections that onnxruntime runs as one quantized add

@@ -138,6 +138,23 @@ void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* com
   }
 }
 
+bool ActivationObserver::gathers_like(const ActivationObserver& other) const {
+  return needs_histogram() == other.needs_histogram() && settings_.symmetric == other.settings_.symmetric &&
+         settings_.histogram_bins == other.settings_.histogram_bins;
+}
+
+void ActivationObserver::take_statistics(const ActivationObserver& other) {
+  other.settle();
+  min_ = other.min_;
+  max_ = other.max_;
+  histogram_started_ = other.histogram_started_;
+  grid_lo_ = other.grid_lo_;
+  grid_hi_ = other.grid_hi_;
+  counts_ = other.counts_;
+  pending_min_ = pending_max_ = pending_counts_ = extrema_ = at::Tensor();
+  extrema_used_ = 0;
+}
+
 void ActivationObserver::begin_histogram() {
   settle();
   if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");

@@ -45,6 +45,13 @@ class ActivationObserver {
   // The histogram's edges: [lo, hi] of x (asymmetric) or of |x| (symmetric); {0, 0} before pass 2.
   std::pair<double, double> histogram_edges() const { return {grid_lo_, grid_hi_}; }
 
+  // Whether observing a tensor gathers the same statistics here as in
+  // `other` (their choice of range from them may still differ).
+  bool gathers_like(const ActivationObserver& other) const;
+  // Takes the statistics `other` gathered from the tensors this observer
+  // would have seen (other.gathers_like(*this)), as if it had observed them.
+  void take_statistics(const ActivationObserver& other);
+
  private:
   friend void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* comm);
   friend void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator* comm);

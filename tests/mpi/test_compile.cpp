@@ -129,3 +129,33 @@ TEST(Compile, DisableWritesTheModelUnchanged) {
   const auto x = ramp({1, 3, 32, 32});
   EXPECT_TRUE(torch::equal(compiled.forward({x}).toTensor(), original.forward({x}).toTensor()));
 }
+
+// A block's first convolution and its downsample read one tensor, observed
+// once: the downsample takes the first's statistics (same observer) or
+// observes the same tensor with its own (min/max here). Each gets the range
+// it gets when it is the only quantized layer, bit for bit.
+TEST(Compile, LayersReadingOneTensorGetTheRangesTheyGetAlone) {
+  LayerQuantizationSettings minmax, skip, keep;
+  minmax.activations.observer = Observer::MinMax;
+  skip.skip = true;
+  const auto range_of = [](const CompileResult& result, const std::string& layer) {
+    for (const auto& l : result.layers)
+      if (l.plan.layer.name == layer && l.input) return std::make_pair(l.input->lo, l.input->hi);
+    ADD_FAILURE() << layer << " has no input range";
+    return std::make_pair(0.0, 0.0);
+  };
+  auto together = resnet_config("shared_input");
+  together.evaluation_inputs.reset();
+  together.layer_quantization_settings["layer3.0.downsample.0"] = minmax;
+  const CompileResult all = compile(together);
+  for (const std::string layer :
+       {"layer2.0.conv1", "layer2.0.downsample.0", "layer3.0.conv1", "layer3.0.downsample.0"}) {
+    auto config = resnet_config("alone");
+    config.evaluation_inputs.reset();
+    config.layer_quantization_settings["*"] = skip;
+    config.layer_quantization_settings[layer] = layer == "layer3.0.downsample.0" ? minmax : keep;
+    const CompileResult alone = compile(config);
+    EXPECT_EQ(range_of(all, layer), range_of(alone, layer)) << layer;
+  }
+  EXPECT_NE(range_of(all, "layer3.0.conv1"), range_of(all, "layer3.0.downsample.0"));  // not one observer's range
+}

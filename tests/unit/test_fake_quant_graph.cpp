@@ -186,3 +186,23 @@ TEST(GraphInlining, NoCallIsLeftAfterTheModelRanUnoptimized) {
     convolutions += n->kind() == c10::aten::_convolution || n->kind() == c10::aten::conv2d;
   EXPECT_EQ(convolutions, 20);  // ResNet-18's 20 convolutions, each inlined once
 }
+
+TEST(FakeQuantGraph, LayersReadingOneTensorShareItsObservation) {
+  auto model = Model::load(asset("resnet18_traced.pt"));
+  std::vector<ObservedTensor> points;
+  for (const auto& info : model.layers())
+    if (info.quantizable) points.push_back({info.name, false});
+  std::vector<int64_t> served_by;
+  const auto observed = with_observers(model.module(), "forward", points, &served_by);
+  // A block's first convolution and its downsample read the block's input, in layers 2 to 4.
+  EXPECT_EQ(count_nodes(observed, "qforge::observe"), static_cast<int>(points.size()) - 3);
+  for (size_t i = 0; i < points.size(); ++i) {
+    const std::string& name = points[i].layer;
+    const auto downsample = name.find(".downsample.0");
+    const std::string first = downsample == std::string::npos ? name : name.substr(0, downsample) + ".conv1";
+    const auto expected = std::find_if(points.begin(), points.end(), [&](const auto& p) { return p.layer == first; });
+    EXPECT_EQ(served_by[i], expected - points.begin()) << name;
+  }
+  EXPECT_EQ(count_nodes(with_observers(model.module(), "forward", points), "qforge::observe"),
+            static_cast<int>(points.size()));  // without served_by, one observation each
+}
