@@ -94,7 +94,10 @@ int main(int argc, char** argv) {
 
   TensorQuantSettings minmax, histogram;
   histogram.observer = Observer::Percentile;
-  torch::jit::Module observed = with_observers(model.module(), "forward", points);
+  std::vector<int64_t> served_by;  // layers reading one tensor observe it once, as in calibrate()
+  torch::jit::Module observed = with_observers(model.module(), "forward", points, &served_by);
+  size_t distinct = 0;
+  for (size_t k = 0; k < served_by.size(); ++k) distinct += served_by[k] == static_cast<int64_t>(k);
   std::vector<ActivationObserver> observers;
   const auto fresh_observers = [&](const TensorQuantSettings& s) {
     observers.assign(points.size(), ActivationObserver(s));
@@ -104,6 +107,9 @@ int main(int argc, char** argv) {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
     sweep();
     reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass
+    for (size_t k = 0; k < observers.size(); ++k)
+      if (served_by[k] >= 0 && served_by[k] != static_cast<int64_t>(k))
+        observers[k].take_statistics(observers[static_cast<size_t>(served_by[k])]);
   };
   const auto observe_all = [&] { observe_over([&] { forward_all(observed); }); };
 
@@ -157,9 +163,11 @@ int main(int argc, char** argv) {
   rows.emplace_back("min/max pass as qforge runs it (reading included)", time_runs(read_and_observe, device, repeats));
 
   const int64_t samples = info.total_rows();
-  std::printf("- %s, %lld samples, batch %lld, %zu observed layer inputs, %s; median of %d warm runs\n\n",
-              model_path.c_str(), static_cast<long long>(samples), static_cast<long long>(batch_size), points.size(),
-              gpu ? "GPU 0" : "CPU", repeats);
+  std::printf(
+      "- %s, %lld samples, batch %lld, %zu observed layer inputs (%zu distinct tensors), %s; median of %d warm "
+      "runs\n\n",
+      model_path.c_str(), static_cast<long long>(samples), static_cast<long long>(batch_size), points.size(), distinct,
+      gpu ? "GPU 0" : "CPU", repeats);
   std::printf("| part | warm s | samples/s | cold s | warm runs (s) |\n| --- | ---: | ---: | ---: | --- |\n");
   for (const auto& [name, t] : rows) {
     std::string runs;
