@@ -113,31 +113,37 @@ TEST(FakeQuantGraph, ResnetRunsInLibTorchAndPythonWithStandardOps) {
 
 // Fine-tuning's own per-channel op must give ATen's values and gradients
 // exactly: on ties (round half to even, odd zero points), inside the grid, on
-// its edges and clamped beyond them, at every width.
+// its edges and clamped beyond them, at every width, on a CPU and on a GPU
+// (its own kernel there).
 TEST(FakeQuantizeRows, ValuesAndGradientsAreATens) {
   torch::manual_seed(5);
-  for (int64_t bits : {4, 8}) {
-    for (bool symmetric : {true, false}) {
-      const QuantRange range = quant_range(bits, symmetric);
-      const auto scale = torch::rand({6}) * 0.1 + 0.01;
-      const auto zero_point =
-          symmetric ? torch::zeros({6}, torch::kInt) : torch::randint(range.qmin, range.qmax + 1, {6}, torch::kInt);
-      // Half-integer codes (ties), whole codes, random values and far outliers, per row.
-      const auto codes = torch::arange(-300, 300, torch::kFloat) / 2;
-      const auto on_ties = codes.unsqueeze(0) * scale.unsqueeze(1);
-      const auto random = torch::randn({6, 400}) * scale.unsqueeze(1) * (range.qmax - range.qmin) / 2;
-      const auto x = torch::cat({on_ties, random}, 1).reshape({6, 2, -1});
-      const auto ours_x = x.clone().requires_grad_(), aten_x = x.clone().requires_grad_();
-      const auto ours = fake_quantize_rows(ours_x, scale, zero_point, 0, range.qmin, range.qmax);
-      const auto aten = torch::fake_quantize_per_channel_affine(aten_x, scale, zero_point, 0, range.qmin, range.qmax);
-      EXPECT_TRUE(torch::equal(ours, aten)) << bits << " bits" << (symmetric ? " symmetric" : "");
-      const auto upstream = torch::randn(x.sizes());
-      ours.backward(upstream);
-      aten.backward(upstream);
-      EXPECT_TRUE(torch::equal(ours_x.grad(), aten_x.grad())) << bits << " bits" << (symmetric ? " symmetric" : "");
-      EXPECT_TRUE((ours_x.grad() == 0).any().item<bool>());  // some values were clamped
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) devices.emplace_back(torch::kCUDA);
+  for (const torch::Device& device : devices)
+    for (int64_t bits : {4, 8}) {
+      for (bool symmetric : {true, false}) {
+        const QuantRange range = quant_range(bits, symmetric);
+        const auto scale = torch::rand({6}) * 0.1 + 0.01;
+        const auto zero_point =
+            symmetric ? torch::zeros({6}, torch::kInt) : torch::randint(range.qmin, range.qmax + 1, {6}, torch::kInt);
+        // Half-integer codes (ties), whole codes, random values and far outliers, per row.
+        const auto codes = torch::arange(-300, 300, torch::kFloat) / 2;
+        const auto on_ties = codes.unsqueeze(0) * scale.unsqueeze(1);
+        const auto random = torch::randn({6, 400}) * scale.unsqueeze(1) * (range.qmax - range.qmin) / 2;
+        const auto x = torch::cat({on_ties, random}, 1).reshape({6, 2, -1}).to(device);
+        const auto s = scale.to(device), z = zero_point.to(device);
+        const auto ours_x = x.clone().requires_grad_(), aten_x = x.clone().requires_grad_();
+        const auto ours = fake_quantize_rows(ours_x, s, z, 0, range.qmin, range.qmax);
+        const auto aten = torch::fake_quantize_per_channel_affine(aten_x, s, z, 0, range.qmin, range.qmax);
+        const std::string what = device.str() + ", " + std::to_string(bits) + " bits" + (symmetric ? " symmetric" : "");
+        EXPECT_TRUE(torch::equal(ours, aten)) << what;
+        const auto upstream = torch::randn(x.sizes()).to(device);
+        ours.backward(upstream);
+        aten.backward(upstream);
+        EXPECT_TRUE(torch::equal(ours_x.grad(), aten_x.grad())) << what;
+        EXPECT_TRUE((ours_x.grad() == 0).any().item<bool>());  // some values were clamped
+      }
     }
-  }
 }
 
 TEST(FakeQuantGraph, TrainingGraphComputesWithTheSameNumbers) {
