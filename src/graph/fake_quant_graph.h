@@ -54,18 +54,18 @@ struct LayerFakeQuant {
 // The scale a learned log-multiplier gives: scale·exp(multiplier), in the shape of `scale`.
 at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier);
 
-// A clone of `module` whose `method` computes with fake quantization; the
-// input module is left as it was. Adapters become parameters of the clone's
-// root holding the very tensors given (training updates them in place). (The rewrite works on the clone's fresh
-// method graph: a graph that has already run keeps its compiled plan, so it
-// cannot be edited in place.) Throws ModelError naming the layer when a
-// layer's weight is not read by the method.
 // The ops a rewritten graph fake-quantizes with. A model that is saved takes
 // ATen's, which every PyTorch loads. Fine-tuning takes qforge's for
 // per-channel weights (graph/fake_quantize_rows.h): the same numbers and
 // gradients without a host synchronization per weight.
 enum class FakeQuantOps { Aten, Training };
 
+// A clone of `module` whose `method` computes with fake quantization; the
+// input module is left as it was. Adapters become parameters of the clone's
+// root holding the very tensors given (training updates them in place). (The rewrite works on the clone's fresh
+// method graph: a graph that has already run keeps its compiled plan, so it
+// cannot be edited in place.) Throws ModelError naming the layer when a
+// layer's weight is not read by the method.
 torch::jit::Module with_fake_quantization(const torch::jit::Module& module, const std::string& method,
                                           const std::vector<LayerFakeQuant>& layers,
                                           FakeQuantOps ops = FakeQuantOps::Aten);
