@@ -97,17 +97,15 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   std::vector<std::optional<HessianSum>> sums(points.size());
   bool second_pass = false;
   const auto take = [&](int64_t point, const at::Tensor& x) {
-    auto& o = observers.at(point);
-    if (!second_pass) {
-      o.observe(x);
-      if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
-        vectors[point] += x.numel() / x.size(-1);
-        inputs[point] = x.size(-1);
-      }
+    if (second_pass) {
+      if (sums[point]) sums[point]->add(x);
       return;
     }
-    if (o.needs_histogram()) o.observe(x);
-    if (sums[point]) sums[point]->add(x);
+    observers.at(point).observe(x);
+    if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
+      vectors[point] += x.numel() / x.size(-1);
+      inputs[point] = x.size(-1);
+    }
   };
   const auto run_shard = [&] {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) {
@@ -124,9 +122,12 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   // "calibration: ..." marks the activation calibration in the logs (tests and users wait for it).
   log::info(std::string("calibration") + (phase == "calibrate" ? "" : " for " + phase) + ": " +
             std::to_string(points.size()) + (any_hessian ? " layer inputs, " : " activation observers, ") +
-            (any_histogram || any_hessian ? "2 passes" : "1 pass") + " over the calibration set");
+            (any_hessian ? "2 passes" : "1 pass") + " over the calibration set");
   timer.run(phase + ": ranges", run_shard, [&] {
     reduce_ranges(observers, &comm);  // every observer in one collective
+    // Then every histogram on the grid of its reduced range (an observer
+    // that saw nothing on any rank, a layer the method never runs, has none).
+    if (any_histogram) reduce_histograms(observers, &comm);
     if (any_hessian) {
       comm.all_reduce(vectors);
       // Every rank agrees on the inputs' width (a rank may have seen none of them).
@@ -135,22 +136,13 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
       for (size_t k = 0; k < inputs.size(); ++k) inputs[k] = width[static_cast<int64_t>(k)].item<int64_t>();
     }
   });
-  // An observer that saw nothing on any rank (a layer the method never runs) has
-  // no range to count a histogram over: the compile decides about its layer.
-  const auto counts = [](const ActivationObserver& o) { return o.needs_histogram() && observed_finite(o); };
   if (any_hessian) sums = hessian_sums(points, observers, vectors, inputs, device);
-  const bool histograms = std::any_of(observers.begin(), observers.end(), counts);
-  const bool hessians = std::any_of(sums.begin(), sums.end(), [](const auto& s) { return s.has_value(); });
-  if (!histograms && !hessians) {
+  if (std::none_of(sums.begin(), sums.end(), [](const auto& s) { return s.has_value(); })) {
     copy_shared();
     return stats;
   }
-  for (auto& o : observers)
-    if (counts(o)) o.begin_histogram();
   second_pass = true;
-  const std::string what = histograms && hessians ? "histograms and Hessians" : histograms ? "histograms" : "Hessians";
-  timer.run(phase + ": " + what, run_shard, [&] {
-    if (histograms) reduce_histograms(observers, &comm);
+  timer.run(phase + ": Hessians", run_shard, [&] {
     for (size_t k = 0; k < sums.size(); ++k) {
       if (!sums[k]) continue;
       comm.all_reduce(sums[k]->sums());  // int64: exact in any order

@@ -300,12 +300,14 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   }
 
   // Estimate: FP model + compiled copy + observers (a histogram per activation
-  // point; the XᵀX of GPTQ's largest step: int64 sums and the float64
+  // point: a running window of up to 8× histogram_bins int64 bins, and the
+  // final bins, up to as many again; the XᵀX of GPTQ's largest step: int64 sums and the float64
   // Hessian, inputs² each; AWQ's candidate errors of its largest step, grid
   // float64 copies of each weight) + prefetched batches; the measured peak of
   // the dry run covers activations.
-  int64_t observers = static_cast<int64_t>(plan.layers.size()) *
-                      (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 : 0);
+  int64_t observers =
+      static_cast<int64_t>(plan.layers.size()) *
+      (config.quantization_settings ? config.quantization_settings->activations.histogram_bins * 8 * 16 : 0);
   const auto largest_step = [&](const SolveSteps& steps, const std::function<int64_t(const LayerInfo&)>& bytes_of) {
     int64_t largest = 0;
     for (const auto& step : steps.steps) {

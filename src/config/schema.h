@@ -95,7 +95,9 @@ void describe(V& v, TensorQuantSettings& s) {
   v("signed", s.is_signed, "signed integer range (else unsigned)");
   v("observer", s.observer, "minmax | percentile | entropy | mse");
   v("percentile", s.percentile, "percentile kept by observer percentile");
-  v("histogram_bins", s.histogram_bins, "histogram bins of entropy / percentile / mse observers");
+  v("histogram_bins", s.histogram_bins,
+    "histogram bins of entropy / percentile / mse observers: at least this many, at most twice as many, over "
+    "[0, the largest magnitude]");
 }
 
 template <class V>

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -27,10 +28,9 @@ void ActivationObserver::observe(const at::Tensor& x_in) {
   at::Tensor x = x_in.detach().reshape({-1});
   if (x.numel() == 0) return;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
-  if (histogram_started_)
-    count(x);
-  else
-    observe_range(x);
+  finished_ = false;
+  observe_range(x);
+  if (needs_histogram()) count(x, extrema_.select(0, extrema_used_ - 1));
 }
 
 // Min and max are exact in any floating type; one aminmax kernel writes them
@@ -56,50 +56,48 @@ void ActivationObserver::fold_extrema() const {
   extrema_used_ = 0;
 }
 
-void ActivationObserver::count(const at::Tensor& x) {
-  const int64_t bins = static_cast<int64_t>(counts_.size());
-  const double width = grid_hi_ - grid_lo_;
-  if (width <= 0) {  // one value seen: every element is in the first bin
-    counts_[0] += x.numel();
-    return;
-  }
-  if (x.is_cuda() && count_with_kernel(x)) return;
-  at::Tensor counted;
-  if (x.is_cuda()) {
-    // histc bins (v - lo) * bins / width in the activation's type, the same
-    // on every GPU rank, without bincount's two host synchronizations and in
-    // two passes over x. Float32 counts are exact up to 2^24 per bin, so a
-    // call counts at most 2^24 values; their sum is kept in double (exact to
-    // 2^53). Values equal to the top edge go to the last bin.
-    const at::Tensor v = settings_.symmetric ? x.abs() : x;
-    for (const at::Tensor& part : v.split(int64_t{1} << 24)) {
-      const at::Tensor c = at::histc(part, bins, grid_lo_, grid_hi_);
-      counted = counted.defined() ? counted.add_(c) : c.to(at::kDouble);
-    }
-    counted = counted.to(at::kLong);  // as the kernel's counts, to add to them
-  } else {
-    // On a CPU, bin indices in the activation's own floating type counted by
-    // bincount: the same values give the same bins on every rank.
-    at::Tensor index = settings_.symmetric ? x.abs() : x.sub(grid_lo_);
-    index.mul_(static_cast<double>(bins) / width).floor_().clamp_(0, static_cast<double>(bins - 1));
-    counted = at::bincount(index.to(at::kLong), {}, bins);
-  }
-  pending_counts_ = pending_counts_.defined() ? pending_counts_.add_(counted) : counted;
+// On the host grid: the batch's range decides the grid (a wait for a GPU),
+// bins are floor(t · 2^-e) in x's own type, counted by bincount.
+void ActivationObserver::count(const at::Tensor& x, const at::Tensor& batch_range) {
+  if (x.is_cuda() && count_with_kernel(x, batch_range)) return;
+  const at::Tensor range = batch_range.to(at::kCPU, at::kDouble);
+  const double lo = range[0].item<double>(), hi = range[1].item<double>();
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return;  // no histogram is chosen from a range that is not finite
+  const GridShape shape = grid_shape(settings_.histogram_bins, settings_.symmetric);
+  widen(window_, std::max(window_.exponent, grid_exponent(std::max(std::abs(lo), std::abs(hi)), shape)), shape);
+  const at::Tensor t = settings_.symmetric ? x.abs() : x;
+  const at::Tensor bins =
+      t.mul(std::ldexp(1.0, -window_.exponent))  // 2^-e: exact in float32 too
+          .floor_()
+          .clamp_(static_cast<double>(-shape.offset()), static_cast<double>(shape.bins() - 1 - shape.offset()))
+          .add_(static_cast<double>(shape.offset()))
+          .to(at::kLong);
+  const at::Tensor counted = at::bincount(bins, {}, shape.bins()).to(at::kCPU).contiguous();
+  const int64_t* c = counted.data_ptr<int64_t>();
+  for (size_t b = 0; b < window_.counts.size(); ++b) window_.counts[b] += c[b];
 }
 
-// qforge's kernel counts in one pass, into int64 counts kept on the device,
-// with the CPU's bin formula: the bins are the same on every GPU and CPU.
-bool ActivationObserver::count_with_kernel(const at::Tensor& x) {
+// qforge's kernels grow the grid and count on the device, without waiting
+// for it: the GPU's bins are the CPU's.
+bool ActivationObserver::count_with_kernel(const at::Tensor& x, const at::Tensor& batch_range) {
 #if QFORGE_HAVE_CUDA_KERNELS
   if (x.scalar_type() != at::kFloat) return false;
-  const int64_t bins = static_cast<int64_t>(counts_.size());
+  const GridShape shape = grid_shape(settings_.histogram_bins, settings_.symmetric);
+  if (!histogram_kernel_fits(shape.bins(), x.get_device())) return false;
   const c10::cuda::CUDAGuard on_device(x.device());
-  if (!pending_counts_.defined()) pending_counts_ = at::zeros({bins}, x.options().dtype(at::kLong));
+  if (device_window_.defined() && device_window_.device() != x.device()) settle();
+  if (!device_window_.defined()) {
+    device_window_ = at::zeros({shape.bins()}, x.options().dtype(at::kLong));
+    device_exponent_ = at::full({1}, kNoGrid, x.options().dtype(at::kInt));
+  }
   const at::Tensor values = x.contiguous();
-  const double bins_per_unit = static_cast<double>(bins) / (grid_hi_ - grid_lo_);
-  return count_bins_cuda(values.data_ptr<float>(), values.numel(), static_cast<float>(grid_lo_),
-                         static_cast<float>(bins_per_unit), settings_.symmetric, bins,
-                         pending_counts_.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream().stream());
+  const at::Tensor scratch = at::empty_like(device_window_);
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
+  widen_grid_cuda(batch_range.data_ptr<float>(), shape, device_exponent_.data_ptr<int32_t>(),
+                  device_window_.data_ptr<int64_t>(), scratch.data_ptr<int64_t>(), stream);
+  count_on_grid_cuda(values.data_ptr<float>(), values.numel(), shape, device_exponent_.data_ptr<int32_t>(),
+                     device_window_.data_ptr<int64_t>(), stream);
+  return true;
 #else
   return false;
 #endif
@@ -112,12 +110,29 @@ void ActivationObserver::settle() const {
     max_ = std::max(max_, pending_max_.item<double>());
     pending_min_ = pending_max_ = at::Tensor();
   }
-  if (pending_counts_.defined()) {
-    const at::Tensor c = pending_counts_.to(at::kCPU, at::kLong).contiguous();
-    const int64_t* counted = c.data_ptr<int64_t>();
-    for (size_t b = 0; b < counts_.size(); ++b) counts_[b] += counted[b];
-    pending_counts_ = at::Tensor();
+  if (device_window_.defined()) {
+    HistogramWindow counted;
+    counted.exponent = device_exponent_.item<int32_t>();
+    if (counted.exponent != kNoGrid) {
+      const at::Tensor c = device_window_.to(at::kCPU).contiguous();
+      counted.counts.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+      merge(window_, std::move(counted), grid_shape(settings_.histogram_bins, settings_.symmetric));
+    }
+    device_window_ = device_exponent_ = at::Tensor();
   }
+}
+
+void ActivationObserver::finish_histogram() const {
+  settle();
+  if (finished_) return;
+  finished_ = true;
+  counts_.clear();
+  grid_lo_ = grid_hi_ = 0;
+  if (!needs_histogram() || !std::isfinite(min_) || !std::isfinite(max_)) return;
+  FinishedHistogram h = finish(window_, min_, max_, grid_shape(settings_.histogram_bins, settings_.symmetric));
+  counts_ = std::move(h.counts);
+  grid_lo_ = h.lo;
+  grid_hi_ = h.hi;
 }
 
 void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* comm) {
@@ -135,6 +150,7 @@ void reduce_ranges(std::vector<ActivationObserver>& observers, Communicator* com
   for (int64_t i = 0; i < n; ++i) {
     observers[i].min_ = values[i];
     observers[i].max_ = -values[n + i];
+    observers[i].finished_ = false;
   }
 }
 
@@ -147,29 +163,23 @@ void ActivationObserver::take_statistics(const ActivationObserver& other) {
   other.settle();
   min_ = other.min_;
   max_ = other.max_;
-  histogram_started_ = other.histogram_started_;
+  window_ = other.window_;
+  finished_ = other.finished_;
   grid_lo_ = other.grid_lo_;
   grid_hi_ = other.grid_hi_;
   counts_ = other.counts_;
-  pending_min_ = pending_max_ = pending_counts_ = extrema_ = at::Tensor();
+  pending_min_ = pending_max_ = device_window_ = device_exponent_ = extrema_ = at::Tensor();
   extrema_used_ = 0;
 }
 
-void ActivationObserver::begin_histogram() {
-  settle();
-  if (!std::isfinite(min_) || !std::isfinite(max_)) throw Error("observer: no finite values observed");
-  histogram_started_ = true;
-  grid_lo_ = settings_.symmetric ? 0.0 : min_;
-  grid_hi_ = settings_.symmetric ? std::max(std::abs(min_), std::abs(max_)) : max_;
-  counts_.assign(static_cast<size_t>(settings_.histogram_bins), 0);
-}
-
+// Each rank puts its counts on the grid of the reduced range, which every
+// rank computes alike, so the packed bins line up.
 void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator* comm) {
   std::vector<ActivationObserver*> counting;
   int64_t bins = 0;
   for (auto& o : observers) {
-    o.settle();
-    if (!o.histogram_started_) continue;
+    o.finish_histogram();
+    if (o.counts_.empty()) continue;
     counting.push_back(&o);
     bins += static_cast<int64_t>(o.counts_.size());
   }
@@ -193,29 +203,32 @@ ActivationObserver::Result ActivationObserver::compute() const {
   r.lo = min_;
   r.hi = max_;
   if (needs_histogram()) {
-    if (!histogram_started_)
-      throw Error("observer " + std::string(to_string(settings_.observer)) + " needs a histogram pass");
+    finish_histogram();
+    // The grid's last edge may lie past the largest value: no range goes beyond what was seen.
+    const double amax = std::max(std::abs(min_), std::abs(max_));
     switch (settings_.observer) {
       case Observer::Percentile:
         if (settings_.symmetric) {
-          const double t = percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile);
+          const double t = std::min(percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile), amax);
           r.lo = -t;
           r.hi = t;
         } else {
-          r.lo = percentile_threshold(counts_, grid_lo_, grid_hi_, 100.0 - settings_.percentile);
-          r.hi = percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile);
+          r.lo =
+              std::clamp(percentile_threshold(counts_, grid_lo_, grid_hi_, 100.0 - settings_.percentile), min_, max_);
+          r.hi = std::clamp(percentile_threshold(counts_, grid_lo_, grid_hi_, settings_.percentile), min_, max_);
         }
         break;
       case Observer::Entropy: {
         // KL calibration works on |x|; an asymmetric scheme keeps the sign's side.
-        const double t = settings_.symmetric ? entropy_threshold(counts_, grid_hi_, settings_.bits)
-                                             : std::max(std::abs(min_), std::abs(max_));
+        const double t =
+            settings_.symmetric ? std::min(entropy_threshold(counts_, grid_hi_, settings_.bits), amax) : amax;
         r.lo = settings_.symmetric ? -t : std::max(min_, -t);
         r.hi = settings_.symmetric ? t : std::min(max_, t);
         break;
       }
       case Observer::Mse: {
-        const auto [lo, hi] = mse_range(counts_, grid_lo_, grid_hi_, range, settings_.symmetric);
+        const auto [lo, hi] = mse_range(counts_, grid_lo_, grid_hi_, settings_.symmetric ? -amax : min_, max_, range,
+                                        settings_.symmetric);
         r.lo = settings_.symmetric ? -hi : lo;
         r.hi = hi;
         break;
@@ -292,8 +305,8 @@ double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_
   return width * (static_cast<double>(best_i) + 0.5) > amax ? amax : width * (static_cast<double>(best_i) + 0.5);
 }
 
-std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, const QuantRange& range,
-                                    bool symmetric) {
+std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, double observed_lo,
+                                    double observed_hi, const QuantRange& range, bool symmetric) {
   // Bin centres weighted by their counts stand for the data; symmetric
   // histograms hold |x|, whose negative side mirrors the positive one.
   const int64_t bins = static_cast<int64_t>(counts.size());
@@ -301,12 +314,13 @@ std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double l
   const at::Tensor centres = (at::arange(bins, at::kDouble) + 0.5) * width + lo;
   const at::Tensor weights = at::tensor(counts, at::kLong).to(at::kDouble);
   // Candidates shrink the observed range in 1% steps down to 20% of it.
+  const double top = symmetric ? std::max(std::abs(observed_lo), std::abs(observed_hi)) : observed_hi;
   double best_error = std::numeric_limits<double>::infinity();
-  std::pair<double, double> best{lo, hi};
+  std::pair<double, double> best{symmetric ? 0.0 : observed_lo, top};
   for (int step = 100; step >= 20; --step) {
     const double f = step / 100.0;
-    const double c_lo = symmetric ? -std::max(hi * f, 0.0) : std::min(lo * f, 0.0);
-    const double c_hi = std::max(hi * f, 0.0);
+    const double c_lo = symmetric ? -std::max(top * f, 0.0) : std::min(observed_lo * f, 0.0);
+    const double c_hi = std::max(top * f, 0.0);
     const QParams q =
         qparams_from_range(at::full({1}, c_lo, at::kDouble), at::full({1}, c_hi, at::kDouble), range, symmetric);
     const at::Tensor y = fake_quantize(centres.to(at::kFloat), q, range).to(at::kDouble);

@@ -32,18 +32,11 @@ std::vector<TensorQuantSettings> every_observer_and_scheme() {
 std::vector<ActivationRange> calibrate(const std::vector<TensorQuantSettings>& settings, const at::Tensor& data,
                                        Communicator* comm, int64_t begin, int64_t end, int64_t batch) {
   std::vector<ActivationObserver> observers(settings.begin(), settings.end());
-  const auto feed = [&](bool histogram) {
-    for (size_t i = 0; i < observers.size(); ++i) {
-      if (histogram && !observers[i].needs_histogram()) continue;
-      const at::Tensor block = data.select(1, static_cast<int64_t>(i));
-      for (int64_t r = begin; r < end; r += batch) observers[i].observe(block.slice(0, r, std::min(end, r + batch)));
-    }
-  };
-  feed(false);
+  for (size_t i = 0; i < observers.size(); ++i) {
+    const at::Tensor block = data.select(1, static_cast<int64_t>(i));
+    for (int64_t r = begin; r < end; r += batch) observers[i].observe(block.slice(0, r, std::min(end, r + batch)));
+  }
   reduce_ranges(observers, comm);
-  for (auto& o : observers)
-    if (o.needs_histogram()) o.begin_histogram();
-  feed(true);
   reduce_histograms(observers, comm);
   std::vector<ActivationRange> out;
   for (const auto& o : observers) out.push_back(o.compute());

@@ -19,10 +19,6 @@ TensorQuantSettings activation(Observer observer, bool symmetric, int64_t bits =
 ActivationRange observe_all(const TensorQuantSettings& s, const std::vector<torch::Tensor>& batches) {
   ActivationObserver obs(s);
   for (const auto& b : batches) obs.observe(b);
-  if (obs.needs_histogram()) {
-    obs.begin_histogram();
-    for (const auto& b : batches) obs.observe(b);
-  }
   return obs.compute();
 }
 }  // namespace
@@ -105,6 +101,47 @@ TEST(Observers, MinMaxTracksTheExtremes) {
   EXPECT_FLOAT_EQ(r.qparams.scale.item<float>(), 5.0f / 255.0f);
 }
 
+// One pass: the running histogram widens its grid as the range grows. What
+// it counts must be what counting every value on the final grid gives, in
+// any order and grouping of the batches.
+TEST(Observers, HistogramIsTheFinalGridsInAnyBatching) {
+  torch::manual_seed(3);
+  const std::vector<torch::Tensor> batches = {torch::randn({500}) * 0.01, torch::relu(torch::randn({700})) * 3,
+                                              torch::randn({300}) * 40 - 7, torch::tensor({0.0f, 1e-30f, -1e-30f})};
+  const auto all = torch::cat(batches);
+  for (bool symmetric : {true, false}) {
+    for (int64_t bins : {16, 2048}) {
+      auto s = activation(Observer::Percentile, symmetric);
+      s.histogram_bins = bins;
+      const std::string what = std::string(symmetric ? "symmetric, " : "asymmetric, ") + std::to_string(bins) + " bins";
+      ActivationObserver growing(s), shrinking(s), once(s);
+      for (const auto& b : batches) growing.observe(b);
+      for (auto b = batches.rbegin(); b != batches.rend(); ++b) shrinking.observe(*b);
+      once.observe(all);
+      EXPECT_EQ(growing.histogram(), once.histogram()) << what;
+      EXPECT_EQ(shrinking.histogram(), once.histogram()) << what;
+      EXPECT_EQ(growing.histogram_edges(), once.histogram_edges()) << what;
+
+      // The grid: power-of-two bins from the bin of the minimum (of 0) to that of the maximum.
+      const auto& counts = once.histogram();
+      const auto [lo, hi] = once.histogram_edges();
+      const double width = (hi - lo) / static_cast<double>(counts.size());
+      EXPECT_EQ(std::exp2(std::round(std::log2(width))), width) << what;
+      const double amax = all.abs().max().item<double>();
+      EXPECT_GE(amax / width, static_cast<double>(bins)) << what << ": fewer bins than asked over [0, max |x|]";
+      EXPECT_LT(amax / width, 2.0 * static_cast<double>(bins)) << what;
+      const auto t = (symmetric ? all.abs() : all).to(torch::kDouble);
+      EXPECT_LE(lo, t.min().item<double>()) << what;
+      EXPECT_GT(hi, t.max().item<double>()) << what;
+      const auto expected = torch::bincount((t / width).floor().sub(lo / width).to(torch::kLong), {},
+                                            static_cast<int64_t>(counts.size()));
+      EXPECT_EQ(counts,
+                std::vector<int64_t>(expected.data_ptr<int64_t>(), expected.data_ptr<int64_t>() + expected.numel()))
+          << what;
+    }
+  }
+}
+
 TEST(Observers, PercentileCutsTheTail) {
   // 0, 1, ..., 999 and one outlier at 100000: the 99.9th percentile of |x| sits near 1000.
   auto data = torch::arange(1000, torch::kFloat);
@@ -161,15 +198,13 @@ TEST(Observers, GpuHistogramHasTheCpuBins) {
         s.histogram_bins = bins;
         ActivationObserver cpu(s), gpu(s);
         const auto on_gpu = x.to(torch::kCUDA);
+        // A small first batch, then a wider one: the grid widens on the device as on the host.
+        gpu.observe(on_gpu.narrow(0, 0, 1) * 0.001);
+        cpu.observe(x.narrow(0, 0, 1) * 0.001);
         cpu.observe(x);
         gpu.observe(on_gpu);
-        cpu.begin_histogram();
-        gpu.begin_histogram();
-        cpu.observe(x);
-        gpu.observe(on_gpu);
-        gpu.observe(on_gpu.narrow(0, 0, 1));  // a second, smaller call adds to the first
-        cpu.observe(x.narrow(0, 0, 1));
         EXPECT_EQ(gpu.histogram(), cpu.histogram()) << name << (symmetric ? ", symmetric, " : ", ") << bins << " bins";
+        EXPECT_EQ(gpu.histogram_edges(), cpu.histogram_edges()) << name;
       }
     }
   }
