@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Calibration throughput of `qforge compile` on 1 and 2 ranks (or RANKS="1 2 4"):
 # by default torchvision ResNet-18 (random weights), 512 random 3x64x64 images, TensorRT
-# preset (percentile observer: a range pass and a histogram pass). MODEL, SIZE, ROWS,
+# preset (percentile observer: ranges and histograms in one pass). MODEL, SIZE, ROWS,
 # BATCH and DEVICE=cuda change the workload (jobs/benchmarks/bench_common.sh).
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/calibration.md).
 # Usage: bash jobs/benchmarks/bench_calibration.sh [RESULTS]   (after jobs/setup.sh or a build in build/)
@@ -20,11 +20,11 @@ YAML
   echo "# Calibration throughput"
   echo
   machine_lines
-  echo "- model: $MODEL (random weights), $ROWS rows of size $SIZE, batch $BATCH, TensorRT preset (2 passes), device $DEVICE"
-  echo "- time: both calibration passes, slowest rank; samples/s counts both passes"
+  echo "- model: $MODEL (random weights), $ROWS rows of size $SIZE, batch $BATCH, TensorRT preset (1 pass), device $DEVICE"
+  echo "- time: the calibration pass (ranges and histograms), slowest rank"
   echo
   echo "| ranks | calibration s | samples/s | speed-up | efficiency | runs (s) |"
   echo "| ---: | ---: | ---: | ---: | ---: | --- |"
 } > "$RESULTS"
-table_rows "$RESULTS" "$WORK/bench.yaml" "cal_${MODEL}_" "calibrate" 1 $((2 * ROWS))
+table_rows "$RESULTS" "$WORK/bench.yaml" "cal_${MODEL}_" "calibrate" 1 "$ROWS"
 cat "$RESULTS"

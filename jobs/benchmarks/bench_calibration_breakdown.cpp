@@ -1,8 +1,8 @@
 // Where a calibration pass spends its time on one device, part by part, as
 // qforge runs it: reading the rows from HDF5, checking them for NaN/Inf,
 // copying them to the GPU, the model's plain forward, the forward with every
-// min/max observer, and with every histogram observer (the second pass of
-// percentile/entropy/mse). Each part runs over the whole calibration set;
+// min/max observer, and with every histogram observer (percentile, entropy
+// and mse: ranges and histograms in one pass). Each part runs over the whole calibration set;
 // the table gives the median of REPEATS runs, warm (a first run is discarded
 // and reported as "cold").
 // Usage: qforge_bench_calibration_breakdown MODEL.pt DATA.h5 BATCH [cuda|cpu] [REPEATS]
@@ -140,27 +140,27 @@ int main(int argc, char** argv) {
                                                                    observe_all();
                                                                  },
                                                                  device, repeats));
-  fresh_observers(histogram);
-  observe_all();  // the ranges the histograms are counted over
-  const std::vector<ActivationObserver> ranged = observers;
-  rows.emplace_back("forward + histogram observers, resident",
-                    time_runs(
-                        [&] {
-                          observers = ranged;
-                          for (auto& o : observers)  // a layer the forward never runs saw nothing to count over
-                            if (std::isfinite(o.observed_min())) o.begin_histogram();
-                          observe_all();
-                          reduce_histograms(observers, nullptr);
-                        },
-                        device, repeats));
-  const auto read_and_observe = [&] {
-    fresh_observers(minmax);
-    observe_over([&] {
-      for_each_batch(reading(true, gpu ? 0 : -1, readers),
-                     [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
-    });
+  rows.emplace_back("forward + histogram observers, resident", time_runs(
+                                                                   [&] {
+                                                                     fresh_observers(histogram);
+                                                                     observe_all();
+                                                                     reduce_histograms(observers, nullptr);
+                                                                   },
+                                                                   device, repeats));
+  const auto read_and_observe = [&](const TensorQuantSettings& s) {
+    return [&, s] {
+      fresh_observers(s);
+      observe_over([&] {
+        for_each_batch(reading(true, gpu ? 0 : -1, readers),
+                       [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
+      });
+      reduce_histograms(observers, nullptr);
+    };
   };
-  rows.emplace_back("min/max pass as qforge runs it (reading included)", time_runs(read_and_observe, device, repeats));
+  rows.emplace_back("min/max pass as qforge runs it (reading included)",
+                    time_runs(read_and_observe(minmax), device, repeats));
+  rows.emplace_back("histogram pass as qforge runs it (reading included)",
+                    time_runs(read_and_observe(histogram), device, repeats));
 
   const int64_t samples = info.total_rows();
   std::printf(
