@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "data/shard.h"
+#include "finetune/multi_tensor_adamw.h"
 #include "metrics/output_error.h"
 #include "metrics/predictions.h"
 #include "qforge/errors.h"
@@ -141,7 +142,7 @@ QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions op
         std::any_of(parameters_.begin(), parameters_.end(), [&](const at::Tensor& a) { return a.is_same(p); });
     if (!adapter && p.requires_grad()) p.detach_();
   }
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
+  optimizer_ = std::make_unique<MultiTensorAdamW>(
       parameters_, torch::optim::AdamWOptions(settings.learning_rate).weight_decay(settings.weight_decay));
 }
 
@@ -205,7 +206,7 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
     comm_->all_reduce(loss_sum);
     breakdown_.end_section("all-reduce");
   }
-  if (settings.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters_, settings.max_grad_norm);
+  if (settings.max_grad_norm > 0) clip_gradient_norm(parameters_, settings.max_grad_norm);
   for (auto& group : optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate_at(settings, step));
   optimizer_->step();
