@@ -255,56 +255,6 @@ double percentile_threshold(const std::vector<int64_t>& counts, double lo, doubl
   return hi;
 }
 
-double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_t bits) {
-  const int64_t bins = static_cast<int64_t>(counts.size());
-  const int64_t levels = int64_t{1} << (bits - 1);  // positive levels of a symmetric signed grid
-  if (bins <= levels) return amax;
-  const double width = amax / static_cast<double>(bins);
-  double best_kl = std::numeric_limits<double>::infinity();
-  int64_t best_i = bins;
-  std::vector<double> p, q;
-  for (int64_t i = levels; i <= bins; ++i) {
-    // P: the first i bins, outliers folded into the last one.
-    p.assign(counts.begin(), counts.begin() + i);
-    double outliers = 0;
-    for (int64_t b = i; b < bins; ++b) outliers += static_cast<double>(counts[b]);
-    p[i - 1] += outliers;
-    // Q: the i bins merged into `levels` levels, each spread back evenly over its non-empty bins.
-    q.assign(static_cast<size_t>(i), 0.0);
-    const double per_level = static_cast<double>(i) / static_cast<double>(levels);
-    for (int64_t l = 0; l < levels; ++l) {
-      const int64_t start = static_cast<int64_t>(std::floor(l * per_level));
-      const int64_t stop = l == levels - 1 ? i : static_cast<int64_t>(std::floor((l + 1) * per_level));
-      double sum = 0;
-      int64_t nonzero = 0;
-      for (int64_t b = start; b < stop; ++b) {
-        sum += static_cast<double>(counts[b]);
-        nonzero += counts[b] != 0;
-      }
-      for (int64_t b = start; b < stop; ++b)
-        if (counts[b] != 0) q[b] = sum / static_cast<double>(nonzero);
-    }
-    double p_sum = 0, q_sum = 0;
-    for (int64_t b = 0; b < i; ++b) {
-      p_sum += p[b];
-      q_sum += q[b];
-    }
-    if (p_sum == 0 || q_sum == 0) continue;
-    double kl = 0;
-    for (int64_t b = 0; b < i; ++b) {
-      if (p[b] == 0) continue;
-      const double pb = p[b] / p_sum;
-      const double qb = q[b] / q_sum;
-      kl += qb > 0 ? pb * std::log(pb / qb) : pb * 1e9;  // mass Q cannot represent
-    }
-    if (kl < best_kl) {
-      best_kl = kl;
-      best_i = i;
-    }
-  }
-  return width * (static_cast<double>(best_i) + 0.5) > amax ? amax : width * (static_cast<double>(best_i) + 0.5);
-}
-
 std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, double observed_lo,
                                     double observed_hi, const QuantRange& range, bool symmetric) {
   // Bin centres weighted by their counts stand for the data; symmetric

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "qforge/compile.h"
+#include "quant/entropy_threshold.h"
 #include "quant/histogram_grid.h"
 #include "quant/quantization.h"
 #include "runtime/communicator.h"
@@ -109,9 +110,6 @@ void reduce_histograms(std::vector<ActivationObserver>& observers, Communicator*
 // Range choices on a histogram of `counts` over [lo, hi] (equal-width bins).
 // Symmetric histograms are of |x| over [0, amax].
 double percentile_threshold(const std::vector<int64_t>& counts, double lo, double hi, double percentile);
-// TensorRT's entropy calibration: the |x| threshold whose quantized
-// distribution is closest (KL divergence) to the observed one.
-double entropy_threshold(const std::vector<int64_t>& counts, double amax, int64_t bits);
 // The range that minimizes the expected squared quantization error over the
 // histogram, among the observed range [observed_lo, observed_hi] shrunk.
 std::pair<double, double> mse_range(const std::vector<int64_t>& counts, double lo, double hi, double observed_lo,
