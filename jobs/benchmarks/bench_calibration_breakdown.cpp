@@ -2,7 +2,8 @@
 // qforge runs it: reading the rows from HDF5, checking them for NaN/Inf,
 // copying them to the GPU, the model's plain forward, the forward with every
 // min/max observer, and with every histogram observer (percentile, entropy
-// and mse: ranges and histograms in one pass). Each part runs over the whole calibration set;
+// and mse: ranges and histograms in one pass), and the entropy search after
+// it. Each part runs over the whole calibration set;
 // the table gives the median of REPEATS runs, warm (a first run is discarded
 // and reported as "cold").
 // Usage: qforge_bench_calibration_breakdown MODEL.pt DATA.h5 BATCH [cuda|cpu] [REPEATS]
@@ -161,6 +162,16 @@ int main(int argc, char** argv) {
                     time_runs(read_and_observe(minmax), device, repeats));
   rows.emplace_back("histogram pass as qforge runs it (reading included)",
                     time_runs(read_and_observe(histogram), device, repeats));
+  // After the pass: the entropy search of every observer, on the host.
+  TensorQuantSettings entropy = histogram;
+  entropy.observer = Observer::Entropy;
+  read_and_observe(entropy)();
+  rows.emplace_back("entropy thresholds of every observer (search only)", time_runs(
+                                                                              [&] {
+                                                                                for (const auto& o : observers)
+                                                                                  o.compute();
+                                                                              },
+                                                                              device, repeats));
 
   const int64_t samples = info.total_rows();
   std::printf(
