@@ -1,3 +1,4 @@
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -97,4 +98,16 @@ TEST(EntropyThreshold, ClipsAHeavyTailAndKeepsWhatCannotBeSplit) {
   EXPECT_LT(entropy_threshold(tail, 7.5, 8), 7.5 * 0.9);
   EXPECT_EQ(entropy_threshold(std::vector<int64_t>(2048, 0), 7.5, 8), 7.5);  // no values
   EXPECT_EQ(entropy_threshold(std::vector<int64_t>(128, 9), 7.5, 8), 7.5);   // no more bins than levels
+}
+
+TEST(EntropyThreshold, TheSameOnAnyThreadCount) {
+  const int before = at::get_num_threads();
+  std::vector<double> chosen;
+  for (int threads : {1, 3, 8}) {
+    at::set_num_threads(threads);
+    chosen.push_back(entropy_threshold(histogram(4096, 100000, 5, 12.0, 0.1), 7.5, 8));
+  }
+  at::set_num_threads(before);
+  EXPECT_EQ(chosen[0], chosen[1]);
+  EXPECT_EQ(chosen[0], chosen[2]);
 }
