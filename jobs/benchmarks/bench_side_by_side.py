@@ -36,8 +36,9 @@ def main(work, model, ranks):
                 baseline[row["ranks"]] = row  # the latest run of each rank count
     lora_from = next((r["lora_from"] for r in baseline.values()), "?")
     print(f"# {model}: qforge against plain PyTorch, same machine and call\n")
-    print("Calibration: qforge's range pass (min/max of every quantized layer's input, reduced over ranks)")
-    print("against PyTorch's MinMaxObserver hooks, the same work. Fine-tuning: median step time from step 4")
+    print("Calibration: qforge's TensorRT-preset pass (every quantized layer's input range and percentile")
+    print("histogram, one pass, reduced over ranks) against PyTorch's MinMaxObserver hooks (ranges only:")
+    print("less work). Fine-tuning: median step time from step 4")
     print(f"on, the same rows per GPU on both sides; PyTorch's plain LoRA is {lora_from}.\n")
     print("| GPUs | calibration s qforge | PyTorch | ratio | LoRA step s qforge | PyTorch | ratio "
           "| QA-LoRA step s qforge | PyTorch | ratio |")
