@@ -68,6 +68,42 @@ Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std:
                       {x, scale, zero, axis, range.qmin, range.qmax, 1.0});
 }
 
+// weight + scale·reshape((B·mask)·A, size(weight)), as adapted_weight computes
+// it, in place of `weight` for every later use.
+Value* replace_with_adapted(Graph& graph, Value* weight, Value* a, Value* b, double scale) {
+  Value* product = graph.insert(c10::aten::matmul, {b, a});
+  Value* shape = graph.insert(c10::aten::size, {weight});
+  Value* delta = graph.insert(c10::aten::mul, {graph.insert(c10::aten::reshape, {product, shape}), scale});
+  Value* adapted = graph.insert(c10::aten::add, {weight, delta});
+  weight->replaceAllUsesAfterNodeWith(adapted->node(), adapted);
+  return adapted;
+}
+
+bool quantizes_anything(const LayerFakeQuant& layer) { return layer.weight || layer.input || layer.output; }
+
+bool only_read_by_linear(Value* weight) {
+  const auto& uses = weight->uses();
+  return !uses.empty() && std::all_of(uses.begin(), uses.end(), [](const torch::jit::Use& use) {
+    return use.user->kind() == c10::aten::linear && use.offset == 1;
+  });
+}
+
+// Plain LoRA beside a linear layer, as peft computes it: y + scale·((x·Aᵀ)·(B·mask)ᵀ).
+// The frozen weight then needs no gradient of its own: forming W + s·B·A
+// would cost the backward pass a full [outputs, inputs] product per layer.
+void add_beside_linear_layers(Graph& graph, Value* weight, Value* a, Value* b, double scale) {
+  const std::vector<torch::jit::Use> uses = weight->uses();  // a copy: the loop adds uses of other values
+  for (const auto& use : uses) {
+    Node* linear = use.user;
+    WithInsertPoint after(linear->next());
+    Value* low_rank = graph.insert(c10::aten::linear, {linear->input(0), a});
+    Value* delta = graph.insert(c10::aten::mul, {graph.insert(c10::aten::linear, {low_rank, b}), scale});
+    Value* y = linear->output();
+    Value* adapted = graph.insert(c10::aten::add, {y, delta});
+    y->replaceAllUsesAfterNodeWith(adapted->node(), adapted);
+  }
+}
+
 }  // namespace
 
 std::optional<std::string> attribute_path(const Value* value, const Value* self) {
@@ -170,22 +206,18 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
     for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
       WithInsertPoint after_read(read->next());
-      if (layer.lora) {  // weight + scale * reshape((B * mask) @ A, size(weight)), as adapted_weight computes it
-        module.register_parameter(attribute_name(layer.layer, "lora_A"), layer.lora->a, /*is_buffer=*/false);
-        module.register_parameter(attribute_name(layer.layer, "lora_B"), layer.lora->b, /*is_buffer=*/false);
-        Value* a = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_A"));
-        Value* b = graph->insertGetAttr(graph->inputs()[0], attribute_name(layer.layer, "lora_B"));
+      if (layer.lora) {
+        Value* a = add_parameter(module, *graph, attribute_name(layer.layer, "lora_A"), layer.lora->a);
+        Value* b = add_parameter(module, *graph, attribute_name(layer.layer, "lora_B"), layer.lora->b);
         if (layer.lora->mask.defined())
           b = graph->insert(
               c10::aten::mul,
               {b, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_mask"), layer.lora->mask)});
-        Value* product = graph->insert(c10::aten::matmul, {b, a});
-        Value* shape = graph->insert(c10::aten::size, {weight});
-        Value* delta = graph->insert(c10::aten::reshape, {product, shape});
-        delta = graph->insert(c10::aten::mul, {delta, layer.lora->scale});
-        Value* adapted = graph->insert(c10::aten::add, {weight, delta});
-        weight->replaceAllUsesAfterNodeWith(adapted->node(), adapted);
-        weight = adapted;
+        if (!quantizes_anything(layer) && only_read_by_linear(weight)) {
+          add_beside_linear_layers(*graph, weight, a, b, layer.lora->scale);
+          continue;
+        }
+        weight = replace_with_adapted(*graph, weight, a, b, layer.lora->scale);
       }
       Value* quantized = weight;
       if (layer.weight) {

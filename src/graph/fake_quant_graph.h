@@ -31,7 +31,8 @@ struct LoraAdapter {
   at::Tensor mask;  // [rank]
 };
 
-// W + scale·(B·A), with the ops the rewritten graph uses, so the two agree bit for bit.
+// W + scale·(B·A), with the ops the rewritten graph uses where it adapts the
+// weight (plain LoRA beside a linear layer adds its own product instead).
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter);
 
 struct LayerFakeQuant {

@@ -212,3 +212,33 @@ TEST(FakeQuantGraph, LayersReadingOneTensorShareItsObservation) {
   EXPECT_EQ(count_nodes(with_observers(model.module(), "forward", points), "qforge::observe"),
             static_cast<int>(points.size()));  // without served_by, one observation each
 }
+
+TEST(FakeQuantGraph, PlainLoraAddsBesideLinearLayersAndAdaptsTheOtherWeights) {
+  auto model = Model::load(asset("resnet18_traced.pt"));
+  auto& m = model.module();
+  torch::manual_seed(3);
+  std::vector<LayerFakeQuant> adapters, merged;
+  int64_t linear = 0, other = 0;
+  for (const auto& info : model.layers()) {
+    if (!info.quantizable) continue;
+    const auto w = model.submodule(info.name).attr("weight").toTensor();
+    const int64_t rank = 4, inputs = w.numel() / w.size(0);
+    const LoraAdapter lora{torch::randn({rank, inputs}) * 0.1, torch::randn({w.size(0), rank}) * 0.1, 0.5,
+                           torch::tensor({1.0f, 0.0f, 2.0f, 1.0f})};  // a dropout mask: one rank dropped
+    LayerFakeQuant with_adapter, with_merged;
+    with_adapter.layer = with_merged.layer = info.name;
+    with_adapter.lora = lora;
+    with_merged.weight_value = adapted_weight(w, lora);
+    adapters.push_back(with_adapter);
+    merged.push_back(with_merged);
+    (w.dim() == 2 ? linear : other) += 1;
+  }
+  ASSERT_EQ(linear, 1);  // fc
+  const auto x = ramp({2, 3, 32, 32});
+  auto student = with_fake_quantization(m, "forward", adapters, FakeQuantOps::Training);
+  auto reference = with_fake_quantization(m, "forward", merged);
+  EXPECT_TRUE(torch::allclose(student.forward({x}).toTensor(), reference.forward({x}).toTensor(), 1e-4, 1e-4));
+  // fc computes x·Aᵀ·(B·mask)ᵀ beside its frozen weight; the convolutions adapt theirs.
+  EXPECT_EQ(count_nodes(student, "aten::linear"), 3);
+  EXPECT_EQ(count_nodes(student, "aten::matmul"), other);
+}
