@@ -2,11 +2,10 @@
 
 #include <ATen/Parallel.h>
 
-#include <cmath>
-
 #include <algorithm>
-#include <thread>
+#include <cmath>
 #include <limits>
+#include <thread>
 
 namespace qforge {
 namespace {
