@@ -39,9 +39,10 @@ Value* add_parameter(torch::jit::Module& module, Graph& graph, const std::string
 }
 
 // Fake quantization of `x` with scale and zero point `q`, per tensor (axis < 0)
-// or along `axis`. With a log-multiplier, through ATen's learnable ops (their
+// or along `axis`. With a log-multiplier, through learnable ops (their
 // forward is the plain op's, their backward also gives the scale a gradient)
-// at scale·exp(multiplier); the zero point stays fixed.
+// at scale·exp(multiplier); the zero point stays fixed. Fine-tuning's graphs
+// take qforge's ops, which never wait for the device; others ATen's.
 Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std::string& layer, const std::string& what,
                             Value* x, const QParams& q, const QuantRange& range, int64_t axis,
                             const at::Tensor& log_multiplier, FakeQuantOps ops) {
@@ -57,10 +58,15 @@ Value* insert_fake_quantize(torch::jit::Module& module, Graph& graph, const std:
   }
   Value* initial = add_tensor_attribute(module, graph, attribute_name(layer, what + "_scale"),
                                         q.scale.detach().reshape({-1}).to(at::kFloat));
+  // ATen's learnable ops take float zero points; qforge's, the integers.
+  const at::ScalarType zero_type = ops == FakeQuantOps::Training ? at::kInt : at::kFloat;
   Value* zero = add_tensor_attribute(module, graph, attribute_name(layer, what + "_zero_point"),
-                                     q.zero_point.detach().reshape({-1}).to(at::kFloat));
+                                     q.zero_point.detach().reshape({-1}).to(zero_type));
   Value* multiplier = add_parameter(module, graph, attribute_name(layer, what + "_log_multiplier"), log_multiplier);
   Value* scale = graph.insert(c10::aten::mul, {initial, graph.insert(c10::aten::exp, {multiplier})});
+  if (ops == FakeQuantOps::Training)
+    return graph.insert(c10::Symbol::fromQualString("qforge::fake_quantize_learnable"),
+                        {x, scale, zero, axis, range.qmin, range.qmax});
   if (axis < 0)
     return graph.insert(c10::Symbol::aten("_fake_quantize_learnable_per_tensor_affine"),
                         {x, scale, zero, range.qmin, range.qmax, 1.0});

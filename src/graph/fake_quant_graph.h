@@ -46,8 +46,8 @@ struct LayerFakeQuant {
   std::optional<QParams> output;  // per-tensor quantization of the layer's output (residual adds)
   QuantRange output_range;
   // Learned ranges (LSQ with the scale in the log domain): when defined, the
-  // scale used is scale·exp(log_multiplier), through ATen's learnable
-  // fake-quant ops, so the multiplier gets a gradient. One element per scale.
+  // scale used is scale·exp(log_multiplier), through learnable fake-quant
+  // ops, so the multiplier gets a gradient. One element per scale.
   at::Tensor weight_log_multiplier;
   at::Tensor input_log_multiplier;
 };
@@ -57,8 +57,9 @@ at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multipli
 
 // The ops a rewritten graph fake-quantizes with. A model that is saved takes
 // ATen's, which every PyTorch loads. Fine-tuning takes qforge's for
-// per-channel weights (graph/fake_quantize_rows.h): the same numbers and
-// gradients without a host synchronization per weight.
+// per-channel weights (graph/fake_quantize_rows.h) and for learned ranges
+// (graph/fake_quantize_learnable.h): the same numbers and gradients without
+// a host synchronization per weight or activation.
 enum class FakeQuantOps { Aten, Training };
 
 // A clone of `module` whose `method` computes with fake quantization; the

@@ -15,4 +15,11 @@ void fake_quantize_rows_cuda(const float* x, int64_t rows, int64_t columns, cons
                              const int32_t* zero_point, int64_t quant_min, int64_t quant_max, float* y, bool* inside,
                              void* stream);
 
+// The gradients of fake_quantize_learnable (fake_quantize_learnable.h) on the
+// same layout: dx (dy inside the grid, 0 where clamped) and each element's
+// term of its row's scale gradient in `dscale` (the caller sums each row).
+void fake_quantize_rows_gradients_cuda(const float* x, const float* dy, int64_t rows, int64_t columns,
+                                       const float* scale, const int32_t* zero_point, int64_t quant_min,
+                                       int64_t quant_max, float* dx, float* dscale, void* stream);
+
 }  // namespace qforge
