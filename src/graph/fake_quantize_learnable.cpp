@@ -19,6 +19,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+#if QFORGE_HAVE_CUDA_KERNELS
 // x as [rows, columns] with one scale per row: per tensor one row, per
 // channel along axis 0 a row per channel. Other axes take the composition.
 bool row_layout(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point, int64_t axis) {
@@ -28,6 +29,7 @@ bool row_layout(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& 
 }
 
 int64_t rows_of(const at::Tensor& x, int64_t axis) { return axis < 0 ? 1 : x.size(0); }
+#endif
 
 // scale and zero point shaped to broadcast against x.
 std::pair<at::Tensor, at::Tensor> broadcastable(const at::Tensor& x, const at::Tensor& scale,
