@@ -284,6 +284,9 @@ struct FineTuneSummary {
   // Wall time of every step of this run; the steps end in an all-reduce, so
   // it is the slowest rank's. The first steps include warm-up (allocator, cuDNN plans).
   std::vector<double> step_seconds;
+  // Micro-batches (on rank 0) whose teacher outputs were reused from an
+  // earlier epoch instead of computed again (teacher_cache_mb).
+  int64_t teacher_outputs_reused = 0;
 };
 
 struct PhaseTiming {

@@ -166,18 +166,19 @@ struct LayerQuantizationSettings {
 struct FineTuneSettings {
   bool enabled = false;  // enabled:
   FineTuneMethod method =
-      FineTuneMethod::QaLora;      // method: qa_lora (through the quantizer) | lora (float, quantized after the merge)
-  int64_t steps = 100;             // steps: optimizer steps
-  int64_t batch_size = 32;         // batch_size: rows per step over all ranks (the global batch)
-  int64_t accumulation_steps = 1;  // accumulation_steps: micro-batches per step (memory)
-  double learning_rate = 1e-3;     // learning_rate: peak, after warm-up
-  int64_t warmup_steps = 10;       // warmup_steps: linear warm-up, then cosine decay to 0
-  double weight_decay = 0.0;       // weight_decay: AdamW's decoupled decay
-  double max_grad_norm = 1.0;      // max_grad_norm: gradient clipping; 0 = off
-  int64_t lora_rank = 8;           // lora_rank:
-  double lora_alpha = 16.0;        // lora_alpha: scale = alpha / rank
-  double lora_dropout = 0.0;       // lora_dropout: probability of dropping each rank component per step
-  bool learn_ranges = false;       // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
+      FineTuneMethod::QaLora;       // method: qa_lora (through the quantizer) | lora (float, quantized after the merge)
+  int64_t steps = 100;              // steps: optimizer steps
+  int64_t batch_size = 32;          // batch_size: rows per step over all ranks (the global batch)
+  int64_t accumulation_steps = 1;   // accumulation_steps: micro-batches per step (memory)
+  double learning_rate = 1e-3;      // learning_rate: peak, after warm-up
+  int64_t warmup_steps = 10;        // warmup_steps: linear warm-up, then cosine decay to 0
+  double weight_decay = 0.0;        // weight_decay: AdamW's decoupled decay
+  double max_grad_norm = 1.0;       // max_grad_norm: gradient clipping; 0 = off
+  int64_t lora_rank = 8;            // lora_rank:
+  double lora_alpha = 16.0;         // lora_alpha: scale = alpha / rank
+  double lora_dropout = 0.0;        // lora_dropout: probability of dropping each rank component per step
+  bool learn_ranges = false;        // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
+  int64_t teacher_cache_mb = 1024;  // teacher_cache_mb: memory for the teacher's outputs of rows seen again; 0 = none
   std::vector<std::string> targets;  // targets: layer names, globs or types; empty = every quantized weight
   Distillation distillation = Distillation::Mse;  // distillation: mse | kl against the float model's outputs
   double task_loss_weight = 0.0;                  // task_loss_weight: share of cross-entropy on labels (0..1)

@@ -517,6 +517,7 @@ bool CompileSession::fine_tune() {
   summary.seconds = tuned.seconds;
   summary.samples = tuned.samples;
   summary.step_seconds = tuned.step_seconds;
+  summary.teacher_outputs_reused = tuned.teacher_outputs_reused;
   for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
   result_.fine_tune = summary;
   return true;

@@ -118,6 +118,7 @@ void ExperimentConfig::validate() const {
     check(!f.learn_ranges || f.method == FineTuneMethod::QaLora, key + ".learn_ranges",
           "method qa_lora (plain lora trains without the quantizer, so it has no ranges to learn)");
     check(f.max_grad_norm >= 0, key + ".max_grad_norm", "0 (off) or a positive norm");
+    check(f.teacher_cache_mb >= 0, key + ".teacher_cache_mb", "0 (none) or a size in MiB");
     check(f.task_loss_weight >= 0 && f.task_loss_weight <= 1, key + ".task_loss_weight", "a weight from 0 to 1");
     check(f.log_every > 0, key + ".log_every", "a positive step count");
     check(f.eval_every >= 0, key + ".eval_every", "0 (none) or a step count");

@@ -91,6 +91,7 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;  // null: this process alone
   const StepBatches batches = plan_step_batches(settings, first_step, options.data, rank, world);
   SampleReader reader(options.data, batches.slices, options.reading);
+  trainer.plan_teacher_outputs(batches.slices);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = first_step; step < settings.steps; ++step) {
     const int signal = agreed_stop_signal(comm);
@@ -126,6 +127,10 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
     if (hooks.progress) hooks.progress(progress);
   }
   report.seconds = seconds_since(start);
+  report.teacher_outputs_reused = trainer.teacher_outputs_reused();
+  if (report.teacher_outputs_reused > 0)
+    log::info("fine-tune: the teacher's outputs of " + std::to_string(report.teacher_outputs_reused) +
+              " micro-batches came from an earlier epoch (teacher_cache_mb)");
   if (trainer.breakdown().on() && runtime.is_root())  // the first 3 steps carry one-time work
     log::info("fine-tune step breakdown, median s per step after step 3: " + trainer.breakdown().summary(3));
   report.merged = trainer.merge();

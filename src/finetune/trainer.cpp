@@ -97,7 +97,11 @@ double learning_rate_at(const FineTuneSettings& s, int64_t step) {
 }
 
 QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions options, Communicator* comm)
-    : options_(std::move(options)), comm_(comm), teacher_(model), breakdown_(options_.reading.cuda_device) {
+    : options_(std::move(options)),
+      comm_(comm),
+      teacher_(model),
+      teacher_outputs_(std::make_unique<TeacherCache>(std::vector<BatchSlice>{}, 0)),  // until planned
+      breakdown_(options_.reading.cuda_device) {
   const FineTuneSettings& settings = options_.settings;
   const bool through_quantizer = settings.method == FineTuneMethod::QaLora;
   torch::manual_seed(static_cast<uint64_t>(options_.seed));
@@ -148,6 +152,12 @@ QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions op
 
 QaLoraTrainer::~QaLoraTrainer() = default;
 
+void QaLoraTrainer::plan_teacher_outputs(const std::vector<BatchSlice>& planned) {
+  teacher_outputs_ = std::make_unique<TeacherCache>(planned, options_.settings.teacher_cache_mb << 20);
+}
+
+int64_t QaLoraTrainer::teacher_outputs_reused() const { return teacher_outputs_->reused(); }
+
 std::string QaLoraTrainer::fingerprint() const {
   const FineTuneSettings& s = options_.settings;
   std::string text = "steps=" + std::to_string(s.steps) + " batch=" + std::to_string(s.batch_size) +
@@ -179,11 +189,10 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
       const std::optional<Batch> batch = reader.next();
       if (!batch) throw Error("fine-tune: the reader ended before step " + std::to_string(step + 1));
       breakdown_.end_section("read");
-      c10::IValue expected;
-      {
+      const c10::IValue expected = teacher_outputs_->outputs(*batch, [&] {
         torch::NoGradGuard no_grad;
-        expected = options_.run(teacher_, *batch);
-      }
+        return options_.run(teacher_, *batch);
+      });
       breakdown_.end_section("teacher forward");
       torch::AutoGradMode grad(true);
       const c10::IValue actual = options_.run(student_, *batch);

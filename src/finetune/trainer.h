@@ -25,6 +25,7 @@
 #include "data/sample_reader.h"
 #include "finetune/checkpoint.h"
 #include "finetune/step_breakdown.h"
+#include "finetune/teacher_cache.h"
 #include "graph/fake_quant_graph.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
@@ -104,6 +105,12 @@ class QaLoraTrainer {
   // After the last step: the adapters merged into the targets' weights.
   MergedAdapters merge() const;
 
+  // Keeps the teacher's outputs of the micro-batches that recur in `planned`
+  // (every micro-batch this rank computes from now on, in order) within
+  // settings.teacher_cache_mb (teacher_cache.h).
+  void plan_teacher_outputs(const std::vector<BatchSlice>& planned);
+  int64_t teacher_outputs_reused() const;
+
   // Each section's time per step (when QFORGE_STEP_BREAKDOWN=1).
   const StepBreakdown& breakdown() const { return breakdown_; }
 
@@ -118,6 +125,7 @@ class QaLoraTrainer {
   std::vector<at::Tensor> masks_;       // dropout masks over the adapters' rank components
   int64_t learned_ranges_ = 0;
   torch::jit::Module teacher_, student_;
+  std::unique_ptr<TeacherCache> teacher_outputs_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   StepBreakdown breakdown_;
 };

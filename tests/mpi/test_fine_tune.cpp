@@ -208,6 +208,25 @@ TEST(FineTune, LearnedRangesAndDropoutStayIdenticalAcrossRanksAndLandOnTheLearne
   }
 }
 
+TEST(FineTune, TeacherOutputsFromAnEarlierEpochChangeNothing) {
+  auto s = make_setup("tuple_model.pt", "text_tuple.h5");
+  auto comm = make_mpi_communicator();
+  auto f = settings(5);
+  f.batch_size = 13;      // the 26 rows are two steps: steps 3 to 5 see them again
+  f.lora_dropout = 0.25;  // the student changes every step; the teacher does not
+  f.teacher_cache_mb = 0;
+  const auto computed = tune(s, f, 3, comm.get());
+  f.teacher_cache_mb = 16;
+  const auto kept = tune(s, f, 3, comm.get());
+  EXPECT_EQ(computed.teacher_outputs_reused, 0);
+  EXPECT_GT(kept.teacher_outputs_reused, 0);
+  EXPECT_EQ(kept.loss, computed.loss);
+  for (const auto& [layer, adapter] : computed.merged.adapters) {
+    EXPECT_TRUE(torch::equal(kept.merged.adapters.at(layer).a, adapter.a)) << layer;
+    EXPECT_TRUE(torch::equal(kept.merged.adapters.at(layer).b, adapter.b)) << layer;
+  }
+}
+
 TEST(FineTune, PlainLoraTrainsOnFloatWeights) {
   auto s = make_setup("tuple_model.pt", "text_tuple.h5");
   auto comm = make_mpi_communicator();
