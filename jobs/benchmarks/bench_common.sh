@@ -1,7 +1,9 @@
 # Shared by the jobs/benchmarks/bench_*.sh scripts (sourced): settings, the machine
 # lines of a results file, and one table row per rank count.
 # MODEL: a torchvision classifier or `decoder` (jobs/benchmarks/bench_assets.py); SIZE: image side or context;
-# ROWS: calibration rows; BATCH: calibration batch; DEVICE: cpu or cuda (one GPU per rank).
+# ROWS: calibration rows; BATCH: calibration batch; DEVICE: cpu or cuda (one GPU per rank);
+# AUTOCAST: bf16 or fp16 runs qforge with that autocast (GPUs only; unset: float32);
+# SETS: more settings for every qforge run, "key=value key=value" (passed as --set).
 QFORGE=${QFORGE:-build/qforge}
 PY=${PYTHON:-/usr/bin/python3}
 RANKS=${RANKS:-"1 2"}
@@ -25,6 +27,8 @@ machine_lines() {
   fi
   echo "- $("$QFORGE" --version | tr '\n' ' ')"
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  [ -z "${AUTOCAST:-}" ] || echo "- autocast: $AUTOCAST"
+  [ -z "${SETS:-}" ] || echo "- settings: $SETS"
   echo "- median of $REPEAT run(s) per row"
 }
 
@@ -34,12 +38,13 @@ machine_lines() {
 table_rows() {
   local results=$1 config=$2 tag=$3 prefix=$4 divisor=$5 samples=$6 per_rank_key=${7:-} base="" n r rate rows
   for n in $RANKS; do
-    local reports=() extra=()
+    local reports=() extra=() sets=() kv
+    for kv in ${SETS:-}; do sets+=(--set "$kv"); done
     rows=$samples
     if [ -n "$per_rank_key" ]; then rows=$((samples * n)); extra=(--set "$per_rank_key=$rows"); fi
     for r in $(seq "$REPEAT"); do
       mpirun -np "$n" --oversubscribe "$QFORGE" compile "$config" --set out_dir="$WORK/$tag$n-$r" --set device="$DEVICE" \
-        "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
+        ${AUTOCAST:+--set autocast="$AUTOCAST"} "${sets[@]}" "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
       reports+=("$WORK/$tag$n-$r/report.json")
     done
     rate=$("$PY" jobs/benchmarks/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$rows" "${reports[@]}")

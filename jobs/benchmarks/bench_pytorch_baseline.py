@@ -9,7 +9,9 @@ teacher (MSE), and plain LoRA from the `peft` package (own adapters where peft
 is not installed). Both sides start cold (no warm-up outside the timers); a
 step's time is the median over steps 4 to STEPS, as qforge's table reads it.
 Usage: python -m torch.distributed.run --nproc_per_node N bench_pytorch_baseline.py WORK MODEL SIZE BATCH FT_BATCH STEPS
-(FT_BATCH: the global batch.) Prints one JSON line on rank 0 (slowest rank's seconds)."""
+(FT_BATCH: the global batch.) AUTOCAST=bf16 or fp16 in the environment runs the forward passes
+under torch.autocast, as qforge's `autocast` setting does. Prints one JSON line on rank 0
+(slowest rank's seconds)."""
 import copy
 import json
 import os
@@ -26,6 +28,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_assets import make_model  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 8, 16.0
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(os.environ.get("AUTOCAST", ""))
+
+
+def autocast():
+    return torch.autocast("cuda", dtype=AUTOCAST, enabled=AUTOCAST is not None)
 WARMUP_STEPS = 3  # left out of the step time, as in jobs/benchmarks/bench_row.py
 
 
@@ -56,7 +63,7 @@ def calibrate(model, rows, batch):
         hooks.append(m.register_forward_pre_hook(lambda mod, args, o=observers[name]: o(args[0])))
     torch.cuda.synchronize()
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for i in range(0, len(rows), batch):
             model(rows[i:i + batch].cuda(non_blocking=True))
     for o in observers.values():  # the ranks' statistics combined, as qforge does
@@ -108,9 +115,10 @@ def fine_tune(model, student, rows, batch, steps):
         start = time.perf_counter()
         first = (step * batch) % max(1, len(rows) - batch)
         x = rows[first:first + batch].cuda(non_blocking=True)
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             expected = teacher(x)
-        loss = F.mse_loss(ddp(x), expected)
+        with autocast():
+            loss = F.mse_loss(ddp(x), expected)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -151,7 +159,7 @@ def main(work, name, size, batch, ft_batch, steps):
     rows, total = load_rows(os.path.join(work, f"{name}_calibration.h5"), rank, world)
     rows = rows.pin_memory()
     cal_seconds, observers = calibrate(model, rows, batch)  # cold, as qforge's calibration phase
-    result = {"model": name, "ranks": world, "calibration_rows": total, "fine_tune_global_batch": ft_batch,
+    result = {"model": name, "ranks": world, "autocast": os.environ.get("AUTOCAST", "off"), "calibration_rows": total, "fine_tune_global_batch": ft_batch,
               "calibration_s": slowest(cal_seconds)}
     student, lora_from = lora_student(model, observers)
     result["lora_from"] = lora_from
