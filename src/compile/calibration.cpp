@@ -9,6 +9,7 @@
 #include "quant/gptq.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
+#include "runtime/side_stream.h"
 
 namespace qforge {
 
@@ -107,12 +108,17 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
       inputs[point] = x.size(-1);
     }
   };
+  // On a GPU the observers run beside the model's compute (side_stream.h).
+  SideStream beside(device);
   const auto run_shard = [&] {
     ObserveScope scope([&](int64_t point, const at::Tensor& x) {
-      take(point, x);
-      for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x);
+      beside.run(x, [&] {
+        take(point, x);
+        for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x);
+      });
     });
     sweep(observed);
+    beside.join();
   };
   const auto copy_shared = [&] {
     for (size_t k = 0; k < points.size(); ++k)
