@@ -1,11 +1,12 @@
 // Where a calibration pass spends its time on one device, part by part, as
 // qforge runs it: reading the rows from HDF5, checking them for NaN/Inf,
 // copying them to the GPU, the model's plain forward, the forward with every
-// min/max observer, and with every histogram observer (percentile, entropy
-// and mse: ranges and histograms in one pass), and the entropy search after
-// it. Each part runs over the whole calibration set;
-// the table gives the median of REPEATS runs, warm (a first run is discarded
-// and reported as "cold").
+// min/max observer (on a GPU beside the computing stream, as calibration runs
+// them, and on it), and with every histogram observer (percentile, entropy
+// and mse: ranges and histograms in one pass), the passes with reading (and
+// with one reader thread), and the entropy search after it. Each part runs
+// over the whole calibration set; the table gives the median of REPEATS
+// runs, warm (a first run is discarded and reported as "cold").
 // Usage: qforge_bench_calibration_breakdown MODEL.pt DATA.h5 BATCH [cuda|cpu] [REPEATS]
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -25,6 +26,7 @@
 #include "graph/model.h"
 #include "graph/observe_op.h"
 #include "quant/observer.h"
+#include "runtime/side_stream.h"
 
 namespace {
 
@@ -103,10 +105,15 @@ int main(int argc, char** argv) {
   const auto fresh_observers = [&](const TensorQuantSettings& s) {
     observers.assign(points.size(), ActivationObserver(s));
   };
-  // The observed model over what `sweep` runs it on, as calibrate() observes.
+  // The observed model over what `sweep` runs it on, as calibrate() observes:
+  // on a GPU beside the computing stream, or (`inline_observers`) on it.
+  bool inline_observers = false;
   const auto observe_over = [&](const std::function<void()>& sweep) {
-    ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); });
+    SideStream beside(inline_observers ? c10::Device(c10::kCPU) : device);
+    ObserveScope scope(
+        [&](int64_t point, const at::Tensor& x) { beside.run(x, [&] { observers[point].observe(x); }); });
     sweep();
+    beside.join();
     reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass
     for (size_t k = 0; k < observers.size(); ++k)
       if (served_by[k] >= 0 && served_by[k] != static_cast<int64_t>(k))
@@ -135,37 +142,41 @@ int main(int argc, char** argv) {
                       time_runs(read_with(true, 0, readers), device, repeats));
   }
   rows.emplace_back("forward, data resident", time_runs([&] { forward_all(model.module()); }, device, repeats));
-  rows.emplace_back("forward + min/max observers, resident", time_runs(
-                                                                 [&] {
-                                                                   fresh_observers(minmax);
-                                                                   observe_all();
-                                                                 },
-                                                                 device, repeats));
-  rows.emplace_back("forward + histogram observers, resident", time_runs(
-                                                                   [&] {
-                                                                     fresh_observers(histogram);
-                                                                     observe_all();
-                                                                     reduce_histograms(observers, nullptr);
-                                                                   },
-                                                                   device, repeats));
-  const auto read_and_observe = [&](const TensorQuantSettings& s) {
+  const auto observe_resident = [&](const TensorQuantSettings& s) {
     return [&, s] {
       fresh_observers(s);
+      observe_all();
+      reduce_histograms(observers, nullptr);  // nothing for min/max observers
+    };
+  };
+  rows.emplace_back("forward + min/max observers, resident", time_runs(observe_resident(minmax), device, repeats));
+  if (gpu) {
+    inline_observers = true;
+    rows.emplace_back("forward + min/max observers, resident, on the computing stream",
+                      time_runs(observe_resident(minmax), device, repeats));
+    inline_observers = false;
+  }
+  rows.emplace_back("forward + histogram observers, resident", time_runs(observe_resident(histogram), device, repeats));
+  const auto read_and_observe = [&](const TensorQuantSettings& s, int threads) {
+    return [&, s, threads] {
+      fresh_observers(s);
       observe_over([&] {
-        for_each_batch(reading(true, gpu ? 0 : -1, readers),
+        for_each_batch(reading(true, gpu ? 0 : -1, threads),
                        [&](const Batch& b) { run_module(observed, "forward", binding, b, model_path); });
       });
       reduce_histograms(observers, nullptr);
     };
   };
   rows.emplace_back("min/max pass as qforge runs it (reading included)",
-                    time_runs(read_and_observe(minmax), device, repeats));
+                    time_runs(read_and_observe(minmax, readers), device, repeats));
+  if (gpu && readers != 1)
+    rows.emplace_back("min/max pass, 1 reader thread", time_runs(read_and_observe(minmax, 1), device, repeats));
   rows.emplace_back("histogram pass as qforge runs it (reading included)",
-                    time_runs(read_and_observe(histogram), device, repeats));
+                    time_runs(read_and_observe(histogram, readers), device, repeats));
   // After the pass: the entropy search of every observer, on the host.
   TensorQuantSettings entropy = histogram;
   entropy.observer = Observer::Entropy;
-  read_and_observe(entropy)();
+  read_and_observe(entropy, readers)();
   const auto search_all = [&] {
     for (const auto& o : observers)
       if (std::isfinite(o.observed_min())) o.compute();  // a layer the data never reached has no range
