@@ -16,6 +16,10 @@ DEVICE=${DEVICE:-cpu}
 WORK=${WORK:-out/bench/work}
 mkdir -p "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+# AUTOCAST and SETS as arguments of every qforge compile.
+RUN_SETS=()
+[ -z "${AUTOCAST:-}" ] || RUN_SETS+=(--set "autocast=$AUTOCAST")
+for kv in ${SETS:-}; do RUN_SETS+=(--set "$kv"); done
 [ -f "$WORK/${MODEL}_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$WORK" "$MODEL" "$ROWS" "$SIZE"
 
 machine_lines() {
@@ -38,13 +42,12 @@ machine_lines() {
 table_rows() {
   local results=$1 config=$2 tag=$3 prefix=$4 divisor=$5 samples=$6 per_rank_key=${7:-} base="" n r rate rows
   for n in $RANKS; do
-    local reports=() extra=() sets=() kv
-    for kv in ${SETS:-}; do sets+=(--set "$kv"); done
+    local reports=() extra=()
     rows=$samples
     if [ -n "$per_rank_key" ]; then rows=$((samples * n)); extra=(--set "$per_rank_key=$rows"); fi
     for r in $(seq "$REPEAT"); do
       mpirun -np "$n" --oversubscribe "$QFORGE" compile "$config" --set out_dir="$WORK/$tag$n-$r" --set device="$DEVICE" \
-        ${AUTOCAST:+--set autocast="$AUTOCAST"} "${sets[@]}" "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
+        "${RUN_SETS[@]}" "${extra[@]}" > "$WORK/$tag$n-$r.log" 2>&1 || { tail -20 "$WORK/$tag$n-$r.log"; return 1; }
       reports+=("$WORK/$tag$n-$r/report.json")
     done
     rate=$("$PY" jobs/benchmarks/bench_row.py "$results" "$n" "${base:-0}" "$prefix" "$divisor" "$rows" "${reports[@]}")

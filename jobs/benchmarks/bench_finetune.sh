@@ -87,7 +87,7 @@ if [ -n "${BREAKDOWN:-}" ]; then
     config=$(config_of "$method")
     log=$WORK/ft_breakdown_$method.log
     QFORGE_STEP_BREAKDOWN=1 "$QFORGE" compile "$config" --set out_dir="$WORK/ft_breakdown_$method" \
-      --set device="$DEVICE" > "$log" 2>&1 || { tail -20 "$log"; exit 1; }
+      --set device="$DEVICE" "${RUN_SETS[@]}" > "$log" 2>&1 || { tail -20 "$log"; exit 1; }
     echo "- $method: $(grep -o 'fine-tune step breakdown.*' "$log" | head -1 | cut -d: -f2- | xargs)" >> "$RESULTS"
   done
 fi
