@@ -464,6 +464,9 @@ bool CompileSession::fine_tune() {
   });
   options.method = config_.model.method;
   options.settings = tune;
+  // The teacher's outputs are kept only where the same rows give the same
+  // inputs: a C++ data_transform or forward callback may draw at random.
+  if (callbacks_.data_transform || callbacks_.forward) options.settings.teacher_cache_mb = 0;
   options.seed = config_.seed;
   options.data = p.data;
   options.reading = reader_options(*config_.calibration_inputs, p.transform, p.placement.device);

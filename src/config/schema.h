@@ -172,7 +172,8 @@ void describe(V& v, FineTuneSettings& s) {
     "LSQ: weight and activation quantization scales train with the adapters (method qa_lora)");
   v("teacher_cache_mb", s.teacher_cache_mb,
     "MiB per rank (on its device) for the float teacher's outputs of micro-batches seen again in a later epoch, "
-    "computed once instead of every epoch (exact: the teacher is frozen); 0 = none");
+    "computed once instead of every epoch (exact: the teacher is frozen; not with the C++ API's data_transform "
+    "or forward callbacks, which may draw at random); 0 = none");
   v("targets", s.targets, "layer names, globs or types to adapt; empty = every quantized layer with weights");
   v("distillation", s.distillation, "mse | kl: loss against the float model's outputs");
   v("task_loss_weight", s.task_loss_weight, "share of cross-entropy on the file's labels (0..1)");

@@ -19,8 +19,8 @@ struct FineTuneReport {
   double seconds = 0;
   int64_t samples = 0;               // rows processed over all ranks
   std::vector<double> step_seconds;  // wall time of each step of this run (ends in an all-reduce)
-  int64_t teacher_outputs_reused =
-      0;  // this rank's micro-batches whose teacher outputs were kept from an earlier epoch
+  // This rank's micro-batches whose teacher outputs were kept from an earlier epoch.
+  int64_t teacher_outputs_reused = 0;
 };
 
 struct FineTuneHooks {

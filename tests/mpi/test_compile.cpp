@@ -102,6 +102,26 @@ TEST(Compile, CallbacksReplaceBindingAndTransform) {
   EXPECT_EQ(result.layers.size(), 21u);
 }
 
+// Steps of all 37 rows: every step after the first sees the same micro-batches.
+TEST(Compile, TeacherOutputsAreKeptAcrossEpochsButNotWithCallbacks) {
+  auto config = resnet_config("teacher");
+  config.evaluation_inputs.reset();
+  auto& tune = config.compile_options.fine_tune;
+  tune.enabled = true;
+  tune.steps = 2;
+  tune.batch_size = 37;
+  tune.warmup_steps = 0;
+  const auto kept = compile(config);
+  ASSERT_TRUE(kept.fine_tune.has_value());
+  EXPECT_GT(kept.fine_tune->teacher_outputs_reused, 0);
+  config.out_dir += "_callbacks";
+  CompileCallbacks callbacks;  // it might draw at random: nothing is kept
+  callbacks.forward = [](torch::jit::Module& module, const Batch& batch) { return module.forward({batch.inputs[0]}); };
+  const auto computed = compile(config, callbacks);
+  ASSERT_TRUE(computed.fine_tune.has_value());
+  EXPECT_EQ(computed.fine_tune->teacher_outputs_reused, 0);
+}
+
 TEST(Compile, InputModuleKeptUnlessDiscarded) {
   auto config = resnet_config("input");
   config.evaluation_inputs.reset();
