@@ -28,12 +28,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_assets import make_model  # noqa: E402
 
 LORA_RANK, LORA_ALPHA = 8, 16.0
+WARMUP_STEPS = 3  # left out of the step time, as in jobs/benchmarks/bench_row.py
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(os.environ.get("AUTOCAST", ""))
 
 
 def autocast():
     return torch.autocast("cuda", dtype=AUTOCAST, enabled=AUTOCAST is not None)
-WARMUP_STEPS = 3  # left out of the step time, as in jobs/benchmarks/bench_row.py
 
 
 def quantized_layers(model):
@@ -159,8 +159,8 @@ def main(work, name, size, batch, ft_batch, steps):
     rows, total = load_rows(os.path.join(work, f"{name}_calibration.h5"), rank, world)
     rows = rows.pin_memory()
     cal_seconds, observers = calibrate(model, rows, batch)  # cold, as qforge's calibration phase
-    result = {"model": name, "ranks": world, "autocast": os.environ.get("AUTOCAST", "off"), "calibration_rows": total, "fine_tune_global_batch": ft_batch,
-              "calibration_s": slowest(cal_seconds)}
+    result = {"model": name, "ranks": world, "autocast": os.environ.get("AUTOCAST", "off"), "calibration_rows": total,
+              "fine_tune_global_batch": ft_batch, "calibration_s": slowest(cal_seconds)}
     student, lora_from = lora_student(model, observers)
     result["lora_from"] = lora_from
     result["lora_step_s"] = slowest(fine_tune(model, student, rows, ft_batch // world, steps))
