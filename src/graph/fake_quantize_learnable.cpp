@@ -3,8 +3,10 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <vector>
 
+#include "graph/fake_quantize_grid.h"
 #include "qforge_version_config.h"
 #if QFORGE_HAVE_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -19,63 +21,16 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-#if QFORGE_HAVE_CUDA_KERNELS
-// x as [rows, columns] with one scale per row: per tensor one row, per
-// channel along axis 0 a row per channel. Other axes take the composition.
-bool row_layout(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point, int64_t axis) {
-  return x.is_cuda() && x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat &&
-         zero_point.scalar_type() == at::kInt && scale.device() == x.device() && zero_point.device() == x.device() &&
-         (axis < 0 || (axis == 0 && x.dim() > 0));
-}
-
-int64_t rows_of(const at::Tensor& x, int64_t axis) { return axis < 0 ? 1 : x.size(0); }
-#endif
-
-// scale and zero point shaped to broadcast against x.
-std::pair<at::Tensor, at::Tensor> broadcastable(const at::Tensor& x, const at::Tensor& scale,
-                                                const at::Tensor& zero_point, int64_t axis) {
-  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-  if (axis >= 0) shape[static_cast<size_t>(axis)] = x.size(axis);
-  return {scale.to(at::kFloat).reshape(shape), zero_point.to(at::kFloat).reshape(shape)};
-}
-
-// Each element's forward on the host or as ATen ops: the codes before and after clamping.
-std::pair<at::Tensor, at::Tensor> codes_of(const at::Tensor& x, const at::Tensor& s, const at::Tensor& z,
-                                           int64_t quant_min, int64_t quant_max) {
-  const at::Tensor codes = at::round(x * (1.0f / s)) + z;  // as ATen's kernels: x·(1/s), ties to even
-  return {codes, at::clamp(codes, static_cast<double>(quant_min), static_cast<double>(quant_max))};
-}
-
-at::Tensor forward_values(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point, int64_t axis,
-                          int64_t quant_min, int64_t quant_max) {
-#if QFORGE_HAVE_CUDA_KERNELS
-  if (row_layout(x, scale, zero_point, axis)) {
-    const c10::cuda::CUDAGuard on_device(x.device());
-    const at::Tensor values = x.contiguous(), s = scale.contiguous(), z = zero_point.contiguous();
-    at::Tensor y = at::empty_like(values);
-    const at::Tensor inside = at::empty_like(values, values.options().dtype(at::kBool));  // unused here
-    const int64_t rows = rows_of(values, axis);
-    fake_quantize_rows_cuda(values.data_ptr<float>(), rows, values.numel() / std::max<int64_t>(rows, 1),
-                            s.data_ptr<float>(), z.data_ptr<int32_t>(), quant_min, quant_max, y.data_ptr<float>(),
-                            inside.data_ptr<bool>(), c10::cuda::getCurrentCUDAStream().stream());
-    return y;
-  }
-#endif
-  const auto [s, z] = broadcastable(x, scale, zero_point, axis);
-  const auto [codes, clamped] = codes_of(x, s, z, quant_min, quant_max);
-  return (clamped - z) * s;
-}
-
 // dx, and each element's term of the scale's gradient (shaped like x).
 std::pair<at::Tensor, at::Tensor> gradients(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& scale,
                                             const at::Tensor& zero_point, int64_t axis, int64_t quant_min,
                                             int64_t quant_max) {
 #if QFORGE_HAVE_CUDA_KERNELS
-  if (row_layout(x, scale, zero_point, axis) && dy.scalar_type() == at::kFloat && dy.device() == x.device()) {
+  if (fits_row_kernels(x, scale, zero_point, axis) && dy.scalar_type() == at::kFloat && dy.device() == x.device()) {
     const c10::cuda::CUDAGuard on_device(x.device());
     const at::Tensor values = x.contiguous(), g = dy.contiguous(), s = scale.contiguous(), z = zero_point.contiguous();
     at::Tensor dx = at::empty_like(values), dscale = at::empty_like(values);
-    const int64_t rows = rows_of(values, axis);
+    const int64_t rows = kernel_rows(values, axis);
     fake_quantize_rows_gradients_cuda(values.data_ptr<float>(), g.data_ptr<float>(), rows,
                                       values.numel() / std::max<int64_t>(rows, 1), s.data_ptr<float>(),
                                       z.data_ptr<int32_t>(), quant_min, quant_max, dx.data_ptr<float>(),
@@ -108,7 +63,7 @@ class FakeQuantizeLearnable : public torch::autograd::Function<FakeQuantizeLearn
     ctx->saved_data["axis"] = axis;
     ctx->saved_data["quant_min"] = quant_min;
     ctx->saved_data["quant_max"] = quant_max;
-    return forward_values(x, scale, zero_point, axis, quant_min, quant_max);
+    return fake_quantize_on_grid(x, scale, zero_point, axis, quant_min, quant_max).values;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradients_in) {
