@@ -49,6 +49,11 @@ void Communicator::all_reduce(at::Tensor& tensor, const CollectiveOptions& optio
   reduce_all(tensor, options);
 }
 
+void Communicator::all_reduce_queued(at::Tensor& tensor, const CollectiveOptions& options) {
+  Counted counted(tensor);
+  queue_reduce_all(tensor, options);
+}
+
 void Communicator::broadcast(at::Tensor& tensor, const CollectiveOptions& options) {
   Counted counted(tensor);
   broadcast_from(tensor, options);
@@ -70,12 +75,16 @@ class DeviceAndHost final : public Communicator {
   int rank() const override { return device_->rank(); }
   int size() const override { return device_->size(); }
   void barrier() override { device_->barrier(); }
+  void wait_queued() override { device_->wait_queued(); }  // the host side completes every call
 
  protected:
   void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override { side(tensor).all_reduce(tensor, o); }
   void broadcast_from(at::Tensor& tensor, const CollectiveOptions& o) override { side(tensor).broadcast(tensor, o); }
   at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& o) override {
     return side(tensor).all_gather(tensor, o);
+  }
+  void queue_reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
+    side(tensor).all_reduce_queued(tensor, o);
   }
 
  private:

@@ -45,11 +45,23 @@ class Communicator {
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& options = {});
   virtual void barrier() = 0;
 
+  // all_reduce without the wait: on the NCCL backend the reduction is queued
+  // on the tensor's current CUDA stream and the call returns at once, so
+  // reductions called back to back run back to back on the GPU, and work
+  // queued after them on that stream sees the sums. wait_queued() then waits
+  // for all of them, each with its own deadline, and throws as all_reduce
+  // would. Call it before reading the results on the host, and before
+  // relying on the collectives having succeeded. Other backends complete the
+  // reduction in the call.
+  void all_reduce_queued(at::Tensor& tensor, const CollectiveOptions& options = {});
+  virtual void wait_queued() {}
+
  protected:
   // The backends' collectives; the public calls above give the options their defaults.
   virtual void reduce_all(at::Tensor& tensor, const CollectiveOptions& options) = 0;
   virtual void broadcast_from(at::Tensor& tensor, const CollectiveOptions& options) = 0;
   virtual at::Tensor gather_all(const at::Tensor& tensor, const CollectiveOptions& options) = 0;
+  virtual void queue_reduce_all(at::Tensor& tensor, const CollectiveOptions& options) { reduce_all(tensor, options); }
 };
 
 // What this process has passed through collectives, over every Communicator:

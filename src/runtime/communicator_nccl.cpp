@@ -7,6 +7,12 @@
 // died or stopped leaves NCCL's kernel spinning forever; past the deadline the
 // communicator is aborted and the rank throws, and the error path brings the
 // job down with a message instead of a hang.
+//
+// Each collective records an event after itself on the stream. all_reduce
+// waits for its event at once; all_reduce_queued leaves the event for
+// wait_queued, so that reductions called back to back are not separated by a
+// host round trip each (at 1-16 MiB that round trip is as long as the
+// transfer).
 #include "runtime/communicator.h"
 
 #include "qforge/errors.h"
@@ -16,6 +22,7 @@
 
 #if QFORGE_HAVE_NCCL
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -24,6 +31,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <thread>
 
 #include "qforge/runtime.h"
@@ -86,19 +94,34 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return Runtime::get().size(); }
 
   void barrier() override {
+    wait_queued();
     c10::cuda::getCurrentCUDAStream(device_).synchronize();
     Runtime::get().barrier();
   }
 
+  void wait_queued() override {
+    const auto waiting_since = std::chrono::steady_clock::now();
+    while (!queued_.empty()) {
+      wait_for(queued_.front(), waiting_since);
+      queued_.pop_front();
+    }
+  }
+
  protected:
   void reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
+    queue_reduce_all(tensor, o);
+    wait_queued();
+  }
+
+  void queue_reduce_all(at::Tensor& tensor, const CollectiveOptions& o) override {
     at::Tensor work = on_this_device(tensor, "all_reduce");
     const auto stream = c10::cuda::getCurrentCUDAStream(device_);
     check(ncclAllReduce(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work),
                         nccl_op(o.op), comm_, stream.stream()),
           "ncclAllReduce");
-    wait(stream, o, "all_reduce");
-    if (!work.is_same(tensor)) tensor.copy_(work);
+    mark_queued(stream, o, "all_reduce");
+    work.record_stream(stream);  // its memory is not reused before the reduction ends, whatever stream frees it
+    if (!work.is_same(tensor)) tensor.copy_(work);  // ordered after the reduction on the same stream
   }
 
   void broadcast_from(at::Tensor& tensor, const CollectiveOptions& o) override {
@@ -107,7 +130,8 @@ class NcclCommunicator final : public Communicator {
     check(ncclBroadcast(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(work), o.root,
                         comm_, stream.stream()),
           "ncclBroadcast");
-    wait(stream, o, "broadcast");
+    mark_queued(stream, o, "broadcast");
+    wait_queued();
     if (!work.is_same(tensor)) tensor.copy_(work);
   }
 
@@ -120,7 +144,8 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllGather(mine.data_ptr(), out.data_ptr(), static_cast<size_t>(mine.numel()), nccl_type(mine), comm_,
                         stream.stream()),
           "ncclAllGather");
-    wait(stream, o, "all_gather");
+    mark_queued(stream, o, "all_gather");
+    wait_queued();
     return out;
   }
 
@@ -143,32 +168,48 @@ class NcclCommunicator final : public Communicator {
                        ", GPU " + std::to_string(device_) + ": " + detail);
   }
 
-  // Waits for the collective (and the work queued before it) with the watchdog's deadline.
-  void wait(const c10::cuda::CUDAStream& stream, const CollectiveOptions& o, const char* what) {
+  // A collective on its way: its event completes with it (and with the work queued before it).
+  struct Queued {
+    at::cuda::CUDAEvent done;
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::milliseconds timeout;
+    const char* what;
+  };
+
+  void mark_queued(const c10::cuda::CUDAStream& stream, const CollectiveOptions& o, const char* what) {
     const auto timeout = collective_timeout(o);
-    const double timeout_s = static_cast<double>(timeout.count()) / 1000.0;
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + std::chrono::duration<double>(timeout_s);
+    queued_.push_back(Queued{at::cuda::CUDAEvent(), std::chrono::steady_clock::now() + timeout, timeout, what});
+    queued_.back().done.record(stream);
+    // A bound on the events held: a caller that never waits still gets its failures, a little later.
+    if (queued_.size() > kMostQueued) {
+      wait_for(queued_.front(), std::chrono::steady_clock::now());
+      queued_.pop_front();
+    }
+  }
+
+  // Waits for one collective with the watchdog's deadline; a failure aborts
+  // the communicator, forgets every queued collective and throws.
+  void wait_for(const Queued& q, std::chrono::steady_clock::time_point waiting_since) {
     // A collective of a few MiB completes in tens of microseconds, less than
-    // one pause of the loop below: the first 2 ms only ask the stream, so the
+    // one pause of the loop below: the first 2 ms only ask the event, so the
     // wait ends as soon as the collective does. The checks and the pauses that
     // leave the core to the reader threads come after.
-    const auto spin_until = start + std::chrono::milliseconds(2);
-    while (!stream.query()) {
+    const auto spin_until = waiting_since + std::chrono::milliseconds(2);
+    while (!q.done.query()) {
       if (std::chrono::steady_clock::now() < spin_until) continue;
-      answer_peer_probes_after(start);  // a peer whose own wait timed out asks who is alive
+      answer_peer_probes_after(waiting_since);  // a peer whose own wait timed out asks who is alive
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
+      const char* what = q.what;  // abort() forgets q
+      const auto timeout = q.timeout;
       if (async != ncclSuccess && async != ncclInProgress) {
-        ncclCommAbort(comm_);
-        comm_ = nullptr;
+        abort();
         check(async, what);
       }
-      if (std::chrono::steady_clock::now() > deadline) {
-        ncclCommAbort(comm_);
-        comm_ = nullptr;
+      if (std::chrono::steady_clock::now() > q.deadline) {
+        abort();
         throw LibraryError("NCCL " + std::string(what) + " on rank " + std::to_string(Runtime::get().rank()) +
-                           " did not complete within " + c10::str(timeout_s) +
+                           " did not complete within " + c10::str(static_cast<double>(timeout.count()) / 1000.0) +
                            " s (the call's timeout, else QFORGE_COLLECTIVE_TIMEOUT_S): " +
                            describe_unresponsive_peers(timeout) + "; aborting the job");
       }
@@ -176,8 +217,17 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
+  // After a failure nothing queued can complete; later calls fail in NCCL with a null communicator.
+  void abort() {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    queued_.clear();
+  }
+
+  static constexpr size_t kMostQueued = 64;
   c10::DeviceIndex device_;
   ncclComm_t comm_ = nullptr;
+  std::deque<Queued> queued_;
 };
 
 }  // namespace
