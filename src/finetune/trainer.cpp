@@ -61,6 +61,7 @@ void draw_dropout_masks(std::vector<at::Tensor>& masks, double p, int64_t seed, 
   for (auto& mask : masks) mask.copy_(at::empty(mask.sizes(), at::kFloat).bernoulli_(1.0 - p, generator).div_(1.0 - p));
 }
 
+// Queued back to back: the caller waits once, after the last bucket (wait_queued).
 void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicator& comm) {
   std::vector<at::Tensor> bucket;
   int64_t elements = 0;
@@ -69,7 +70,7 @@ void all_reduce_in_buckets(const std::vector<at::Tensor>& parameters, Communicat
     std::vector<at::Tensor> flat;
     for (const auto& p : bucket) flat.push_back(p.grad().reshape({-1}));
     at::Tensor joined = at::cat(flat);
-    comm.all_reduce(joined);
+    comm.all_reduce_queued(joined);
     int64_t offset = 0;
     for (const auto& p : bucket) {
       p.mutable_grad().copy_(joined.narrow(0, offset, p.numel()).view_as(p));
@@ -212,7 +213,8 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
   });
   if (comm_ && comm_->size() > 1) {  // one rank holds the whole batch already
     all_reduce_in_buckets(parameters_, *comm_);
-    comm_->all_reduce(loss_sum);
+    comm_->all_reduce(loss_sum);  // on the host, while the buckets travel
+    comm_->wait_queued();
     breakdown_.end_section("all-reduce");
   }
   if (settings.max_grad_norm > 0) clip_gradient_norm(parameters_, settings.max_grad_norm);
