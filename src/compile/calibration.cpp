@@ -149,11 +149,11 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   }
   second_pass = true;
   timer.run(phase + ": Hessians", run_shard, [&] {
-    for (size_t k = 0; k < sums.size(); ++k) {
-      if (!sums[k]) continue;
-      comm.all_reduce(sums[k]->sums());  // int64: exact in any order
-      stats.hessians[k] = sums[k]->hessian();
-    }
+    for (auto& s : sums)
+      if (s) comm.all_reduce_queued(s->sums());  // int64: exact in any order; back to back, one wait
+    comm.wait_queued();
+    for (size_t k = 0; k < sums.size(); ++k)
+      if (sums[k]) stats.hessians[k] = sums[k]->hessian();
   });
   copy_shared();
   return stats;
