@@ -13,6 +13,7 @@ namespace qforge {
 
 enum class Device { Cpu, Cuda, Auto };
 enum class Autocast { Off, BFloat16, Float16 };
+enum class MatmulPrecision { Highest, High };
 enum class Target { None, TensorRT, OnnxRuntime, OpenVino, TensorRTLLM, LibTorch };
 enum class Granularity { Tensor, Channel, Group };
 enum class Observer { MinMax, Percentile, Entropy, Mse };
@@ -219,6 +220,7 @@ struct ExperimentConfig {
   Device device = Device::Cpu;         // device: cpu | cuda | auto
   int64_t gpu_index = -1;              // gpu_index: the GPU of every rank; -1 = the rank's local rank
   Autocast autocast = Autocast::Off;   // autocast: off | bf16 | fp16 (calibration and fine-tuning on GPUs)
+  MatmulPrecision matmul_precision = MatmulPrecision::Highest;  // matmul_precision: highest | high (TF32)
   std::optional<TracingSettings> tracing_inputs;
   std::optional<CalibrationSettings> calibration_inputs;
   std::optional<CalibrationSettings> evaluation_inputs;  // held-out samples: FP vs compiled, sharded too

@@ -92,7 +92,12 @@ bool observed_anything(const ActivationObserver& observer) {
 
 CompileSession::CompileSession(const ExperimentConfig& config, const CompileCallbacks& callbacks,
                                torch::jit::Module* input)
-    : config_(config), callbacks_(callbacks), input_(input), rt_(Runtime::get()), timer_(rt_) {
+    : config_(config),
+      callbacks_(callbacks),
+      input_(input),
+      rt_(Runtime::get()),
+      matmul_precision_(config.matmul_precision),
+      timer_(rt_) {
   result_.graph_name = config.effective_graph_name();
   result_.disabled = config.disable;
 }
@@ -185,7 +190,8 @@ void CompileSession::prepare() {
   if (device.is_cuda())
     log::info("rank " + std::to_string(rt_.rank()) + " on " + rt_.host() + " computes on " + device.str() +
               ", collectives over " + p.comm->backend() +
-              (config_.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config_.autocast)));
+              (config_.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config_.autocast)) +
+              (config_.matmul_precision == MatmulPrecision::Highest ? "" : ", float32 matrix products in TF32"));
   plan_activation_points();
 }
 

@@ -118,6 +118,7 @@ class CompileSession {
   torch::jit::Module* input_;
   Runtime& rt_;
   torch::NoGradGuard no_grad_;
+  MatmulPrecisionScope matmul_precision_;  // the compile's, restored for the caller after it
   PhaseTimer timer_;
   std::optional<OutputDirectoryLock> output_lock_;  // rank 0, while the session lives
   PreparedCompile prepared_;

@@ -21,6 +21,11 @@ struct Names<Autocast> {
       {Autocast::Off, "off"}, {Autocast::BFloat16, "bf16"}, {Autocast::Float16, "fp16"}};
 };
 template <>
+struct Names<MatmulPrecision> {
+  static constexpr std::pair<MatmulPrecision, const char*> table[] = {{MatmulPrecision::Highest, "highest"},
+                                                                      {MatmulPrecision::High, "high"}};
+};
+template <>
 struct Names<Target> {
   static constexpr std::pair<Target, const char*> table[] = {
       {Target::None, "none"},         {Target::TensorRT, "tensorrt"},        {Target::OnnxRuntime, "onnxruntime"},
@@ -104,6 +109,7 @@ E enum_from_string(const std::string& text, const std::string& key_path) {
   template E enum_from_string<E>(const std::string&, const std::string&);
 QFORGE_ENUM_INSTANTIATE(Device)
 QFORGE_ENUM_INSTANTIATE(Autocast)
+QFORGE_ENUM_INSTANTIATE(MatmulPrecision)
 QFORGE_ENUM_INSTANTIATE(Target)
 QFORGE_ENUM_INSTANTIATE(Granularity)
 QFORGE_ENUM_INSTANTIATE(Observer)

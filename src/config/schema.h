@@ -216,6 +216,8 @@ void describe(V& v, ExperimentConfig& c) {
   v("device", c.device, "cpu | cuda | auto (cuda when a GPU is visible)");
   v("gpu_index", c.gpu_index, "the GPU every rank uses; -1 = the rank's local rank on its host");
   v("autocast", c.autocast, "off | bf16 | fp16: mixed precision for calibration and fine-tuning on GPUs");
+  v("matmul_precision", c.matmul_precision,
+    "highest | high: float32 matrix products on GPUs in IEEE float32, or in TF32 (Ampere and newer)");
   v("tracing_inputs", c.tracing_inputs,
     "samples that define the graph and its dynamic axes; null = calibration inputs");
   v("calibration_inputs", c.calibration_inputs, "the calibration set");

@@ -1,5 +1,6 @@
 #include "runtime/device.h"
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -42,6 +43,28 @@ ComputePlacement select_device(const ExperimentConfig& config, const Runtime& rt
   }
   const bool shared = rt.local_size() > 1 && (config.gpu_index >= 0 || rt.local_size() > visible);
   return {c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)), shared};
+}
+
+namespace {
+
+// LibTorch's names for its float32 matmul precisions (2.x sets them by name only).
+const char* precision_name(at::Float32MatmulPrecision p) {
+  switch (p) {
+    case at::Float32MatmulPrecision::HIGH: return "high";
+    case at::Float32MatmulPrecision::MEDIUM: return "medium";
+    default: return "highest";
+  }
+}
+
+}  // namespace
+
+MatmulPrecisionScope::MatmulPrecisionScope(MatmulPrecision precision)
+    : previous_(static_cast<int>(at::globalContext().float32MatmulPrecision())) {
+  at::globalContext().setFloat32MatmulPrecision(precision == MatmulPrecision::High ? "high" : "highest");
+}
+
+MatmulPrecisionScope::~MatmulPrecisionScope() {
+  at::globalContext().setFloat32MatmulPrecision(precision_name(static_cast<at::Float32MatmulPrecision>(previous_)));
 }
 
 AutocastScope::AutocastScope(Autocast mode, const c10::Device& device) {

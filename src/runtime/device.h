@@ -35,4 +35,19 @@ class AutocastScope {
   bool was_enabled_ = false;
 };
 
+// The precision of float32 matrix products (LibTorch's float32 matmul
+// precision: High lets cuBLAS use TF32 tensor cores) for the life of the
+// scope, which restores the previous one. Convolutions keep LibTorch's
+// setting (cuDNN's TF32 is on by default).
+class MatmulPrecisionScope {
+ public:
+  explicit MatmulPrecisionScope(MatmulPrecision precision);
+  ~MatmulPrecisionScope();
+  MatmulPrecisionScope(const MatmulPrecisionScope&) = delete;
+  MatmulPrecisionScope& operator=(const MatmulPrecisionScope&) = delete;
+
+ private:
+  int previous_;  // at::Float32MatmulPrecision, kept out of this header
+};
+
 }  // namespace qforge

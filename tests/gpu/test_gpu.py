@@ -155,6 +155,23 @@ def test_autocast_bf16_calibrates_and_fine_tunes(work):
     check(report["evaluation"]["top1_agreement"] >= 0.8, f"agreement under autocast: {report['evaluation']}")
 
 
+def test_tf32_matmuls_fine_tune_and_change_the_arithmetic(work):
+    # matmul_precision: high reaches the GPU's matrix products (the losses
+    # differ from IEEE float32's in their low bits) and the compiled model still
+    # tracks the float one on held-out data.
+    need(1)
+    losses = {}
+    for precision in ("highest", "high"):
+        out = run(["compile", fine_tune_config(), "--set", f"out_dir=gpu_{precision}", "--set",
+                   f"matmul_precision={precision}"], timeout=300)
+        check(("in TF32" in out) == (precision == "high"), f"the log names TF32 only when asked: {precision}")
+        report = json.load(open(os.path.join(work, f"gpu_{precision}", "report.json")))
+        losses[precision] = report["fine_tune"]["loss"]
+        check(all(l == l and l < 1e3 for l in losses[precision]), f"finite losses: {losses[precision]}")
+        check(report["evaluation"]["top1_agreement"] >= 0.8, f"agreement: {report['evaluation']}")
+    check(losses["high"] != losses["highest"], "TF32 gave the float32 losses bit for bit: not applied")
+
+
 def test_gptq_keeps_block_inputs_on_the_gpu_or_in_pinned_memory(work):
     # Sequential GPTQ on a GPU: each block's inputs kept on the GPU, or in pinned
     # host memory, give the same weights bit for bit. Two sequence lengths, so

@@ -1,7 +1,10 @@
+#include <ATen/Context.h>
+
 #include <fstream>
 
 #include "qforge/config_yaml.h"
 #include "qforge/errors.h"
+#include "runtime/device.h"
 #include "test_helpers.h"
 
 using namespace qforge;
@@ -47,6 +50,22 @@ TEST(Config, EnumTypoSuggestsValidName) {
   expect_error<ConfigError>(
       [] { parse_config(std::string(kMinimal) + "deployment_settings: {target: tensorrtt}\n", "e.yaml"); },
       {"deployment_settings.target", "'tensorrtt'", "did you mean 'tensorrt'"});
+}
+
+// TF32 matrix products for the compile only: the caller's setting comes back after it.
+TEST(Config, MatmulPrecisionHoldsForItsScope) {
+  const auto c = parse_config(std::string(kMinimal) + "matmul_precision: high\n", "e.yaml");
+  EXPECT_EQ(c.matmul_precision, MatmulPrecision::High);
+  EXPECT_EQ(parse_config(kMinimal, "e.yaml").matmul_precision, MatmulPrecision::Highest);
+  expect_error<ConfigError>([] { parse_config(std::string(kMinimal) + "matmul_precision: hihg\n", "e.yaml"); },
+                            {"matmul_precision", "'hihg'", "did you mean 'high'"});
+  auto& context = at::globalContext();
+  ASSERT_EQ(context.float32MatmulPrecision(), at::Float32MatmulPrecision::HIGHEST);
+  {
+    MatmulPrecisionScope compile(c.matmul_precision);
+    EXPECT_EQ(context.float32MatmulPrecision(), at::Float32MatmulPrecision::HIGH);
+  }
+  EXPECT_EQ(context.float32MatmulPrecision(), at::Float32MatmulPrecision::HIGHEST);
 }
 
 TEST(Config, SetOverridesAnyKeyIncludingLayerNamesWithDots) {
