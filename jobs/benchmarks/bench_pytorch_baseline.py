@@ -10,7 +10,8 @@ is not installed). Both sides start cold (no warm-up outside the timers); a
 step's time is the median over steps 4 to STEPS, as qforge's table reads it.
 Usage: python -m torch.distributed.run --nproc_per_node N bench_pytorch_baseline.py WORK MODEL SIZE BATCH FT_BATCH STEPS
 (FT_BATCH: the global batch.) AUTOCAST=bf16 or fp16 in the environment runs the forward passes
-under torch.autocast, as qforge's `autocast` setting does. Prints one JSON line on rank 0
+under torch.autocast, as qforge's `autocast` setting does; MATMUL_PRECISION=high sets
+torch.set_float32_matmul_precision("high") (TF32), as qforge's `matmul_precision`. Prints one JSON line on rank 0
 (slowest rank's seconds)."""
 import copy
 import json
@@ -30,6 +31,7 @@ from bench_assets import make_model  # noqa: E402
 LORA_RANK, LORA_ALPHA = 8, 16.0
 WARMUP_STEPS = 3  # left out of the step time, as in jobs/benchmarks/bench_row.py
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(os.environ.get("AUTOCAST", ""))
+MATMUL_PRECISION = os.environ.get("MATMUL_PRECISION", "highest")
 
 
 def autocast():
@@ -153,13 +155,15 @@ def main(work, name, size, batch, ft_batch, steps):
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    torch.set_float32_matmul_precision(MATMUL_PRECISION)
     model = make_model(name, size).cuda()
     for p in model.parameters():
         p.requires_grad_(False)
     rows, total = load_rows(os.path.join(work, f"{name}_calibration.h5"), rank, world)
     rows = rows.pin_memory()
     cal_seconds, observers = calibrate(model, rows, batch)  # cold, as qforge's calibration phase
-    result = {"model": name, "ranks": world, "autocast": os.environ.get("AUTOCAST", "off"), "calibration_rows": total,
+    result = {"model": name, "ranks": world, "autocast": os.environ.get("AUTOCAST", "off"),
+              "matmul_precision": MATMUL_PRECISION, "calibration_rows": total,
               "fine_tune_global_batch": ft_batch, "calibration_s": slowest(cal_seconds)}
     student, lora_from = lora_student(model, observers)
     result["lora_from"] = lora_from
