@@ -11,8 +11,8 @@ step's time is the median over steps 4 to STEPS, as qforge's table reads it.
 Usage: python -m torch.distributed.run --nproc_per_node N bench_pytorch_baseline.py WORK MODEL SIZE BATCH FT_BATCH STEPS
 (FT_BATCH: the global batch.) AUTOCAST=bf16 or fp16 in the environment runs the forward passes
 under torch.autocast, as qforge's `autocast` setting does; MATMUL_PRECISION=high sets
-torch.set_float32_matmul_precision("high") (TF32), as qforge's `matmul_precision`. Prints one JSON line on rank 0
-(slowest rank's seconds)."""
+torch.set_float32_matmul_precision("high") (TF32), as qforge's `matmul_precision`. Prints one
+JSON line on rank 0 (slowest rank's seconds)."""
 import copy
 import json
 import os
