@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "metrics/output_error.h"
 #include "runtime/device.h"
 #include "runtime/logger.h"
 #include "runtime/memory_peak.h"
@@ -9,30 +10,6 @@
 
 namespace qforge {
 namespace {
-
-// `value` with every tensor in it replaced by f(tensor); containers are new,
-// so a segment that appends to a list it received leaves the kept one alone.
-c10::IValue map_tensors(const c10::IValue& value, const std::function<at::Tensor(const at::Tensor&)>& f) {
-  if (value.isTensor()) return f(value.toTensor());
-  if (value.isTuple()) {
-    std::vector<c10::IValue> elements;
-    for (const auto& e : value.toTupleRef().elements()) elements.push_back(map_tensors(e, f));
-    return c10::ivalue::Tuple::create(std::move(elements));
-  }
-  if (value.isList()) {
-    const auto list = value.toList();
-    c10::impl::GenericList out(list.elementType());
-    for (size_t i = 0; i < list.size(); ++i) out.push_back(map_tensors(list.get(i), f));
-    return out;
-  }
-  if (value.isGenericDict()) {
-    const auto dict = value.toGenericDict();
-    c10::impl::GenericDict out(dict.keyType(), dict.valueType());
-    for (const auto& entry : dict) out.insert(entry.key(), map_tensors(entry.value(), f));
-    return out;
-  }
-  return value;  // numbers, strings, None: immutable
-}
 
 int64_t tensor_bytes(const std::vector<c10::IValue>& values) {
   int64_t bytes = 0;

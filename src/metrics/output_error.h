@@ -3,12 +3,17 @@
 #pragma once
 #include <ATen/core/ivalue.h>
 
+#include <functional>
 #include <vector>
 
 namespace qforge {
 
 // The floating-point tensors of an output, in a fixed order (dict values by key order).
 std::vector<at::Tensor> output_tensors(const c10::IValue& output);
+
+// `value` with every tensor in it replaced by f(tensor); containers are new,
+// so a caller that appends to a list it received leaves the original alone.
+c10::IValue map_tensors(const c10::IValue& value, const std::function<at::Tensor(const at::Tensor&)>& f);
 
 // Sum of squared errors and of squared reference values over many batches.
 struct OutputError {
