@@ -18,27 +18,37 @@ TeacherCache::TeacherCache(const std::vector<BatchSlice>& planned, int64_t budge
 }
 
 c10::IValue TeacherCache::outputs(const Batch& batch, const std::function<c10::IValue()>& compute) {
-  const Key key{batch.global_begin, batch.rows()};
-  const auto uses = uses_left_.find(key);
-  const bool recurs = uses != uses_left_.end() && --uses->second > 0;
-  if (const auto found = kept_.find(key); found != kept_.end()) {
-    ++reused_;
-    c10::IValue outputs = found->second;
-    if (!recurs) {  // its last use: the memory goes back
-      kept_bytes_ -= bytes_of(outputs);
-      kept_.erase(found);
-    }
-    return outputs;
-  }
+  if (std::optional<c10::IValue> kept = take(batch)) return *kept;
   c10::IValue outputs = compute();
-  if (recurs) {
-    const int64_t bytes = bytes_of(outputs);
-    if (kept_bytes_ + bytes <= budget_bytes_) {
-      kept_.emplace(key, outputs);
-      kept_bytes_ += bytes;
-    }
+  keep(batch, outputs);
+  return outputs;
+}
+
+std::optional<c10::IValue> TeacherCache::take(const Batch& batch) {
+  const Key key{batch.global_begin, batch.rows()};
+  if (const auto uses = uses_left_.find(key); uses != uses_left_.end() && uses->second > 0) --uses->second;
+  const auto found = kept_.find(key);
+  if (found == kept_.end()) return std::nullopt;
+  ++reused_;
+  c10::IValue outputs = found->second;
+  if (!recurs(batch)) {  // its last use: the memory goes back
+    kept_bytes_ -= bytes_of(outputs);
+    kept_.erase(found);
   }
   return outputs;
+}
+
+bool TeacherCache::recurs(const Batch& batch) const {
+  const auto uses = uses_left_.find({batch.global_begin, batch.rows()});
+  return uses != uses_left_.end() && uses->second > 0;
+}
+
+void TeacherCache::keep(const Batch& batch, const c10::IValue& outputs) {
+  if (!recurs(batch)) return;
+  const int64_t bytes = bytes_of(outputs);
+  if (kept_bytes_ + bytes > budget_bytes_) return;
+  kept_.emplace(Key{batch.global_begin, batch.rows()}, outputs);
+  kept_bytes_ += bytes;
 }
 
 }  // namespace qforge

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,14 @@ class TeacherCache {
   // The teacher's outputs for `batch`: kept ones, or `compute()`'s (kept
   // when the batch recurs later and they fit).
   c10::IValue outputs(const Batch& batch, const std::function<c10::IValue()>& compute);
+
+  // The same in two parts, for outputs that land in tensors which are
+  // overwritten later (CUDA graphs): take() counts this use of `batch` and
+  // gives its kept outputs, if any; when it gave none, recurs() says whether
+  // the outputs computed now are wanted, and keep() keeps them if they fit.
+  std::optional<c10::IValue> take(const Batch& batch);
+  bool recurs(const Batch& batch) const;
+  void keep(const Batch& batch, const c10::IValue& outputs);
 
   int64_t reused() const { return reused_; }          // micro-batches served from the cache so far
   int64_t kept_bytes() const { return kept_bytes_; }  // held now

@@ -71,3 +71,26 @@ TEST(TeacherCache, BatchesOfOtherRowsAreNotTakenForEachOther) {
   EXPECT_EQ(served.outputs[1].numel(), 3);
   EXPECT_TRUE(torch::equal(served.outputs[2], served.outputs[0]));
 }
+
+TEST(TeacherCache, TakeAndKeepServeAsOutputsDoes) {
+  // The two-part use of CUDA graphs: outputs computed into tensors that are
+  // overwritten later are kept as copies, only while the batch recurs.
+  const BatchSlice a = slice(0, 4), b = slice(4, 2);
+  const std::vector<BatchSlice> plan = {a, b, a, a};
+  TeacherCache cache(plan, 1 << 20);
+  int64_t computed = 0;
+  for (const auto& s : plan) {
+    const Batch batch = batch_of(s);
+    const std::optional<c10::IValue> kept = cache.take(batch);
+    if (kept) {
+      EXPECT_TRUE(torch::equal(kept->toTensor(), batch.inputs[0] * 2));
+      continue;
+    }
+    ++computed;
+    EXPECT_EQ(cache.recurs(batch), s.global_begin == 0) << "only a comes round again";
+    if (cache.recurs(batch)) cache.keep(batch, c10::IValue(batch.inputs[0] * 2));
+  }
+  EXPECT_EQ(computed, 2);
+  EXPECT_EQ(cache.reused(), 2);
+  EXPECT_EQ(cache.kept_bytes(), 0) << "a is let go after its last use";
+}
