@@ -287,6 +287,8 @@ struct FineTuneSummary {
   // Micro-batches (on rank 0) whose teacher outputs were reused from an
   // earlier epoch instead of computed again (teacher_cache_mb).
   int64_t teacher_outputs_reused = 0;
+  // Micro-batches (on rank 0) replayed from CUDA graphs (cuda_graphs).
+  int64_t graph_replays = 0;
 };
 
 struct PhaseTiming {

@@ -247,6 +247,7 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     ft["seconds"] = f.seconds;
     ft["step_seconds"] = json::array(f.step_seconds.begin(), f.step_seconds.end());
     ft["teacher_outputs_reused"] = f.teacher_outputs_reused;
+    ft["graph_replays"] = f.graph_replays;
     ft["samples_per_second"] = f.seconds > 0 ? static_cast<double>(f.samples) / f.seconds : 0.0;
     root["fine_tune"] = ft;
   }

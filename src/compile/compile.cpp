@@ -473,6 +473,9 @@ bool CompileSession::fine_tune() {
   // The teacher's outputs are kept only where the same rows give the same
   // inputs: a C++ data_transform or forward callback may draw at random.
   if (callbacks_.data_transform || callbacks_.forward) options.settings.teacher_cache_mb = 0;
+  // A forward callback may do anything on the host (draw at random, read a
+  // value back): a graph would freeze it, so its steps run eagerly.
+  if (callbacks_.forward) options.settings.cuda_graphs = false;
   options.seed = config_.seed;
   options.data = p.data;
   options.reading = reader_options(*config_.calibration_inputs, p.transform, p.placement.device);
@@ -527,6 +530,7 @@ bool CompileSession::fine_tune() {
   summary.samples = tuned.samples;
   summary.step_seconds = tuned.step_seconds;
   summary.teacher_outputs_reused = tuned.teacher_outputs_reused;
+  summary.graph_replays = tuned.graph_replays;
   for (const auto& t : targets) summary.layers.push_back(t.quant.layer);
   result_.fine_tune = summary;
   return true;

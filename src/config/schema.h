@@ -174,6 +174,10 @@ void describe(V& v, FineTuneSettings& s) {
     "MiB per rank (on its device) for the float teacher's outputs of micro-batches seen again in a later epoch, "
     "computed once instead of every epoch (exact: the teacher is frozen; not with the C++ API's data_transform "
     "or forward callbacks, which may draw at random); 0 = none");
+  v("cuda_graphs", s.cuda_graphs,
+    "on a GPU, replay each micro-batch's teacher forward and student forward + backward from CUDA graphs, "
+    "captured per input shape after 2 eager runs (the same numbers, far fewer kernel launches); a forward that "
+    "cannot be captured runs eagerly, with a warning; not with the C++ API's forward callback");
   v("targets", s.targets, "layer names, globs or types to adapt; empty = every quantized layer with weights");
   v("distillation", s.distillation, "mse | kl: loss against the float model's outputs");
   v("task_loss_weight", s.task_loss_weight, "share of cross-entropy on the file's labels (0..1)");

@@ -131,6 +131,10 @@ FineTuneReport fine_tune(const torch::jit::Module& model, const FineTuneOptions&
   if (report.teacher_outputs_reused > 0)
     log::info("fine-tune: the teacher's outputs of " + std::to_string(report.teacher_outputs_reused) +
               " micro-batches came from an earlier epoch (teacher_cache_mb)");
+  report.graph_replays = trainer.graph_replays();
+  if (report.graph_replays > 0)
+    log::info("fine-tune: " + std::to_string(report.graph_replays) + " of " + std::to_string(batches.slices.size()) +
+              " micro-batches replayed from CUDA graphs (cuda_graphs)");
   if (trainer.breakdown().on() && runtime.is_root())  // the first 3 steps carry one-time work
     log::info("fine-tune step breakdown, median s per step after step 3: " + trainer.breakdown().summary(3));
   report.merged = trainer.merge();

@@ -21,6 +21,8 @@ struct FineTuneReport {
   std::vector<double> step_seconds;  // wall time of each step of this run (ends in an all-reduce)
   // This rank's micro-batches whose teacher outputs were kept from an earlier epoch.
   int64_t teacher_outputs_reused = 0;
+  // This rank's micro-batches replayed from CUDA graphs (settings.cuda_graphs).
+  int64_t graph_replays = 0;
 };
 
 struct FineTuneHooks {

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "data/shard.h"
+#include "finetune/micro_batch_runner.h"
 #include "finetune/multi_tensor_adamw.h"
 #include "metrics/output_error.h"
 #include "metrics/predictions.h"
@@ -35,19 +36,27 @@ at::Tensor distillation_loss(const c10::IValue& student, const c10::IValue& teac
   return total;
 }
 
-// Sum over the rows of the cross-entropy of the labels: one per row of
-// [batch, classes] logits, the mean over positions of [batch, positions, classes].
-at::Tensor task_loss(const c10::IValue& student, const Batch& batch) {
-  const auto logits = prediction_logits(student, batch.rows());
-  const auto labels = logits ? class_labels(batch.labels, student.toTensor()) : std::nullopt;
+// The labels of the task loss, on the device: one class per prediction of
+// [batch, classes] or [batch, positions, classes] outputs. They are checked
+// against the teacher's outputs, which the student's match in shape, so the
+// check runs before the student's step (outside a CUDA graph).
+at::Tensor task_labels(const Batch& batch, const c10::IValue& expected) {
+  const auto logits = prediction_logits(expected, batch.rows());
+  const auto labels = logits ? class_labels(batch.labels, expected.toTensor()) : std::nullopt;
   if (!labels)
     throw DataError(
         "compile_options.fine_tune.task_loss_weight needs labels in the data and [batch, classes] or "
         "[batch, positions, classes] outputs from the model, one class label per prediction (sample " +
         std::to_string(batch.global_begin) + ")");
+  return *labels;
+}
+
+// Sum over the rows of the cross-entropy of the labels: one per row of
+// [batch, classes] logits, the mean over positions of [batch, positions, classes].
+at::Tensor task_loss(const c10::IValue& student, const at::Tensor& labels) {
   const at::Tensor& out = student.toTensor();
   const double positions = out.dim() == 3 ? static_cast<double>(out.size(1)) : 1.0;
-  return at::cross_entropy_loss(*logits, *labels, {}, at::Reduction::Sum) / positions;
+  return at::cross_entropy_loss(out.reshape({-1, out.size(-1)}), labels, {}, at::Reduction::Sum) / positions;
 }
 
 // Dropout over the rank components of every adapter for one step: the masks
@@ -149,6 +158,30 @@ QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions op
   }
   optimizer_ = std::make_unique<MultiTensorAdamW>(
       parameters_, torch::optim::AdamWOptions(settings.learning_rate).weight_decay(settings.weight_decay));
+  runner_ = std::make_unique<MicroBatchRunner>(micro_batch_parts(), settings.cuda_graphs);
+}
+
+MicroBatchParts QaLoraTrainer::micro_batch_parts() {
+  const FineTuneSettings& s = options_.settings;
+  MicroBatchParts parts;
+  parts.teacher = [this](const Batch& batch) {
+    torch::NoGradGuard no_grad;
+    return options_.run(teacher_, batch);
+  };
+  parts.labels = [&s](const Batch& batch, const c10::IValue& expected) {
+    return s.task_loss_weight > 0 ? task_labels(batch, expected) : at::Tensor();
+  };
+  parts.student = [this, &s](const Batch& batch, const c10::IValue& expected, const at::Tensor& labels) {
+    torch::AutoGradMode grad(true);
+    const c10::IValue actual = options_.run(student_, batch);
+    at::Tensor loss = distillation_loss(actual, expected, s.distillation, batch.rows());
+    if (labels.defined()) loss = (1 - s.task_loss_weight) * loss + s.task_loss_weight * task_loss(actual, labels);
+    loss = loss / static_cast<double>(s.batch_size);  // this rank's share of the global mean
+    loss.backward();
+    return loss.detach();
+  };
+  parts.section = [this](const std::string& name) { breakdown_.end_section(name); };
+  return parts;
 }
 
 QaLoraTrainer::~QaLoraTrainer() = default;
@@ -158,6 +191,19 @@ void QaLoraTrainer::plan_teacher_outputs(const std::vector<BatchSlice>& planned)
 }
 
 int64_t QaLoraTrainer::teacher_outputs_reused() const { return teacher_outputs_->reused(); }
+
+int64_t QaLoraTrainer::graph_replays() const { return runner_->replayed(); }
+
+// In place: CUDA graphs add into these tensors, and a rank with no rows in a
+// step all-reduces zeros.
+void QaLoraTrainer::zero_gradients() {
+  std::vector<at::Tensor> grads;
+  for (auto& p : parameters_) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  at::_foreach_zero_(grads);
+}
 
 std::string QaLoraTrainer::fingerprint() const {
   const FineTuneSettings& s = options_.settings;
@@ -184,32 +230,16 @@ double QaLoraTrainer::step(int64_t step, int64_t micro_batches, SampleReader& re
   draw_dropout_masks(masks_, settings.lora_dropout, options_.seed, step);
   breakdown_.begin_step();
   runtime.collective_phase("fine-tune step " + std::to_string(step + 1), [&] {
-    optimizer_->zero_grad();
+    zero_gradients();
     at::Tensor summed;  // on the device: read once per step, not once per micro-batch
     for (int64_t k = 0; k < micro_batches; ++k) {
       const std::optional<Batch> batch = reader.next();
       if (!batch) throw Error("fine-tune: the reader ended before step " + std::to_string(step + 1));
       breakdown_.end_section("read");
-      const c10::IValue expected = teacher_outputs_->outputs(*batch, [&] {
-        torch::NoGradGuard no_grad;
-        return options_.run(teacher_, *batch);
-      });
-      breakdown_.end_section("teacher forward");
-      torch::AutoGradMode grad(true);
-      const c10::IValue actual = options_.run(student_, *batch);
-      at::Tensor loss = distillation_loss(actual, expected, settings.distillation, batch->rows());
-      if (settings.task_loss_weight > 0)
-        loss = (1 - settings.task_loss_weight) * loss + settings.task_loss_weight * task_loss(actual, *batch);
-      loss = loss / static_cast<double>(settings.batch_size);  // this rank's share of the global mean
-      breakdown_.end_section("student forward + loss");
-      loss.backward();
-      breakdown_.end_section("backward");
-      const at::Tensor part = loss.detach().to(torch::kDouble);
+      const at::Tensor part = runner_->run(*batch, *teacher_outputs_).to(torch::kDouble);
       summed = summed.defined() ? summed + part : part;
     }
     if (summed.defined()) loss_sum = summed.to(torch::kCPU).reshape({1});
-    for (auto& p : parameters_)
-      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // a rank with no rows this step
   });
   if (comm_ && comm_->size() > 1) {  // one rank holds the whole batch already
     all_reduce_in_buckets(parameters_, *comm_);

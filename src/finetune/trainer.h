@@ -24,6 +24,7 @@
 
 #include "data/sample_reader.h"
 #include "finetune/checkpoint.h"
+#include "finetune/micro_batch_runner.h"
 #include "finetune/step_breakdown.h"
 #include "finetune/teacher_cache.h"
 #include "graph/fake_quant_graph.h"
@@ -110,12 +111,15 @@ class QaLoraTrainer {
   // settings.teacher_cache_mb (teacher_cache.h).
   void plan_teacher_outputs(const std::vector<BatchSlice>& planned);
   int64_t teacher_outputs_reused() const;
+  int64_t graph_replays() const;  // micro-batches replayed from CUDA graphs (settings.cuda_graphs)
 
   // Each section's time per step (when QFORGE_STEP_BREAKDOWN=1).
   const StepBreakdown& breakdown() const { return breakdown_; }
 
  private:
   std::string fingerprint() const;  // what a checkpoint must match to be resumed here
+  MicroBatchParts micro_batch_parts();
+  void zero_gradients();
 
   FineTuneOptions options_;
   Communicator* comm_;
@@ -127,6 +131,7 @@ class QaLoraTrainer {
   torch::jit::Module teacher_, student_;
   std::unique_ptr<TeacherCache> teacher_outputs_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<MicroBatchRunner> runner_;
   StepBreakdown breakdown_;
 };
 

@@ -172,6 +172,48 @@ def test_tf32_matmuls_fine_tune_and_change_the_arithmetic(work):
     check(losses["high"] != losses["highest"], "TF32 gave the float32 losses bit for bit: not applied")
 
 
+CUDA_GRAPH_CASES = {
+    # Two sequence lengths and accumulation (several input shapes), learned
+    # ranges, LoRA dropout, and data seen 3 times (the teacher's kept outputs
+    # copied into a graph's).
+    "text": ("tuple_model.pt", "text_tuple.h5", 8, """
+  fine_tune: {enabled: true, steps: 10, batch_size: 8, accumulation_steps: 2, lora_rank: 4, learning_rate: 0.005,
+              warmup_steps: 1, learn_ranges: true, lora_dropout: 0.1}
+"""),
+    # Convolutions (cuDNN) and a task loss on the file's labels.
+    "images": ("resnet18_traced.pt", "images.h5", 8, """
+  fine_tune: {enabled: true, steps: 6, batch_size: 8, lora_rank: 4, task_loss_weight: 0.5, warmup_steps: 1}
+"""),
+    # A decoder in TorchScript (attention, causal masks, KL distillation).
+    "decoder": ("llama_decoder_scripted.pt", "tokens.h5", 4, """
+  fine_tune: {enabled: true, steps: 6, batch_size: 4, lora_rank: 4, distillation: kl, warmup_steps: 1}
+"""),
+}
+
+
+def test_cuda_graphs_replay_what_eager_steps_compute(work):
+    # Micro-batches replayed from CUDA graphs compute the eager steps' numbers:
+    # the same losses and quantization parameters, bit for bit, on models of
+    # three kinds.
+    need(1)
+    for case, (model, data, batch, tune) in CUDA_GRAPH_CASES.items():
+        cfg = compile_config(f"graphs_{case}.yaml", model, data, batch, "libtorch",
+                             "device: cuda\ncompile_options:\n" + tune)
+        reports = {}
+        for graphs in ("true", "false"):
+            out = run(["compile", cfg, "--set", f"out_dir={case}_{graphs}", "--set",
+                       f"compile_options.fine_tune.cuda_graphs={graphs}"], timeout=300)
+            check("CUDA graphs are off" not in out, f"{case}: a capture failed:\n{out}")
+            reports[graphs] = json.load(open(os.path.join(work, f"{case}_{graphs}", "report.json")))
+        replays = {g: r["fine_tune"]["graph_replays"] for g, r in reports.items()}
+        losses = {g: r["fine_tune"]["loss"] for g, r in reports.items()}
+        print(f"{case}: replayed {replays}, losses {losses}")
+        check(replays["true"] > 0 and replays["false"] == 0, f"{case}: replays {replays}")
+        check(losses["true"] == losses["false"], f"{case}: graphs changed the losses: {losses}")
+        check(quant_params(f"{case}_true") == quant_params(f"{case}_false"),
+              f"{case}: graphs changed quant_params.json")
+
+
 def test_gptq_keeps_block_inputs_on_the_gpu_or_in_pinned_memory(work):
     # Sequential GPTQ on a GPU: each block's inputs kept on the GPU, or in pinned
     # host memory, give the same weights bit for bit. Two sequence lengths, so
