@@ -45,7 +45,7 @@ std::vector<at::Tensor> tensors_of(const c10::IValue& value) {
 }  // namespace
 
 struct MicroBatchRunner::Graphs {
-  explicit Graphs(const Batch& batch) : pool(at::cuda::graph_pool_handle()) {
+  Graphs(const Batch& batch, at::cuda::MempoolId_t shared_pool) : pool(shared_pool) {
     inputs.group = batch.group;
     inputs.global_begin = batch.global_begin;
     for (const auto& t : batch.inputs) inputs.inputs.push_back(t.clone());
@@ -59,14 +59,17 @@ struct MicroBatchRunner::Graphs {
     cudaStreamDestroy(stream);
   }
 
-  // Captures `work` into `graph` on this pair's stream; the two graphs share
-  // one memory pool (they replay in the order they were captured).
+  // Captures `work` into `graph` on this pair's stream, its memory from `pool`.
   void capture(at::cuda::CUDAGraph& graph, const std::function<void()>& work);
 
   Batch inputs;          // the graphs' own input tensors (no labels: the student's graph takes checked ones)
   c10::IValue expected;  // the teacher graph's outputs
   at::Tensor labels;     // the student graph's labels
   at::Tensor loss;       // the student graph's loss
+  // Every graph of a run allocates from one pool: a graph's outputs are read
+  // before any other graph replays (teacher, student, the loss copied out),
+  // so what one graph writes never holds what another still needs, and the
+  // pool is as large as the largest shape's step rather than their sum.
   at::cuda::MempoolId_t pool;
   cudaStream_t stream = nullptr;
   at::cuda::CUDAGraph teacher, student;
@@ -123,7 +126,11 @@ MicroBatchRunner::Graphs* MicroBatchRunner::graphs_for(const Batch& batch) {
     return nullptr;
   }
   try {
-    auto graphs = std::make_unique<Graphs>(batch);
+    // The eager runs' cached blocks go back to the driver first, so the
+    // graphs' pool can take that memory instead of adding to it.
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    auto graphs = std::make_unique<Graphs>(
+        batch, graphs_.empty() ? at::cuda::graph_pool_handle() : graphs_.begin()->second->pool);
     Graphs& g = *graphs;
     g.capture(g.teacher, [&] { g.expected = parts_.teacher(g.inputs); });
     return (graphs_[key] = std::move(graphs)).get();
