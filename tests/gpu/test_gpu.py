@@ -214,6 +214,53 @@ def test_cuda_graphs_replay_what_eager_steps_compute(work):
               f"{case}: graphs changed quant_params.json")
 
 
+def test_cuda_graphs_step_aside_for_a_forward_that_reads_back_to_the_host(work):
+    # A forward that reads a value back to the host cannot be captured: the
+    # run warns, goes on eagerly and computes what a run without graphs does.
+    # One model reads back in every forward (the teacher's capture fails), the
+    # other only while gradients are on (the student's capture fails).
+    need(1)
+    import torch
+
+    class ReadsBack(torch.nn.Module):
+        def __init__(self, always: bool):
+            super().__init__()
+            self.always = always
+            self.fc1 = torch.nn.Linear(8, 16)
+            self.fc2 = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))
+            if self.always or torch.is_grad_enabled():
+                if bool(h.sum() > 0):  # the host waits for the GPU's answer
+                    h = h * 2.0
+            return self.fc2(h)
+
+    for who, always in (("teacher", True), ("student", False)):
+        torch.manual_seed(0)
+        path = os.path.join(work, f"reads_back_{who}.pt")
+        torch.jit.script(ReadsBack(always).eval()).save(path)
+        cfg = write_config(f"reads_back_{who}.yaml", f"""
+model: {{path: {path}}}
+calibration_inputs: {{files: [{ASSETS}/vectors.h5], batch_size: 4}}
+deployment_settings: {{target: libtorch}}
+device: cuda
+quantization_settings: {{}}
+compile_options:
+  fine_tune: {{enabled: true, steps: 6, batch_size: 4, lora_rank: 2, warmup_steps: 1}}
+""")
+        losses = {}
+        for graphs in ("true", "false"):
+            out = run(["compile", cfg, "--set", f"out_dir={who}_{graphs}", "--set",
+                       f"compile_options.fine_tune.cuda_graphs={graphs}"], timeout=300)
+            if graphs == "true":
+                contains(out, "CUDA graphs are off", f"the {who}'s")
+            report = json.load(open(os.path.join(work, f"{who}_{graphs}", "report.json")))
+            check(report["fine_tune"]["graph_replays"] == 0, f"{who}: replays after a failed capture")
+            losses[graphs] = report["fine_tune"]["loss"]
+        check(losses["true"] == losses["false"], f"{who}: the failed capture changed the losses: {losses}")
+
+
 def test_gptq_keeps_block_inputs_on_the_gpu_or_in_pinned_memory(work):
     # Sequential GPTQ on a GPU: each block's inputs kept on the GPU, or in pinned
     # host memory, give the same weights bit for bit. Two sequence lengths, so
