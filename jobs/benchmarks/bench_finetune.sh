@@ -9,7 +9,7 @@
 # fixed global batch; FT_ROWS limits the rows read (calibration_inputs.max_samples); FT_TAG
 # (default FT_SCALING) names the runs' directories in WORK.
 # BREAKDOWN=1 adds each method's step broken into sections (read, teacher forward, student
-# forward + loss, backward, all-reduce, optimizer: QFORGE_STEP_BREAKDOWN=1), in separate runs,
+# forward + loss + backward, all-reduce, optimizer: QFORGE_STEP_BREAKDOWN=1), in separate runs,
 # since the device is synchronized between sections.
 # Writes a Markdown table naming the machine to RESULTS (default out/bench/finetune.md).
 # Usage: bash jobs/benchmarks/bench_finetune.sh [RESULTS]   (after jobs/setup.sh or a build in build/)

@@ -160,7 +160,7 @@ at::Tensor MicroBatchRunner::replay(Graphs& g, const Batch& batch, TeacherCache&
     } catch (const std::exception& e) {
       give_up(std::string("the student's step could not be captured: ") + e.what());
       const at::Tensor loss = parts_.student(batch, g.expected, labels);
-      if (parts_.section) parts_.section("student forward, loss, backward");
+      if (parts_.section) parts_.section("student forward + loss + backward");
       return loss;
     }
   } else if (labels.defined()) {
@@ -168,7 +168,7 @@ at::Tensor MicroBatchRunner::replay(Graphs& g, const Batch& batch, TeacherCache&
   }
   g.student.replay();
   ++replayed_;
-  if (parts_.section) parts_.section("student forward, loss, backward");
+  if (parts_.section) parts_.section("student forward + loss + backward");
   return g.loss.clone();  // the graph's loss is overwritten by its next replay
 }
 
@@ -200,7 +200,7 @@ at::Tensor MicroBatchRunner::eager(const Batch& batch, TeacherCache& teacher_out
   const c10::IValue expected = teacher_outputs.outputs(batch, [&] { return parts_.teacher(batch); });
   if (parts_.section) parts_.section("teacher forward");
   const at::Tensor loss = parts_.student(batch, expected, parts_.labels(batch, expected));
-  if (parts_.section) parts_.section("student forward, loss, backward");
+  if (parts_.section) parts_.section("student forward + loss + backward");
   return loss;
 }
 

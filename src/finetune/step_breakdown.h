@@ -1,5 +1,5 @@
 // Where fine-tuning steps spend their time, section by section (reading,
-// teacher forward, student forward, backward, all-reduce, optimizer), when
+// teacher forward, student forward + loss + backward, all-reduce, optimizer), when
 // QFORGE_STEP_BREAKDOWN=1 (jobs/benchmarks/bench_finetune.sh BREAKDOWN=1).
 // The device is synchronized at each section's end so that each time is the
 // section's own; that serializes host and device, so steps run slower while
