@@ -22,11 +22,13 @@ namespace qforge {
 
 namespace {
 
-constexpr size_t kMaxGraphedShapes = 4;  // each holds a step's activations; further shapes run eagerly
+// Each shape's graphs hold their own inputs and a step's worth of kernels;
+// further shapes run eagerly.
+constexpr size_t kMaxGraphedShapes = 8;
 
 // The graphs of a micro-batch are those of its inputs' and labels' shapes and types.
 std::string shape_key(const Batch& batch) {
-  std::string key = std::to_string(batch.group);
+  std::string key;
   for (const auto& t : batch.inputs) key += c10::str(t.sizes(), t.scalar_type(), t.device());
   if (batch.labels.defined()) key += "labels" + c10::str(batch.labels.sizes(), batch.labels.scalar_type());
   return key;
