@@ -182,8 +182,10 @@ def calibrations_logged(out_dir):
 def start_frozen_in_calibration(cfg, out_dir, env=None, forward=()):
     """Starts a compile on both hosts and returns it with its 4 ranks frozen in calibration."""
     seen = calibrations_logged(out_dir)  # the earlier runs' lines
+    begun = qt.log_grew(os.path.join(qt.WORK, out_dir, "logs", "rank-0.log"))
     job = Started(mpirun_on_both(["compile", cfg, "--set", f"out_dir={out_dir}"], forward=forward), env=env)
-    ranks = freeze_when([cfg, f"out_dir={out_dir}"], 4, lambda: calibrations_logged(out_dir) > seen, "in calibration")
+    ranks = freeze_when([cfg, f"out_dir={out_dir}"], 4, lambda: calibrations_logged(out_dir) > seen, "in calibration",
+                        begun=begun)
     return job, ranks
 
 
@@ -313,8 +315,13 @@ def test_preempted_two_node_job_requeues_and_resumes(work):
     [record] = wait_for(whole)
     check(record["JobState"] == "COMPLETED", f"job {record}:\n{read('whole', f'slurm-{whole}.out')}")
     job, _ = submit(cfg, "out_dir=job_out")
-    ranks = freeze_mid_fine_tune([cfg, "out_dir=job_out"], os.path.join(work, "job_out", "logs", "rank-0.log"),
-                                 ranks=4, steps=120)
+    try:
+        ranks = freeze_mid_fine_tune([cfg, "out_dir=job_out"], os.path.join(work, "job_out", "logs", "rank-0.log"),
+                                     ranks=4, steps=120)
+    except AssertionError as e:  # the job's own account of why its ranks were not there
+        output = os.path.join(work, "job_out", f"slurm-{job}.out")
+        raise AssertionError(f"{e}\njob {qt.slurm_job_records(job, slurm_output)}:\n"
+                             f"{open(output).read() if os.path.exists(output) else '(no output)'}") from None
     qt.signal_frozen_through_slurm(job, ranks, output=slurm_output)
     [record] = wait_for(job)
     log = read("job_out", f"slurm-{job}.out")

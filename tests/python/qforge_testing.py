@@ -152,16 +152,18 @@ def signal_frozen_through_slurm(job, pids, output=output_here):
         send(pids, signal.SIGCONT)
 
 
-def freeze_when(markers, ranks, ready, what, timeout=200):
+def freeze_when(markers, ranks, ready, what, timeout=200, begun=lambda: True):
     """SIGSTOPs the run's `ranks` ranks (found by `markers`: its config file, which is unique
     to the test's directory, and its out_dir) and returns their PIDs once `ready()`, asked
     while they are frozen, is true; otherwise lets them go and looks again. Freezing for
     every look means that however late this process runs on a loaded machine, the run
     cannot pass the moment unseen. `ready` may raise (the moment has passed): the ranks
-    are let go first."""
+    are let go first. No rank is frozen before `begun()` (asked unfrozen) is true: a rank
+    stopped and continued inside MPI's start-up can see a wait end early (EINTR, see
+    signal(7)) where MPI's and PMIx's start-up code does not expect one."""
     deadline, looks, found = time.time() + timeout, 0, []
     while True:
-        found = ranks_of(*markers)
+        found = ranks_of(*markers) if begun() else []
         if len(found) == ranks:
             send(found, signal.SIGSTOP)
             looks += 1
@@ -177,10 +179,17 @@ def freeze_when(markers, ranks, ready, what, timeout=200):
         time.sleep(0.02)
 
 
+def log_grew(log):
+    """Whether rank 0's `log` has grown since this call: the run has written to it, so it is
+    past MPI's start-up (the log opens once the rank knows its number)."""
+    size = os.path.getsize(log) if os.path.exists(log) else 0
+    return lambda: os.path.exists(log) and os.path.getsize(log) > size
+
+
 def freeze_mid_fine_tune(markers, log, ranks, steps, after=5):
     """freeze_when, once `log` shows `after` of the `steps` fine-tuning steps."""
     def ready():
         done = open(log).read().count("fine-tune step ") if os.path.exists(log) else 0
         check(done < steps, f"the run finished all {steps} steps before it could be frozen")
         return after <= done
-    return freeze_when(markers, ranks, ready, f"at fine-tuning step {after}")
+    return freeze_when(markers, ranks, ready, f"at fine-tuning step {after}", begun=log_grew(log))
