@@ -12,13 +12,13 @@ SideStream::SideStream(const c10::Device& device) {
   if (device.is_cuda()) side_ = c10::impl::VirtualGuardImpl(c10::kCUDA).getStreamFromGlobalPool(device);
 }
 
-void SideStream::run(const at::Tensor& x, const std::function<void()>& work) {
-  if (!side_ || x.device() != side_->device()) return work();
-  const c10::Stream computing = c10::impl::VirtualGuardImpl(c10::kCUDA).getStream(x.device());
+void SideStream::run(at::TensorList inputs, const std::function<void()>& work) {
+  if (!side_ || inputs.empty() || inputs[0].device() != side_->device()) return work();
+  const c10::Stream computing = c10::impl::VirtualGuardImpl(c10::kCUDA).getStream(side_->device());
   c10::Event produced(c10::kCUDA);
   produced.record(computing);
   produced.block(*side_);
-  x.record_stream(*side_);
+  for (const auto& x : inputs) x.record_stream(*side_);
   const c10::StreamGuard on_side(*side_);
   work();
 }

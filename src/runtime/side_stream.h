@@ -18,10 +18,10 @@ class SideStream {
   explicit SideStream(const c10::Device& device);
 
   // Runs `work` on the side stream, after everything queued so far on the
-  // computing stream (which produced `x`); x's memory is not reused before
-  // the side stream is done with it. Tensors `work` creates belong to the
-  // side stream: read them only after join().
-  void run(const at::Tensor& x, const std::function<void()>& work);
+  // computing stream (which produced `inputs`); their memory is not reused
+  // before the side stream is done with it. Tensors `work` creates belong to
+  // the side stream: read them only after join().
+  void run(at::TensorList inputs, const std::function<void()>& work);
   // The computing stream waits (on the device, not the host) for all the
   // work run so far.
   void join();
