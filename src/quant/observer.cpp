@@ -24,25 +24,41 @@ ActivationObserver::ActivationObserver(const TensorQuantSettings& settings)
 
 bool ActivationObserver::needs_histogram() const { return settings_.observer != Observer::MinMax; }
 
-void ActivationObserver::observe(const at::Tensor& x_in) {
-  at::Tensor x = x_in.detach().reshape({-1});
+void ActivationObserver::observe(const at::Tensor& x_in, const at::Tensor& partial_extrema) {
+  at::Tensor x = x_in.detach();
   if (x.numel() == 0) return;
-  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) x = x.to(at::kFloat);  // half, bf16
   finished_ = false;
-  observe_range(x);
+  const bool convert = x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble;  // half, bf16
+  if (partial_extrema.defined() && (!needs_histogram() || !convert)) {
+    // Min and max of half and bf16 are exact in float32: no converted copy is needed for the range.
+    observe_range(x, partial_extrema);
+    if (needs_histogram()) count(x.reshape({-1}), extrema_.select(0, extrema_used_ - 1));
+    return;
+  }
+  x = x.reshape({-1});
+  if (convert) x = x.to(at::kFloat);
+  observe_range(x, at::Tensor());
   if (needs_histogram()) count(x, extrema_.select(0, extrema_used_ - 1));
 }
 
 // Min and max are exact in any floating type; one aminmax kernel writes them
 // into the next free slot, so an observation costs one launch, not three.
-void ActivationObserver::observe_range(const at::Tensor& x) {
+// From a fused op's per-block extrema, two small reductions write them.
+void ActivationObserver::observe_range(const at::Tensor& x, const at::Tensor& partial_extrema) {
   constexpr int64_t slots = 64;
+  const at::TensorOptions options =
+      partial_extrema.defined() ? partial_extrema.options() : x.options();  // float32, or x's type
   if (extrema_.defined() &&
-      (extrema_used_ == slots || extrema_.scalar_type() != x.scalar_type() || extrema_.device() != x.device()))
+      (extrema_used_ == slots || extrema_.dtype() != options.dtype() || extrema_.device() != options.device()))
     fold_extrema();
-  if (!extrema_.defined()) extrema_ = at::empty({slots, 2}, x.options());
+  if (!extrema_.defined()) extrema_ = at::empty({slots, 2}, options);
   at::Tensor lo = extrema_.select(0, extrema_used_).select(0, 0), hi = extrema_.select(0, extrema_used_).select(0, 1);
-  at::aminmax_out(lo, hi, x);
+  if (partial_extrema.defined()) {
+    at::amin_out(lo, partial_extrema.select(0, 0));
+    at::amax_out(hi, partial_extrema.select(0, 1));
+  } else {
+    at::aminmax_out(lo, hi, x);
+  }
   ++extrema_used_;
 }
 

@@ -28,7 +28,10 @@ class ActivationObserver {
   explicit ActivationObserver(const TensorQuantSettings& settings);
 
   // Tracks the range and, for percentile, entropy and mse, the histogram.
-  void observe(const at::Tensor& x);
+  // `partial_extrema`, when given, holds x's range already reduced per block
+  // by the op that computed x (graph/observe_op.h): the range is then
+  // reduced from it instead of from x.
+  void observe(const at::Tensor& x, const at::Tensor& partial_extrema = at::Tensor());
   bool needs_histogram() const;
 
   // The chosen float range and its quantization parameters.
@@ -71,7 +74,7 @@ class ActivationObserver {
   // Folds what observe() accumulated on the activations' device into the
   // host values: observe() never waits for a GPU, readers settle first.
   void settle() const;
-  void observe_range(const at::Tensor& x);
+  void observe_range(const at::Tensor& x, const at::Tensor& partial_extrema);
   // Counts x into the running histogram; `batch_range` holds x's min and max.
   void count(const at::Tensor& x, const at::Tensor& batch_range);
   bool count_with_kernel(const at::Tensor& x, const at::Tensor& batch_range);  // false: count another way
