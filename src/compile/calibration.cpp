@@ -90,19 +90,19 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   stats.hessians.resize(points.size());
   if (points.empty()) return stats;
   std::vector<int64_t> served_by;
-  torch::jit::Module observed = with_observers(model, method, tensors, &served_by);
+  torch::jit::Module observed = with_observers(model, method, tensors, &served_by, ObserveFusion::IntoClamps);
   const SharedTensors shared = share_tensors(points, observers, served_by);
   // Pass 1 counts each Hessian point's input vectors (the grid of its sums needs the total).
   at::Tensor vectors = at::zeros({static_cast<int64_t>(points.size())}, at::kLong);
   std::vector<int64_t> inputs(points.size(), 0);
   std::vector<std::optional<HessianSum>> sums(points.size());
   bool second_pass = false;
-  const auto take = [&](int64_t point, const at::Tensor& x) {
+  const auto take = [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
     if (second_pass) {
       if (sums[point]) sums[point]->add(x);
       return;
     }
-    observers.at(point).observe(x);
+    observers.at(point).observe(x, partial_extrema);
     if (points[point].hessian && x.dim() > 0 && x.size(-1) > 0) {
       vectors[point] += x.numel() / x.size(-1);
       inputs[point] = x.size(-1);
@@ -111,12 +111,15 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   // On a GPU the observers run beside the model's compute (side_stream.h).
   SideStream beside(device);
   const auto run_shard = [&] {
-    ObserveScope scope([&](int64_t point, const at::Tensor& x) {
-      beside.run(x, [&] {
-        take(point, x);
-        for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x);
+    const FusedObserveSink take_beside = [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
+      const std::vector<at::Tensor> inputs =
+          partial_extrema.defined() ? std::vector<at::Tensor>{x, partial_extrema} : std::vector<at::Tensor>{x};
+      beside.run(inputs, [&] {
+        take(point, x, partial_extrema);
+        for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x, partial_extrema);
       });
-    });
+    };
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) { take_beside(point, x, at::Tensor()); }, take_beside);
     sweep(observed);
     beside.join();
   };

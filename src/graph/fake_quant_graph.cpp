@@ -8,6 +8,7 @@
 #include <regex>
 #include <set>
 
+#include "graph/fuse_observations.h"
 #include "graph/model.h"
 #include "graph/rewrite.h"
 #include "qforge/errors.h"
@@ -160,31 +161,28 @@ torch::jit::Module with_observers(const torch::jit::Module& original, const std:
 }
 
 torch::jit::Module with_observers(const torch::jit::Module& original, const std::string& method,
-                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by) {
+                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by,
+                                  ObserveFusion fusion) {
   Rewrite rewrite(original, method);
-  Graph& graph = *rewrite.graph;
-  const auto observe = c10::Symbol::fromQualString("qforge::observe");
   if (served_by) served_by->assign(points.size(), -1);
   std::map<std::vector<Value*>, int64_t> first_observing;  // a list of tensors, the first point observing it
+  std::vector<ObservationSite> all_sites;
   for (size_t point = 0; point < points.size(); ++point) {
-    std::vector<std::pair<Value*, Node*>> sites;  // each tensor and the node its observation goes before
+    std::vector<ObservationSite> sites;
     for (Node* read : rewrite.reads_of(points[point].layer, method))
       for (Node* user : activation_users(read->output()))
-        sites.emplace_back(points[point].output ? user->output() : user->input(0),
-                           points[point].output ? user->next() : user);
+        sites.push_back({points[point].output ? user->output() : user->input(0),
+                         points[point].output ? user->next() : user, static_cast<int64_t>(point)});
     if (served_by && !sites.empty()) {
       std::vector<Value*> tensors;
-      for (const auto& site : sites) tensors.push_back(site.first);
+      for (const auto& site : sites) tensors.push_back(site.tensor);
       const auto [first, fresh] = first_observing.emplace(tensors, static_cast<int64_t>(point));
       (*served_by)[point] = first->second;
       if (!fresh) continue;
     }
-    for (const auto& [observed, before] : sites) {
-      WithInsertPoint at(before);
-      Value* id = graph.insertConstant(static_cast<int64_t>(point));
-      graph.insertNode(graph.create(observe, {observed, id}, 0));
-    }
+    all_sites.insert(all_sites.end(), sites.begin(), sites.end());
   }
+  insert_observations(rewrite.graph, all_sites, fusion);
   return rewrite.module;
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "graph/fuse_observations.h"
 #include "quant/observer.h"
 #include "quant/quantization.h"
 
@@ -100,8 +101,11 @@ struct ObservedTensor {
 // observes (q, k and v reading one input) gets no op of its own:
 // (*served_by)[i] is the point whose ops observe point i's tensors (i itself
 // when they are its own; -1 when the method never computes with the layer).
+// With ObserveFusion::IntoClamps, a ReLU, ReLU6 or hardtanh computing an observed tensor observes
+// it itself (graph/fuse_observations.h): calibration's graph.
 torch::jit::Module with_observers(const torch::jit::Module& module, const std::string& method,
-                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by = nullptr);
+                                  const std::vector<ObservedTensor>& points, std::vector<int64_t>* served_by = nullptr,
+                                  ObserveFusion fusion = ObserveFusion::None);
 
 // The layers whose output (a convolution's or linear's result) is an operand of
 // an add: the residual connections that onnxruntime runs as one quantized add

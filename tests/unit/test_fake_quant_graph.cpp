@@ -14,15 +14,10 @@
 
 using namespace qforge;
 using qforge::test::asset;
+using qforge::test::count_nodes;
 using qforge::test::ramp;
 
 namespace {
-
-int count_nodes(const torch::jit::Module& m, const std::string& kind) {
-  int n = 0;
-  for (const auto* node : m.get_method("forward").graph()->nodes()) n += node->kind().toQualString() == kind;
-  return n;
-}
 
 // Every quantizable layer's weight, symmetric per output channel at `bits`.
 std::vector<LayerFakeQuant> per_channel_weights(Model& model, int64_t bits) {

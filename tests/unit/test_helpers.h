@@ -1,8 +1,10 @@
 #pragma once
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include "qforge_test_paths.h"
@@ -27,6 +29,19 @@ inline torch::Tensor ramp(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
   return torch::linspace(-2, 2, n).reshape(shape);
+}
+
+// The nodes of `kind` ("qforge::observe") in the module's forward, in every block.
+inline int count_nodes(const torch::jit::Module& m, const std::string& kind) {
+  int n = 0;
+  const std::function<void(const torch::jit::Block*)> visit = [&](const torch::jit::Block* block) {
+    for (const auto* node : block->nodes()) {
+      n += node->kind().toQualString() == kind;
+      for (const auto* inner : node->blocks()) visit(inner);
+    }
+  };
+  visit(m.get_method("forward").graph()->block());
+  return n;
 }
 
 // Runs `body`, expects exception E whose message contains every fragment.
