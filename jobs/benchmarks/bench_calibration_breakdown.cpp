@@ -1,8 +1,9 @@
 // Where a calibration pass spends its time on one device, part by part, as
 // qforge runs it: reading the rows from HDF5, checking them for NaN/Inf,
 // copying them to the GPU, the model's plain forward, the forward with every
-// min/max observer (on a GPU beside the computing stream, as calibration runs
-// them, and on it), and with every histogram observer (percentile, entropy
+// min/max observer (on a GPU beside the computing stream with ReLUs and other clamps observing
+// what they compute, as calibration runs them; without that fusion; and on
+// the computing stream), and with every histogram observer (percentile, entropy
 // and mse: ranges and histograms in one pass), the passes with reading (and
 // with one reader thread), and the entropy search after it. Each part runs
 // over the whole calibration set; the table gives the median of REPEATS
@@ -98,7 +99,10 @@ int main(int argc, char** argv) {
   TensorQuantSettings minmax, histogram;
   histogram.observer = Observer::Percentile;
   std::vector<int64_t> served_by;  // layers reading one tensor observe it once, as in calibrate()
-  torch::jit::Module observed = with_observers(model.module(), "forward", points, &served_by);
+  // As calibrate() observes: ReLUs and other clamps observe what they compute (fuse_observations.h).
+  torch::jit::Module observed =
+      with_observers(model.module(), "forward", points, &served_by, ObserveFusion::IntoClamps);
+  torch::jit::Module observed_apart = with_observers(model.module(), "forward", points);
   size_t distinct = 0;
   for (size_t k = 0; k < served_by.size(); ++k) distinct += served_by[k] == static_cast<int64_t>(k);
   std::vector<ActivationObserver> observers;
@@ -110,8 +114,10 @@ int main(int argc, char** argv) {
   bool inline_observers = false;
   const auto observe_over = [&](const std::function<void()>& sweep) {
     SideStream beside(inline_observers ? c10::Device(c10::kCPU) : device);
-    ObserveScope scope(
-        [&](int64_t point, const at::Tensor& x) { beside.run(x, [&] { observers[point].observe(x); }); });
+    ObserveScope scope([&](int64_t point, const at::Tensor& x) { beside.run(x, [&] { observers[point].observe(x); }); },
+                       [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
+                         beside.run({x, partial_extrema}, [&] { observers[point].observe(x, partial_extrema); });
+                       });
     sweep();
     beside.join();
     reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass
@@ -119,7 +125,8 @@ int main(int argc, char** argv) {
       if (served_by[k] >= 0 && served_by[k] != static_cast<int64_t>(k))
         observers[k].take_statistics(observers[static_cast<size_t>(served_by[k])]);
   };
-  const auto observe_all = [&] { observe_over([&] { forward_all(observed); }); };
+  bool fused = true;  // false: every observer reduces its tensor apart
+  const auto observe_all = [&] { observe_over([&] { forward_all(fused ? observed : observed_apart); }); };
 
   std::vector<std::pair<std::string, Timing>> rows;
   // qforge's reading: its reader threads, onto the GPU when there is one.
@@ -151,6 +158,10 @@ int main(int argc, char** argv) {
   };
   rows.emplace_back("forward + min/max observers, resident", time_runs(observe_resident(minmax), device, repeats));
   if (gpu) {
+    fused = false;
+    rows.emplace_back("forward + min/max observers, resident, each reducing its tensor apart",
+                      time_runs(observe_resident(minmax), device, repeats));
+    fused = true;
     inline_observers = true;
     rows.emplace_back("forward + min/max observers, resident, on the computing stream",
                       time_runs(observe_resident(minmax), device, repeats));
