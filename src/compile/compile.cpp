@@ -31,16 +31,14 @@ namespace qforge {
 namespace {
 
 // How a sample set's rows are read: its batching, prefetch and finiteness
-// check, the transform, the rank's GPU they are copied to (if any), and the
-// threads that read them.
+// check, the transform, and the rank's GPU they are copied to (if any).
 SampleReaderOptions reader_options(const CalibrationSettings& settings, const DataTransformFn& transform,
                                    const c10::Device& device) {
   return {settings.batch_size,
           settings.prefetch,
           settings.check_finite,
           transform,
-          device.is_cuda() ? device.index() : -1,
-          default_readers(device.is_cuda(), settings.prefetch)};
+          device.is_cuda() ? device.index() : -1};
 }
 
 // A sample set's shard for this rank, in whole batches of the one-rank

@@ -17,12 +17,6 @@ namespace qforge {
 SampleReader::SampleReader(DatasetInfo info, RowRange rows, SampleReaderOptions options)
     : SampleReader(info, plan_batches(rows, info.group_rows(), options.batch_size), options) {}
 
-int default_readers(bool gpu, int64_t prefetch) {
-  if (!gpu) return 1;
-  const int cores = at::get_num_threads();  // this rank's share of the host
-  return static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(cores / 4, prefetch + 1), 1, 4));
-}
-
 struct SampleReader::ReadBatch {
   Batch batch;
   std::optional<c10::Event> copied;  // recorded on the copy stream after the batch's copies

@@ -35,13 +35,12 @@ struct SampleReaderOptions {
   // computes waits for them on the device, not the host.
   int cuda_device = -1;
   // Threads reading batches at once (at most prefetch + 1 are useful): one
-  // reads HDF5 while others check and copy what they read.
+  // reads HDF5 while others check and copy what they read. qforge reads
+  // with one: HDF5 lets one thread read at a time, and on an H100 host a
+  // ResNet-50 pass read 2-4% faster with one reader than with three
+  // (BENCHMARKS.md, "Calibration part by part").
   int readers = 1;
 };
-
-// The readers a rank uses: on a GPU, enough to keep a fast model fed from
-// its share of the host's cores; on a CPU, one (the cores compute).
-int default_readers(bool gpu, int64_t prefetch);
 
 class SampleReader {
  public:
