@@ -36,9 +36,9 @@ struct SampleReaderOptions {
   int cuda_device = -1;
   // Threads reading batches at once (at most prefetch + 1 are useful): one
   // reads HDF5 while others check and copy what they read. qforge reads
-  // with one: HDF5 lets one thread read at a time, and on an H100 host a
-  // ResNet-50 pass read 2-4% faster with one reader than with three
-  // (BENCHMARKS.md, "Calibration part by part").
+  // with one: HDF5 lets one thread read at a time, and on H100 hosts a
+  // ResNet-50 calibration pass ran 1-4.5% faster with one reader than with
+  // three (BENCHMARKS.md, "Calibration part by part").
   int readers = 1;
 };
 
