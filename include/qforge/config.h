@@ -181,7 +181,8 @@ struct FineTuneSettings {
   bool learn_ranges = false;        // learn_ranges: LSQ: weight and activation scales train too (qa_lora)
   int64_t teacher_cache_mb = 1024;  // teacher_cache_mb: memory for the teacher's outputs of rows seen again; 0 = none
   bool cuda_graphs = true;          // cuda_graphs: replay each micro-batch's kernels from CUDA graphs (GPU)
-  std::vector<std::string> targets;  // targets: layer names, globs or types; empty = every quantized weight
+  Autocast teacher_autocast = Autocast::Off;  // teacher_autocast: off | bf16 | fp16: the teacher's forward (GPU)
+  std::vector<std::string> targets;           // targets: layer names, globs or types; empty = every quantized weight
   Distillation distillation = Distillation::Mse;  // distillation: mse | kl against the float model's outputs
   double task_loss_weight = 0.0;                  // task_loss_weight: share of cross-entropy on labels (0..1)
   int64_t log_every = 10;                         // log_every: steps between progress lines

@@ -119,6 +119,8 @@ void ExperimentConfig::validate() const {
           "method qa_lora (plain lora trains without the quantizer, so it has no ranges to learn)");
     check(f.max_grad_norm >= 0, key + ".max_grad_norm", "0 (off) or a positive norm");
     check(f.teacher_cache_mb >= 0, key + ".teacher_cache_mb", "0 (none) or a size in MiB");
+    check(f.teacher_autocast == Autocast::Off || device != Device::Cpu, key + ".teacher_autocast",
+          "off with device: cpu (mixed precision runs on GPUs; set device: cuda or auto)");
     check(f.task_loss_weight >= 0 && f.task_loss_weight <= 1, key + ".task_loss_weight", "a weight from 0 to 1");
     check(f.log_every > 0, key + ".log_every", "a positive step count");
     check(f.eval_every >= 0, key + ".eval_every", "0 (none) or a step count");

@@ -178,6 +178,10 @@ void describe(V& v, FineTuneSettings& s) {
     "on a GPU, replay each micro-batch's teacher forward and student forward + backward from CUDA graphs, "
     "captured per input shape after 2 eager runs (the same numbers, far fewer kernel launches); a forward that "
     "cannot be captured runs eagerly, with a warning; not with the C++ API's forward callback");
+  v("teacher_autocast", s.teacher_autocast,
+    "off | bf16 | fp16: the float teacher's forward under autocast on a GPU, its outputs cast back to float32; "
+    "faster where that forward is bound by float32 matrix products, but the student then learns outputs rounded "
+    "to 16 bits (not exact; cuda_graphs and teacher_cache_mb apply as before)");
   v("targets", s.targets, "layer names, globs or types to adapt; empty = every quantized layer with weights");
   v("distillation", s.distillation, "mse | kl: loss against the float model's outputs");
   v("task_loss_weight", s.task_loss_weight, "share of cross-entropy on the file's labels (0..1)");

@@ -13,6 +13,7 @@
 #include "metrics/predictions.h"
 #include "qforge/errors.h"
 #include "quant/observer.h"
+#include "runtime/device.h"
 
 namespace qforge {
 namespace {
@@ -166,7 +167,17 @@ MicroBatchParts QaLoraTrainer::micro_batch_parts() {
   MicroBatchParts parts;
   parts.teacher = [this](const Batch& batch) {
     torch::NoGradGuard no_grad;
-    return options_.run(teacher_, batch);
+    const Autocast mode = options_.settings.teacher_autocast;
+    if (mode == Autocast::Off || options_.reading.cuda_device < 0) return options_.run(teacher_, batch);
+    c10::IValue outputs;
+    {
+      const AutocastScope autocast(mode, c10::Device(c10::kCUDA, options_.reading.cuda_device));
+      outputs = options_.run(teacher_, batch);
+    }
+    // The losses compare in float32, whatever type the forward computed in.
+    return map_tensors(outputs, [](const at::Tensor& t) {
+      return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16 ? t.to(at::kFloat) : t;
+    });
   };
   parts.labels = [&s](const Batch& batch, const c10::IValue& expected) {
     return s.task_loss_weight > 0 ? task_labels(batch, expected) : at::Tensor();

@@ -172,6 +172,28 @@ def test_tf32_matmuls_fine_tune_and_change_the_arithmetic(work):
     check(losses["high"] != losses["highest"], "TF32 gave the float32 losses bit for bit: not applied")
 
 
+def test_teacher_autocast_rounds_the_teacher_and_nothing_else(work):
+    # teacher_autocast: bf16 runs the float teacher's forward in bfloat16: the
+    # losses move (it is applied) but only by the teacher's rounding, and the
+    # compiled model still tracks the float one. The first step's loss comes
+    # before any update; this small model's quantized student is so close to
+    # its teacher (a loss near 6e-6) that bf16's rounding of the teacher's
+    # outputs moves it by about 15%.
+    need(1)
+    losses = {}
+    for mode in ("off", "bf16"):
+        run(["compile", fine_tune_config(), "--set", f"out_dir=teacher_{mode}", "--set",
+             f"compile_options.fine_tune.teacher_autocast={mode}"], timeout=300)
+        report = json.load(open(os.path.join(work, f"teacher_{mode}", "report.json")))
+        losses[mode] = report["fine_tune"]["loss"]
+        check(all(l == l and l < 1e3 for l in losses[mode]), f"finite losses: {losses[mode]}")
+        check(report["evaluation"]["top1_agreement"] >= 0.8, f"agreement: {report['evaluation']}")
+    print(f"losses: {losses}")
+    check(losses["bf16"] != losses["off"], "the bf16 teacher gave the float32 losses bit for bit: not applied")
+    first = abs(losses["bf16"][0] - losses["off"][0]) / abs(losses["off"][0])
+    check(first < 0.3, f"the first step's loss moved by {first:.1%}: more than the teacher's rounding")
+
+
 CUDA_GRAPH_CASES = {
     # Two sequence lengths and accumulation (several input shapes), learned
     # ranges, LoRA dropout, and data seen 3 times (the teacher's kept outputs

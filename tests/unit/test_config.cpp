@@ -116,6 +116,20 @@ TEST(Config, QuantizationNeedsTargetAndCalibrationData) {
       {"calibration_inputs"});
 }
 
+TEST(Config, MixedPrecisionNeedsAGpu) {
+  const std::string fine_tune = std::string(kMinimal) +
+                                "deployment_settings: {target: tensorrt}\nquantization_settings: {}\n"
+                                "compile_options: {fine_tune: {enabled: true}}\n";
+  expect_error<ConfigError>([&] { parse_config(fine_tune + "autocast: bf16\n", "x.yaml"); },
+                            {"autocast", "off with device: cpu"});
+  expect_error<ConfigError>(
+      [&] { parse_config(fine_tune, "x.yaml", {"compile_options.fine_tune.teacher_autocast=bf16"}); },
+      {"compile_options.fine_tune.teacher_autocast", "off with device: cpu"});
+  const auto on_gpu =
+      parse_config(fine_tune + "device: cuda\n", "x.yaml", {"compile_options.fine_tune.teacher_autocast=fp16"});
+  EXPECT_EQ(on_gpu.compile_options.fine_tune.teacher_autocast, Autocast::Float16);
+}
+
 TEST(Config, RangesAreChecked) {
   expect_error<ConfigError>(
       [] {
