@@ -114,10 +114,13 @@ int main(int argc, char** argv) {
   bool inline_observers = false;
   const auto observe_over = [&](const std::function<void()>& sweep) {
     SideStream beside(inline_observers ? c10::Device(c10::kCPU) : device);
-    ObserveScope scope([&](int64_t point, const at::Tensor& x) { beside.run(x, [&] { observers[point].observe(x); }); },
-                       [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
-                         beside.run({x, partial_extrema}, [&] { observers[point].observe(x, partial_extrema); });
-                       });
+    ObserveScope scope(ObservationSink([&](const Observation& o) {
+      const auto take = [&] { observers[o.point].observe(o.x, o.partial_extrema); };
+      if (o.written_later) return beside.run_in_order(take);
+      beside.run(
+          o.partial_extrema.defined() ? std::vector<at::Tensor>{o.x, o.partial_extrema} : std::vector<at::Tensor>{o.x},
+          take);
+    }));
     sweep();
     beside.join();
     reduce_ranges(observers, nullptr);  // folds the pending device values: part of the pass

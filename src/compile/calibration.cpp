@@ -111,15 +111,16 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
   // On a GPU the observers run beside the model's compute (side_stream.h).
   SideStream beside(device);
   const auto run_shard = [&] {
-    const FusedObserveSink take_beside = [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
+    ObserveScope scope(ObservationSink([&](const Observation& o) {
+      const auto take_all = [&] {
+        take(o.point, o.x, o.partial_extrema);
+        for (int64_t other : shared.observed_apart[static_cast<size_t>(o.point)]) take(other, o.x, o.partial_extrema);
+      };
+      if (o.written_later) return beside.run_in_order(take_all);
       const std::vector<at::Tensor> inputs =
-          partial_extrema.defined() ? std::vector<at::Tensor>{x, partial_extrema} : std::vector<at::Tensor>{x};
-      beside.run(inputs, [&] {
-        take(point, x, partial_extrema);
-        for (int64_t other : shared.observed_apart[static_cast<size_t>(point)]) take(other, x, partial_extrema);
-      });
-    };
-    ObserveScope scope([&](int64_t point, const at::Tensor& x) { take_beside(point, x, at::Tensor()); }, take_beside);
+          o.partial_extrema.defined() ? std::vector<at::Tensor>{o.x, o.partial_extrema} : std::vector<at::Tensor>{o.x};
+      beside.run(inputs, take_all);
+    }));
     sweep(observed);
     beside.join();
   };

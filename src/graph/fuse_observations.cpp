@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/ir/alias_analysis.h>
 #include <torch/csrc/jit/ir/constants.h>
 
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -45,19 +46,40 @@ bool clamp_can_observe(const Node* clamp, const ObservationSite& site, const tor
   return true;
 }
 
-void insert_observe(Graph& graph, const ObservationSite& site) {
+// Whether a node other than the tensor's producer writes its memory anywhere
+// in the graph. Graph order says little inside loops, so any such writer
+// counts: an observation read beside the computing stream would race it.
+bool written_elsewhere(const Value* tensor, const Graph& graph, const torch::jit::AliasDb& aliases) {
+  if (!aliases.hasWriters(tensor)) return false;
+  const std::function<bool(const torch::jit::Block*)> writes = [&](const torch::jit::Block* block) {
+    for (const Node* n : block->nodes()) {
+      if (!n->blocks().empty()) {
+        for (const auto* inner : n->blocks())
+          if (writes(inner)) return true;
+      } else if (n != tensor->node() && aliases.writesToAlias(const_cast<Node*>(n), {tensor})) {
+        return true;
+      }
+    }
+    return false;
+  };
+  return writes(graph.block());
+}
+
+void insert_observe(Graph& graph, const ObservationSite& site, bool written_later) {
   static const auto observe = c10::Symbol::fromQualString("qforge::observe");
   torch::jit::WithInsertPoint at(site.before);
   Value* id = graph.insertConstant(site.point);
-  graph.insertNode(graph.create(observe, {site.tensor, id}, 0));
+  Value* written = graph.insertConstant(written_later);
+  graph.insertNode(graph.create(observe, {site.tensor, id, written}, 0));
 }
 
-void replace_with_observed_clamp(Graph& graph, Node* clamp, const std::vector<int64_t>& points) {
+void replace_with_observed_clamp(Graph& graph, Node* clamp, const std::vector<int64_t>& points, bool written_later) {
   static const auto observed_clamp = c10::Symbol::fromQualString("qforge::observed_clamp");
   const Clamp bounds = *clamp_of(clamp);
   torch::jit::WithInsertPoint at(clamp);
-  Value* y = graph.insert(observed_clamp, {clamp->input(0), c10::IValue(points), c10::IValue(bounds.lower),
-                                           c10::IValue(bounds.upper), c10::IValue(bounds.inplace)});
+  Value* y = graph.insert(observed_clamp,
+                          {clamp->input(0), c10::IValue(points), c10::IValue(bounds.lower), c10::IValue(bounds.upper),
+                           c10::IValue(bounds.inplace), c10::IValue(written_later)});
   y->setType(clamp->output()->type());
   clamp->output()->replaceAllUsesWith(y);
   clamp->destroy();
@@ -69,24 +91,29 @@ int insert_observations(const std::shared_ptr<Graph>& graph, const std::vector<O
                         ObserveFusion fusion) {
   // Decided on the graph without observation ops, whose conservative alias
   // analysis would make every observed tensor alias every other.
-  std::vector<std::pair<Node*, std::vector<int64_t>>> clamps;  // each observing clamp and its points, in site order
+  struct ObservingClamp {
+    Node* clamp;
+    std::vector<int64_t> points;
+    bool written_later;
+  };
+  std::vector<ObservingClamp> clamps;  // in site order
   std::map<Node*, size_t> clamp_index;
-  std::vector<const ObservationSite*> apart;
+  std::vector<std::pair<const ObservationSite*, bool>> apart;  // each site and whether it is written later
   {
-    const auto aliases = fusion == ObserveFusion::IntoClamps ? std::make_unique<torch::jit::AliasDb>(graph) : nullptr;
+    const torch::jit::AliasDb aliases(graph);
     for (const auto& site : sites) {
       Node* producer = site.tensor->node();
-      if (!aliases || !clamp_of(producer) || !clamp_can_observe(producer, site, *aliases)) {
-        apart.push_back(&site);
+      if (fusion != ObserveFusion::IntoClamps || !clamp_of(producer) || !clamp_can_observe(producer, site, aliases)) {
+        apart.emplace_back(&site, written_elsewhere(site.tensor, *graph, aliases));
         continue;
       }
       const auto [at, fresh] = clamp_index.emplace(producer, clamps.size());
-      if (fresh) clamps.emplace_back(producer, std::vector<int64_t>());
-      clamps[at->second].second.push_back(site.point);
+      if (fresh) clamps.push_back({producer, {}, written_elsewhere(site.tensor, *graph, aliases)});
+      clamps[at->second].points.push_back(site.point);
     }
   }
-  for (const ObservationSite* site : apart) insert_observe(*graph, *site);
-  for (const auto& [clamp, points] : clamps) replace_with_observed_clamp(*graph, clamp, points);
+  for (const auto& [site, written_later] : apart) insert_observe(*graph, *site, written_later);
+  for (const auto& c : clamps) replace_with_observed_clamp(*graph, c.clamp, c.points, c.written_later);
   return static_cast<int>(clamps.size());
 }
 

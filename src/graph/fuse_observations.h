@@ -20,7 +20,8 @@ struct ObservationSite {
 
 enum class ObserveFusion { None, IntoClamps };
 
-// Inserts the observation of every site, in order. With IntoClamps, a site
+// Inserts the observation of every site, in order, each op told whether the
+// graph writes its tensor in place elsewhere. With IntoClamps, a site
 // whose tensor a clamp computes in the same block, and that nothing writes
 // between the clamp and the site, is observed by the clamp instead. Returns
 // the number of clamps that now observe.

@@ -19,22 +19,22 @@
 namespace qforge {
 namespace {
 
-struct Sinks {
-  ObserveSink plain;
-  FusedObserveSink fused;
+struct Sink {
+  ObservationSink take;
+  bool takes_extrema;  // fused kernels may run
 };
 
 std::mutex sink_mutex;
-Sinks* active = nullptr;
+Sink* active = nullptr;
 
-Sinks& active_sinks() {
+Sink& active_sink() {
   if (!active) throw Error("a qforge calibration op ran outside calibration (a calibration graph escaped its scope)");
   return *active;
 }
 
-void observe(const at::Tensor& x, int64_t point) {
+void observe(const at::Tensor& x, int64_t point, bool written_later) {
   std::lock_guard<std::mutex> lock(sink_mutex);
-  active_sinks().plain(point, x);
+  active_sink().take({point, x, at::Tensor(), written_later});
 }
 
 struct ClampWithExtrema {
@@ -72,25 +72,32 @@ at::Tensor clamp_as_aten(const at::Tensor& x, double lower, double upper, bool i
   return inplace ? at::hardtanh_(self, lower, upper) : at::hardtanh(x, lower, upper);
 }
 
-at::Tensor observed_clamp(const at::Tensor& x, c10::IntArrayRef points, double lower, double upper, bool inplace) {
+at::Tensor observed_clamp(const at::Tensor& x, c10::IntArrayRef points, double lower, double upper, bool inplace,
+                          bool written_later) {
   std::lock_guard<std::mutex> lock(sink_mutex);
-  Sinks& sinks = active_sinks();
-  if (sinks.fused)
+  Sink& sink = active_sink();
+  if (sink.takes_extrema)
     if (const auto fused = clamp_with_extrema(x, lower, upper, inplace)) {
-      for (int64_t point : points) sinks.fused(point, fused->y, fused->partial_extrema);
+      for (int64_t point : points) sink.take({point, fused->y, fused->partial_extrema, written_later});
       return fused->y;
     }
   at::Tensor y = clamp_as_aten(x, lower, upper, inplace);
-  for (int64_t point : points) sinks.plain(point, y);
+  for (int64_t point : points) sink.take({point, y, at::Tensor(), written_later});
   return y;
+}
+
+void activate(Sink sink) {
+  std::lock_guard<std::mutex> lock(sink_mutex);
+  if (active) throw Error("ObserveScope: a calibration is already running in this process");
+  active = new Sink(std::move(sink));
 }
 
 }  // namespace
 
-ObserveScope::ObserveScope(ObserveSink sink, FusedObserveSink fused) {
-  std::lock_guard<std::mutex> lock(sink_mutex);
-  if (active) throw Error("ObserveScope: a calibration is already running in this process");
-  active = new Sinks{std::move(sink), std::move(fused)};
+ObserveScope::ObserveScope(ObservationSink sink) { activate({std::move(sink), true}); }
+
+ObserveScope::ObserveScope(ObserveSink sink) {
+  activate({[sink = std::move(sink)](const Observation& o) { sink(o.point, o.x); }, false});
 }
 
 ObserveScope::~ObserveScope() {
@@ -104,10 +111,11 @@ ObserveScope::~ObserveScope() {
 // CONSERVATIVE alias analysis marks the ops as having side effects, so the
 // graph optimizer neither removes nor reorders them.
 TORCH_LIBRARY(qforge, m) {
-  m.def(torch::schema("qforge::observe(Tensor x, int point) -> ()", c10::AliasAnalysisKind::CONSERVATIVE),
+  m.def(torch::schema("qforge::observe(Tensor x, int point, bool written_later) -> ()",
+                      c10::AliasAnalysisKind::CONSERVATIVE),
         &qforge::observe);
-  m.def(
-      torch::schema("qforge::observed_clamp(Tensor x, int[] points, float lower, float upper, bool inplace) -> Tensor",
-                    c10::AliasAnalysisKind::CONSERVATIVE),
-      &qforge::observed_clamp);
+  m.def(torch::schema("qforge::observed_clamp(Tensor x, int[] points, float lower, float upper, bool inplace, "
+                      "bool written_later) -> Tensor",
+                      c10::AliasAnalysisKind::CONSERVATIVE),
+        &qforge::observed_clamp);
 }

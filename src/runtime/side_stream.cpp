@@ -23,6 +23,11 @@ void SideStream::run(at::TensorList inputs, const std::function<void()>& work) {
   work();
 }
 
+void SideStream::run_in_order(const std::function<void()>& work) {
+  join();
+  work();
+}
+
 void SideStream::join() {
   if (!side_) return;
   c10::Event done(c10::kCUDA);

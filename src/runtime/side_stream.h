@@ -22,6 +22,10 @@ class SideStream {
   // before the side stream is done with it. Tensors `work` creates belong to
   // the side stream: read them only after join().
   void run(at::TensorList inputs, const std::function<void()>& work);
+  // Runs `work` on the computing stream, after all the work run beside so
+  // far: for a tensor the computing stream will write in place, which work
+  // beside could read after that write.
+  void run_in_order(const std::function<void()>& work);
   // The computing stream waits (on the device, not the host) for all the
   // work run so far.
   void join();

@@ -108,6 +108,56 @@ void expect_clamps_observe(const std::string& model_file, int observing_clamps) 
   EXPECT_TRUE(fused_y.equal(apart_y));
 }
 
+// Observations read beside the computing stream on a GPU: each op says
+// whether the graph writes its tensor in place elsewhere, which such a read
+// would race.
+TEST(FuseObservations, OpsSayWhetherTheGraphWritesTheirTensorElsewhere) {
+  torch::jit::Module m("Writes");
+  for (int k = 1; k <= 4; ++k) m.register_module("fc" + std::to_string(k), linear_layer(8, k));
+  m.define(R"(
+def forward(self, x):
+    a = torch.relu_(torch.linear(x, self.fc1.weight))
+    b = torch.linear(a, self.fc2.weight)
+    c = torch.linear(b, self.fc3.weight)
+    b.mul_(2.0)
+    return torch.linear(b + c, self.fc4.weight)
+)");
+  m.eval();
+  const std::vector<ObservedTensor> points = {{"fc2", false}, {"fc3", false}, {"fc1", true}};
+  for (const auto fusion : {ObserveFusion::IntoClamps, ObserveFusion::None}) {
+    auto observed = with_observers(m, "forward", points, nullptr, fusion);
+    std::map<int64_t, bool> written;
+    ObserveScope scope(ObservationSink([&](const Observation& o) { written[o.point] = o.written_later; }));
+    torch::NoGradGuard no_grad;
+    observed.forward({ramp({3, 8})});
+    // fc2 reads the ReLU's result, which its own op wrote (relu_) and
+    // nothing else does; fc3 reads b, which mul_ writes after; fc1's output
+    // is the tensor relu_ writes.
+    EXPECT_FALSE(written.at(0));
+    EXPECT_TRUE(written.at(1));
+    EXPECT_TRUE(written.at(2));
+  }
+}
+
+// ResNet's residual sums are written in place (out += identity) into the
+// output of the convolution before them, which onnxruntime's targets observe.
+TEST(FuseObservations, ResidualSumsWriteTheConvolutionOutputsTheyObserve) {
+  auto model = Model::load(asset("resnet18_traced.pt"));
+  model.fold_conv_batch_norm();
+  const auto feeding = layers_feeding_adds(model.module(), "forward");
+  ASSERT_EQ(feeding.size(), 8u + 3u);  // each block's last convolution, and the 3 downsamples
+  std::vector<ObservedTensor> points;
+  for (const auto& layer : feeding) points.push_back({layer, true});
+  auto observed = with_observers(model.module(), "forward", points, nullptr, ObserveFusion::IntoClamps);
+  std::map<std::string, bool> written;
+  ObserveScope scope(
+      ObservationSink([&](const Observation& o) { written[points[o.point].layer] = o.written_later; }));
+  torch::NoGradGuard no_grad;
+  observed.forward({ramp({1, 3, 32, 32})});
+  ASSERT_EQ(written.size(), feeding.size());
+  for (const auto& [layer, later] : written) EXPECT_EQ(later, layer.find("downsample") == std::string::npos) << layer;
+}
+
 TEST(FuseObservations, ResnetBlocksObserveInTheirRelus) {
   // Each block's second convolution reads a ReLU's result, and so do the
   // blocks after the first, but the stem's first convolution reads the
@@ -129,7 +179,7 @@ TEST(ObservedClamp, KernelComputesAtensClampAndRange) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU";
   const auto op = c10::Dispatcher::singleton()
                       .findSchemaOrThrow("qforge::observed_clamp", "")
-                      .typed<at::Tensor(const at::Tensor&, c10::IntArrayRef, double, double, bool)>();
+                      .typed<at::Tensor(const at::Tensor&, c10::IntArrayRef, double, double, bool, bool)>();
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const std::vector<std::pair<double, double>> clamps = {{0, inf}, {0, 6}, {-1, 0.3}};
   for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16})
@@ -148,10 +198,12 @@ TEST(ObservedClamp, KernelComputesAtensClampAndRange) {
             std::vector<torch::Tensor> partials;
             torch::Tensor y;
             {
-              ObserveScope scope([&](int64_t, const at::Tensor&) { ADD_FAILURE() << "the kernel did not run"; },
-                                 [&](int64_t, const at::Tensor&, const at::Tensor& p) { partials.push_back(p); });
+              ObserveScope scope(ObservationSink([&](const Observation& o) {
+                EXPECT_TRUE(o.partial_extrema.defined()) << "the kernel did not run";
+                partials.push_back(o.partial_extrema);
+              }));
               torch::Tensor input = inplace ? x.clone() : x;
-              y = op.call(input, {0, 1}, lower, upper, inplace);
+              y = op.call(input, {0, 1}, lower, upper, inplace, false);
               if (inplace) EXPECT_TRUE(y.is_same(input));
             }
             const std::string where = std::string(c10::toString(dtype)) + " [" + std::to_string(lower) + ", " +
@@ -188,11 +240,10 @@ TEST(ObservedClamp, ObserversOnTheGpuGatherWhatObserversApartGather) {
         std::vector<ActivationObserver> observers(points.size(), ActivationObserver(settings));
         int fused_observations = 0;
         {
-          ObserveScope scope([&](int64_t point, const at::Tensor& x) { observers[point].observe(x); },
-                             [&](int64_t point, const at::Tensor& x, const at::Tensor& partial_extrema) {
-                               ++fused_observations;
-                               observers[point].observe(x, partial_extrema);
-                             });
+          ObserveScope scope(ObservationSink([&](const Observation& o) {
+            fused_observations += o.partial_extrema.defined();
+            observers[o.point].observe(o.x, o.partial_extrema);
+          }));
           torch::NoGradGuard no_grad;
           for (int64_t batch = 0; batch < 3; ++batch) {
             torch::manual_seed(batch);
