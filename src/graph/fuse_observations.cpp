@@ -46,17 +46,28 @@ bool clamp_can_observe(const Node* clamp, const ObservationSite& site, const tor
   return true;
 }
 
-// Whether a node other than the tensor's producer writes its memory anywhere
-// in the graph. Graph order says little inside loops, so any such writer
-// counts: an observation read beside the computing stream would race it.
-bool written_elsewhere(const Value* tensor, const Graph& graph, const torch::jit::AliasDb& aliases) {
+bool inside_loop(const Node* n) {
+  for (const Node* owner = n->owningBlock()->owningNode(); owner; owner = owner->owningBlock()->owningNode())
+    if (owner->kind() == c10::prim::Loop) return true;
+  return false;
+}
+
+// Whether a node other than the tensor's producer writes its memory after
+// the observation made just before `observed_at` (or, for a clamp that
+// observes, by it) runs: work reading the tensor beside the computing stream
+// would race that write. Inside a loop any such writer counts, since its
+// next iteration comes after.
+bool written_after(const Value* tensor, const Node* observed_at, const Graph& graph,
+                   const torch::jit::AliasDb& aliases) {
   if (!aliases.hasWriters(tensor)) return false;
+  const bool any_writer = inside_loop(observed_at);
   const std::function<bool(const torch::jit::Block*)> writes = [&](const torch::jit::Block* block) {
     for (const Node* n : block->nodes()) {
       if (!n->blocks().empty()) {
         for (const auto* inner : n->blocks())
           if (writes(inner)) return true;
-      } else if (n != tensor->node() && aliases.writesToAlias(const_cast<Node*>(n), {tensor})) {
+      } else if (n != tensor->node() && (any_writer || n == observed_at || observed_at->isBefore(n)) &&
+                 aliases.writesToAlias(const_cast<Node*>(n), {tensor})) {
         return true;
       }
     }
@@ -104,11 +115,11 @@ int insert_observations(const std::shared_ptr<Graph>& graph, const std::vector<O
     for (const auto& site : sites) {
       Node* producer = site.tensor->node();
       if (fusion != ObserveFusion::IntoClamps || !clamp_of(producer) || !clamp_can_observe(producer, site, aliases)) {
-        apart.emplace_back(&site, written_elsewhere(site.tensor, *graph, aliases));
+        apart.emplace_back(&site, written_after(site.tensor, site.before, *graph, aliases));
         continue;
       }
       const auto [at, fresh] = clamp_index.emplace(producer, clamps.size());
-      if (fresh) clamps.push_back({producer, {}, written_elsewhere(site.tensor, *graph, aliases)});
+      if (fresh) clamps.push_back({producer, {}, written_after(site.tensor, producer, *graph, aliases)});
       clamps[at->second].points.push_back(site.point);
     }
   }

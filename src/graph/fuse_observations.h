@@ -21,7 +21,7 @@ struct ObservationSite {
 enum class ObserveFusion { None, IntoClamps };
 
 // Inserts the observation of every site, in order, each op told whether the
-// graph writes its tensor in place elsewhere. With IntoClamps, a site
+// graph writes its tensor in place after it. With IntoClamps, a site
 // whose tensor a clamp computes in the same block, and that nothing writes
 // between the clamp and the site, is observed by the clamp instead. Returns
 // the number of clamps that now observe.

@@ -109,9 +109,9 @@ void expect_clamps_observe(const std::string& model_file, int observing_clamps) 
 }
 
 // Observations read beside the computing stream on a GPU: each op says
-// whether the graph writes its tensor in place elsewhere, which such a read
+// whether the graph writes its tensor in place after it, which such a read
 // would race.
-TEST(FuseObservations, OpsSayWhetherTheGraphWritesTheirTensorElsewhere) {
+TEST(FuseObservations, OpsSayWhetherTheGraphWritesTheirTensorAfterThem) {
   torch::jit::Module m("Writes");
   for (int k = 1; k <= 4; ++k) m.register_module("fc" + std::to_string(k), linear_layer(8, k));
   m.define(R"(
@@ -120,10 +120,15 @@ def forward(self, x):
     b = torch.linear(a, self.fc2.weight)
     c = torch.linear(b, self.fc3.weight)
     b.mul_(2.0)
-    return torch.linear(b + c, self.fc4.weight)
+    d = b + c
+    e = d
+    for i in range(2):
+        d.add_(1.0)
+        e = torch.linear(d, self.fc4.weight)
+    return e
 )");
   m.eval();
-  const std::vector<ObservedTensor> points = {{"fc2", false}, {"fc3", false}, {"fc1", true}};
+  const std::vector<ObservedTensor> points = {{"fc2", false}, {"fc3", false}, {"fc1", true}, {"fc4", false}};
   for (const auto fusion : {ObserveFusion::IntoClamps, ObserveFusion::None}) {
     auto observed = with_observers(m, "forward", points, nullptr, fusion);
     std::map<int64_t, bool> written;
@@ -132,30 +137,38 @@ def forward(self, x):
     observed.forward({ramp({3, 8})});
     // fc2 reads the ReLU's result, which its own op wrote (relu_) and
     // nothing else does; fc3 reads b, which mul_ writes after; fc1's output
-    // is the tensor relu_ writes.
+    // is the tensor relu_ writes; in the loop, add_ writes d before fc4
+    // reads it, and so after the previous iteration's observation.
     EXPECT_FALSE(written.at(0));
     EXPECT_TRUE(written.at(1));
     EXPECT_TRUE(written.at(2));
+    EXPECT_TRUE(written.at(3));
   }
 }
 
 // ResNet's residual sums are written in place (out += identity) into the
-// output of the convolution before them, which onnxruntime's targets observe.
+// output of the convolution before them, which onnxruntime's targets observe;
+// its layer inputs are never written after their observation.
 TEST(FuseObservations, ResidualSumsWriteTheConvolutionOutputsTheyObserve) {
   auto model = Model::load(asset("resnet18_traced.pt"));
   model.fold_conv_batch_norm();
   const auto feeding = layers_feeding_adds(model.module(), "forward");
   ASSERT_EQ(feeding.size(), 8u + 3u);  // each block's last convolution, and the 3 downsamples
   std::vector<ObservedTensor> points;
+  for (const auto& info : model.layers())
+    if (info.quantizable) points.push_back({info.name, false});
   for (const auto& layer : feeding) points.push_back({layer, true});
   auto observed = with_observers(model.module(), "forward", points, nullptr, ObserveFusion::IntoClamps);
-  std::map<std::string, bool> written;
-  ObserveScope scope(
-      ObservationSink([&](const Observation& o) { written[points[o.point].layer] = o.written_later; }));
+  std::map<size_t, bool> written;
+  ObserveScope scope(ObservationSink([&](const Observation& o) { written[o.point] = o.written_later; }));
   torch::NoGradGuard no_grad;
   observed.forward({ramp({1, 3, 32, 32})});
-  ASSERT_EQ(written.size(), feeding.size());
-  for (const auto& [layer, later] : written) EXPECT_EQ(later, layer.find("downsample") == std::string::npos) << layer;
+  ASSERT_EQ(written.size(), points.size());
+  for (const auto& [point, later] : written) {
+    const ObservedTensor& p = points[point];
+    EXPECT_EQ(later, p.output && p.layer.find("downsample") == std::string::npos)
+        << p.layer << (p.output ? " output" : " input");
+  }
 }
 
 TEST(FuseObservations, ResnetBlocksObserveInTheirRelus) {
