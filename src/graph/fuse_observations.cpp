@@ -27,7 +27,7 @@ std::optional<Clamp> clamp_of(const Node* n) {
   const std::string kind = n->kind().toQualString();
   const bool inplace = !kind.empty() && kind.back() == '_';
   const std::string op = inplace ? kind.substr(0, kind.size() - 1) : kind;
-  if (n->inputs().empty() || !n->input(0)->type()->cast<c10::TensorType>()) return std::nullopt;
+  if (n->inputs().empty() || n->input(0)->type()->kind() != c10::TypeKind::TensorType) return std::nullopt;
   if (op == "aten::relu" && n->inputs().size() == 1) return Clamp{0, std::numeric_limits<double>::infinity(), inplace};
   if (op == "aten::relu6" && n->inputs().size() == 1) return Clamp{0, 6, inplace};
   if (op != "aten::hardtanh" || n->inputs().size() != 3) return std::nullopt;
@@ -91,7 +91,9 @@ void replace_with_observed_clamp(Graph& graph, Node* clamp, const std::vector<in
   Value* y = graph.insert(observed_clamp,
                           {clamp->input(0), c10::IValue(points), c10::IValue(bounds.lower), c10::IValue(bounds.upper),
                            c10::IValue(bounds.inplace), c10::IValue(written_later)});
-  y->setType(clamp->output()->type());
+  // copyMetadata, not the inline setType: under UBSan that needs the type info
+  // of c10::DynamicType, which LibTorch does not export.
+  y->copyMetadata(clamp->output());
   clamp->output()->replaceAllUsesWith(y);
   clamp->destroy();
 }
