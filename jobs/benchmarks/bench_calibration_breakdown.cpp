@@ -115,11 +115,8 @@ int main(int argc, char** argv) {
   const auto observe_over = [&](const std::function<void()>& sweep) {
     SideStream beside(inline_observers ? c10::Device(c10::kCPU) : device);
     ObserveScope scope(ObservationSink([&](const Observation& o) {
-      const auto take = [&] { observers[o.point].observe(o.x, o.partial_extrema); };
-      if (o.written_later) return beside.run_in_order(take);
       beside.run(
-          o.partial_extrema.defined() ? std::vector<at::Tensor>{o.x, o.partial_extrema} : std::vector<at::Tensor>{o.x},
-          take);
+          o.tensors(), [&] { observers[o.point].observe(o.x, o.partial_extrema); }, o.written_later);
     }));
     sweep();
     beside.join();

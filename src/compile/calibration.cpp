@@ -116,10 +116,7 @@ CalibrationStatistics calibrate(const torch::jit::Module& model, const std::stri
         take(o.point, o.x, o.partial_extrema);
         for (int64_t other : shared.observed_apart[static_cast<size_t>(o.point)]) take(other, o.x, o.partial_extrema);
       };
-      if (o.written_later) return beside.run_in_order(take_all);
-      const std::vector<at::Tensor> inputs =
-          o.partial_extrema.defined() ? std::vector<at::Tensor>{o.x, o.partial_extrema} : std::vector<at::Tensor>{o.x};
-      beside.run(inputs, take_all);
+      beside.run(o.tensors(), take_all, o.written_later);
     }));
     sweep(observed);
     beside.join();

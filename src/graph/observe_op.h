@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace qforge {
 
@@ -25,6 +26,11 @@ struct Observation {
   // The graph writes x in place later on: work queued to read x on another
   // stream would race that write.
   bool written_later = false;
+
+  // What an observer reads: x, and the extrema where given.
+  std::vector<at::Tensor> tensors() const {
+    return partial_extrema.defined() ? std::vector<at::Tensor>{x, partial_extrema} : std::vector<at::Tensor>{x};
+  }
 };
 
 using ObservationSink = std::function<void(const Observation&)>;

@@ -28,16 +28,13 @@ void ActivationObserver::observe(const at::Tensor& x_in, const at::Tensor& parti
   at::Tensor x = x_in.detach();
   if (x.numel() == 0) return;
   finished_ = false;
-  const bool convert = x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble;  // half, bf16
-  if (partial_extrema.defined() && (!needs_histogram() || !convert)) {
-    // Min and max of half and bf16 are exact in float32: no converted copy is needed for the range.
-    observe_range(x, partial_extrema);
-    if (needs_histogram()) count(x.reshape({-1}), extrema_.select(0, extrema_used_ - 1));
-    return;
-  }
   x = x.reshape({-1});
-  if (convert) x = x.to(at::kFloat);
-  observe_range(x, at::Tensor());
+  const bool convert = x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble;  // half, bf16
+  // Min and max of half and bf16 are exact in float32: the range needs no
+  // converted copy, only the histogram's counting does.
+  const bool from_extrema = partial_extrema.defined() && !(convert && needs_histogram());
+  if (convert && !from_extrema) x = x.to(at::kFloat);
+  observe_range(x, from_extrema ? partial_extrema : at::Tensor());
   if (needs_histogram()) count(x, extrema_.select(0, extrema_used_ - 1));
 }
 

@@ -12,19 +12,18 @@ SideStream::SideStream(const c10::Device& device) {
   if (device.is_cuda()) side_ = c10::impl::VirtualGuardImpl(c10::kCUDA).getStreamFromGlobalPool(device);
 }
 
-void SideStream::run(at::TensorList inputs, const std::function<void()>& work) {
+void SideStream::run(at::TensorList inputs, const std::function<void()>& work, bool written_later) {
   if (!side_ || inputs.empty() || inputs[0].device() != side_->device()) return work();
+  if (written_later) {
+    join();
+    return work();
+  }
   const c10::Stream computing = c10::impl::VirtualGuardImpl(c10::kCUDA).getStream(side_->device());
   c10::Event produced(c10::kCUDA);
   produced.record(computing);
   produced.block(*side_);
   for (const auto& x : inputs) x.record_stream(*side_);
   const c10::StreamGuard on_side(*side_);
-  work();
-}
-
-void SideStream::run_in_order(const std::function<void()>& work) {
-  join();
   work();
 }
 

@@ -20,12 +20,11 @@ class SideStream {
   // Runs `work` on the side stream, after everything queued so far on the
   // computing stream (which produced `inputs`); their memory is not reused
   // before the side stream is done with it. Tensors `work` creates belong to
-  // the side stream: read them only after join().
-  void run(at::TensorList inputs, const std::function<void()>& work);
-  // Runs `work` on the computing stream, after all the work run beside so
-  // far: for a tensor the computing stream will write in place, which work
-  // beside could read after that write.
-  void run_in_order(const std::function<void()>& work);
+  // the side stream: read them only after join(). With `written_later` (the
+  // computing stream will write `inputs` in place, which work beside could
+  // read after that write), `work` runs on the computing stream instead,
+  // after all the work run beside so far.
+  void run(at::TensorList inputs, const std::function<void()>& work, bool written_later = false);
   // The computing stream waits (on the device, not the host) for all the
   // work run so far.
   void join();
