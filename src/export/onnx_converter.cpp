@@ -425,6 +425,38 @@ void Converter::run(torch::jit::Block* block) {
   }
 }
 
+// A loop whose trip count and condition do not depend on the inputs (scripted
+// code's `for i in range(n)` and list comprehensions, as in F.interpolate)
+// runs here, iteration by iteration: the run-time work of each becomes ONNX
+// nodes, and the carried values pass from one iteration to the next.
+void Converter::unroll(Node* n) {
+  constexpr int64_t kMaxIterations = 4096;  // beyond it the file would grow without bound
+  const Val &trips = val(n->input(0)), &start = val(n->input(1));
+  const std::string traced = "; export a traced model (torch.jit.trace) instead";
+  if (trips.runtime() || start.runtime())
+    fail(n, "a loop whose trip count or condition is computed from the inputs has no static ONNX form" + traced);
+  const int64_t max_trips = trips.example.toInt();
+  bool go_on = start.example.toBool();
+  std::vector<Val> carried;
+  for (size_t i = 2; i < n->inputs().size(); ++i) carried.push_back(val(n->input(i)));
+  torch::jit::Block* body = n->blocks()[0];
+  for (int64_t i = 0; go_on && i < max_trips; ++i) {
+    if (i == kMaxIterations)
+      fail(n, "a loop of more than " + std::to_string(kMaxIterations) + " iterations would be unrolled" + traced);
+    Val index;
+    index.example = i;
+    values_[body->inputs()[0]] = index;
+    for (size_t k = 0; k < carried.size(); ++k) values_[body->inputs()[k + 1]] = carried[k];
+    run(body);
+    const Val& condition = val(body->outputs()[0]);
+    if (condition.runtime())
+      fail(n, "a loop that stops on a value computed from the inputs has no static ONNX form" + traced);
+    go_on = condition.example.toBool();
+    for (size_t k = 0; k < carried.size(); ++k) carried[k] = val(body->outputs()[k + 1]);
+  }
+  for (size_t k = 0; k < carried.size(); ++k) values_[n->output(k)] = carried[k];
+}
+
 void Converter::convert(Node* n) {
   const auto kind = n->kind();
   if (kind == c10::prim::Constant) {
@@ -453,9 +485,9 @@ void Converter::convert(Node* n) {
     for (size_t i = 0; i < n->outputs().size(); ++i) values_[n->output(i)] = val(taken->outputs()[i]);
     return;
   }
-  if (kind == c10::prim::Loop)
-    fail(n, "loops have no ONNX form in qforge's exporter; export a traced model (torch.jit.trace) instead");
+  if (kind == c10::prim::Loop) return unroll(n);
   if (kind == c10::prim::RaiseException) fail(n, "the model raises an exception on the example inputs");
+  if (kind == c10::aten::warn) return;  // a Python warning: nothing to compute, and the interpreter's own op
 
   std::vector<c10::IValue> outputs;
   evaluate(n, outputs);

@@ -147,6 +147,7 @@ class Converter {
 
  private:
   void convert(torch::jit::Node* n);
+  void unroll(torch::jit::Node* loop);
   void evaluate(torch::jit::Node* n, std::vector<c10::IValue>& outputs) const;
   void fold(torch::jit::Node* n, std::vector<c10::IValue>& outputs);
   std::string materialize(const Val& v, const std::string& stem);

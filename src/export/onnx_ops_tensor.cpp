@@ -379,9 +379,8 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["prim::TupleIndex"] = get_item;
   t["aten::__getitem__"] = get_item;
   t["aten::size"] = size;
-  for (const std::string op :
-       {"aten::dim", "prim::device", "prim::dtype", "aten::len", "aten::is_floating_point", "prim::layout",
-        "prim::is_cuda", "prim::is_nested", "aten::__isnot__", "aten::__is__", "aten::warn"})
+  for (const std::string op : {"aten::dim", "prim::device", "prim::dtype", "aten::len", "aten::is_floating_point",
+                               "prim::layout", "prim::is_cuda", "prim::is_nested", "aten::__isnot__", "aten::__is__"})
     t[op] = static_fact;
   t["aten::view"] = reshape;
   t["aten::reshape"] = reshape;
