@@ -2,6 +2,7 @@
 // (lists, tuples, dicts) over values computed at run time.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "export/onnx_ops.h"
@@ -262,8 +263,28 @@ std::string one_index(Converter& cx, const Value* v, int64_t otherwise) {
   return unsqueeze(cx, cx.tensor(v, at::kLong), {0});
 }
 
-// slice(x, dim, start, end, step)
+// list[start:end:step] of a list holding run-time values (x.shape[-2:] in
+// scripted code): the items taken, as Python takes them.
+void slice_list(Converter& cx, const Node* n) {
+  const Val& list = cx.val(n->input(0));
+  const auto size = static_cast<int64_t>(list.example.toListRef().size());
+  const std::vector<Val> items = items_of(list, static_cast<size_t>(size));
+  const int64_t step = cx.static_int(n->input(3), "step");
+  if (step <= 0) cx.fail(n, "a list slice with a step below 1");
+  const auto bound = [&](const Value* v, int64_t otherwise) {
+    if (cx.is_none(v)) return otherwise;
+    const int64_t i = cx.static_int(v, "a list slice's bound");
+    return std::clamp<int64_t>(i < 0 ? i + size : i, 0, size);
+  };
+  Val taken;
+  for (int64_t i = bound(n->input(1), 0), end = bound(n->input(2), size); i < end; i += step)
+    taken.items.push_back(items.at(static_cast<size_t>(i)));
+  cx.set(n->output(0), taken);
+}
+
+// slice(x, dim, start, end, step), or slice(list, start, end, step)
 void slice(Converter& cx, const Node* n) {
+  if (cx.example(n->input(0)).isList()) return slice_list(cx, n);
   const int64_t rank = cx.rank(n->input(0));
   const int64_t axis = normalized_axis(cx.static_int(n->input(1), "dim"), rank);
   const std::string start = one_index(cx, n->input(2), 0);
