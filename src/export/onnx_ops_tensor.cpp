@@ -373,20 +373,35 @@ void trilu(Converter& cx, const Node* n, bool upper) {
   cx.set(n->output(0), cx.b.node1("Trilu", {cx.tensor(n->input(0)), k}, {{"upper", int64_t{upper}}}, cx.stem(n)));
 }
 
-// constant_pad_nd(x, pad, value): torch lists (begin, end) pairs from the last dim.
-void constant_pad(Converter& cx, const Node* n) {
+// Pad in ONNX's mode: torch lists (begin, end) pairs from the last dim, ONNX
+// every dim's begin, then every dim's end.
+void pad_in_mode(Converter& cx, const Node* n, const std::string& mode, const std::optional<double>& value) {
   const auto pad = cx.static_ints(n->input(1), "pad");
   const int64_t rank = cx.rank(n->input(0));
+  if (static_cast<int64_t>(pad.size()) > 2 * rank || pad.size() % 2)
+    cx.fail(n, "a pad list of odd length or longer than twice the rank");
   std::vector<int64_t> pads(2 * rank, 0);
   for (size_t i = 0; i + 1 < pad.size(); i += 2) {
     const int64_t dim = rank - 1 - static_cast<int64_t>(i / 2);
     pads[dim] = pad[i];
     pads[dim + rank] = pad[i + 1];
   }
-  const at::ScalarType dt = cx.result_dtype();
-  const std::string value = cx.scalar_float(cx.static_double(n->input(2), "the pad value"), dt);
-  cx.set(n->output(0), cx.b.node1("Pad", {cx.tensor(n->input(0)), cx.b.int64s(pads), value},
-                                  {{"mode", std::string("constant")}}, cx.stem(n)));
+  std::vector<std::string> inputs{cx.tensor(n->input(0)), cx.b.int64s(pads)};
+  if (mode == "constant") inputs.push_back(cx.scalar_float(value.value_or(0.0), cx.result_dtype()));
+  cx.set(n->output(0), cx.b.node1("Pad", inputs, {{"mode", mode}}, cx.stem(n)));
+}
+
+// pad(x, pad, mode, value): F.pad as torch 1.13 and later record it.
+void pad(Converter& cx, const Node* n) {
+  const std::string mode = cx.example(n->input(2)).toStringRef();
+  const std::optional<double> value =
+      cx.is_none(n->input(3)) ? std::nullopt : std::optional<double>(cx.static_double(n->input(3), "the pad value"));
+  if (mode == "constant") return pad_in_mode(cx, n, "constant", value);
+  if (mode == "reflect") return pad_in_mode(cx, n, "reflect", std::nullopt);
+  if (mode == "replicate") return pad_in_mode(cx, n, "edge", std::nullopt);
+  if (mode == "circular" && cx.options.opset >= 19) return pad_in_mode(cx, n, "wrap", std::nullopt);
+  cx.fail(n, "padding in mode '" + mode + "' has no ONNX form at opset " + std::to_string(cx.options.opset) +
+                 " (constant, reflect and replicate do; circular needs opset 19)");
 }
 
 }  // namespace
@@ -437,7 +452,14 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["aten::full_like"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, true); };
   t["aten::triu"] = [](Converter& cx, Node* n) { trilu(cx, n, true); };
   t["aten::tril"] = [](Converter& cx, Node* n) { trilu(cx, n, false); };
-  t["aten::constant_pad_nd"] = constant_pad;
+  t["aten::constant_pad_nd"] = [](Converter& cx, Node* n) {
+    pad_in_mode(cx, n, "constant", cx.static_double(n->input(2), "the pad value"));
+  };
+  t["aten::pad"] = pad;
+  for (const char* d : {"1d", "2d", "3d"}) {
+    t[std::string("aten::reflection_pad") + d] = [](Converter& cx, Node* n) { pad_in_mode(cx, n, "reflect", {}); };
+    t[std::string("aten::replication_pad") + d] = [](Converter& cx, Node* n) { pad_in_mode(cx, n, "edge", {}); };
+  }
 }
 
 void concat_lists(Converter& cx, const Node* n) {
