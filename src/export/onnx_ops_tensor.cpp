@@ -30,6 +30,38 @@ std::vector<Val> items_of(const Val& list, size_t count) {
   return items;
 }
 
+// A dict's entries: its run-time fields, and the entries of its example that
+// hold no run-time value.
+std::map<std::string, Val> entries_of(const Val& dict) {
+  std::map<std::string, Val> entries = dict.fields;
+  if (!dict.example.isGenericDict()) return entries;
+  for (const auto& e : dict.example.toGenericDict())
+    if (e.key().isString() && !entries.count(e.key().toStringRef())) entries[e.key().toStringRef()].example = e.value();
+  return entries;
+}
+
+const std::string& string_key(Converter& cx, const Node* n, const Value* key) {
+  if (!cx.example(key).isString())
+    cx.fail(n, "a dict whose keys are not strings (return a tensor, a tuple or a dict of str)");
+  return cx.example(key).toStringRef();
+}
+
+void dict_construct(Converter& cx, const Node* n) {
+  Val dict;
+  for (size_t i = 0; i + 1 < n->inputs().size(); i += 2)
+    dict.fields[string_key(cx, n, n->input(i))] = cx.val(n->input(i + 1));
+  cx.set(n->output(0), dict);
+}
+
+// dict[key] = value, as scripted code fills a dict of outputs.
+void set_item(Converter& cx, const Node* n) {
+  if (!cx.example(n->input(0)).isGenericDict()) cx.fail(n, "assigning into a list item has no ONNX form here");
+  Val dict = cx.val(n->input(0));
+  dict.fields = entries_of(dict);
+  dict.fields[string_key(cx, n, n->input(1))] = cx.val(n->input(2));
+  cx.set(n->input(0), dict);
+}
+
 // list.append(x), as scripted code builds lists: the list's value gains the item,
 // so later reads of the list see it. The example list already holds it (the
 // op ran on the examples before its handler).
@@ -55,8 +87,9 @@ void get_item(Converter& cx, const Node* n) {
   const auto& key = cx.example(n->input(1));
   if (!cx.is_static(n->input(1))) cx.fail(n, "an index computed from the inputs into a list");
   if (key.isString()) {
-    auto found = container.fields.find(key.toStringRef());
-    if (found == container.fields.end()) cx.fail(n, "no input named '" + key.toStringRef() + "'");
+    const auto entries = entries_of(container);
+    auto found = entries.find(key.toStringRef());
+    if (found == entries.end()) cx.fail(n, "no key '" + key.toStringRef() + "' in the dict");
     return cx.set(n->output(0), found->second);
   }
   int64_t i = key.toInt();
@@ -411,6 +444,8 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["prim::TupleConstruct"] = t["prim::ListConstruct"];
   t["prim::ListUnpack"] = unpack;
   t["aten::append"] = append;
+  t["prim::DictConstruct"] = dict_construct;
+  t["aten::_set_item"] = set_item;
   t["prim::TupleUnpack"] = unpack;
   t["prim::TupleIndex"] = get_item;
   t["aten::__getitem__"] = get_item;
