@@ -43,6 +43,7 @@ std::map<std::string, OpHandler>& op_table() {
     add_math_ops(t);
     add_attention_ops(t);
     add_quantization_ops(t);
+    add_resize_ops(t);
     return t;
   }();
   return table;

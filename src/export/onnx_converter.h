@@ -74,6 +74,7 @@ void add_tensor_ops(std::map<std::string, OpHandler>& table);
 void add_math_ops(std::map<std::string, OpHandler>& table);
 void add_attention_ops(std::map<std::string, OpHandler>& table);
 void add_quantization_ops(std::map<std::string, OpHandler>& table);
+void add_resize_ops(std::map<std::string, OpHandler>& table);
 
 class Converter {
  public:
