@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -39,6 +40,32 @@ int64_t fixed_batch(const ExperimentConfig& config) {
   return config.tracing_inputs && !config.tracing_inputs->batch_sizes.empty()
              ? config.tracing_inputs->batch_sizes.front()
              : 1;
+}
+
+// The file's outputs for rows [offset, offset + rows), in the structure of
+// the TorchScript model's output, so that the two compare item by item: the
+// file lists a tuple's items in order and a dict's entries by key (add_outputs
+// in onnx_export.cpp).
+c10::IValue onnx_result_like(const c10::IValue& reference, const std::vector<at::Tensor>& outputs, int64_t offset,
+                             int64_t rows) {
+  const auto take = [&](size_t i) {
+    if (i >= outputs.size())
+      throw Error("the ONNX file gives " + std::to_string(outputs.size()) + " outputs, fewer than the model's");
+    return outputs[i].narrow(0, offset, rows);
+  };
+  if (reference.isTensor()) return take(0);
+  if (reference.isGenericDict()) {
+    std::vector<c10::IValue> keys;
+    for (const auto& e : reference.toGenericDict()) keys.push_back(e.key());
+    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return c10::str(a) < c10::str(b); });
+    c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
+    for (size_t i = 0; i < keys.size(); ++i) dict.insert(keys[i], take(i));
+    return dict;
+  }
+  std::vector<c10::IValue> items;
+  const auto elements = reference.isTuple() ? reference.toTupleRef().elements().vec() : reference.toListRef().vec();
+  for (size_t i = 0; i < elements.size(); ++i) items.push_back(take(i));
+  return c10::ivalue::Tuple::create(std::move(items));
 }
 
 }  // namespace
@@ -108,9 +135,9 @@ void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, 
       int64_t offset = 0;
       for (size_t k = begin; k < end && offset + batches[k].rows() <= usable; ++k) {
         const Batch& batch = batches[k];
-        const at::Tensor actual = ran->outputs.at(0).narrow(0, offset, batch.rows());
+        const c10::IValue expected = run(compiled, batch);
+        add_batch(sums, expected, onnx_result_like(expected, ran->outputs, offset, batch.rows()), batch);
         offset += batch.rows();
-        add_batch(sums, run(compiled, batch), actual, batch);
       }
       begin = end;
     }
