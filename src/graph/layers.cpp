@@ -3,7 +3,9 @@
 #include <regex>
 #include <set>
 
+#include "graph/inline_calls.h"
 #include "graph/model.h"
+#include "graph/rewrite.h"
 
 namespace qforge {
 
@@ -24,6 +26,23 @@ bool is_quantizable_type(const std::string& short_type) {
 }
 
 namespace {
+
+// A subclass of a layer type (torchvision's Conv3DSimple is an nn.Conv3d) or
+// any module whose forward hands its own weight, as it is, to a convolution or
+// linear op: quantized as that layer is.
+bool feeds_own_weight_to_a_layer_op(const torch::jit::Module& module) {
+  const auto forward = module.find_method("forward");
+  if (!forward) return false;
+  const auto graph = torch::jit::toGraphFunction(forward->function()).graph()->copy();
+  inline_calls(*graph);  // scripted convolutions call self._conv_forward(input, self.weight, ...)
+  for (const torch::jit::Use& use : graph->inputs()[0]->uses()) {
+    const torch::jit::Node* read = use.user;
+    if (read->kind() != c10::prim::GetAttr || read->s(c10::attr::name) != "weight") continue;
+    for (const auto& weight_use : read->output()->uses())
+      if (consumes_activation(weight_use.user) && weight_use.offset == 1) return true;
+  }
+  return false;
+}
 
 // Layers whose weight is one tensor (an output layer tied to the embedding):
 // each names the first other layer it shares with. `weights[i]`: the data of
@@ -62,7 +81,8 @@ std::vector<LayerInfo> Model::layers() const {
       weights.push_back(nullptr);
     }
     layer.has_children = item.value.children().size() > 0;
-    layer.quantizable = is_quantizable_type(layer.type) && !layer.weight_shape.empty();
+    layer.quantizable =
+        !layer.weight_shape.empty() && (is_quantizable_type(layer.type) || feeds_own_weight_to_a_layer_op(item.value));
     if (!layer.quantizable) {
       if (is_quantizable_type(layer.type))
         layer.reason = "has no weight tensor";
@@ -75,7 +95,8 @@ std::vector<LayerInfo> Model::layers() const {
       else if (layer.type == "MultiheadAttention")  // its out_proj is a Linear of its own
         layer.reason = "the packed query/key/value projection (in_proj_weight) stays in floating point";
       else
-        layer.reason = "layer type " + layer.type + " is not quantized";
+        layer.reason = "layer type " + layer.type +
+                       " is not quantized (its forward does not hand its weight to a convolution or linear op)";
     }
     out.push_back(std::move(layer));
   }
