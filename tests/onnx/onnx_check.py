@@ -151,7 +151,7 @@ def load_rows(h5_path, names=None):
 def torchscript_outputs(pt_path, inputs, batch_size=32):
     """Runs a TorchScript model (torch.jit.load, eval, no_grad) on `inputs` (name ->
     array, positional in that order; or a sequence of arrays) in batches; returns the
-    outputs as a list of arrays (a tuple output flattened)."""
+    outputs as a list of arrays (a tuple output flattened, a dict's values by key)."""
     import torch
     torch.set_num_threads(2)
     arrays = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
@@ -162,6 +162,8 @@ def torchscript_outputs(pt_path, inputs, batch_size=32):
         for start in range(0, rows, batch_size):
             args = [torch.from_numpy(np.ascontiguousarray(a[start:start + batch_size])) for a in arrays]
             y = model(*args)
+            if isinstance(y, dict):  # a dict's entries by key, as the ONNX file lists them
+                y = [y[k] for k in sorted(y)]
             ys = list(y) if isinstance(y, (tuple, list)) else [y]
             ys = [t.detach().cpu().numpy() for t in ys]
             chunks = [[t] for t in ys] if chunks is None else [c + [t] for c, t in zip(chunks, ys)]

@@ -329,6 +329,112 @@ def test_transformer_encoder_and_decoder_layers(work):
         compare_with_compiled(name, out, data)
 
 
+class _Segmenter:
+    """Built on first use (torch is imported inside the tests): a small segmentation
+    network as users write them, with every way of resizing F.interpolate has, padding
+    in three modes, a subclass of nn.Conv2d, a list slice of sizes, a warning and a
+    loop in scripted code."""
+
+    @staticmethod
+    def classes():
+        import warnings
+        from typing import Dict, Tuple
+
+        import torch
+        import torch.nn.functional as F
+
+        class PaddedConv(torch.nn.Conv2d):  # a subclass, quantized as the Conv2d it is
+            pass
+
+        class Features(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.down = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+                self.mid = PaddedConv(8, 8, 3)
+                self.up = torch.nn.ConvTranspose2d(8, 8, 2, stride=2)
+                self.head = torch.nn.Conv2d(16 + 3, 4, 1)
+                self.aux = torch.nn.Conv2d(8, 4, 1)
+
+            def features(self, x, guide) -> Tuple[torch.Tensor, torch.Tensor]:
+                if torch.jit.is_scripting():
+                    warnings.warn("a scripted segmenter")
+                h = torch.relu(self.down(x))
+                for _ in range(2):  # a loop in scripted code, unrolled in a trace
+                    h = h + self.mid(F.pad(h, [1, 1, 1, 1], mode="reflect"))
+                h = F.pad(h, [0, 1, 0, 1], mode="replicate")[:, :, :-1, :-1]
+                size = x.shape[-2:]  # a list slice in scripted code
+                smooth = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+                blocky = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                fine = F.interpolate(self.up(h), size=size, mode="nearest-exact")
+                corner = F.interpolate(h, scale_factor=1.5, mode="bicubic", align_corners=True)
+                out = self.head(torch.cat([smooth + blocky, fine, F.pad(guide, [0, 0, 0, 0], value=0.5)], 1))
+                aux = self.aux(F.interpolate(corner, size=size, mode="bilinear", align_corners=True))
+                return out, aux
+
+        class AsDict(Features):
+            def forward(self, x, guide) -> Dict[str, torch.Tensor]:
+                out, aux = self.features(x, guide)
+                return {"out": out, "aux": aux}
+
+        class AsTuple(Features):
+            def forward(self, x, guide) -> Tuple[torch.Tensor, torch.Tensor]:
+                return self.features(x, guide)
+
+        return AsDict, AsTuple
+
+
+def test_segmenters_resize_pad_and_return_several_outputs(work):
+    """Segmentation networks (two inputs, two outputs as a dict or a tuple; every
+    interpolation mode, reflect/replicate/constant padding), traced and scripted, on
+    two image sizes: each compiles for onnxruntime with the ONNX file run on the
+    held-out rows in the compile (every output compared), and in onnxruntime here
+    against model.qforge.pt output by output."""
+    print(require_onnxruntime())
+    import torch
+    from qforge_h5 import write_samples
+    rng = np.random.default_rng(0)
+
+    def rows(n, size):
+        return {"x": rng.standard_normal((n, 3, size, size), dtype=np.float32),
+                "guide": rng.standard_normal((n, 3, size, size), dtype=np.float32)}
+
+    data = {}
+    for split in ("calibration", "held_out"):
+        data[split] = os.path.join(work, f"{split}.h5")
+        write_samples(data[split], "tuple", ["x", "guide"], {"s24": rows(12, 24), "s32": rows(8, 32)})
+    as_dict, as_tuple = _Segmenter.classes()
+    example = tuple(torch.randn(1, 3, 24, 24) for _ in range(2))
+    for name, cls in (("dict", as_dict), ("tuple", as_tuple)):
+        torch.manual_seed(0)
+        model = cls().eval()
+        for how in ("traced", "scripted"):
+            label = f"segmenter {name} {how}"
+            path = os.path.join(work, f"{name}_{how}.pt")
+            with torch.no_grad():
+                (torch.jit.script(model) if how == "scripted" else torch.jit.trace(model, example, strict=False)).save(path)
+            out = compile_model(path, data["calibration"], "onnxruntime", f"{name}_{how}",
+                                extra=f"evaluation_inputs: {{files: [{data['held_out']}], batch_size: 4}}\n")
+            report = json.load(open(os.path.join(out, "report.json")))
+            quantized = sorted(layer["name"] for layer in report["layers"] if layer["decision"] == "quantize")
+            check(quantized == ["aux", "down", "head", "mid", "up"], f"{label}: quantized layers {quantized}")
+            ev = report["onnx"].get("evaluation")
+            check(ev is not None and ev["rows"] == 20, f"{label}: the compile ran the file on the 20 rows: {ev}")
+            check(ev["output_sqnr_db"] is None or ev["output_sqnr_db"] >= MIN_SQNR_DB, f"{label}: {ev}")
+            outputs = 0
+            for arrays in data_rows(data["held_out"]):
+                feeds = dict(zip(onnx_input_names(os.path.join(out, "model.qforge.onnx")), arrays))
+                ys = run_onnx_named(os.path.join(out, "model.qforge.onnx"), feeds, batch_size=4)
+                refs = torchscript_outputs(os.path.join(out, "model.qforge.pt"), arrays, batch_size=4)
+                check(len(ys) == len(refs) == 2, f"{label}: {len(ys)} ONNX outputs, {len(refs)} TorchScript")
+                for (output, y), ref in zip(ys, refs):
+                    check(y.shape == ref.shape, f"{label} {output}: ONNX {y.shape}, TorchScript {ref.shape}")
+                    sqnr = sqnr_db(ref, y)
+                    print(f"{label} {output} {ref.shape}: SQNR {sqnr:.1f} dB")
+                    check(sqnr >= MIN_SQNR_DB, f"{label} {output}: SQNR {sqnr:.1f} dB < {MIN_SQNR_DB}")
+                    outputs += 1
+            check(outputs == 4, f"{label}: compared {outputs} outputs")
+
+
 def test_dynamic_false_fixes_every_axis():
     """dynamic: false: every input size is fixed (batch 1 by default, the first shape
     group's image size); the compile still runs the file in onnxruntime on the rows
