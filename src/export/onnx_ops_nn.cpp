@@ -134,8 +134,41 @@ void avg_pool(Converter& cx, const Node* n) {
   cx.set(n->output(0), cx.b.node1("AveragePool", {cx.tensor(n->input(0))}, attributes, cx.stem(n)));
 }
 
+// Adaptive average pooling of one axis from `size` to `out` as a matrix
+// [size, out]: output i averages inputs floor(i·size/out) to
+// ceil((i+1)·size/out), PyTorch's windows, which may differ in size.
+at::Tensor averaging_matrix(int64_t size, int64_t out) {
+  at::Tensor m = at::zeros({size, out}, at::kFloat);
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t begin = i * size / out, end = ((i + 1) * size + out - 1) / out;
+    m.narrow(1, i, 1).narrow(0, begin, end - begin).fill_(1.0 / static_cast<double>(end - begin));
+  }
+  return m;
+}
+
+// Adaptive average pooling whose windows differ in size (7 outputs from 10,
+// or 6 from 1): a MatMul per spatial axis, that axis moved last and back.
+std::string averaged_by_matrices(Converter& cx, const Node* n, std::string x, const at::Tensor& example,
+                                 const std::vector<int64_t>& out) {
+  const int64_t rank = example.dim();
+  for (int64_t d = rank - 1; d >= 2; --d) {
+    const int64_t size = example.size(d), target = out[static_cast<size_t>(d - 2)];
+    if (size == target) continue;
+    std::vector<int64_t> swap(static_cast<size_t>(rank));
+    for (int64_t k = 0; k < rank; ++k) swap[static_cast<size_t>(k)] = k;
+    std::swap(swap[static_cast<size_t>(d)], swap.back());
+    const bool last = d == rank - 1;
+    if (!last) x = cx.b.node1("Transpose", {x}, {{"perm", swap}});
+    x = cx.b.node1("MatMul", {x, cx.constant(averaging_matrix(size, target).to(example.scalar_type()), "pool")}, {},
+                   cx.stem(n));
+    if (!last) x = cx.b.node1("Transpose", {x}, {{"perm", swap}});
+  }
+  return x;
+}
+
 // adaptive pooling: global pooling for output size 1; otherwise a fixed window
-// when the example's spatial sizes are multiples of the output size.
+// when the example's spatial sizes are multiples of the output size, and for
+// average pooling averaging matrices when they are not.
 void adaptive_pool(Converter& cx, const Node* n, bool is_max) {
   const at::Tensor x = cx.example(n->input(0)).toTensor();
   const size_t spatial = x.dim() - 2;
@@ -148,10 +181,18 @@ void adaptive_pool(Converter& cx, const Node* n, bool is_max) {
   std::vector<int64_t> kernel;
   for (size_t d = 0; d < spatial; ++d) {
     const int64_t size = x.size(2 + d);
-    if (size % out[d] != 0)
-      cx.fail(n, "adaptive pooling from " + std::to_string(size) + " to " + std::to_string(out[d]) +
-                     " needs windows of different sizes, which ONNX pooling cannot express");
-    kernel.push_back(size / out[d]);
+    if (size % out[d] == 0) {
+      kernel.push_back(size / out[d]);
+      continue;
+    }
+    if (is_max)
+      cx.fail(n, "adaptive max pooling from " + std::to_string(size) + " to " + std::to_string(out[d]) +
+                     " needs windows of different sizes, which ONNX pooling cannot express (inputs whose size is a "
+                     "multiple of the output size can)");
+    if (cx.options.dynamic)
+      cx.notes.push_back("adaptive average pooling to " + c10::str(out) + " averages over fixed windows of a " +
+                         c10::str(x.sizes().slice(2)) + " input: the file takes only inputs of that spatial size");
+    return cx.set(n->output(0), averaged_by_matrices(cx, n, input, x, out));
   }
   if (cx.options.dynamic)
     cx.notes.push_back("adaptive pooling to " + c10::str(out) + " uses a fixed window of " + c10::str(kernel) +

@@ -435,6 +435,39 @@ def test_segmenters_resize_pad_and_return_several_outputs(work):
             check(outputs == 4, f"{label}: compared {outputs} outputs")
 
 
+def test_adaptive_average_pooling_with_uneven_windows(work):
+    """Adaptive average pooling whose windows differ in size (VGG's 7x7 from 10x10,
+    AlexNet's 6x6 from 1x1 on small images) compiles for onnxruntime and runs there
+    as in TorchScript."""
+    print(require_onnxruntime())
+    import torch
+    from qforge_h5 import write_samples
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.squeeze = torch.nn.Conv2d(8, 8, 10)
+            self.fc = torch.nn.Linear(8 * 7 * 5 + 8 * 6 * 6, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            uneven = torch.nn.functional.adaptive_avg_pool2d(h, (7, 5))  # 10x10 -> 7x5
+            upward = torch.nn.functional.adaptive_avg_pool2d(self.squeeze(h), (6, 6))  # 1x1 -> 6x6
+            return self.fc(torch.cat([uneven.flatten(1), upward.flatten(1)], 1))
+
+    torch.manual_seed(0)
+    path, data = os.path.join(work, "pooled.pt"), os.path.join(work, "x10.h5")
+    with torch.no_grad():
+        torch.jit.trace(Pooled().eval(), torch.randn(1, 3, 10, 10)).save(path)
+    write_samples(data, "tensor", ["x"],
+                  {"s10": {"x": np.random.default_rng(0).standard_normal((16, 3, 10, 10), dtype=np.float32)}})
+    out = compile_model(path, data, "onnxruntime", "pooled")
+    ops = op_types(load_onnx(os.path.join(out, "model.qforge.onnx")))
+    check(ops.count("MatMul") >= 4 and "AveragePool" not in ops, f"each pooled axis is a MatMul: {ops}")
+    compare_with_compiled("uneven adaptive pooling", out, data)
+
+
 def test_dynamic_false_fixes_every_axis():
     """dynamic: false: every input size is fixed (batch 1 by default, the first shape
     group's image size); the compile still runs the file in onnxruntime on the rows
