@@ -388,7 +388,8 @@ def test_segmenters_resize_pad_and_return_several_outputs(work):
     interpolation mode, reflect/replicate/constant padding), traced and scripted, on
     two image sizes: each compiles for onnxruntime with the ONNX file run on the
     held-out rows in the compile (every output compared), and in onnxruntime here
-    against model.qforge.pt output by output."""
+    against model.qforge.pt output by output. The scripted model's warning, raised on
+    every batch, is logged once."""
     print(require_onnxruntime())
     import torch
     from qforge_h5 import write_samples
@@ -414,6 +415,9 @@ def test_segmenters_resize_pad_and_return_several_outputs(work):
                 (torch.jit.script(model) if how == "scripted" else torch.jit.trace(model, example, strict=False)).save(path)
             out = compile_model(path, data["calibration"], "onnxruntime", f"{name}_{how}",
                                 extra=f"evaluation_inputs: {{files: [{data['held_out']}], batch_size: 4}}\n")
+            with open(os.path.join(out, "logs", "rank-0.log")) as f:
+                warned = f.read().count("a scripted segmenter")
+            check(warned == (how == "scripted"), f"{label}: the model's warning logged {warned} times, not once")
             report = json.load(open(os.path.join(out, "report.json")))
             quantized = sorted(layer["name"] for layer in report["layers"] if layer["decision"] == "quantize")
             check(quantized == ["aux", "down", "head", "mid", "up"], f"{label}: quantized layers {quantized}")
