@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 #include <tuple>
 #include <cmath>
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
 #include "plan/solve_steps.h"
+#include "quant/bias_headroom.h"
 #include "quant/gptq.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
@@ -34,10 +36,7 @@ namespace {
 // check, the transform, and the rank's GPU they are copied to (if any).
 SampleReaderOptions reader_options(const CalibrationSettings& settings, const DataTransformFn& transform,
                                    const c10::Device& device) {
-  return {settings.batch_size,
-          settings.prefetch,
-          settings.check_finite,
-          transform,
+  return {settings.batch_size, settings.prefetch, settings.check_finite, transform,
           device.is_cuda() ? device.index() : -1};
 }
 
@@ -257,6 +256,20 @@ at::Tensor CompileSession::float_weight(const std::string& layer) const {
   return prepared_.model->submodule(layer).attr("weight").toTensor().detach();
 }
 
+void CompileSession::keep_bias_in_int32(LayerResult& l) const {
+  const auto module = prepared_.model->submodule(l.plan.layer.name);
+  const c10::IValue bias = module.hasattr("bias") ? module.attr("bias") : c10::IValue();
+  if (!l.weight || !l.input || !bias.isTensor()) return;
+  const double calibrated = l.input->qparams.scale.item<double>();
+  if (!make_room_for_int32_bias(*l.input, l.input_range, l.plan.activations.symmetric, bias.toTensor(), *l.weight))
+    return;
+  std::ostringstream out;  // the default floating-point format: 5.47e-12, not 0.000000
+  out << "layer '" << l.plan.layer.name << "': its input's calibrated range [" << l.input->lo << ", " << l.input->hi
+      << "] is so narrow that its bias would overflow int32 in integer kernels; input scale raised from " << calibrated
+      << " to " << l.input->qparams.scale.item<double>();
+  log::warn(out.str());
+}
+
 ShardSource CompileSession::calibration_source() const {
   const PreparedCompile& p = prepared_;
   return shard_of(p.data, *config_.calibration_inputs, p.transform, rt_, p.placement.device);
@@ -377,6 +390,7 @@ void CompileSession::quantize() {
         l.input = calibrated_range(p.points[p.point_of[i]], observers_[p.point_of[i]]);
         l.input_histogram = display_histogram(observers_[p.point_of[i]], l.plan.activations.symmetric);
         l.input_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
+        keep_bias_in_int32(l);
       }
       if (l.quantized && p.output_point_of[i] >= 0) {
         l.output = calibrated_range(p.points[p.output_point_of[i]], observers_[p.output_point_of[i]]);

@@ -93,6 +93,8 @@ class CompileSession {
   ShardSource calibration_source() const;  // this rank's shard of calibration_inputs
   // A layer's weight in the float model the compile works from (scaled by `smooth`), detached.
   at::Tensor float_weight(const std::string& layer) const;
+  // Raises a layer's input scale where its bias would not fit int32 (bias_headroom.h), with a warning.
+  void keep_bias_in_int32(LayerResult& l) const;
   void plan_activation_points();
   void plan_weight_algorithms();  // algorithms that cannot apply to a layer fall back to rtn, with a note
   void plan_gptq_steps();         // the model's repeated blocks, in order
