@@ -472,6 +472,38 @@ def test_adaptive_average_pooling_with_uneven_windows(work):
     compare_with_compiled("uneven adaptive pooling", out, data)
 
 
+def test_a_nearly_silent_input_keeps_its_bias_in_int32(work):
+    """A convolution whose calibrated input is almost nothing (here scaled by 1e-10, as a
+    dead activation or untrained weights give) and whose output feeds an add: onnxruntime
+    fuses it into QLinearConv, whose int32 bias codes (bias / (input scale x weight scale))
+    wrapped around at the calibrated scale. The compile raises that input's scale, says
+    so, and the file agrees with model.qforge.pt in onnxruntime with every optimization."""
+    print(require_onnxruntime())
+    import torch
+    from qforge_h5 import write_samples
+
+    class Silent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.quiet = torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.first(x)
+            return self.quiet(torch.relu(y) * 1e-10) + y
+
+    torch.manual_seed(0)
+    path, data = os.path.join(work, "silent.pt"), os.path.join(work, "x8.h5")
+    with torch.no_grad():
+        torch.jit.trace(Silent().eval(), torch.randn(1, 3, 8, 8)).save(path)
+    write_samples(data, "tensor", ["x"],
+                  {"s8": {"x": np.random.default_rng(0).standard_normal((16, 3, 8, 8), dtype=np.float32)}})
+    out = compile_model(path, data, "onnxruntime", "silent")
+    with open(os.path.join(out, "logs", "rank-0.log")) as f:
+        check("'quiet': its input's calibrated range" in f.read(), "the raised input scale is logged for 'quiet'")
+    compare_with_compiled("a nearly silent input", out, data)
+
+
 def test_dynamic_false_fixes_every_axis():
     """dynamic: false: every input size is fixed (batch 1 by default, the first shape
     group's image size); the compile still runs the file in onnxruntime on the rows
