@@ -439,13 +439,26 @@ def test_segmenters_resize_pad_and_return_several_outputs(work):
             check(outputs == 4, f"{label}: compared {outputs} outputs")
 
 
+def traced_with_rows(work, name, module, shape, rows=16):
+    """`module` traced on one row of `shape` (C, H, W) as <name>.pt and `rows` random rows
+    of it as <name>.h5 (one group, input "x"); returns both paths."""
+    import torch
+    from qforge_h5 import write_samples
+    torch.manual_seed(0)
+    path, data = os.path.join(work, f"{name}.pt"), os.path.join(work, f"{name}.h5")
+    with torch.no_grad():
+        torch.jit.trace(module.eval(), torch.randn(1, *shape)).save(path)
+    write_samples(data, "tensor", ["x"], {"rows": {"x": np.random.default_rng(0).standard_normal(
+        (rows, *shape), dtype=np.float32)}})
+    return path, data
+
+
 def test_adaptive_average_pooling_with_uneven_windows(work):
     """Adaptive average pooling whose windows differ in size (VGG's 7x7 from 10x10,
     AlexNet's 6x6 from 1x1 on small images) compiles for onnxruntime and runs there
     as in TorchScript."""
     print(require_onnxruntime())
     import torch
-    from qforge_h5 import write_samples
 
     class Pooled(torch.nn.Module):
         def __init__(self):
@@ -461,11 +474,7 @@ def test_adaptive_average_pooling_with_uneven_windows(work):
             return self.fc(torch.cat([uneven.flatten(1), upward.flatten(1)], 1))
 
     torch.manual_seed(0)
-    path, data = os.path.join(work, "pooled.pt"), os.path.join(work, "x10.h5")
-    with torch.no_grad():
-        torch.jit.trace(Pooled().eval(), torch.randn(1, 3, 10, 10)).save(path)
-    write_samples(data, "tensor", ["x"],
-                  {"s10": {"x": np.random.default_rng(0).standard_normal((16, 3, 10, 10), dtype=np.float32)}})
+    path, data = traced_with_rows(work, "pooled", Pooled(), (3, 10, 10))
     out = compile_model(path, data, "onnxruntime", "pooled")
     ops = op_types(load_onnx(os.path.join(out, "model.qforge.onnx")))
     check(ops.count("MatMul") >= 4 and "AveragePool" not in ops, f"each pooled axis is a MatMul: {ops}")
@@ -480,7 +489,6 @@ def test_a_nearly_silent_input_keeps_its_bias_in_int32(work):
     so, and the file agrees with model.qforge.pt in onnxruntime with every optimization."""
     print(require_onnxruntime())
     import torch
-    from qforge_h5 import write_samples
 
     class Silent(torch.nn.Module):
         def __init__(self):
@@ -493,11 +501,7 @@ def test_a_nearly_silent_input_keeps_its_bias_in_int32(work):
             return self.quiet(torch.relu(y) * 1e-10) + y
 
     torch.manual_seed(0)
-    path, data = os.path.join(work, "silent.pt"), os.path.join(work, "x8.h5")
-    with torch.no_grad():
-        torch.jit.trace(Silent().eval(), torch.randn(1, 3, 8, 8)).save(path)
-    write_samples(data, "tensor", ["x"],
-                  {"s8": {"x": np.random.default_rng(0).standard_normal((16, 3, 8, 8), dtype=np.float32)}})
+    path, data = traced_with_rows(work, "silent", Silent(), (3, 8, 8))
     out = compile_model(path, data, "onnxruntime", "silent")
     with open(os.path.join(out, "logs", "rank-0.log")) as f:
         check("'quiet': its input's calibrated range" in f.read(), "the raised input scale is logged for 'quiet'")
