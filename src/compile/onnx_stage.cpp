@@ -54,17 +54,20 @@ c10::IValue onnx_result_like(const c10::IValue& reference, const std::vector<at:
     return outputs[i].narrow(0, offset, rows);
   };
   if (reference.isTensor()) return take(0);
+  // Entries that are None are not in the file (add_outputs).
   if (reference.isGenericDict()) {
     std::vector<c10::IValue> keys;
-    for (const auto& e : reference.toGenericDict()) keys.push_back(e.key());
-    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return c10::str(a) < c10::str(b); });
+    for (const auto& e : reference.toGenericDict())
+      if (!e.value().isNone()) keys.push_back(e.key());
+    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.toStringRef() < b.toStringRef(); });
     c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
     for (size_t i = 0; i < keys.size(); ++i) dict.insert(keys[i], take(i));
     return dict;
   }
   std::vector<c10::IValue> items;
   const auto elements = reference.isTuple() ? reference.toTupleRef().elements().vec() : reference.toListRef().vec();
-  for (size_t i = 0; i < elements.size(); ++i) items.push_back(take(i));
+  size_t next = 0;
+  for (const auto& e : elements) items.push_back(e.isNone() ? c10::IValue() : c10::IValue(take(next++)));
   return c10::ivalue::Tuple::create(std::move(items));
 }
 

@@ -125,15 +125,17 @@ void bind_inputs(Converter& cx, const torch::jit::Module& module, const torch::j
 }
 
 // The method's results as graph outputs: "output" for one tensor, "output_<i>" for a tuple, keys for a dict.
+// Items that are None (GoogLeNet's auxiliary outputs in eval mode) are left out.
 void add_outputs(const Val& result, onnx_export::OnnxBuilder& b, std::vector<std::string>& names) {
   std::vector<std::pair<std::string, Val>> outputs;
   if (result.example.isTensor()) {
     outputs.push_back({"output", result});
   } else if (!result.fields.empty()) {
-    for (const auto& [key, v] : result.fields) outputs.push_back({key, v});
+    for (const auto& [key, v] : result.fields)
+      if (!v.example.isNone()) outputs.push_back({key, v});
   } else {
     for (size_t i = 0; i < result.items.size(); ++i)
-      outputs.push_back({"output_" + std::to_string(i), result.items[i]});
+      if (!result.items[i].example.isNone()) outputs.push_back({"output_" + std::to_string(i), result.items[i]});
   }
   if (outputs.empty())
     throw ExportError("ONNX export: the method returns " + result.example.tagKind() + ", not tensors");

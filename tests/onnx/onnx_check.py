@@ -165,6 +165,7 @@ def torchscript_outputs(pt_path, inputs, batch_size=32):
             if isinstance(y, dict):  # a dict's entries by key, as the ONNX file lists them
                 y = [y[k] for k in sorted(y)]
             ys = list(y) if isinstance(y, (tuple, list)) else [y]
+            ys = [t for t in ys if t is not None]  # None items are not outputs of the ONNX file
             ys = [t.detach().cpu().numpy() for t in ys]
             chunks = [[t] for t in ys] if chunks is None else [c + [t] for c, t in zip(chunks, ys)]
     return [np.concatenate(c, axis=0) for c in chunks]
