@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/ir/ir.h>
 
+#include <algorithm>
+#include <set>
 #include <sstream>
 
 #include "qforge/errors.h"
@@ -221,9 +223,18 @@ std::string Converter::int64_list(const Value* v) {
     return b.int64s(static_ints(v, "a size list"));
   }
   if (!x.name.empty()) return cast(x.name, dtype(v), at::kLong);
+  return int64_list(x.items);
+}
+
+std::string Converter::int64_list(const std::vector<Val>& items) {
+  if (std::none_of(items.begin(), items.end(), [](const Val& item) { return item.runtime(); })) {
+    std::vector<int64_t> values;
+    for (const auto& item : items) values.push_back(item.example.toInt());
+    return b.int64s(values);
+  }
   std::vector<std::string> parts;
   const auto axes = b.int64s({0});
-  for (const auto& item : x.items) {
+  for (const auto& item : items) {
     if (!item.runtime()) {
       parts.push_back(b.int64s({item.example.toInt()}));
     } else {

@@ -101,7 +101,8 @@ class Converter {
   std::string weight(const torch::jit::Value* v, bool transposed, const std::string& op);
   // 1-D int64 tensor of an int list (sizes, shapes), constant or computed.
   std::string int64_list(const torch::jit::Value* v);
-  std::string shape_of(const std::string& tensor_name);  // Shape, once per tensor
+  std::string int64_list(const std::vector<Val>& items);  // numbers, each constant or computed
+  std::string shape_of(const std::string& tensor_name);   // Shape, once per tensor
 
   // While it lives, `v` reads as the ONNX tensor `name` (an input inside a fused op).
   class Scope {

@@ -407,19 +407,21 @@ void trilu(Converter& cx, const Node* n, bool upper) {
 }
 
 // Pad in ONNX's mode: torch lists (begin, end) pairs from the last dim, ONNX
-// every dim's begin, then every dim's end.
+// every dim's begin, then every dim's end. Amounts computed at run time (a
+// window's padding from the input's size, as in Swin) become a computed list.
 void pad_in_mode(Converter& cx, const Node* n, const std::string& mode, const std::optional<double>& value) {
-  const auto pad = cx.static_ints(n->input(1), "pad");
   const int64_t rank = cx.rank(n->input(0));
-  if (static_cast<int64_t>(pad.size()) > 2 * rank || pad.size() % 2)
-    cx.fail(n, "a pad list of odd length or longer than twice the rank");
-  std::vector<int64_t> pads(2 * rank, 0);
-  for (size_t i = 0; i + 1 < pad.size(); i += 2) {
-    const int64_t dim = rank - 1 - static_cast<int64_t>(i / 2);
-    pads[dim] = pad[i];
-    pads[dim + rank] = pad[i + 1];
+  const auto count = static_cast<int64_t>(cx.example(n->input(1)).toListRef().size());
+  if (count > 2 * rank || count % 2) cx.fail(n, "a pad list of odd length or longer than twice the rank");
+  const std::vector<Val> pad = items_of(cx.val(n->input(1)), static_cast<size_t>(count));
+  std::vector<Val> pads(static_cast<size_t>(2 * rank));
+  for (auto& p : pads) p.example = int64_t{0};
+  for (int64_t i = 0; i + 1 < count; i += 2) {
+    const int64_t dim = rank - 1 - i / 2;
+    pads[static_cast<size_t>(dim)] = pad[static_cast<size_t>(i)];
+    pads[static_cast<size_t>(dim + rank)] = pad[static_cast<size_t>(i + 1)];
   }
-  std::vector<std::string> inputs{cx.tensor(n->input(0)), cx.b.int64s(pads)};
+  std::vector<std::string> inputs{cx.tensor(n->input(0)), cx.int64_list(pads)};
   if (mode == "constant") inputs.push_back(cx.scalar_float(value.value_or(0.0), cx.result_dtype()));
   cx.set(n->output(0), cx.b.node1("Pad", inputs, {{"mode", mode}}, cx.stem(n)));
 }
