@@ -503,8 +503,13 @@ void Converter::convert(Node* n) {
 
   std::vector<c10::IValue> outputs;
   evaluate(n, outputs);
+  // x.new_zeros(size) and its kin take only x's dtype and device: a constant
+  // size makes them constants (Swin's attention masks, built in place).
+  static const std::set<std::string> sized_by_arguments = {"aten::new_zeros", "aten::new_ones", "aten::new_full",
+                                                           "aten::new_empty"};
+  const size_t first_read = sized_by_arguments.count(kind.toQualString()) ? 1 : 0;
   bool runtime = false;
-  for (const Value* in : n->inputs()) runtime = runtime || val(in).runtime();
+  for (size_t i = first_read; i < n->inputs().size(); ++i) runtime = runtime || val(n->input(i)).runtime();
   if (!runtime) {
     fold(n, outputs);
     return;

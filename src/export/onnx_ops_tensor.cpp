@@ -400,6 +400,15 @@ void filled(Converter& cx, const Node* n, std::optional<double> value, bool like
   cx.set(n->output(0), cx.b.node1("ConstantOfShape", {shape}, {{"value", raw(one)}}, cx.stem(n)));
 }
 
+// new_zeros / new_ones / new_full(x, size, [value], dtype, ...): a tensor of
+// `size` in the result's dtype, filled.
+void new_filled(Converter& cx, const Node* n, std::optional<double> value) {
+  const at::Tensor example = cx.result().toTensor();
+  const double fill = value ? *value : cx.static_double(n->input(2), "the fill value");
+  const at::Tensor one = at::full({1}, fill, example.options().device(at::kCPU));
+  cx.set(n->output(0), cx.b.node1("ConstantOfShape", {cx.int64_list(n->input(1))}, {{"value", raw(one)}}, cx.stem(n)));
+}
+
 // triu / tril(x, diagonal)
 void trilu(Converter& cx, const Node* n, bool upper) {
   const std::string k = cx.b.scalar_int64(cx.static_int(n->input(1), "diagonal"));
@@ -424,6 +433,30 @@ void pad_in_mode(Converter& cx, const Node* n, const std::string& mode, const st
   std::vector<std::string> inputs{cx.tensor(n->input(0)), cx.int64_list(pads)};
   if (mode == "constant") inputs.push_back(cx.scalar_float(value.value_or(0.0), cx.result_dtype()));
   cx.set(n->output(0), cx.b.node1("Pad", inputs, {{"mode", mode}}, cx.stem(n)));
+}
+
+// roll(x, shifts, dims): along each dim, the last `shift` elements moved to
+// the front, as a Concat of two Slices. The shift is taken modulo the
+// example's size (Swin's half-window shifts are smaller than any input's).
+void roll(Converter& cx, const Node* n) {
+  const auto shifts = cx.static_ints(n->input(1), "shifts");
+  const auto dims = cx.static_ints(n->input(2), "dims");
+  if (dims.empty() || dims.size() != shifts.size()) cx.fail(n, "roll over the flattened tensor (no dims)");
+  const at::Tensor example = cx.example(n->input(0)).toTensor();
+  const std::string input = cx.tensor(n->input(0));
+  std::string x = input;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const int64_t axis = normalized_axis(dims[i], example.dim()), size = example.size(axis);
+    const int64_t shift = size ? ((shifts[i] % size) + size) % size : 0;
+    if (shift == 0) continue;
+    const auto part = [&](int64_t begin, int64_t end) {
+      return cx.b.node1("Slice", {x, cx.b.int64s({begin}), cx.b.int64s({end}), cx.b.int64s({axis})});
+    };
+    x = cx.b.node1("Concat", {part(-shift, std::numeric_limits<int64_t>::max()), part(0, -shift)}, {{"axis", axis}},
+                   cx.stem(n));
+  }
+  if (x == input) return pass_through(cx, n);
+  cx.set(n->output(0), x);
 }
 
 // pad(x, pad, mode, value): F.pad as torch 1.13 and later record it.
@@ -487,12 +520,16 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["aten::ones_like"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, true); };
   t["aten::zeros_like"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, true); };
   t["aten::full_like"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, true); };
+  t["aten::new_zeros"] = [](Converter& cx, Node* n) { new_filled(cx, n, 0.0); };
+  t["aten::new_ones"] = [](Converter& cx, Node* n) { new_filled(cx, n, 1.0); };
+  t["aten::new_full"] = [](Converter& cx, Node* n) { new_filled(cx, n, std::nullopt); };
   t["aten::triu"] = [](Converter& cx, Node* n) { trilu(cx, n, true); };
   t["aten::tril"] = [](Converter& cx, Node* n) { trilu(cx, n, false); };
   t["aten::constant_pad_nd"] = [](Converter& cx, Node* n) {
     pad_in_mode(cx, n, "constant", cx.static_double(n->input(2), "the pad value"));
   };
   t["aten::pad"] = pad;
+  t["aten::roll"] = roll;
   for (const char* d : {"1d", "2d", "3d"}) {
     t[std::string("aten::reflection_pad") + d] = [](Converter& cx, Node* n) { pad_in_mode(cx, n, "reflect", {}); };
     t[std::string("aten::replication_pad") + d] = [](Converter& cx, Node* n) { pad_in_mode(cx, n, "edge", {}); };
