@@ -519,7 +519,9 @@ void Converter::convert(Node* n) {
   if (handler == op_table().end()) {
     std::vector<std::string> supported;
     for (const auto& [name, h] : op_table()) supported.push_back(name);
-    fail(n, "no ONNX mapping for this op; supported ops: " + join(supported));
+    const std::string hint =
+        options.dynamic ? " (if it computes only from sizes, `dynamic: false` makes them constants)" : "";
+    fail(n, "no ONNX mapping for this op" + hint + "; supported ops: " + join(supported));
   }
   results_ = outputs;
   handler->second(*this, n);
