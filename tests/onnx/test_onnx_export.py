@@ -508,6 +508,63 @@ def test_a_nearly_silent_input_keeps_its_bias_in_int32(work):
     compare_with_compiled("a nearly silent input", out, data)
 
 
+def test_padding_computed_from_the_size_and_none_outputs(work):
+    """Padding to a multiple of a window, its amounts computed from the input's size, a
+    shifted window (torch.roll) and a constant built in place, as in Swin, on two image
+    sizes through one file; and, scripted, a tuple output holding None
+    (GoogLeNet's auxiliary outputs in eval mode), which the file leaves out. Each compile
+    runs its file in onnxruntime on the held-out rows, and so does this test."""
+    print(require_onnxruntime())
+    from typing import Optional, Tuple
+
+    import torch
+    from qforge_h5 import write_samples
+
+    class Windowed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 4, stride=4)
+
+        def windows(self, x):
+            pad_h, pad_w = (4 - x.size(2) % 4) % 4, (4 - x.size(3) % 4) % 4
+            shifted = torch.roll(torch.nn.functional.pad(x, [0, pad_w, 0, pad_h]), shifts=(2, -1), dims=(2, 3))
+            offset = x.new_zeros([4])  # a constant built in place, as Swin builds its masks
+            offset[:2] = 0.5
+            return (self.conv(shifted) + offset.view(1, 4, 1, 1)).mean((2, 3))
+
+        def forward(self, x):
+            return self.windows(x)
+
+    class WithNone(Windowed):
+        def forward(self, x) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+            y = self.windows(x)
+            return y, None, y * 2
+
+    rng = np.random.default_rng(0)
+    data = os.path.join(work, "sizes.h5")
+    write_samples(data, "tensor", ["x"], {"s10": {"x": rng.standard_normal((8, 3, 10, 10), dtype=np.float32)},
+                                          "s13": {"x": rng.standard_normal((8, 3, 13, 13), dtype=np.float32)}})
+    torch.manual_seed(0)
+    models = {"traced": torch.jit.trace(Windowed().eval(), torch.randn(1, 3, 10, 10)),
+              "scripted": torch.jit.script(Windowed().eval()), "with_none": torch.jit.script(WithNone().eval())}
+    for name, model in models.items():
+        path = os.path.join(work, f"{name}.pt")
+        model.save(path)
+        out = compile_model(path, data, "onnxruntime", name,
+                            extra=f"evaluation_inputs: {{files: [{data}], batch_size: 4}}\n")
+        ev = json.load(open(os.path.join(out, "report.json")))["onnx"].get("evaluation")
+        check(ev is not None and ev["rows"] == 16, f"{name}: the compile ran the file on the 16 rows: {ev}")
+        outputs = [o.name for o in load_onnx(os.path.join(out, "model.qforge.onnx")).graph.output]
+        check(len(outputs) == (2 if name == "with_none" else 1), f"{name}: outputs {outputs}")
+        for arrays in data_rows(data):
+            ys = run_onnx(os.path.join(out, "model.qforge.onnx"), {"x": arrays[0]}, batch_size=4)
+            refs = torchscript_outputs(os.path.join(out, "model.qforge.pt"), arrays, batch_size=4)
+            check(len(ys) == len(refs), f"{name}: {len(ys)} ONNX outputs, {len(refs)} TorchScript tensors")
+            for y, ref in zip(ys, refs):
+                print(f"{name} {arrays[0].shape}: SQNR {sqnr_db(ref, y):.1f} dB")
+                check(sqnr_db(ref, y) >= MIN_SQNR_DB, f"{name} {arrays[0].shape}: SQNR {sqnr_db(ref, y):.1f} dB")
+
+
 def test_dynamic_false_fixes_every_axis():
     """dynamic: false: every input size is fixed (batch 1 by default, the first shape
     group's image size); the compile still runs the file in onnxruntime on the rows
