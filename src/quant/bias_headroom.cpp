@@ -7,12 +7,14 @@ namespace qforge {
 bool make_room_for_int32_bias(ActivationRange& input, const QuantRange& range, bool symmetric, const at::Tensor& bias,
                               const WeightQuant& weight) {
   if (!bias.defined() || bias.numel() == 0 || input.qparams.scale.numel() != 1) return false;
-  const at::Tensor weight_scale = weight.qparams.scale.to(at::kDouble).reshape({-1});
+  // On the host: the bias may live on a GPU, the scales do not.
+  const at::Tensor weight_scale = weight.qparams.scale.to(at::kCPU, at::kDouble).reshape({-1});
   // Groups of weights (the weight-only formats) run with a float bias.
   if (weight_scale.numel() != 1 && weight_scale.numel() != bias.numel()) return false;
   constexpr double kLargestCode = 2147483647.0 / 4;  // room for the runtime's own sums
-  const double needed =
-      (bias.detach().to(at::kDouble).abs().reshape({-1}) / (weight_scale * kLargestCode)).max().item<double>();
+  const double needed = (bias.detach().to(at::kCPU, at::kDouble).abs().reshape({-1}) / (weight_scale * kLargestCode))
+                            .max()
+                            .item<double>();
   if (!(needed > input.qparams.scale.item<double>())) return false;
   input.qparams.scale = at::full_like(input.qparams.scale, needed * (1 + 1e-6));  // float32 rounds down no further
   if (!symmetric) {
