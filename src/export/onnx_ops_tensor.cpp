@@ -391,22 +391,15 @@ void arange(Converter& cx, const Node* n) {
   cx.set(n->output(0), cx.b.node1("Range", {start, end, step}, {}, cx.stem(n)));
 }
 
-// ones / zeros / full(size, [value], dtype, ...) and their _like forms.
-void filled(Converter& cx, const Node* n, std::optional<double> value, bool like) {
+// ones / zeros / full(size, [value], dtype, ...), their _like forms (input 0
+// a tensor whose shape is taken) and x.new_zeros / new_ones / new_full(x,
+// size, [value], ...): the size (or tensor) at `size_at`, the fill after it.
+void filled(Converter& cx, const Node* n, std::optional<double> value, size_t size_at, bool like) {
   const at::Tensor example = cx.result().toTensor();
-  const double fill = value ? *value : cx.static_double(n->input(1), "the fill value");
-  const std::string shape = like ? cx.shape_of(cx.tensor(n->input(0))) : cx.int64_list(n->input(0));
+  const double fill = value ? *value : cx.static_double(n->input(size_at + 1), "the fill value");
+  const std::string shape = like ? cx.shape_of(cx.tensor(n->input(size_at))) : cx.int64_list(n->input(size_at));
   const at::Tensor one = at::full({1}, fill, example.options().device(at::kCPU));
   cx.set(n->output(0), cx.b.node1("ConstantOfShape", {shape}, {{"value", raw(one)}}, cx.stem(n)));
-}
-
-// new_zeros / new_ones / new_full(x, size, [value], dtype, ...): a tensor of
-// `size` in the result's dtype, filled.
-void new_filled(Converter& cx, const Node* n, std::optional<double> value) {
-  const at::Tensor example = cx.result().toTensor();
-  const double fill = value ? *value : cx.static_double(n->input(2), "the fill value");
-  const at::Tensor one = at::full({1}, fill, example.options().device(at::kCPU));
-  cx.set(n->output(0), cx.b.node1("ConstantOfShape", {cx.int64_list(n->input(1))}, {{"value", raw(one)}}, cx.stem(n)));
 }
 
 // triu / tril(x, diagonal)
@@ -514,15 +507,15 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["aten::index"] = index;
   t["aten::where"] = where;
   t["aten::arange"] = arange;
-  t["aten::ones"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, false); };
-  t["aten::zeros"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, false); };
-  t["aten::full"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, false); };
-  t["aten::ones_like"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, true); };
-  t["aten::zeros_like"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, true); };
-  t["aten::full_like"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, true); };
-  t["aten::new_zeros"] = [](Converter& cx, Node* n) { new_filled(cx, n, 0.0); };
-  t["aten::new_ones"] = [](Converter& cx, Node* n) { new_filled(cx, n, 1.0); };
-  t["aten::new_full"] = [](Converter& cx, Node* n) { new_filled(cx, n, std::nullopt); };
+  t["aten::ones"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, 0, false); };
+  t["aten::zeros"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, 0, false); };
+  t["aten::full"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, 0, false); };
+  t["aten::ones_like"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, 0, true); };
+  t["aten::zeros_like"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, 0, true); };
+  t["aten::full_like"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, 0, true); };
+  t["aten::new_zeros"] = [](Converter& cx, Node* n) { filled(cx, n, 0.0, 1, false); };
+  t["aten::new_ones"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, 1, false); };
+  t["aten::new_full"] = [](Converter& cx, Node* n) { filled(cx, n, std::nullopt, 1, false); };
   t["aten::triu"] = [](Converter& cx, Node* n) { trilu(cx, n, true); };
   t["aten::tril"] = [](Converter& cx, Node* n) { trilu(cx, n, false); };
   t["aten::constant_pad_nd"] = [](Converter& cx, Node* n) {
