@@ -1,5 +1,6 @@
 // Which TorchScript classes are layers qforge quantizes, and why others are not.
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 
@@ -44,13 +45,24 @@ bool feeds_own_weight_to_a_layer_op(const torch::jit::Module& module) {
   return false;
 }
 
+// Which memory a weight is: its storage and where in it it starts. The same on
+// every device (a tied table moved whole stays one storage), data or none (meta).
+using WeightIdentity = std::pair<const void*, int64_t>;
+
+std::optional<WeightIdentity> weight_identity(const c10::IValue& w) {
+  if (!w.isTensor() || !w.toTensor().defined() || w.toTensor().numel() == 0 || !w.toTensor().has_storage())
+    return std::nullopt;
+  const at::Tensor& t = w.toTensor();
+  return WeightIdentity{t.storage().unsafeGetStorageImpl(), t.storage_offset()};
+}
+
 // Layers whose weight is one tensor (an output layer tied to the embedding):
-// each names the first other layer it shares with. `weights[i]`: the data of
-// layer i's weight, or null.
-void mark_shared_weights(const std::vector<const void*>& weights, std::vector<LayerInfo>& layers) {
-  std::map<const void*, std::vector<size_t>> by_data;
+// each names the first other layer it shares with. `weights[i]`: layer i's
+// weight, if it has one.
+void mark_shared_weights(const std::vector<std::optional<WeightIdentity>>& weights, std::vector<LayerInfo>& layers) {
+  std::map<WeightIdentity, std::vector<size_t>> by_data;
   for (size_t i = 0; i < layers.size(); ++i)
-    if (weights[i]) by_data[weights[i]].push_back(i);
+    if (weights[i]) by_data[*weights[i]].push_back(i);
   for (const auto& [data, members] : by_data)
     if (members.size() > 1)
       for (size_t i : members) layers[i].shares_weight_with = layers[members[0] == i ? members[1] : members[0]].name;
@@ -63,7 +75,7 @@ std::vector<LayerInfo> Model::layers() const {
       "BatchNorm1d",    "BatchNorm2d",    "BatchNorm3d",    "LayerNorm",         "GroupNorm",
       "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"};
   std::vector<LayerInfo> out;
-  std::vector<const void*> weights;
+  std::vector<std::optional<WeightIdentity>> weights;
   for (const auto& item : module_.named_modules()) {
     if (item.name.empty()) continue;  // the root module
     LayerInfo layer;
@@ -75,10 +87,9 @@ std::vector<LayerInfo> Model::layers() const {
     if (item.value.hasattr("weight")) {
       const auto w = item.value.attr("weight");
       if (w.isTensor()) layer.weight_shape = w.toTensor().sizes().vec();
-      weights.push_back(w.isTensor() && w.toTensor().defined() && w.toTensor().numel() > 0 ? w.toTensor().data_ptr()
-                                                                                           : nullptr);
+      weights.push_back(weight_identity(w));
     } else {
-      weights.push_back(nullptr);
+      weights.push_back(std::nullopt);
     }
     layer.has_children = item.value.children().size() > 0;
     layer.quantizable =
@@ -105,12 +116,12 @@ std::vector<LayerInfo> Model::layers() const {
 }
 
 void tie_weights_like(const torch::jit::Module& original, torch::jit::Module& copy) {
-  std::map<const void*, std::string> first;  // a weight's data -> the first layer holding it
+  std::map<WeightIdentity, std::string> first;  // a weight -> the first layer holding it
   for (const auto& item : original.named_modules()) {
     if (item.name.empty() || !item.value.hasattr("weight")) continue;
-    const auto w = item.value.attr("weight");
-    if (!w.isTensor() || !w.toTensor().defined() || w.toTensor().numel() == 0) continue;
-    const auto [owner, inserted] = first.emplace(w.toTensor().data_ptr(), item.name);
+    const auto identity = weight_identity(item.value.attr("weight"));
+    if (!identity) continue;
+    const auto [owner, inserted] = first.emplace(*identity, item.name);
     if (!inserted)
       submodule(copy, item.name, "the copy")
           .setattr("weight", submodule(copy, owner->second, "the copy").attr("weight"));

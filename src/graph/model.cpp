@@ -274,20 +274,4 @@ c10::IValue Model::run(const CallBinding& binding, const Batch& batch) {
   return run_module(module_, method_, binding, batch, path_);
 }
 
-void move_module(torch::jit::Module& module, const c10::Device& device) {
-  torch::NoGradGuard no_grad;
-  for (auto m : module.modules())
-    for (const auto& attribute : m.named_attributes(/*recurse=*/false)) {
-      if (!attribute.value.isTensor()) continue;
-      const at::Tensor t = attribute.value.toTensor();
-      if (!t.defined() || t.device() == device) continue;
-      m.setattr(attribute.name, t.detach().to(device).requires_grad_(t.requires_grad()));
-    }
-}
-
-c10::Device module_device(const torch::jit::Module& module) {
-  for (const auto& p : module.parameters()) return p.device();
-  return c10::Device(c10::kCPU);
-}
-
 }  // namespace qforge

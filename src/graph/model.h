@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "graph/module_tensors.h"
 #include "qforge/compile.h"
 
 namespace qforge {
@@ -71,12 +72,6 @@ class Model {
 // The submodule of `module` at a dotted path ("layer1.0.conv1"); ModelError
 // naming `name` (the model's file, or what stands for it) if there is none.
 torch::jit::Module submodule(const torch::jit::Module& module, const std::string& path, const std::string& name);
-
-// Moves every tensor of the module in place: parameters, buffers and plain
-// tensor attributes (quantization parameters), which Module::to leaves behind.
-void move_module(torch::jit::Module& module, const c10::Device& device);
-// Where the module computes: its first parameter's device (CPU without parameters).
-c10::Device module_device(const torch::jit::Module& module);
 
 // Layers of `copy` (a clone of `original`) whose weights are one tensor in
 // `original` share one tensor again: Module::clone copies each weight apart,

@@ -249,6 +249,18 @@ def main(out):
         f.write(b"this is not a TorchScript archive")
     make_small_decoder(out)
     make_llama_decoder(out)
+    make_hf_like(out)
+
+
+def make_hf_like(out):
+    """A decoder written as transformers 5 writes Llama (tests/models/hf_like.py), traced on the
+    CPU: its graph holds tensors and devices as constants, and its output layer is tied."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from hf_like import Llama, Logits
+    torch.manual_seed(7)
+    model = Llama(tied=True).eval()
+    with torch.no_grad():
+        torch.jit.trace(Logits(model), torch.randint(1, 100, (2, 8))).save(f"{out}/hf_llama_traced.pt")
 
 
 if __name__ == "__main__":

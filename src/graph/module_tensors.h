@@ -1,0 +1,30 @@
+// A TorchScript module's tensors as a whole: what it holds as attributes and
+// what its graphs hold as constants, moved to a device or cast to a dtype together.
+#pragma once
+#include <torch/script.h>
+
+namespace qforge {
+
+// Moves every tensor of the module in place: parameters, buffers and plain
+// tensor attributes (quantization parameters), which Module::to leaves
+// behind, and every tensor or device its methods' graphs hold as constants
+// (a trace records the tables it computed and the `device=` of factories such
+// as torch.arange as constants of the device it ran on). Tensors that share
+// storage keep sharing it: tied weights stay one tensor on the new device.
+// The methods are cloned afresh (their tensors shared, not copied), so no
+// plan compiled for the old device survives.
+void move_module(torch::jit::Module& module, const c10::Device& device);
+
+// Casts a bfloat16 or float16 module to float32 in place, as move_module moves
+// it: its tensors of those dtypes, its graphs' tensor constants, and the dtype
+// arguments its graphs pass as those dtypes (`.to(torch.bfloat16)`, `dtype=`
+// of factories); float32 and float64 stay as they are. The float32 model
+// computes what the 16-bit one did, with less rounding.
+void cast_to_float32(torch::jit::Module& module);
+
+// Where the module computes: its first parameter's device (CPU without parameters).
+c10::Device module_device(const torch::jit::Module& module);
+// The dtype its floating-point parameters are held in (float32 without any).
+at::ScalarType module_float_dtype(const torch::jit::Module& module);
+
+}  // namespace qforge
