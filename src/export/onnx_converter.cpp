@@ -46,6 +46,7 @@ std::map<std::string, OpHandler>& op_table() {
     add_attention_ops(t);
     add_quantization_ops(t);
     add_resize_ops(t);
+    add_sequence_ops(t);
     return t;
   }();
   return table;

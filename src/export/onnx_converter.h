@@ -75,6 +75,7 @@ void add_math_ops(std::map<std::string, OpHandler>& table);
 void add_attention_ops(std::map<std::string, OpHandler>& table);
 void add_quantization_ops(std::map<std::string, OpHandler>& table);
 void add_resize_ops(std::map<std::string, OpHandler>& table);
+void add_sequence_ops(std::map<std::string, OpHandler>& table);
 
 class Converter {
  public:

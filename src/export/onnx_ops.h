@@ -25,6 +25,9 @@ std::string reduce(Converter& cx, const std::string& op, const std::string& x,
 // Elements [begin, end) of a 1-D tensor (a shape), as a 1-D tensor.
 std::string slice1d(Converter& cx, const std::string& x, int64_t begin, int64_t end);
 
+// x with each slice along `axis` repeated `repeats` times in place (torch.repeat_interleave).
+std::string repeat_interleave(Converter& cx, const std::string& x, int64_t rank, int64_t axis, int64_t repeats);
+
 // Output 0 computed by `op` over the node's inputs listed, each cast to the result's dtype.
 void same_dtype_op(Converter& cx, const Node* n, const std::string& op, const std::vector<size_t>& inputs,
                    const Attributes& attributes = {});

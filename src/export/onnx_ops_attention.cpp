@@ -69,10 +69,17 @@ void sdpa(Converter& cx, const Node* n, bool legacy) {
   double scale = 1.0 / std::sqrt(static_cast<double>(head));
   if (!legacy && n->inputs().size() > 6 && !cx.is_none(n->input(6))) scale = cx.static_double(n->input(6), "scale");
   const bool causal = cx.example(n->input(legacy ? 6 : 5)).toBool();
+  std::string k = cx.tensor(n->input(1), dt), v = cx.tensor(n->input(2), dt);
+  // enable_gqa: each key/value head serves a group of query heads (dim -3)
+  if (!legacy && n->inputs().size() > 7 && cx.example(n->input(7)).toBool() && rank >= 3) {
+    const int64_t query_heads = cx.example(n->input(0)).toTensor().size(-3);
+    const int64_t kv_heads = cx.example(n->input(1)).toTensor().size(-3);
+    k = repeat_interleave(cx, k, rank, rank - 3, query_heads / kv_heads);
+    v = repeat_interleave(cx, v, rank, rank - 3, query_heads / kv_heads);
+  }
   std::string probabilities;
-  const std::string out =
-      attention(cx, cx.tensor(n->input(0), dt), cx.tensor(n->input(1), dt), cx.tensor(n->input(2), dt), rank, scale,
-                mask_of(cx, n->input(3), false, dt), causal, dt, &probabilities);
+  const std::string out = attention(cx, cx.tensor(n->input(0), dt), k, v, rank, scale,
+                                    mask_of(cx, n->input(3), false, dt), causal, dt, &probabilities);
   cx.set(n->output(0), out);
   if (legacy) cx.set(n->output(1), probabilities);
 }

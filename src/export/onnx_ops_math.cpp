@@ -84,11 +84,19 @@ void comparison(Converter& cx, const Node* n, const std::string& op, bool negate
   cx.set(n->output(0), y);
 }
 
-void logical(Converter& cx, const Node* n, const std::string& op) {
+// And / Or / Xor / Not: logical on bools (masks); on integers the bitwise op
+// (opset 18), as torch computes `&`, `|`, `^` and `~` there.
+void logical(Converter& cx, const Node* n, const std::string& op, bool bitwise_on_integers = false) {
+  const at::ScalarType dt = cx.result_dtype();
+  if (bitwise_on_integers && dt != at::kBool) {
+    if (cx.options.opset < 18) cx.fail(n, "bitwise operations on integers need opset 18 or later");
+    return same_dtype_op(cx, n, "Bitwise" + op,
+                         n->inputs().size() == 1 ? std::vector<size_t>{0} : std::vector<size_t>{0, 1});
+  }
   std::vector<std::string> names;
   for (const Value* v : n->inputs()) names.push_back(cx.tensor(v, at::kBool));
   std::string y = cx.b.node1(op, names, {}, cx.stem(n));
-  cx.set(n->output(0), cx.cast(y, at::kBool, cx.result_dtype()));
+  cx.set(n->output(0), cx.cast(y, at::kBool, dt));
 }
 
 void unary(Converter& cx, const Node* n, const std::string& op, const Attributes& attributes = {}) {
@@ -298,10 +306,13 @@ void add_math_ops(std::map<std::string, OpHandler>& t) {
   t["aten::logical_and"] = [](Converter& cx, Node* n) { logical(cx, n, "And"); };
   t["aten::logical_or"] = [](Converter& cx, Node* n) { logical(cx, n, "Or"); };
   t["aten::logical_not"] = [](Converter& cx, Node* n) { logical(cx, n, "Not"); };
-  t["aten::__and__"] = [](Converter& cx, Node* n) { logical(cx, n, "And"); };
-  t["aten::bitwise_and"] = [](Converter& cx, Node* n) { logical(cx, n, "And"); };
-  t["aten::__or__"] = [](Converter& cx, Node* n) { logical(cx, n, "Or"); };
-  t["aten::bitwise_not"] = [](Converter& cx, Node* n) { logical(cx, n, "Not"); };
+  t["aten::logical_xor"] = [](Converter& cx, Node* n) { logical(cx, n, "Xor"); };
+  for (const std::string suffix : {"", "_"}) {
+    t["aten::__and__"] = t["aten::bitwise_and" + suffix] = [](Converter& cx, Node* n) { logical(cx, n, "And", true); };
+    t["aten::__or__"] = t["aten::bitwise_or" + suffix] = [](Converter& cx, Node* n) { logical(cx, n, "Or", true); };
+    t["aten::__xor__"] = t["aten::bitwise_xor" + suffix] = [](Converter& cx, Node* n) { logical(cx, n, "Xor", true); };
+    t["aten::bitwise_not" + suffix] = [](Converter& cx, Node* n) { logical(cx, n, "Not", true); };
+  }
   t["aten::softmax"] = [](Converter& cx, Node* n) { softmax(cx, n, "Softmax"); };
   t["aten::log_softmax"] = [](Converter& cx, Node* n) { softmax(cx, n, "LogSoftmax"); };
   t["aten::mean"] = [](Converter& cx, Node* n) { reduction(cx, n, "ReduceMean"); };

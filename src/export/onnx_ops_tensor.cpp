@@ -263,6 +263,16 @@ void cat(Converter& cx, const Node* n, bool stack) {
   const at::ScalarType dtype = cx.result_dtype();
   auto parts = tensors_of_list(cx, n->input(0), dtype);
   const int64_t out_rank = cx.result().toTensor().dim();
+  if (!stack && out_rank > 1) {  // torch.cat skips empty 1-D tensors (a cache's first keys join torch.tensor([]))
+    const auto& examples = cx.example(n->input(0)).toListRef();
+    std::vector<std::string> kept;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const at::Tensor t = examples[i].toTensor();
+      if (!(t.dim() == 1 && t.numel() == 0)) kept.push_back(parts[i]);
+    }
+    parts = kept;
+    if (parts.size() == 1) return cx.set(n->output(0), parts[0]);
+  }
   const int64_t axis = normalized_axis(cx.static_int(n->input(1), "dim"), out_rank);
   if (stack)
     for (auto& p : parts) p = unsqueeze(cx, p, {axis});
@@ -351,18 +361,6 @@ void index_select(Converter& cx, const Node* n) {
   const int64_t axis = normalized_axis(cx.static_int(n->input(1), "dim"), cx.rank(n->input(0)));
   cx.set(n->output(0), cx.b.node1("Gather", {cx.tensor(n->input(0)), cx.tensor(n->input(2), at::kLong)},
                                   {{"axis", axis}}, cx.stem(n)));
-}
-
-// x[idx] with one integer index tensor on the first dim.
-void index(Converter& cx, const Node* n) {
-  const Val& indices = cx.val(n->input(1));
-  const auto& list = cx.example(n->input(1)).toListRef();
-  if (list.size() != 1 || !list[0].isTensor() || list[0].toTensor().scalar_type() == at::kBool)
-    cx.fail(n, "only indexing the first dim with one integer tensor has an ONNX form here");
-  const std::string idx = indices.runtime()
-                              ? cx.cast(indices.items.at(0).name, list[0].toTensor().scalar_type(), at::kLong)
-                              : cx.constant(list[0].toTensor().to(at::kLong), "const");
-  cx.set(n->output(0), cx.b.node1("Gather", {cx.tensor(n->input(0)), idx}, {{"axis", int64_t{0}}}, cx.stem(n)));
 }
 
 // where(cond, a, b)
@@ -504,7 +502,6 @@ void add_tensor_ops(std::map<std::string, OpHandler>& t) {
   t["aten::narrow"] = narrow;
   t["aten::select"] = select;
   t["aten::index_select"] = index_select;
-  t["aten::index"] = index;
   t["aten::where"] = where;
   t["aten::arange"] = arange;
   t["aten::ones"] = [](Converter& cx, Node* n) { filled(cx, n, 1.0, 0, false); };
