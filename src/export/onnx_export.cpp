@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include <map>
 #include <regex>
 
 #include "export/onnx_converter.h"
@@ -195,13 +196,34 @@ OnnxModel export_onnx(const torch::jit::Module& module, const std::string& metho
 
 namespace {
 
-std::string axis_name(int64_t axis, int64_t rank, const std::string& input) {
+// An image's axes are named as such where it is the model's only input; a
+// decoder's past keys ([batch, heads, length, dim]) are not images.
+std::string axis_name(int64_t axis, int64_t rank, const std::string& input, bool only_input) {
   if (axis == 0) return "batch";
-  if (rank == 4 && axis == 2) return "height";
-  if (rank == 4 && axis == 3) return "width";
-  if (rank == 5) return std::vector<std::string>{"", "", "depth", "height", "width"}[axis];
+  if (only_input && rank == 4 && axis == 2) return "height";
+  if (only_input && rank == 4 && axis == 3) return "width";
+  if (only_input && rank == 5) return std::vector<std::string>{"", "", "depth", "height", "width"}[axis];
   if ((rank == 2 || rank == 3) && axis == 1) return "sequence";
   return input + "_dim" + std::to_string(axis);
+}
+
+// One symbolic name says "the same size": axes of different inputs that share a
+// name (a decoder's ids `sequence` and its past keys' length) but differ in
+// size in some shape group are named apart, each after its input.
+void name_axes_apart(const DatasetInfo& info, std::vector<OnnxInputSpec>& specs) {
+  std::map<std::string, std::vector<std::pair<size_t, size_t>>> users;  // name -> (input, axis)
+  for (size_t i = 0; i < specs.size(); ++i)
+    for (size_t axis = 1; axis < specs[i].dim_names.size(); ++axis)
+      if (!specs[i].dim_names[axis].empty()) users[specs[i].dim_names[axis]].push_back({i, axis});
+  for (const auto& [name, axes] : users) {
+    bool agree = true;
+    for (const auto& g : info.groups)
+      for (const auto& [i, axis] : axes)
+        agree = agree &&
+                g.inputs.at(i).row_shape.at(axis - 1) == g.inputs.at(axes[0].first).row_shape.at(axes[0].second - 1);
+    if (agree) continue;
+    for (const auto& [i, axis] : axes) specs[i].dim_names[axis] = specs[i].name + "_" + name;
+  }
 }
 
 }  // namespace
@@ -219,10 +241,11 @@ std::vector<OnnxInputSpec> onnx_inputs_for(const DatasetInfo& info, const std::v
       bool varies = axis == 0;  // the batch axis is always symbolic
       for (const auto& g : info.groups)
         varies = varies || g.inputs.at(i).row_shape.at(axis - 1) != info.groups[0].inputs.at(i).row_shape.at(axis - 1);
-      if (varies) s.dim_names[axis] = axis_name(axis, rank, s.name);
+      if (varies) s.dim_names[axis] = axis_name(axis, rank, s.name, info.input_names.size() == 1);
     }
     specs.push_back(std::move(s));
   }
+  name_axes_apart(info, specs);
   return specs;
 }
 
