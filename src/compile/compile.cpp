@@ -81,6 +81,19 @@ int64_t deployed_weight_bytes(const LayerResult& l) {
   return (l.weight_elements * l.plan.weights.bits + 7) / 8 + params * 5;
 }
 
+// A traced model reads a tied table through one layer (an embedding) for both
+// uses; the other (the output layer) still multiplies activations with it. Its
+// inputs are quantized as that layer's settings say, through the layer the
+// graph reads: a W8A8 target then runs the output layer in int8 like every
+// other one (a float input before an int8 weight is left to the runtime, which
+// onnxruntime quantizes on the fly, unlike the TorchScript model).
+void quantize_tied_inputs(const LayerPlan& tied, std::vector<LayerPlan>& plans) {
+  if (!tied.activations.enabled) return;
+  for (auto& owner : plans)
+    if (owner.layer.name == tied.layer.shares_weight_with && owner.quantize && !owner.activations.enabled)
+      owner.activations = tied.activations;
+}
+
 bool observed_anything(const ActivationObserver& observer) {
   return std::isfinite(observer.observed_min()) && std::isfinite(observer.observed_max());
 }
@@ -155,6 +168,7 @@ void CompileSession::prepare() {
         plan.tied = true;
         plan.kept_by_choice = true;
         plan.reason = "computes with the weight of '" + plan.layer.shares_weight_with + "' (tied), quantized there";
+        quantize_tied_inputs(plan, p.plans);
         continue;
       }
       if (config_.fullgraph)
