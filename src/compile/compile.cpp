@@ -7,6 +7,7 @@
 #include "plan/layer_selection.h"
 
 #include <algorithm>
+#include <optional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -94,6 +95,33 @@ void quantize_tied_inputs(const LayerPlan& tied, std::vector<LayerPlan>& plans) 
       owner.activations = tied.activations;
 }
 
+bool cpu_multiplies_half() {
+  try {
+    at::mm(at::ones({2, 2}, at::kHalf), at::ones({2, 2}, at::kHalf));
+    return true;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+// A bfloat16 or float16 model compiles in its own dtype (its statistics and
+// solves in float32 or float64 regardless), except where that cannot run:
+// fine-tuning trains float32 adapters on float32 weights, and some CPUs'
+// LibTorch has no float16 matrix products. Why it is cast, if it is.
+std::optional<std::string> computes_in_float32(const torch::jit::Module& model, const ExperimentConfig& config,
+                                               const c10::Device& device) {
+  const at::ScalarType held = module_float_dtype(model);
+  if (held != at::kBFloat16 && held != at::kHalf) return std::nullopt;
+  const std::string was = "the model is held in " + std::string(c10::toString(held)) + "; ";
+  if (config.compile_options.fine_tune.enabled && !config.disable)
+    return was + "fine-tuning trains in float32, so the model was cast to float32 and model.qforge.pt is float32";
+  if (held == at::kHalf && device.is_cpu() && !cpu_multiplies_half())
+    return was +
+           "this LibTorch has no float16 matrix products on the CPU, so the model was cast to float32 and "
+           "model.qforge.pt is float32 (compile on a GPU to keep float16)";
+  return std::nullopt;
+}
+
 bool observed_anything(const ActivationObserver& observer) {
   return std::isfinite(observer.observed_min()) && std::isfinite(observer.observed_max());
 }
@@ -142,6 +170,10 @@ void CompileSession::prepare() {
         input_ ? Model::wrap(config_.discard_input_model ? *input_ : clone_module(*input_), "the input module", method)
                : Model::load(config_.model.path, method);
     move_module(p.model->module(), p.placement.device);
+    if (const auto why = computes_in_float32(p.model->module(), config_, p.placement.device)) {
+      cast_to_float32(p.model->module());
+      add_note(*why);
+    }
     if (!config_.skip_eval_set_mode) p.model->module().eval();
     result_.float_bytes = p.model->parameter_bytes();
     if (config_.disable) return;
@@ -590,12 +622,13 @@ void CompileSession::assemble() {
     std::vector<LayerFakeQuant> quantized;
     result_.deployed_bytes = result_.float_bytes;
     std::set<std::string> counted;  // a tied weight is stored once
+    const auto float_element = static_cast<int64_t>(c10::elementSize(module_float_dtype(base_)));
     for (const auto& l : result_.layers) {
       if (!l.quantized) continue;
       quantized.push_back(fake_quant_of(l));
       counted.insert(l.plan.layer.name);
       if (l.weight && !counted.count(l.plan.layer.shares_weight_with))
-        result_.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * 4;
+        result_.deployed_bytes += deployed_weight_bytes(l) - l.weight_elements * float_element;
     }
     result_.model = quantized.empty() ? clone_module(base_) : with_fake_quantization(base_, method, quantized);
     const Target target = config_.deployment_settings ? config_.deployment_settings->target : Target::None;

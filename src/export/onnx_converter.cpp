@@ -292,7 +292,7 @@ bool is_fake_quantize(const std::string& kind) {
 
 bool keeps_values(const std::string& kind) {
   return kind == "aten::reshape" || kind == "aten::view" || kind == "aten::contiguous" || kind == "aten::detach" ||
-         kind == "aten::clone" || kind == "aten::to";
+         kind == "aten::clone" || kind == "aten::to" || kind == "aten::type_as";
 }
 
 }  // namespace

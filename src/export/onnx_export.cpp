@@ -9,6 +9,7 @@
 #include "export/onnx_converter.h"
 #include "export/onnx_lint.h"
 #include "graph/inline_calls.h"
+#include "graph/module_tensors.h"
 #include "qforge/errors.h"
 #include "qforge/version.h"
 #include "util/text.h"
@@ -156,11 +157,25 @@ std::map<std::string, std::string> attribute_layers(const std::vector<std::strin
   return out;
 }
 
+// A bfloat16 or float16 model is written in float32: onnxruntime's CPU kernels
+// take float32, and TensorRT picks 16-bit kernels from its builder flags. The
+// copy shares the module's float32 tensors; its inputs follow it.
+torch::jit::Module in_float32(const torch::jit::Module& module, std::vector<OnnxInputSpec>& inputs) {
+  if (module_float_dtype(module) == at::kFloat) return module;
+  torch::jit::Module copy = module.clone(/*inplace=*/true);
+  cast_to_float32(copy);
+  for (auto& input : inputs)
+    if (input.example.scalar_type() == at::kBFloat16 || input.example.scalar_type() == at::kHalf)
+      input.example = input.example.to(at::kFloat);
+  return copy;
+}
+
 }  // namespace
 
-OnnxModel export_onnx(const torch::jit::Module& module, const std::string& method, const CallBinding& binding,
-                      const std::vector<OnnxInputSpec>& inputs, const OnnxExportOptions& options) {
+OnnxModel export_onnx(const torch::jit::Module& original, const std::string& method, const CallBinding& binding,
+                      std::vector<OnnxInputSpec> inputs, const OnnxExportOptions& options) {
   torch::NoGradGuard no_grad;
+  const torch::jit::Module module = in_float32(original, inputs);
   const auto graph = inlined_graph(module, method);
   OnnxModel model;
   model.opset = choose_opset(*graph, options);

@@ -40,8 +40,9 @@ struct OnnxModel {
 // Converts `method` of `module` (a compiled model) for the target. ExportError
 // (exit 7) names the op, the layer and the source line of anything without an
 // ONNX form, or the layer and rule the target refuses; nothing is written.
+// A bfloat16 or float16 model is written in float32 (its 16-bit inputs too).
 OnnxModel export_onnx(const torch::jit::Module& module, const std::string& method, const CallBinding& binding,
-                      const std::vector<OnnxInputSpec>& inputs, const OnnxExportOptions& options);
+                      std::vector<OnnxInputSpec> inputs, const OnnxExportOptions& options);
 
 // The graph inputs for data laid out as `info`: one example batch, the batch
 // axis symbolic (when dynamic), and every axis whose size differs between the

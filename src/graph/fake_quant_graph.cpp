@@ -205,8 +205,22 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
   Rewrite rewrite(original, method);
   torch::jit::Module& module = rewrite.module;
   std::shared_ptr<Graph> graph = rewrite.graph;
+  // ATen's fake quantization takes float32 on every device: a bfloat16 or float16
+  // model's tensors are rounded in float32 and handed on in their own dtype.
+  const bool in_float32 = module_float_dtype(module) != at::kFloat;
+  const auto fake_quantize = [&](const std::string& layer, const std::string& what, Value* x, const QParams& q,
+                                 const QuantRange& range, int64_t axis, const at::Tensor& log_multiplier) {
+    if (!in_float32) return insert_fake_quantize(module, *graph, layer, what, x, q, range, axis, log_multiplier, ops);
+    Value* wide = graph->insert(c10::aten::to, {x, static_cast<int64_t>(at::kFloat), false, false});
+    Value* y = insert_fake_quantize(module, *graph, layer, what, wide, q, range, axis, log_multiplier, ops);
+    return graph->insert(c10::aten::type_as, {y, x});
+  };
   for (const auto& layer : layers) {
-    if (layer.weight_value.defined()) submodule(module, layer.layer, "the model").setattr("weight", layer.weight_value);
+    if (layer.weight_value.defined()) {
+      torch::jit::Module owner = submodule(module, layer.layer, "the model");
+      const at::ScalarType held = owner.attr("weight").toTensor().scalar_type();
+      owner.setattr("weight", layer.weight_value.to(held));  // solved in float32 or float64
+    }
     for (Node* read : rewrite.reads_of(layer.layer, method)) {
       Value* weight = read->output();
       WithInsertPoint after_read(read->next());
@@ -229,8 +243,8 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
         Value* rows = weight;
         if (!q.view_shape.empty())  // groups: quantize the [out*groups, group_size] view per row
           rows = graph->insert(c10::aten::reshape, {weight, c10::IValue(q.view_shape)});
-        quantized = insert_fake_quantize(module, *graph, layer.layer, "weight", rows, q.qparams, layer.weight_range,
-                                         q.axis, layer.weight_log_multiplier, ops);
+        quantized = fake_quantize(layer.layer, "weight", rows, q.qparams, layer.weight_range, q.axis,
+                                  layer.weight_log_multiplier);
         if (!q.view_shape.empty()) {
           Value* shape = graph->insert(c10::aten::size, {weight});
           quantized = graph->insert(c10::aten::reshape, {quantized, shape});
@@ -240,14 +254,13 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
       for (Node* user : activation_users(quantized)) {
         if (layer.input) {
           WithInsertPoint before_user(user);
-          user->replaceInput(0, insert_fake_quantize(module, *graph, layer.layer, "input", user->input(0), *layer.input,
-                                                     layer.input_range, -1, layer.input_log_multiplier, ops));
+          user->replaceInput(0, fake_quantize(layer.layer, "input", user->input(0), *layer.input, layer.input_range, -1,
+                                              layer.input_log_multiplier));
         }
         if (layer.output) {
           WithInsertPoint after_user(user->next());
           Value* y = user->output();
-          Value* q = insert_fake_quantize(module, *graph, layer.layer, "output", y, *layer.output, layer.output_range,
-                                          -1, at::Tensor(), ops);
+          Value* q = fake_quantize(layer.layer, "output", y, *layer.output, layer.output_range, -1, at::Tensor());
           y->replaceAllUsesAfterNodeWith(q->node(), q);
         }
       }

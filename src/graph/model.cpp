@@ -241,14 +241,24 @@ c10::IValue run_module(torch::jit::Module& module, const std::string& method, co
     for (size_t i = 0; i < batch.inputs.size(); ++i)
       shapes += (i ? ", " : "") + binding.names[i] + " " + c10::str(batch.inputs[i].sizes()) + " " +
                 c10::toString(batch.inputs[i].scalar_type());
-    // float64 data into float32 weights: the commonest mismatch, and its fix is one line of YAML.
-    const bool doubles = std::any_of(batch.inputs.begin(), batch.inputs.end(),
-                                     [](const at::Tensor& t) { return t.scalar_type() == at::kDouble; });
+    // Floating data of another dtype than the weights' (float64 data, a bfloat16
+    // model): the commonest mismatch, and its fix is one line of YAML.
+    const auto name = [](at::ScalarType t) {
+      return std::string(t == at::kDouble     ? "float64"
+                         : t == at::kBFloat16 ? "bfloat16"
+                         : t == at::kHalf     ? "float16"
+                                              : "float32");
+    };
+    const at::ScalarType weights = module_float_dtype(module);
+    std::string hint;
+    for (const auto& t : batch.inputs)
+      if (at::isFloatingType(t.scalar_type()) && t.scalar_type() != weights) {
+        hint = "; the data is " + name(t.scalar_type()) + ", the model's weights " + name(weights) +
+               ": cast the data with data_transform: [{op: cast, dtype: " + name(weights) + "}]";
+        break;
+      }
     throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" + shapes +
-                     "): " + interpreter_error_summary(e) +
-                     (doubles ? "; the data is float64: cast it to the model's type with data_transform: "
-                                "[{op: cast, dtype: float32}]"
-                              : ""));
+                     "): " + interpreter_error_summary(e) + hint);
   }
 }
 

@@ -16,8 +16,15 @@
 namespace qforge {
 namespace {
 
-MPI_Datatype mpi_type(const at::Tensor& t) {
+// `moved_only`: broadcast and gather move elements without combining them, so
+// 16-bit floats (which MPI has no type for) travel as their bits.
+MPI_Datatype mpi_type(const at::Tensor& t, bool moved_only = false) {
   switch (t.scalar_type()) {
+    case at::kBFloat16:
+    case at::kHalf:
+      if (moved_only) return MPI_UINT16_T;
+      throw Error(std::string("communicator backend mpi does not support reducing dtype ") +
+                  c10::toString(t.scalar_type()));
     case at::kFloat: return MPI_FLOAT;
     case at::kDouble: return MPI_DOUBLE;
     case at::kLong: return MPI_INT64_T;
@@ -91,7 +98,7 @@ class MpiCommunicator final : public Communicator {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, work.numel() - offset));
       void* piece = bytes + offset * element;
       MPI_Request request;
-      QFORGE_MPI_CHECK(MPI_Ibcast(piece, count, mpi_type(work), o.root, MPI_COMM_WORLD, &request));
+      QFORGE_MPI_CHECK(MPI_Ibcast(piece, count, mpi_type(work, true), o.root, MPI_COMM_WORLD, &request));
       wait(request, o, "broadcast", {work});
     }
     if (!work.is_same(tensor)) tensor.copy_(work);
@@ -105,7 +112,7 @@ class MpiCommunicator final : public Communicator {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, n - offset));
       const at::Tensor piece = mine.narrow(0, offset, count).contiguous();
       at::Tensor gathered = at::empty({size(), count}, mine.options());
-      const MPI_Datatype type = mpi_type(mine);
+      const MPI_Datatype type = mpi_type(mine, true);
       MPI_Request request;
       QFORGE_MPI_CHECK(
           MPI_Iallgather(piece.data_ptr(), count, type, gathered.data_ptr(), count, type, MPI_COMM_WORLD, &request));
