@@ -34,6 +34,8 @@ def write_samples(path, kind, input_names, groups, labels=None, chunk_rows=64):
             g = samples.create_group(group_name)
             for name in input_names:
                 a = np.asarray(arrays[name])
-                g.create_dataset(name, data=a, chunks=(min(chunk_rows, len(a)),) + a.shape[1:])
+                # an empty axis (a decoder's past of length 0) cannot be chunked
+                chunks = (min(chunk_rows, len(a)),) + a.shape[1:] if a.size else None
+                g.create_dataset(name, data=a, chunks=chunks)
             if labels is not None and group_name in labels:
                 g.create_dataset("labels", data=np.asarray(labels[group_name]))
