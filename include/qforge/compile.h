@@ -76,7 +76,8 @@ struct LayerInfo {
   std::vector<int64_t> weight_shape;  // empty when it has no 'weight'
   bool has_children = false;
   bool quantizable = false;
-  std::string reason;              // why it is not quantizable (empty when it is)
+  bool linear = false;  // computes x·Wᵀ + b with a 2-D weight (nn.Linear, or a module handing its weight to linear)
+  std::string reason;   // why it is not quantizable (empty when it is)
   std::string shares_weight_with;  // the first other layer whose weight is this one's tensor (tied), or empty
 };
 

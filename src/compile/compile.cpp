@@ -23,6 +23,7 @@
 #include "compile/sensitivity.h"
 #include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
+#include "graph/transposed_linear.h"
 #include "plan/solve_steps.h"
 #include "quant/bias_headroom.h"
 #include "quant/gptq.h"
@@ -174,6 +175,12 @@ void CompileSession::prepare() {
       cast_to_float32(p.model->module());
       add_note(*why);
     }
+    const auto transposed = linears_from_transposed_layers(p.model->module());
+    if (!transposed.empty())
+      log::info(std::to_string(transposed.size()) +
+                " layer(s) holding their weight transposed (GPT-2's Conv1D: addmm(bias, x, weight)) compute as "
+                "Linear layers: " +
+                join(transposed));
     if (!config_.skip_eval_set_mode) p.model->module().eval();
     result_.float_bytes = p.model->parameter_bytes();
     if (config_.disable) return;

@@ -30,19 +30,19 @@ namespace {
 
 // A subclass of a layer type (torchvision's Conv3DSimple is an nn.Conv3d) or
 // any module whose forward hands its own weight, as it is, to a convolution or
-// linear op: quantized as that layer is.
-bool feeds_own_weight_to_a_layer_op(const torch::jit::Module& module) {
+// linear op: quantized as that layer is. The op it hands it to, if any.
+std::optional<c10::Symbol> op_fed_own_weight(const torch::jit::Module& module) {
   const auto forward = module.find_method("forward");
-  if (!forward) return false;
+  if (!forward) return std::nullopt;
   const auto graph = torch::jit::toGraphFunction(forward->function()).graph()->copy();
   inline_calls(*graph);  // scripted convolutions call self._conv_forward(input, self.weight, ...)
   for (const torch::jit::Use& use : graph->inputs()[0]->uses()) {
     const torch::jit::Node* read = use.user;
     if (read->kind() != c10::prim::GetAttr || read->s(c10::attr::name) != "weight") continue;
     for (const auto& weight_use : read->output()->uses())
-      if (consumes_activation(weight_use.user) && weight_use.offset == 1) return true;
+      if (consumes_activation(weight_use.user) && weight_use.offset == 1) return weight_use.user->kind();
   }
-  return false;
+  return std::nullopt;
 }
 
 // Which memory a weight is: its storage and where in it it starts. The same on
@@ -92,8 +92,10 @@ std::vector<LayerInfo> Model::layers() const {
       weights.push_back(std::nullopt);
     }
     layer.has_children = item.value.children().size() > 0;
-    layer.quantizable =
-        !layer.weight_shape.empty() && (is_quantizable_type(layer.type) || feeds_own_weight_to_a_layer_op(item.value));
+    const bool linear_type = layer.type == "Linear" || layer.type == "NonDynamicallyQuantizableLinear";
+    const auto fed = is_quantizable_type(layer.type) ? std::nullopt : op_fed_own_weight(item.value);
+    layer.quantizable = !layer.weight_shape.empty() && (is_quantizable_type(layer.type) || fed);
+    layer.linear = layer.weight_shape.size() == 2 && (linear_type || fed == c10::aten::linear);
     if (!layer.quantizable) {
       if (is_quantizable_type(layer.type))
         layer.reason = "has no weight tensor";

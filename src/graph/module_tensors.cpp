@@ -69,32 +69,6 @@ bool holds_tensors(const c10::IValue& v) {
   return false;
 }
 
-// Applies `edit` to every node of the graphs of every method of every module
-// type and of the functions they call, then drops the copies LibTorch made of
-// them before (which inlining would read).
-void edit_graphs(torch::jit::Module& module, const std::function<void(Node*)>& edit) {
-  std::vector<torch::jit::Function*> pending;
-  for (const auto& m : module.modules())
-    for (const auto& method : m.get_methods()) pending.push_back(&method.function());
-  std::set<torch::jit::Function*> done;
-  const std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* block) {
-    for (Node* n : block->nodes()) {
-      for (torch::jit::Block* inner : n->blocks()) walk(inner);
-      if (n->kind() == c10::prim::CallFunction)
-        if (auto function = n->input(0)->type()->cast<c10::FunctionType>()) pending.push_back(function->function());
-      edit(n);
-    }
-  };
-  while (!pending.empty()) {
-    torch::jit::Function* function = pending.back();
-    pending.pop_back();
-    if (!done.insert(function).second || !function->isGraphFunction()) continue;
-    auto& graph_function = torch::jit::toGraphFunction(*function);
-    walk(graph_function.graph()->block());
-    graph_function.clear_optimized_graphs();
-  }
-}
-
 // The module's attributes and its graphs' tensor constants through `remap`;
 // then the methods cloned afresh (a plan compiled for the old tensors dropped).
 void remap_module(torch::jit::Module& module, StorageRemap& remap, const std::function<void(Node*)>& also) {
@@ -103,7 +77,7 @@ void remap_module(torch::jit::Module& module, StorageRemap& remap, const std::fu
     for (const auto& attribute : m.named_attributes(/*recurse=*/false))
       if (!attribute.value.isModule() && holds_tensors(attribute.value))
         m.setattr(attribute.name, remap.value(attribute.value));
-  edit_graphs(module, [&](Node* n) {
+  edit_every_graph(module, [&](Node* n) {
     if (n->kind() == c10::prim::Constant && n->hasAttribute(c10::attr::value)) {
       if (n->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
         const at::Tensor t = remap.tensor(n->t(c10::attr::value));
@@ -140,6 +114,29 @@ void widen_dtype_arguments(Node* n) {
 }
 
 }  // namespace
+
+void edit_every_graph(torch::jit::Module& module, const std::function<void(Node*)>& edit) {
+  std::vector<torch::jit::Function*> pending;
+  for (const auto& m : module.modules())
+    for (const auto& method : m.get_methods()) pending.push_back(&method.function());
+  std::set<torch::jit::Function*> done;
+  const std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* block) {
+    for (Node* n : block->nodes()) {
+      for (torch::jit::Block* inner : n->blocks()) walk(inner);
+      if (n->kind() == c10::prim::CallFunction)
+        if (auto function = n->input(0)->type()->cast<c10::FunctionType>()) pending.push_back(function->function());
+      edit(n);
+    }
+  };
+  while (!pending.empty()) {
+    torch::jit::Function* function = pending.back();
+    pending.pop_back();
+    if (!done.insert(function).second || !function->isGraphFunction()) continue;
+    auto& graph_function = torch::jit::toGraphFunction(*function);
+    walk(graph_function.graph()->block());
+    graph_function.clear_optimized_graphs();
+  }
+}
 
 void move_module(torch::jit::Module& module, const c10::Device& device) {
   StorageRemap remap([&](const at::Tensor& t) { return t.device() != device; },

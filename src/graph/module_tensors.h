@@ -1,7 +1,10 @@
 // A TorchScript module's tensors as a whole: what it holds as attributes and
 // what its graphs hold as constants, moved to a device or cast to a dtype together.
 #pragma once
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/script.h>
+
+#include <functional>
 
 namespace qforge {
 
@@ -21,6 +24,12 @@ void move_module(torch::jit::Module& module, const c10::Device& device);
 // of factories); float32 and float64 stay as they are. The float32 model
 // computes what the 16-bit one did, with less rounding.
 void cast_to_float32(torch::jit::Module& module);
+
+// Calls `edit` on every node of the graphs of every method of every module
+// type and of the functions they call (inner blocks first), then drops the
+// copies LibTorch made of them before, which inlining would read. `edit` may
+// change a node's inputs and attributes, not remove nodes.
+void edit_every_graph(torch::jit::Module& module, const std::function<void(torch::jit::Node*)>& edit);
 
 // Where the module computes: its first parameter's device (CPU without parameters).
 c10::Device module_device(const torch::jit::Module& module);

@@ -126,9 +126,7 @@ int64_t solve_block(const WeightQuantSettings& settings, int64_t columns) {
 
 }  // namespace
 
-bool gptq_applies(const LayerInfo& layer) {
-  return (layer.type == "Linear" || layer.type == "NonDynamicallyQuantizableLinear") && layer.weight_shape.size() == 2;
-}
+bool gptq_applies(const LayerInfo& layer) { return layer.linear; }
 
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
                          const std::string& layer) {

@@ -182,6 +182,51 @@ class WithCache(torch.nn.Module):
         return (logits, *presents)
 
 
+class Conv1D(torch.nn.Module):
+    """GPT-2's linear layer: the weight held [inputs, outputs] and applied with addmm."""
+
+    def __init__(self, outputs, inputs):
+        super().__init__()
+        self.outputs = outputs
+        self.weight = torch.nn.Parameter(torch.randn(inputs, outputs) * 0.2)
+        self.bias = torch.nn.Parameter(torch.randn(outputs) * 0.02)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.outputs,)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size_out)
+
+
+class Gpt2(torch.nn.Module):
+    """GPT-2's shape: Conv1D layers, learned positions, the tanh GELU, a head tied to the embedding."""
+
+    def __init__(self, width=64, heads=4, depth=2):
+        super().__init__()
+        self.wte = torch.nn.Embedding(VOCAB, width)
+        self.wpe = torch.nn.Embedding(64, width)
+        self.h = torch.nn.ModuleList([torch.nn.ModuleDict({
+            "ln_1": torch.nn.LayerNorm(width), "c_attn": Conv1D(3 * width, width), "c_proj": Conv1D(width, width),
+            "ln_2": torch.nn.LayerNorm(width), "c_fc": Conv1D(4 * width, width), "mlp_proj": Conv1D(width, 4 * width)})
+            for _ in range(depth)])
+        self.ln_f = torch.nn.LayerNorm(width)
+        self.lm_head = torch.nn.Linear(width, VOCAB, bias=False)
+        self.lm_head.weight = self.wte.weight
+        self.heads = heads
+
+    def forward(self, input_ids):
+        allowed, position_ids = decoder_mask(input_ids, input_ids.new_ones(input_ids.shape), 0)
+        x = self.wte(input_ids) + self.wpe(position_ids)
+        batch, length, width = x.shape
+        for block in self.h:
+            q, k, v = block["c_attn"](block["ln_1"](x)).split(width, dim=2)
+            q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+            scores = (q @ k.transpose(-1, -2)) / (width // self.heads) ** 0.5
+            scores = torch.where(allowed, scores, torch.full((), torch.finfo(scores.dtype).min))
+            a = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, width)
+            x = x + block["c_proj"](a)
+            x = x + block["mlp_proj"](F.gelu(block["c_fc"](block["ln_2"](x)), approximate="tanh"))
+        return self.lm_head(self.ln_f(x))
+
+
 class Opt(torch.nn.Module):
     """OPT's shape: learned positions from the cumulative sum of the attention mask."""
 

@@ -131,6 +131,29 @@ def test_llama_prefill_at_any_length():
                 check_fresh(f"{label} length {length}", out, {"input_ids": ids(3, length, 10 + length)}, session)
 
 
+def test_gpt2_conv1d_layers_compute_as_linear_layers():
+    """GPT-2's Conv1D (weight [inputs, outputs], addmm) is quantized as a Linear layer: per output
+    channel for onnxruntime, 4-bit GPTQ in groups for tensorrt_llm."""
+    require_onnxruntime()
+    data = os.path.join(qt.WORK, "ids.h5")
+    write_samples(data, "tensor", ["input_ids"], {"len06": {"input_ids": ids(24, 6, 0)},
+                                                  "len12": {"input_ids": ids(16, 12, 1)}})
+    torch.manual_seed(6)
+    model = save_traced("gpt2", hf_like.Gpt2().eval(), torch.from_numpy(ids(2, 8, 9)))
+    recipes = {"onnxruntime": ("{}", None),
+               "tensorrt_llm": ("{weights: {algorithm: gptq, group_size: 64}}", INT4_SESSION)}
+    for target, (quantization, session) in recipes.items():
+        out, report = compile_lm(f"gpt2_{target}", model, data, target, quantization)
+        conv1d = [l for l in report["layers"] if l["type"] == "Conv1D"]
+        check(len(conv1d) == 8 and all(l["decision"] == "quantize" for l in conv1d),
+              f"gpt2 {target}: Conv1D layers {[(l['name'], l['decision'], l.get('reason')) for l in conv1d]}")
+        if target == "tensorrt_llm":
+            algorithms = {l["name"]: l["weights"]["algorithm"] for l in conv1d}
+            check(set(algorithms.values()) == {"gptq"}, f"gpt2: algorithms {algorithms}")
+        for length in (9, 1):
+            check_fresh(f"gpt2 {target} length {length}", out, {"input_ids": ids(3, length, 20 + length)}, session)
+
+
 def cache_data(path, model, prompt_rows=16, prompt=8):
     """Prefill rows (ids, an empty cache) and decode rows (one id, the cache the float model made
     of a prompt), as a user would record them."""

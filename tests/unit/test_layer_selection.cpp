@@ -15,6 +15,7 @@ std::vector<LayerInfo> toy_layers() {
     l.type = type;
     l.weight_shape = std::move(shape);
     l.quantizable = is_quantizable_type(type);
+    l.linear = type == "Linear";
     return l;
   };
   return {layer("layer1", "Sequential", {}),
