@@ -665,8 +665,10 @@ void CompileSession::evaluate() {
         "evaluate", [&] { sums = evaluate_shard(prepared_.model->module(), result_.model, run, evaluation_source()); },
         [&] { result_.evaluation = reduce_evaluation(sums, *prepared_.comm); });
   }
-  // Deployable anywhere: the compiled model leaves on the CPU.
+  // Deployable anywhere: the compiled model leaves on the CPU, and runs on the
+  // device of its inputs (Module.to / map_location move what a trace fixed).
   move_module(result_.model, c10::Device(c10::kCPU));
+  make_device_portable(result_.model, config_.model.method);
 }
 
 void CompileSession::export_onnx() {

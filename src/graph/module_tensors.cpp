@@ -155,6 +155,40 @@ void cast_to_float32(torch::jit::Module& module) {
   remap_module(module, remap, widen_dtype_arguments);
 }
 
+int make_device_portable(torch::jit::Module& module, const std::string& method) {
+  auto graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
+  torch::jit::Value* input = nullptr;
+  for (size_t i = 1; i < graph->inputs().size() && !input; ++i)
+    if (graph->inputs()[i]->type()->kind() == c10::TypeKind::TensorType) input = graph->inputs()[i];
+  std::vector<Node*> devices, tensors;
+  const std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* block) {
+    for (Node* n : block->nodes()) {
+      for (torch::jit::Block* inner : n->blocks()) walk(inner);
+      if (n->kind() != c10::prim::Constant || !n->hasAttribute(c10::attr::value)) continue;
+      if (input && n->output()->type()->kind() == c10::TypeKind::DeviceObjType) devices.push_back(n);
+      if (n->kindOf(c10::attr::value) == torch::jit::AttributeKind::t && n->t(c10::attr::value).dim() > 0)
+        tensors.push_back(n);
+    }
+  };
+  walk(graph->block());
+  torch::jit::WithInsertPoint at_start(graph->block()->nodes().front());
+  if (!devices.empty()) {
+    torch::jit::Value* device = graph->insert(c10::prim::device, {input});
+    for (Node* n : devices) n->output()->replaceAllUsesWith(device);
+  }
+  int k = 0;
+  for (Node* n : tensors) {
+    std::string name;
+    do name = "_qforge_constant_" + std::to_string(k++);
+    while (module.hasattr(name));
+    module.register_buffer(name, n->t(c10::attr::value));
+    n->output()->replaceAllUsesWith(graph->insertGetAttr(graph->inputs()[0], name));
+  }
+  for (Node* n : devices) n->destroy();
+  for (Node* n : tensors) n->destroy();
+  return static_cast<int>(devices.size() + tensors.size());
+}
+
 c10::Device module_device(const torch::jit::Module& module) {
   for (const auto& p : module.parameters()) return p.device();
   return c10::Device(c10::kCPU);

@@ -31,6 +31,13 @@ void cast_to_float32(torch::jit::Module& module);
 // change a node's inputs and attributes, not remove nodes.
 void edit_every_graph(torch::jit::Module& module, const std::function<void(torch::jit::Node*)>& edit);
 
+// Makes `method`'s graph run wherever its inputs are: each device a trace fixed
+// as a constant (the `device=` of torch.arange) becomes the device of the
+// method's first tensor argument, and each tensor constant of more than one
+// element becomes a buffer of the module (Module.to and torch.jit.load's
+// map_location move buffers, not constants). Returns how many it changed.
+int make_device_portable(torch::jit::Module& module, const std::string& method);
+
 // Where the module computes: its first parameter's device (CPU without parameters).
 c10::Device module_device(const torch::jit::Module& module);
 // The dtype its floating-point parameters are held in (float32 without any).

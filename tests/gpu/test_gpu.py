@@ -116,6 +116,43 @@ def test_cpu_and_gpu_compiles_agree(work):
         print(d, "agreement with float", ev.get("top1_agreement"))
 
 
+def test_a_model_traced_on_the_cpu_compiles_on_the_gpu(work):
+    # tests/models/hf_like.py's decoder, traced on the CPU as transformers models are: its graph
+    # holds position tables and `device=cpu` as constants, and its output layer is tied. On the
+    # GPU both must follow the model: it compiles (W8A8 and 4-bit GPTQ), the head is still found
+    # tied, the artifact comes back to the CPU and computes there what the GPU computed.
+    need(1)
+    import numpy as np
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
+    from qforge_h5 import write_samples
+    rng = np.random.default_rng(0)
+    write_samples(os.path.join(work, "ids.h5"), "tensor", ["input_ids"],
+                  {"len6": {"input_ids": rng.integers(1, 100, (24, 6))}, "len12": {"input_ids": rng.integers(1, 100, (8, 12))}})
+    for name, quantization in (("w8a8", "{}"), ("gptq", "{weights: {algorithm: gptq, bits: 4, granularity: group, group_size: 32}}")):
+        cfg = write_config(f"{name}.yaml", f"""
+model: {{path: {ASSETS}/hf_llama_traced.pt}}
+out_dir: {name}
+device: cuda
+calibration_inputs: {{files: [{work}/ids.h5], batch_size: 8}}
+evaluation_inputs: {{files: [{work}/ids.h5], batch_size: 8}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {quantization}
+""")
+        run(["compile", cfg], timeout=300)
+        report = json.load(open(os.path.join(work, name, "report.json")))
+        tied = [l["name"] for l in report["layers"] if l["decision"] == "tied"]
+        check(tied == ["model.lm_head"], f"{name}: tied layers on the GPU: {tied}")
+        print(f"{name} on the GPU: output SQNR against float {report['evaluation']['output_sqnr_db']:.1f} dB")
+        model = torch.jit.load(os.path.join(work, name, "model.qforge.pt"))
+        ids = torch.from_numpy(rng.integers(1, 100, (3, 9)))
+        with torch.no_grad():
+            on_cpu = model(ids)
+            on_gpu = model.cuda()(ids.cuda()).cpu()
+        error = ((on_cpu - on_gpu).norm() / on_cpu.norm()).item()
+        check(error < 1e-2, f"{name}: the artifact computes differently on the CPU and the GPU ({error})")
+
+
 def fine_tune_config(extra=""):
     return compile_config("gpu_ft.yaml", "tuple_model.pt", "text_tuple.h5", 5, "libtorch", """
 device: cuda

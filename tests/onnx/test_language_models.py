@@ -76,7 +76,18 @@ quantization_settings: {quantization}
     quantized = [l["name"] for l in linears if l["decision"] == "quantize"]
     check(len(quantized) + sum(l["decision"] == "tied" for l in linears) == len(linears),
           f"{name}: linears left in floating point: {[l['name'] for l in linears if l['name'] not in quantized]}")
+    check_runs_where_its_inputs_are(name, os.path.join(out, "model.qforge.pt"))
     return out, report
+
+
+def check_runs_where_its_inputs_are(name, path):
+    """The trace fixed devices and tables as constants of the CPU; the artifact holds none of them, so
+    Module.to / map_location move everything it computes with (tests/gpu runs one on a GPU)."""
+    graph = torch.jit.load(path).inlined_graph
+    fixed = [n for n in graph.nodes() if n.kind() == "prim::Constant" and
+             (str(n.output().type()) == "Device" or
+              (n.output().type().kind() == "TensorType" and n.output().toIValue().dim() > 0))]
+    check(not fixed, f"{name}: model.qforge.pt keeps devices or tables as constants: {[str(n) for n in fixed][:3]}")
 
 
 def torchscript(out, *arrays):
