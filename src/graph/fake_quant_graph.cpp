@@ -27,10 +27,11 @@ std::string attribute_name(const std::string& layer, const std::string& what) {
 }
 
 // On the module's device: quantization parameters computed on the host meet
-// activations on the GPU.
+// activations on the GPU. Buffers, so Module.to and map_location move them with
+// the model (plain attributes stay where they were made).
 Value* add_tensor_attribute(torch::jit::Module& module, Graph& graph, const std::string& name,
                             const at::Tensor& value) {
-  module.register_attribute(name, c10::TensorType::get(), value.to(module_device(module)), /*is_param=*/false);
+  module.register_buffer(name, value.to(module_device(module)));
   return graph.insertGetAttr(graph.inputs()[0], name);
 }
 

@@ -199,7 +199,7 @@ torch::jit::Module with_input_scales(const torch::jit::Module& module, const std
     Value* x = first->input(0);
     const std::string name =
         "_qforge__" + std::regex_replace(group.layers.front(), std::regex("[^A-Za-z0-9_]"), "_") + "__input_divisor";
-    clone.register_attribute(name, c10::TensorType::get(), s, /*is_param=*/false);
+    clone.register_buffer(name, s);  // moved with the model by Module.to
     torch::jit::WithInsertPoint at(x->node()->kind() == c10::prim::Param ? *graph.block()->nodes().begin()
                                                                          : x->node()->next());
     Value* divided = graph.insert(c10::aten::div, {x, graph.insertGetAttr(graph.inputs()[0], name)});
