@@ -2,6 +2,8 @@
 # On a GPU machine (Ubuntu 24.04, PyTorch 2.11 + CUDA, nothing to download):
 # configure against the LibTorch of the installed PyTorch, build, run the tests.
 # Usage: bash jobs/gpu_build_and_test.sh [RESULTS_DIR]
+#   CTEST_ARGS="-R gpu_" picks tests; HF_TABLE=FILE then runs the transformers/timm suite
+#   (tests/hf/test_hf_models.py) as a script and writes its table (docs/transformers.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${1:-build-gpu/results}
@@ -19,7 +21,13 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$
   -DQFORGE_PYTHON="$(command -v $PY)" -DQFORGE_BUILD_BENCHMARKS=ON ${QFORGE_PREBUILT_ASSETS:+-DQFORGE_PREBUILT_ASSETS=$QFORGE_PREBUILT_ASSETS} > "$RESULTS/configure.log" 2>&1 || { tail -40 "$RESULTS/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" > "$RESULTS/build.log" 2>&1 || { grep -E "error|Error" "$RESULTS/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s on $(nproc) cores" | tee -a "$RESULTS/machine.txt"
-ctest --test-dir build-gpu --output-on-failure -j8 > "$RESULTS/ctest.log" 2>&1
+# shellcheck disable=SC2086  # CTEST_ARGS holds several arguments
+ctest --test-dir build-gpu --output-on-failure -j8 ${CTEST_ARGS:-} > "$RESULTS/ctest.log" 2>&1
 rc=$?
 tail -15 "$RESULTS/ctest.log"
+if [ -n "${HF_TABLE:-}" ]; then
+  QFORGE_BIN=build-gpu/qforge $PY tests/hf/test_hf_models.py --table "$HF_TABLE" --jobs "$(nproc)" \
+    > "$RESULTS/hf.log" 2>&1 || rc=1
+  tail -40 "$RESULTS/hf.log"
+fi
 exit $rc
