@@ -257,6 +257,9 @@ template <class E>
 const char* to_string(E value);
 template <class E>
 E enum_from_string(const std::string& text, const std::string& key_path);
+// Every YAML name of an enum, in declaration order.
+template <class E>
+std::vector<std::string> enum_names();
 
 // Bytes of one element of dtype.
 int64_t dtype_size(DType dtype);

@@ -34,6 +34,11 @@ struct ConfigKeyDoc {
 };
 std::vector<ConfigKeyDoc> config_key_reference();
 
+// The schema as JSON text (`qforge config schema`): every section and key with its
+// type, default, choices and meaning. The Python package makes its settings classes
+// from it, so a key added to the schema reaches Python without a second list.
+std::string config_schema_json();
+
 // Levenshtein distance: the basis of "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b);
 // The candidates closest to `word`, best first (at most `count`).

@@ -118,10 +118,13 @@ With --model, also checks that the samples fit the model's method and runs one b
 shape group through it.
 )";
 
-const char* kConfigHelp = R"(usage: qforge config keys
+const char* kConfigHelp = R"(usage: qforge config keys [--markdown]
+       qforge config schema
        qforge config show CONFIG [--set KEY=VALUE]...
 
 keys: every key of the experiment schema with its default and meaning.
+schema: the schema as JSON: each section (its C++ struct's name) and key with its type,
+        default, choices and meaning (the Python package's settings classes come from it).
 show: the experiment as qforge resolves it.
 )";
 
@@ -476,6 +479,10 @@ int cmd_config(const std::vector<std::string>& argv) {
         std::cout << std::left << std::setw(static_cast<int>(width)) << k.key << std::setw(14) << k.default_value
                   << k.doc << "\n";
     }
+    return kExitOk;
+  }
+  if (argv[0] == "schema") {
+    std::cout << config_schema_json() << "\n";
     return kExitOk;
   }
   if (argv[0] == "show") {

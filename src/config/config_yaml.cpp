@@ -12,32 +12,12 @@
 #include <type_traits>
 
 #include "config/schema.h"
+#include "config/schema_traits.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
 
 namespace qforge {
 namespace {
-
-template <class T>
-struct is_optional : std::false_type {};
-template <class T>
-struct is_optional<std::optional<T>> : std::true_type {};
-template <class T>
-struct is_vector : std::false_type {};
-template <class T>
-struct is_vector<std::vector<T>> : std::true_type {};
-template <class T>
-struct is_map : std::false_type {};
-template <class T>
-struct is_map<std::map<std::string, T>> : std::true_type {};
-template <class T>
-constexpr bool is_scalar_v = std::is_same_v<T, bool> || std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
-                             std::is_same_v<T, std::string> || std::is_enum_v<T>;
-// A list of sections (data_transform), as opposed to a list of scalars.
-template <class T>
-struct is_section_list : std::false_type {};
-template <class T>
-struct is_section_list<std::vector<T>> : std::bool_constant<!is_scalar_v<T> && !is_vector<T>::value> {};
 
 std::string join_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
@@ -253,7 +233,7 @@ class KeyLister {
   template <class T>
   void operator()(const char* key, T& value, const char* doc) {
     const std::string path = join_path(path_, key);
-    using Inner = std::conditional_t<is_optional<T>::value, typename is_optional_inner<T>::type, T>;
+    using Inner = optional_inner_t<T>;
     if constexpr (!is_scalar_v<Inner> && !is_vector<Inner>::value && !is_map<Inner>::value) {
       docs_.push_back({path, "", doc});
       Inner section{};
@@ -283,14 +263,6 @@ class KeyLister {
   }
 
  private:
-  template <class T>
-  struct is_optional_inner {
-    using type = T;
-  };
-  template <class T>
-  struct is_optional_inner<std::optional<T>> {
-    using type = T;
-  };
   std::vector<ConfigKeyDoc>& docs_;
   std::string path_;
 };

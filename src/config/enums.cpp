@@ -104,9 +104,17 @@ E enum_from_string(const std::string& text, const std::string& key_path) {
                     (near.empty() ? "" : "; did you mean '" + near[0] + "'?"));
 }
 
-#define QFORGE_ENUM_INSTANTIATE(E)      \
-  template const char* to_string<E>(E); \
-  template E enum_from_string<E>(const std::string&, const std::string&);
+template <class E>
+std::vector<std::string> enum_names() {
+  std::vector<std::string> names;
+  for (const auto& [v, name] : Names<E>::table) names.emplace_back(name);
+  return names;
+}
+
+#define QFORGE_ENUM_INSTANTIATE(E)                                        \
+  template const char* to_string<E>(E);                                   \
+  template E enum_from_string<E>(const std::string&, const std::string&); \
+  template std::vector<std::string> enum_names<E>();
 QFORGE_ENUM_INSTANTIATE(Device)
 QFORGE_ENUM_INSTANTIATE(Autocast)
 QFORGE_ENUM_INSTANTIATE(MatmulPrecision)
