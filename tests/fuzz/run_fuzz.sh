@@ -16,8 +16,8 @@ clang++ -fsanitize=fuzzer "$probe" -o "$build/fuzz/probe" 2>/dev/null ||
 # The layout types are part of the C++ API (qforge/compile.h), which includes LibTorch.
 torch=(-I/usr/include/torch/csrc/api/include -ltorch -ltorch_cpu -lc10)
 case "$target" in
-  experiment) sources=("$src"/src/config/*.cpp); libs=(-lyaml-cpp) ;;
-  hdf5_layout) sources=("$src"/src/data/dataset.cpp "$src"/src/data/hdf5_file.cpp "$src"/src/config/*.cpp)
+  experiment) sources=("$src"/src/config/*.cpp "$src"/src/util/json.cpp); libs=(-lyaml-cpp) ;;
+  hdf5_layout) sources=("$src"/src/data/dataset.cpp "$src"/src/data/hdf5_file.cpp "$src"/src/config/*.cpp "$src"/src/util/json.cpp)
                libs=($(pkg-config --cflags --libs hdf5) -lyaml-cpp "${torch[@]}") ;;
   checkpoint) sources=("$src"/src/finetune/checkpoint.cpp "$src"/src/util/fs.cpp)
               libs=("${torch[@]}") ;;
