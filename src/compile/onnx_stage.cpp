@@ -28,7 +28,16 @@ OnnxExportOptions onnx_options(const ExperimentConfig& config, const std::vector
 
 namespace {
 
-const CalibrationSettings& example_data(const ExperimentConfig& config) {
+// The samples that shape the file's inputs: the tracing samples where the
+// experiment has them (their shapes decide the dynamic axes, as clika_compile's
+// tracing_inputs do), else the calibration or evaluation set.
+CalibrationSettings example_data(const ExperimentConfig& config) {
+  if (config.tracing_inputs && !config.tracing_inputs->files.empty()) {
+    CalibrationSettings tracing;
+    tracing.files = config.tracing_inputs->files;
+    tracing.groups = config.tracing_inputs->groups;
+    return tracing;
+  }
   if (config.calibration_inputs) return *config.calibration_inputs;
   if (config.evaluation_inputs) return *config.evaluation_inputs;
   throw ConfigError(
@@ -76,7 +85,7 @@ c10::IValue onnx_result_like(const c10::IValue& reference, const std::vector<at:
 OnnxModel export_for_experiment(const torch::jit::Module& compiled, const ExperimentConfig& config,
                                 const CallBinding& binding, const OnnxExportOptions& options,
                                 const DataTransformFn& transform) {
-  const auto& settings = example_data(config);
+  const auto settings = example_data(config);
   const DatasetInfo info = inspect_dataset(settings.files, settings.groups, settings.max_samples);
   const auto t = transform ? transform : make_transform(config.data_transform, info);
   // Symbolic axes take any size; fixed ones (dynamic: false) take the first traced batch size.
