@@ -14,7 +14,7 @@ import importlib
 from .errors import (ConfigError, DataError, EngineNotFound, ExportError, LibraryError, ModelError,  # noqa: F401
                      OutputError, QforgeError, StoppedError, UsageError)
 
-__version__ = "0.3.0"
+__version__ = "0.1.0"  # qforge's (CMakeLists.txt project()), as pyproject.toml says
 
 
 def __getattr__(name):

@@ -22,10 +22,10 @@ class Structure:
     how they are handed to the model (`form`: tensor, args, kwargs, dict), and the values that
     are not tensors (the same in every sample; they are part of the captured model)."""
 
-    def __init__(self, form, names, positional=0, statics=None, dict_argument=None):
+    def __init__(self, form, names, positional=0, statics=None, parameters=None):
         self.form, self.names, self.positional = form, list(names), positional
         self.statics = dict(statics or {})
-        self.dict_argument = dict_argument  # the parameter a whole dict is passed as
+        self.parameters = parameters  # the method's positional parameter names
 
     def key(self):
         return (self.form, tuple(self.names), tuple(sorted(self.statics)))
@@ -37,7 +37,7 @@ class Structure:
 
     def leaves(self, sample, index):
         """The sample's tensors in `names` order; DataError names the sample when it differs."""
-        found = structure_of(sample, None, self.dict_argument is not None, index)
+        found = structure_of(sample, self.parameters, self.form == "dict", index)
         if found.key() != self.key():
             raise DataError(f"sample {index} is {found.describe()}, but sample 0 was {self.describe()}: every "
                             "sample must have the structure of the first")
@@ -71,7 +71,7 @@ def structure_of(sample, parameters, dict_argument, index=0):
     """The structure of one sample, given the method's parameter names (None: keep what is known)."""
     where = f"sample {index}"
     if isinstance(sample, (torch.Tensor, np.ndarray)):
-        s = Structure("tensor", [(parameters or ["x"])[0]], positional=1)
+        s = Structure("tensor", [(parameters or ["x"])[0]], positional=1, parameters=parameters)
         s.tensors = [_tensor(sample, where)]
         return s
     if isinstance(sample, dict):
@@ -82,7 +82,7 @@ def structure_of(sample, parameters, dict_argument, index=0):
             else:
                 names.append(k)
                 tensors.append(_tensor(v, f"{where}['{k}']"))
-        s = Structure("dict" if dict_argument else "kwargs", names, statics=statics)
+        s = Structure("dict" if dict_argument else "kwargs", names, statics=statics, parameters=parameters)
         s.tensors = tensors
         return s
     if isinstance(sample, (tuple, list)):
@@ -97,7 +97,7 @@ def structure_of(sample, parameters, dict_argument, index=0):
             else:
                 names.append(k)
                 tensors.append(_tensor(v, f"{where} keyword '{k}'"))
-        s = Structure("args", names, positional=len(items), statics=statics)
+        s = Structure("args", names, positional=len(items), statics=statics, parameters=parameters)
         s.tensors = tensors
         return s
     raise DataError(f"{where} is a {type(sample).__name__}: a sample is a tensor, a tuple of tensors (positional "
@@ -118,6 +118,8 @@ def takes_one_dict(callable_, sample):
     """A dict sample is one Dict argument (forward(self, batch)) rather than keyword arguments when the
     method has one parameter that is not among the dict's keys."""
     params = parameters_of(callable_)
+    if params and params[0] == "self":
+        params = params[1:]
     return isinstance(sample, dict) and len(params) == 1 and params[0] not in sample
 
 
@@ -225,23 +227,29 @@ def capture_model(module_or_func, structure, example, forward_fn=None, how="trac
                          "a bound method of one (model.infer), or a torch.jit.ScriptModule")
     if how == "script":
         if forward_fn is not None or method is not type(module).forward:
-            raise ModelError("capture='script' compiles the module's forward as written; trace it to use "
+            raise ModelError("capture_with='script' compiles the module's forward as written; trace it to use "
                              "forward_fn or another method")
         try:
             return torch.jit.script(module), "forward"
         except Exception as e:
             raise ModelError(f"torch.jit.script({type(module).__name__}) failed: {str(e).strip().splitlines()[0]} "
-                             f"{_where_in_user_code(e)}; capture='trace' (the default) may take it") from None
+                             f"{_where_in_user_code(e)}; capture_with='trace' (the default) may take it") from None
     if how != "trace":
-        raise ModelError(f"capture='{how}': trace or script")
+        raise ModelError(f"capture_with='{how}': trace or script")
     original = module.__dict__.get("forward")
     call = _Call(module, types.MethodType(method, module))
 
     def flat_forward(self, *tensors):
-        args, kwargs = structure.rebuild(list(tensors))
-        if forward_fn is not None:
-            return forward_fn(call, tuple(args), kwargs)
-        return call(*args, **kwargs)
+        # The tracer entered through this stand-in; the method runs with the module's own forward
+        # back in place, so code calling self.forward (model.infer does) reaches the original.
+        patched = module.__dict__.pop("forward")
+        try:
+            args, kwargs = structure.rebuild(list(tensors))
+            if forward_fn is not None:
+                return forward_fn(call, tuple(args), kwargs)
+            return call(*args, **kwargs)
+        finally:
+            module.forward = patched
 
     module.forward = types.MethodType(flat_forward, module)
     try:
@@ -250,11 +258,10 @@ def capture_model(module_or_func, structure, example, forward_fn=None, how="trac
     except Exception as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"tracing {type(module).__name__} failed: {message} {_where_in_user_code(e)}; "
-                         "capture='script' compiles the code as written, or give a forward_fn that calls the model "
+                         "capture_with='script' compiles the code as written, or give a forward_fn that calls the model "
                          "with tensors") from None
     finally:
-        if original is None:
-            del module.forward
-        else:
+        module.__dict__.pop("forward", None)
+        if original is not None:
             module.forward = original
     return traced, "forward"

@@ -35,6 +35,8 @@ def write_samples(path, kind, input_names, groups, labels=None, chunk_rows=64):
     """Writes `groups` (group name -> {input name -> array}) to a new file at `path`, with
     `labels` (group name -> array) where given. kind: tensor, tuple or dict; input_names: the
     inputs in order (the positional order of a tuple). A group's "labels" entry is its labels too."""
+    if kind not in INPUT_KINDS:  # before the file is made: a refused call writes nothing
+        raise ValueError("kind must be tensor, tuple or dict")
     with h5py.File(path, "w") as f:
         _write_header(f, kind, input_names)
         samples = f.create_group("samples")
@@ -72,6 +74,8 @@ class SampleWriter:
 
     def __init__(self, path, kind, input_names, chunk_rows=64):
         self.path, self.kind, self.input_names, self.chunk_rows = path, kind, list(input_names), chunk_rows
+        if kind not in INPUT_KINDS:
+            raise ValueError("kind must be tensor, tuple or dict")
         self._tmp = path + ".partial"
         self._file = h5py.File(self._tmp, "w")
         _write_header(self._file, kind, input_names)

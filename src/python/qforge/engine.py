@@ -18,15 +18,16 @@ _INSTALL_HINT = ("build it with `bash jobs/setup.sh` in the qforge repository, o
 
 def executable():
     """The qforge executable: $QFORGE_BIN, the build/ of the repository this package sits in, or PATH."""
-    candidates = [os.environ.get("QFORGE_BIN")]
+    chosen = os.environ.get("QFORGE_BIN")
+    if chosen:  # the user's choice, and no other
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return os.path.abspath(chosen)
+        raise EngineNotFound(f"QFORGE_BIN={chosen} is not an executable file; {_INSTALL_HINT}")
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates += [os.path.join(here, "..", "..", "..", "build", "qforge"),
-                   os.path.join(here, "..", "..", "..", "build-gpu", "qforge"), shutil.which("qforge")]
-    for c in candidates:
+    for c in (os.path.join(here, "..", "..", "..", "build", "qforge"),
+              os.path.join(here, "..", "..", "..", "build-gpu", "qforge"), shutil.which("qforge")):
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.abspath(c)
-    if os.environ.get("QFORGE_BIN"):
-        raise EngineNotFound(f"QFORGE_BIN={os.environ['QFORGE_BIN']} is not an executable file; {_INSTALL_HINT}")
     raise EngineNotFound(f"no qforge executable found; {_INSTALL_HINT}")
 
 
