@@ -79,6 +79,30 @@ def test_compile_job_on_2_tasks(work):
     contains(script, "#SBATCH --ntasks-per-node=2", "#SBATCH --time=00:15:00", "srun --mpi=pmix")
 
 
+def test_python_call_submits_a_job_and_returns_the_module(work):
+    # qforge.compile(..., launcher=qforge.Slurm(...)): submitted with qforge submit, a job handle
+    # back; its result is the compiled module, byte-identical to the same call run here on 2 ranks.
+    import torch
+    import qforge
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    data = [torch.randn(6, 8, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    settings = dict(calibration_inputs=data, deployment_settings=qforge.LibTorchSettings(), quantization_settings={},
+                    progress=False)
+    job = qforge.compile(model, out_dir=os.path.join(work, "by_slurm"),
+                         launcher=qforge.Slurm(tasks_per_node=2, time="00:15:00"), **settings)
+    check(isinstance(job, qforge.SlurmJob) and job.job_id, f"not a job handle: {job!r}")
+    compiled = job.result(timeout=400)
+    check(job.status() == "COMPLETED", f"job {job.job_id}: {job.status()}")
+    here = qforge.compile(model, out_dir=os.path.join(work, "here"), ranks=2, **settings)
+    for name in ("quant_params.json",):
+        check(read("by_slurm", name) == read("here", name), f"{name} differs between the SLURM job and 2 local ranks")
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        check(torch.equal(compiled(x), here(x)), "the job's compiled module computes differently")
+    check(compiled.report["ranks"] == 2, f"the job ran {compiled.report['ranks']} rank(s)")
+
+
 def test_sweep_array_job_two_settings(work):
     job, out = submit(experiment("sweep.yaml", """out_dir: sweep_out
 sweep:

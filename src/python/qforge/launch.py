@@ -37,15 +37,23 @@ class SlurmJob:
     def __init__(self, job_id, finish, submit_output=""):
         self.job_id, self._finish, self.submit_output = job_id, finish, submit_output
 
-    def status(self):
-        p = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True)
-        state = p.stdout.strip().splitlines()
-        if state:
-            return state[0]
+    def _record(self):
+        """The job's fields from `scontrol show job` (kept for a while after it ends), else sacct's."""
+        p = subprocess.run(["scontrol", "show", "job", "-o", self.job_id], capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            if "JobId=" in line:
+                return dict(re.findall(r"(\w+)=(\S*)", line))
         p = subprocess.run(["sacct", "-n", "-X", "-j", self.job_id, "-o", "State,ExitCode", "-P"],
                            capture_output=True, text=True)
         line = p.stdout.strip().splitlines()
-        return line[0].split("|")[0] if line else "UNKNOWN"
+        if line and "|" in line[0]:
+            state, code = line[0].split("|")[:2]
+            return {"JobState": state.split()[0], "ExitCode": code}
+        return {}
+
+    def status(self):
+        """SLURM's state of the job: PENDING, RUNNING, COMPLETED, FAILED, ... (UNKNOWN once forgotten)."""
+        return self._record().get("JobState", "UNKNOWN")
 
     def wait(self, timeout=None, poll=2.0):
         start = time.time()
@@ -56,10 +64,8 @@ class SlurmJob:
         return self.status()
 
     def exit_code(self):
-        p = subprocess.run(["sacct", "-n", "-X", "-j", self.job_id, "-o", "ExitCode", "-P"], capture_output=True,
-                           text=True)
-        line = p.stdout.strip().splitlines()
-        return int(line[0].split(":")[0]) if line and line[0].split(":")[0].isdigit() else None
+        code = self._record().get("ExitCode", "")
+        return int(code.split(":")[0]) if code.split(":")[0].isdigit() else None
 
     def result(self, timeout=None):
         self.wait(timeout)
