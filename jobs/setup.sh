@@ -60,6 +60,15 @@ if ! node -e "require('onnxruntime-node')" >/dev/null 2>&1; then
   fi
 fi
 
+# The Python package (src/python: qforge, qforge_h5) for Debian's python3, which holds torch:
+# a .pth file puts this checkout's src/python on its path, so `python3 -c "import qforge"`
+# works anywhere and finds build/qforge beside it. (In a virtual environment instead:
+# pip install --no-build-isolation src/python, with QFORGE_BIN pointing at the binary.)
+site=$(/usr/bin/python3 -c 'import site; print(site.getsitepackages()[0])')
+if [ -d "$site" ] || $SUDO mkdir -p "$site"; then
+  echo "$PWD/src/python" | $SUDO tee "$site/qforge.pth" >/dev/null
+fi
+
 BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 cmake -S . -B build -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >/dev/null
 cmake --build build -j"${JOBS:-2}"

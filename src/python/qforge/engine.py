@@ -24,8 +24,10 @@ def executable():
             return os.path.abspath(chosen)
         raise EngineNotFound(f"QFORGE_BIN={chosen} is not an executable file; {_INSTALL_HINT}")
     here = os.path.dirname(os.path.abspath(__file__))
-    for c in (os.path.join(here, "..", "..", "..", "build", "qforge"),
-              os.path.join(here, "..", "..", "..", "build-gpu", "qforge"), shutil.which("qforge")):
+    for c in (os.path.join(here, "..", "..", "..", "build", "qforge"),       # a source tree's builds
+              os.path.join(here, "..", "..", "..", "build-gpu", "qforge"),
+              os.path.join(here, "..", "..", "..", "..", "bin", "qforge"),   # <prefix>/share/qforge/python
+              shutil.which("qforge")):
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.abspath(c)
     raise EngineNotFound(f"no qforge executable found; {_INSTALL_HINT}")
