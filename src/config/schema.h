@@ -1,6 +1,6 @@
 // The schema of the YAML experiment, described once. The same describe()
 // functions drive the reader, the writer of the resolved config and the key
-// reference in README, so the three cannot drift apart.
+// reference in docs/keys.md (and the Python settings), so they cannot drift apart.
 #pragma once
 #include "qforge/config.h"
 
@@ -21,7 +21,7 @@ void describe(V& v, TracingSettings& s) {
 
 template <class V>
 void describe(V& v, CalibrationSettings& s) {
-  v("files", s.files, "HDF5 calibration files (layout in README), sharded across ranks");
+  v("files", s.files, "HDF5 calibration files (layout in docs/data.md), sharded across ranks");
   v("groups", s.groups, "shape groups to use; empty = all");
   v("batch_size", s.batch_size, "rows per model call");
   v("max_samples", s.max_samples, "rows used in total; 0 = all");

@@ -1,4 +1,4 @@
-// The calibration HDF5 layout (README, "Calibration data"):
+// The calibration HDF5 layout (docs/data.md):
 //
 //   /                     attributes  qforge_format = 1
 //                                     input_kind  = "tensor" | "tuple" | "dict"

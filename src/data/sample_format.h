@@ -1,5 +1,5 @@
-// The version of the calibration HDF5 layout this qforge reads (README,
-// "Calibration data"). The Python writer (qforge_h5) stamps the same number
+// The version of the calibration HDF5 layout this qforge reads (docs/data.md).
+// The Python writer (qforge.data) stamps the same number
 // into every file it writes; a test holds the two equal.
 #pragma once
 #include <cstdint>

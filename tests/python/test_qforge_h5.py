@@ -1,5 +1,5 @@
 """The calibration-file writer, src/python/qforge_h5, against what reads its files: the format
-version qforge reads (kSampleFormatVersion, src/data/sample_format.h), the layout README
+version qforge reads (kSampleFormatVersion, src/data/sample_format.h), the layout docs/data.md
 documents ("Calibration data (HDF5)"), and qforge's version (CMakeLists.txt's project()).
 Needs only h5py and numpy: `python3 -m pytest tests/python`; in ctest, qforge_h5_<case>."""
 import os
@@ -30,8 +30,8 @@ def test_format_version_is_the_one_qforge_reads():
     header = source_text("src", "data", "sample_format.h")
     cpp = int(only_match(r"^constexpr int64_t kSampleFormatVersion = (\d+);", header, "src/data/sample_format.h"))
     assert FORMAT_VERSION == cpp, f"qforge_h5.FORMAT_VERSION is {FORMAT_VERSION}, kSampleFormatVersion {cpp}"
-    readme = int(only_match(r"attributes: qforge_format = (\d+)$", source_text("README.md"), "README.md"))
-    assert readme == FORMAT_VERSION, f"README documents qforge_format = {readme}, the writer writes {FORMAT_VERSION}"
+    readme = int(only_match(r"attributes: qforge_format = (\d+)$", source_text("docs", "data.md"), "docs/data.md"))
+    assert readme == FORMAT_VERSION, f"docs/data.md documents qforge_format = {readme}, the writer writes {FORMAT_VERSION}"
 
 
 def test_package_version_is_qforges():
@@ -41,7 +41,7 @@ def test_package_version_is_qforges():
 
 
 def test_written_file_has_the_documented_layout(tmp_path):
-    """README: attributes qforge_format, input_kind and input_names (comma-separated, in order) on
+    """docs/data.md: attributes qforge_format, input_kind and input_names (comma-separated, in order) on
     the root; /samples/<group>/<input name> per input, axis 0 the row; /samples/<group>/labels
     where given; a group holds rows of one shape."""
     rng = np.random.default_rng(0)
