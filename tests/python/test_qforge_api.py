@@ -396,3 +396,19 @@ qforge.compile(t.net(), calibration_inputs=t.images(8), deployment_settings=qfor
     artifacts = os.listdir("interrupted")
     check("model.qforge.pt" not in artifacts and not any(a.startswith(".staging") for a in artifacts),
           f"out_dir after the interrupt: {artifacts}")
+
+
+def test_torchvision_model_gives_the_clis_figures(work):
+    """MobileNetV2 through qforge.compile, and the experiment it wrote run again by the CLI
+    (`qforge compile <out_dir>.inputs/experiment.yaml`): the same quant_params.json, byte for byte."""
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    compiled = qforge.compile(model, calibration_inputs=images(3, size=32), evaluation_inputs=images(2, size=32, seed=1),
+                              deployment_settings=ort(), quantization_settings={}, out_dir="python_call",
+                              progress=False)
+    quantized = sum(l["decision"] == "quantize" for l in compiled.report["layers"])
+    print(f"mobilenet_v2: {quantized} layers quantized, evaluation {compiled.report['evaluation']}")
+    check(quantized == 53, f"{quantized} layers quantized")
+    qt.run(["compile", "python_call.inputs/experiment.yaml", "--set", f"out_dir={work}/cli"], timeout=300)
+    check(quant_params("python_call") == quant_params("cli"), "the Python call and the CLI disagree")

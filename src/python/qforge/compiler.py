@@ -75,7 +75,8 @@ def compile(module_or_func, *, tracing_inputs=None, calibration_inputs=None, dep
     DataLoader's batches are split into rows. Beyond clika_compile: out_dir (the artifacts; default
     ./qforge-<graph name>), ranks / devices (processes: mpirun, or srun inside a SLURM allocation),
     launcher (qforge.Slurm(...): submit a job, returning its handle), capture_with ("trace" or
-    "script"), progress (the engine's lines; "bar": a tqdm bar for fine-tuning) and any other key of
+    "script"), progress (the engine's lines, fine-tuning as a tqdm bar where tqdm is installed; False:
+    silent) and any other key of
     the experiment (seed=..., autocast=...). Returns the compiled module (qforge.CompiledModule) on the
     input's device, or with is_dry_run the plan (qforge.DryRunPlan)."""
     if disable:

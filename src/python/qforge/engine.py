@@ -68,8 +68,8 @@ def _environment():
 
 
 class _Progress:
-    """The engine's lines to the caller: as they come, or fine-tuning steps as a tqdm bar where
-    tqdm is installed."""
+    """The engine's lines to the caller as they come; fine-tuning's step lines drawn as a tqdm bar
+    where tqdm is installed."""
 
     STEP = re.compile(r"step\s+(\d+)\s*/\s*(\d+)")
 
@@ -78,7 +78,7 @@ class _Progress:
         self.bar = None
         try:
             import tqdm  # noqa: F401
-            self.tqdm = tqdm.tqdm if show == "bar" else None
+            self.tqdm = tqdm.tqdm if show else None
         except ImportError:
             self.tqdm = None
 
@@ -106,8 +106,7 @@ def run(args, ranks=1, launcher=None, progress=True, cwd=None):
     """Runs qforge; returns its output. A nonzero exit raises the exception of its code with the
     engine's error lines; Ctrl-C ends every rank (SIGTERM to the launcher's process group) first."""
     command = launch_command(args, ranks, launcher)
-    show = "bar" if progress == "bar" else bool(progress)
-    out = _Progress(show)
+    out = _Progress(bool(progress))
     lines = []
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                env=_environment(), cwd=cwd, start_new_session=True)
