@@ -4,6 +4,8 @@
 #include <torch/csrc/jit/ir/ir.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -113,13 +115,10 @@ std::string Converter::materialize(const Val& v, const std::string& stem_hint) {
   const auto& e = v.example;
   if (e.isTensor()) {
     const at::Tensor t = e.toTensor();
-    if (v.quant && options.quantized) return dequantized(*v.quant, false, "");
+    if (v.quant && options.quantized) return dequantized(v.quant, false, "");
     const std::string variant = c10::str(t.sizes(), t.strides(), t.scalar_type(), t.storage_offset());
-    const auto key = std::make_pair(static_cast<const void*>(t.storage().data()), variant);
-    auto found = constants_.find(key);
-    if (found != constants_.end()) return found->second;
     const std::string stem = v.origin.empty() ? (stem_hint.empty() ? "const" : stem_hint + "/const") : v.origin;
-    return constants_[key] = constant(t, stem);
+    return cached(std::make_shared<at::Tensor>(t), t.storage().data(), variant, [&] { return constant(t, stem); });
   }
   if (e.isInt() || e.isDouble() || e.isBool()) return constant(at::scalar_tensor(e.toScalar(), number_dtype(e)));
   if (e.isIntList()) return b.int64s(e.toIntVector());
@@ -139,9 +138,22 @@ ElementType code_type(int64_t qmin, int64_t qmax, int64_t opset) {
 
 }  // namespace
 
-std::string Converter::dequantized(const QuantizedConstant& q, bool transposed, const std::string& op) {
-  const auto key = std::make_pair(static_cast<const void*>(&q), std::string(transposed ? "T" : "") + op);
-  if (auto found = constants_.find(key); found != constants_.end()) return found->second;
+std::string Converter::cached(std::shared_ptr<const void> owner, const void* address, const std::string& variant,
+                              const std::function<std::string()>& make) {
+  const auto key = std::make_pair(address, variant);
+  if (auto found = constants_.find(key); found != constants_.end()) return found->second.name;
+  const std::string name = make();
+  constants_[key] = {name, std::move(owner)};
+  return name;
+}
+
+std::string Converter::dequantized(const std::shared_ptr<QuantizedConstant>& quant, bool transposed,
+                                   const std::string& op) {
+  return cached(quant, quant.get(), std::string(transposed ? "T" : "") + op,
+                [&] { return write_dequantized(*quant, transposed, op); });
+}
+
+std::string Converter::write_dequantized(const QuantizedConstant& q, bool transposed, const std::string& op) {
 
   at::Tensor codes = q.codes, scale = q.scale.to(at::kFloat), zero = q.zero_point;
   int64_t axis = q.axis, block = 0;
@@ -199,7 +211,7 @@ std::string Converter::dequantized(const QuantizedConstant& q, bool transposed, 
   record.scale = scale;
   record.zero_point = zero;
   quantizers.push_back(record);
-  return constants_[key] = out;
+  return out;
 }
 
 std::string Converter::weight(const Value* v, bool transposed, const std::string& op) {
@@ -208,12 +220,12 @@ std::string Converter::weight(const Value* v, bool transposed, const std::string
     const std::string name = tensor(v);
     return transposed ? b.node1("Transpose", {name}, {{"perm", std::vector<int64_t>{1, 0}}}) : name;
   }
-  if (w.quant && options.quantized) return dequantized(*w.quant, transposed, op);
+  if (w.quant && options.quantized) return dequantized(w.quant, transposed, op);
   if (!transposed) return materialize(w, stem(v->node()));
   const at::Tensor t = w.example.toTensor();
-  const auto key = std::make_pair(static_cast<const void*>(t.storage().data()), c10::str("T", t.sizes(), t.strides()));
-  if (auto found = constants_.find(key); found != constants_.end()) return found->second;
-  return constants_[key] = constant(t.t().contiguous(), (w.origin.empty() ? std::string("weight") : w.origin) + "_t");
+  return cached(std::make_shared<at::Tensor>(t), t.storage().data(), c10::str("T", t.sizes(), t.strides()), [&] {
+    return constant(t.t().contiguous(), (w.origin.empty() ? std::string("weight") : w.origin) + "_t");
+  });
 }
 
 std::string Converter::int64_list(const Value* v) {

@@ -154,12 +154,23 @@ class Converter {
   void evaluate(torch::jit::Node* n, std::vector<c10::IValue>& outputs) const;
   void fold(torch::jit::Node* n, std::vector<c10::IValue>& outputs);
   std::string materialize(const Val& v, const std::string& stem);
-  std::string dequantized(const QuantizedConstant& q, bool transposed, const std::string& op);
+  std::string dequantized(const std::shared_ptr<QuantizedConstant>& q, bool transposed, const std::string& op);
+  std::string write_dequantized(const QuantizedConstant& q, bool transposed, const std::string& op);
+  // The initializer made once per (memory, variant) by `make`. The entry keeps `owner`, what
+  // `address` lies in, alive: no later tensor or quantized weight can take that address (an
+  // unrolled loop frees each iteration's values; a reused address once gave one layer's weight
+  // to another).
+  std::string cached(std::shared_ptr<const void> owner, const void* address, const std::string& variant,
+                     const std::function<std::string()>& make);
 
   std::vector<c10::IValue> results_;
   std::map<const torch::jit::Value*, Val> values_;
   std::map<std::string, std::string> shapes_;
-  std::map<std::pair<const void*, std::string>, std::string> constants_;  // (storage, variant) -> initializer
+  struct CachedConstant {
+    std::string name;
+    std::shared_ptr<const void> owner;
+  };
+  std::map<std::pair<const void*, std::string>, CachedConstant> constants_;  // (memory, variant) -> initializer
 };
 
 }  // namespace qforge::onnx_export

@@ -453,6 +453,42 @@ def traced_with_rows(work, name, module, shape, rows=16):
     return path, data
 
 
+def test_a_layer_called_in_an_unrolled_loop_reads_its_own_weight(work):
+    """A scripted model calling one Linear from a loop (forward(x, repeats: int), repeats 2 from
+    forward.kwargs): the converter unrolls the loop, and each iteration's quantized weight was freed
+    with the iteration, so a later layer's weight could take its address and the file read `b`'s
+    weight for `c` (onnxruntime refused it). Now every layer reads its own: the file equals
+    model.qforge.pt on fresh rows."""
+    require_onnxruntime()
+    import torch
+    from qforge_h5 import write_samples
+
+    class Loop(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = torch.nn.Linear(8, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, x, repeats: int):
+            x = self.a(x)
+            for _ in range(repeats):
+                x = torch.relu(self.b(x))
+            return self.c(x)
+
+    torch.manual_seed(0)
+    model = os.path.join(work, "loop.pt")
+    torch.jit.script(Loop().eval()).save(model)
+    rng = np.random.default_rng(0)
+    data = os.path.join(work, "loop.h5")
+    write_samples(data, "tensor", ["x"], {"rows": {"x": rng.standard_normal((32, 8), dtype=np.float32)}})
+    out = compile_model(model, data, "onnxruntime", "loop", "forward: {kwargs: {repeats: 2}}\n")
+    x = rng.standard_normal((5, 8), dtype=np.float32)
+    with torch.no_grad():
+        ref = torch.jit.load(os.path.join(out, "model.qforge.pt"))(torch.from_numpy(x), 2).numpy()
+    y = run_onnx(os.path.join(out, "model.qforge.onnx"), {"x": x})[0]
+    print(f"loop: ONNX against model.qforge.pt on fresh rows {sqnr_db(ref, y):.1f} dB")
+    check(sqnr_db(ref, y) >= 100, f"loop: {sqnr_db(ref, y):.1f} dB")
+
+
 def test_adaptive_average_pooling_with_uneven_windows(work):
     """Adaptive average pooling whose windows differ in size (VGG's 7x7 from 10x10,
     AlexNet's 6x6 from 1x1 on small images) compiles for onnxruntime and runs there
