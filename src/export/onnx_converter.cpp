@@ -49,6 +49,8 @@ std::map<std::string, OpHandler>& op_table() {
     add_quantization_ops(t);
     add_resize_ops(t);
     add_sequence_ops(t);
+    add_norm_ops(t);
+    add_recurrent_ops(t);
     return t;
   }();
   return table;
@@ -514,6 +516,11 @@ void Converter::convert(Node* n) {
   if (kind == c10::prim::RaiseException) fail(n, "the model raises an exception on the example inputs");
   if (kind == c10::aten::warn) return;  // a Python warning: nothing to compute, and the interpreter's own op
 
+  // A random draw (rand, bernoulli, dropout while training) would fold into the one sample the
+  // examples gave, and the file would repeat it for every input.
+  if (n->isNondeterministic())
+    fail(n, "draws random numbers at run time, which qforge does not write into the file; call eval() before "
+            "saving the model, or draw them outside it");
   std::vector<c10::IValue> outputs;
   evaluate(n, outputs);
   // x.new_zeros(size) and its kin take only x's dtype and device: a constant
@@ -530,14 +537,14 @@ void Converter::convert(Node* n) {
   const std::string op = kind.toQualString();
   auto handler = op_table().find(op);
   if (handler == op_table().end()) {
-    std::vector<std::string> supported;
-    for (const auto& [name, h] : op_table()) supported.push_back(name);
-    const std::string hint =
-        options.dynamic ? " (if it computes only from sizes, `dynamic: false` makes them constants)" : "";
-    fail(n, "no ONNX mapping for this op" + hint + "; supported ops: " + join(supported));
+    const std::string sizes =
+        options.dynamic ? "; if it computes only from sizes, `dynamic: false` makes them constants" : "";
+    fail(n, "no ONNX mapping for this op (the ops that map are listed in docs/deployment.md, \"Operators\")" +
+                sizes + "; deployment_settings.target: libtorch deploys the TorchScript model as it is");
   }
   results_ = outputs;
   handler->second(*this, n);
+  plant_fault_for_tests(n);
   for (size_t i = 0; i < n->outputs().size(); ++i) {
     auto found = values_.find(n->output(i));
     if (found == values_.end()) {

@@ -76,6 +76,8 @@ void add_attention_ops(std::map<std::string, OpHandler>& table);
 void add_quantization_ops(std::map<std::string, OpHandler>& table);
 void add_resize_ops(std::map<std::string, OpHandler>& table);
 void add_sequence_ops(std::map<std::string, OpHandler>& table);
+void add_norm_ops(std::map<std::string, OpHandler>& table);
+void add_recurrent_ops(std::map<std::string, OpHandler>& table);
 
 class Converter {
  public:

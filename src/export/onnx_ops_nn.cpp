@@ -201,36 +201,6 @@ void adaptive_pool(Converter& cx, const Node* n, bool is_max) {
                                   {{"kernel_shape", kernel}, {"strides", kernel}}, cx.stem(n)));
 }
 
-std::string parameter_or(Converter& cx, const Value* v, const std::vector<int64_t>& shape, double fill,
-                         at::ScalarType dt) {
-  if (!cx.is_none(v)) return cx.tensor(v, dt);
-  return cx.constant(at::full(shape, fill, at::TensorOptions().dtype(dt)));
-}
-
-// batch_norm(x, weight, bias, mean, var, training, momentum, eps, cudnn)
-void batch_norm(Converter& cx, const Node* n) {
-  if (cx.example(n->input(5)).toBool()) cx.fail(n, "batch norm in training mode (call eval() before saving)");
-  const at::ScalarType dt = cx.result_dtype();
-  const int64_t channels = cx.example(n->input(3)).toTensor().numel();
-  const std::vector<std::string> inputs = {
-      cx.tensor(n->input(0), dt), parameter_or(cx, n->input(1), {channels}, 1.0, dt),
-      parameter_or(cx, n->input(2), {channels}, 0.0, dt), cx.tensor(n->input(3), dt), cx.tensor(n->input(4), dt)};
-  cx.set(n->output(0),
-         cx.b.node1("BatchNormalization", inputs, {{"epsilon", cx.static_double(n->input(7), "eps")}}, cx.stem(n)));
-}
-
-// layer_norm(x, normalized_shape, weight, bias, eps, cudnn)
-void layer_norm(Converter& cx, const Node* n) {
-  if (cx.options.opset < 17) cx.fail(n, "LayerNormalization needs opset 17 or later");
-  const at::ScalarType dt = cx.result_dtype();
-  const auto shape = cx.static_ints(n->input(1), "normalized_shape");
-  const int64_t axis = cx.rank(n->input(0)) - static_cast<int64_t>(shape.size());
-  const std::vector<std::string> inputs = {cx.tensor(n->input(0), dt), parameter_or(cx, n->input(2), shape, 1.0, dt),
-                                           parameter_or(cx, n->input(3), shape, 0.0, dt)};
-  cx.set(n->output(0), cx.b.node1("LayerNormalization", inputs,
-                                  {{"axis", axis}, {"epsilon", cx.static_double(n->input(4), "eps")}}, cx.stem(n)));
-}
-
 // embedding(weight, indices, ...): Gather rows of the table.
 void embedding(Converter& cx, const Node* n) {
   const std::string table = cx.weight(n->input(0), false, "Gather");
@@ -264,8 +234,6 @@ void add_nn_ops(std::map<std::string, OpHandler>& t) {
   t["aten::adaptive_avg_pool2d"] = t["aten::adaptive_avg_pool1d"];
   t["aten::adaptive_avg_pool3d"] = t["aten::adaptive_avg_pool1d"];
   t["aten::adaptive_max_pool2d"] = [](Converter& cx, Node* n) { adaptive_pool(cx, n, true); };
-  t["aten::batch_norm"] = batch_norm;
-  t["aten::layer_norm"] = layer_norm;
   t["aten::embedding"] = embedding;
 }
 
