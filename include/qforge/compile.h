@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -316,6 +317,11 @@ struct OnnxSummary {
   std::optional<EvaluationResult> evaluation;
   std::string runtime;        // the onnxruntime that ran it
   std::string not_evaluated;  // why there is no evaluation (no onnxruntime found, ...)
+  // The file against the TorchScript model on fresh inputs (every shape of the data, and each
+  // dynamic axis at a size the data lacks): one line per batch with each output's SQNR.
+  std::vector<std::string> verified_on;
+  double verified_worst_db = std::numeric_limits<double>::infinity();
+  std::string not_verified;  // why it was not run (no onnxruntime found)
 };
 
 struct CompileResult {

@@ -13,6 +13,7 @@
 
 #include "cli/progress_printer.h"
 #include "compile/onnx_stage.h"
+#include "compile/onnx_verify.h"
 #include "graph/model.h"
 #include "graph/model_json.h"
 #include "output/output_dir.h"
@@ -310,8 +311,21 @@ int cmd_export(const std::vector<std::string>& argv) {
   OnnxExportOptions options = onnx_options(config, layers);
   options.quantized = !float_only;
   const OnnxModel onnx = export_for_experiment(model.module(), config, binding, options);
+  // Checked before it is written: against the compiled model, or the float one it computes without its quantizers.
+  torch::jit::Module reference =
+      float_only ? without_fake_quantization(model.module(), config.model.method) : model.module();
+  const ForwardFn run = [&](torch::jit::Module& m, const Batch& b) {
+    return run_module(m, config.model.method, binding, b, dir + "/model.qforge.pt");
+  };
+  OnnxSummary checked;
+  verify_export(onnx, model.module(), reference, run, config, binding, options, {}, checked);
   const std::string path = output.empty() ? dir + "/model.qforge.onnx" : output;
   write_file_atomic(path, onnx.bytes);
+  if (checked.not_verified.empty())
+    std::cout << "qforge: checked against " << (float_only ? "the float model" : "model.qforge.pt")
+              << " on fresh inputs in " << checked.runtime << ": " << join(checked.verified_on, "; ") << "\n";
+  else
+    std::cerr << "qforge export: note: not checked on fresh inputs: " << checked.not_verified << "\n";
   for (const auto& note : onnx.notes) std::cerr << "qforge export: note: " << note << "\n";
   std::cout << "qforge: wrote " << path << " (" << onnx.bytes.size() << " bytes, opset " << onnx.opset << ", target "
             << to_string(options.target) << ", " << onnx.quantized_weights << " quantized weights, "

@@ -115,6 +115,13 @@ json::object onnx_json(const OnnxSummary& o) {
   out["quantized_weights"] = o.quantized_weights;
   out["quantized_activations"] = o.quantized_activations;
   out["notes"] = json::array(o.notes.begin(), o.notes.end());
+  if (o.not_verified.empty()) {
+    out["fresh_inputs"] = json::object{{"runtime", o.runtime},
+                                       {"batches", json::array(o.verified_on.begin(), o.verified_on.end())},
+                                       {"worst_output_sqnr_db", finite_or_null(o.verified_worst_db)}};
+  } else {
+    out["not_verified"] = o.not_verified;
+  }
   if (o.evaluation) {
     json::object ev = evaluation_json(*o.evaluation, "torchscript", "onnx");
     ev["runtime"] = o.runtime;
@@ -315,6 +322,12 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
     out << "  model.qforge.onnx " << size_text(result.onnx.file_bytes) << " (opset " << result.onnx.opset << ", "
         << result.onnx.quantized_weights << " quantized weights, " << result.onnx.quantized_activations
         << " quantized activations)\n";
+    if (result.onnx.not_verified.empty())
+      out << "  ONNX against model.qforge.pt on fresh inputs (" << result.onnx.verified_on.size()
+          << " batch(es), every shape and each dynamic axis at a new size): worst output " << fixed(result.onnx.verified_worst_db, 1)
+          << " dB\n";
+    else
+      out << "  ONNX not checked on fresh inputs: " << result.onnx.not_verified << "\n";
     if (result.onnx.evaluation)
       out << "  ONNX in " << result.onnx.runtime << " on " << onnx_evaluation_text(*result.onnx.evaluation) << "\n";
     else if (!result.onnx.not_evaluated.empty())

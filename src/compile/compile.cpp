@@ -681,8 +681,17 @@ void CompileSession::export_onnx() {
         std::vector<std::string> layer_names;
         for (const auto& l : result_.layers) layer_names.push_back(l.plan.layer.name);
         const CallBinding binding = callbacks_.forward ? p.model->bind(p.data, config_.forward.kwargs) : p.binding;
-        const OnnxModel onnx =
-            export_for_experiment(result_.model, config_, binding, onnx_options(config_, layer_names), p.transform);
+        const OnnxExportOptions options = onnx_options(config_, layer_names);
+        const OnnxModel onnx = export_for_experiment(result_.model, config_, binding, options, p.transform);
+        // The compiled model now lives on the CPU: run it there, without the device copy.
+        const ForwardFn forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
+        verify_export(onnx, result_.model, result_.model, forward, config_, binding, options, p.transform,
+                      result_.onnx);
+        if (result_.onnx.not_verified.empty())
+          log::info("ONNX file checked against model.qforge.pt on fresh inputs in " + result_.onnx.runtime + ": " +
+                    join(result_.onnx.verified_on, "; "));
+        else
+          log::warn("ONNX file not checked on fresh inputs: " + result_.onnx.not_verified);
         result_.onnx.bytes = onnx.bytes;
         result_.onnx.opset = onnx.opset;
         result_.onnx.quantized_weights = onnx.quantized_weights;
@@ -690,8 +699,6 @@ void CompileSession::export_onnx() {
         result_.onnx.notes = onnx.notes;
         for (const auto& note : onnx.notes) log::warn("ONNX export: " + note);
         if (config_.evaluation_inputs && config_.deployment_settings->evaluate_onnx) {
-          // The compiled model now lives on the CPU: run it there, without the device copy.
-          const ForwardFn forward = [this](torch::jit::Module& m, const Batch& b) { return this->forward(m, b); };
           evaluate_onnx(onnx.bytes, result_.model, forward, config_, p.transform, result_.onnx);
           if (result_.onnx.evaluation)
             log::info("ONNX in " + result_.onnx.runtime + ": " + onnx_evaluation_text(*result_.onnx.evaluation));

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "compile/evaluation.h"
+#include "compile/onnx_verify.h"
 #include "export/onnx_runtime.h"
 #include "qforge/errors.h"
 #include "runtime/logger.h"
@@ -82,17 +83,40 @@ c10::IValue onnx_result_like(const c10::IValue& reference, const std::vector<at:
 
 }  // namespace
 
+OnnxExamples onnx_examples(const ExperimentConfig& config, const DataTransformFn& transform) {
+  const auto settings = example_data(config);
+  OnnxExamples examples;
+  examples.info = inspect_dataset(settings.files, settings.groups, settings.max_samples);
+  const auto t = transform ? transform : make_transform(config.data_transform, examples.info);
+  // Symbolic axes take any size; fixed ones (dynamic: false) take the first traced batch size.
+  const int64_t rows = std::min<int64_t>(fixed_batch(config), examples.info.groups.at(0).rows);
+  const auto batches = read_all(examples.info, {0, rows}, rows, t);
+  examples.specs = onnx_inputs_for(examples.info, batches.at(0).inputs, config.dynamic);
+  return examples;
+}
+
 OnnxModel export_for_experiment(const torch::jit::Module& compiled, const ExperimentConfig& config,
                                 const CallBinding& binding, const OnnxExportOptions& options,
                                 const DataTransformFn& transform) {
-  const auto settings = example_data(config);
-  const DatasetInfo info = inspect_dataset(settings.files, settings.groups, settings.max_samples);
-  const auto t = transform ? transform : make_transform(config.data_transform, info);
-  // Symbolic axes take any size; fixed ones (dynamic: false) take the first traced batch size.
-  const int64_t rows = std::min<int64_t>(fixed_batch(config), info.groups.at(0).rows);
-  const auto batches = read_all(info, {0, rows}, rows, t);
-  return export_onnx(compiled, config.model.method, binding,
-                     onnx_inputs_for(info, batches.at(0).inputs, config.dynamic), options);
+  return export_onnx(compiled, config.model.method, binding, onnx_examples(config, transform).specs, options);
+}
+
+void verify_export(const OnnxModel& onnx, const torch::jit::Module& compiled, torch::jit::Module& reference,
+                   const ForwardFn& run, const ExperimentConfig& config, const CallBinding& binding,
+                   const OnnxExportOptions& options, const DataTransformFn& transform, OnnxSummary& summary) {
+  const OnnxExamples examples = onnx_examples(config, transform);
+  const auto convert = [&](const std::vector<OnnxInputSpec>& specs) {
+    OnnxExportOptions probing = options;
+    probing.probe = true;
+    return export_onnx(compiled, config.model.method, binding, specs, probing);
+  };
+  const OnnxVerification v =
+      verify_onnx(onnx, reference, run, examples.specs, examples.info, convert, config.dynamic,
+                  options.quantized ? kMinOnnxSqnrDb : kMinFloatOnnxSqnrDb);
+  summary.verified_on = v.batches;
+  summary.verified_worst_db = v.worst_db;
+  summary.not_verified = v.not_verified;
+  if (summary.runtime.empty()) summary.runtime = v.runtime;
 }
 
 void evaluate_onnx(const std::string& onnx_bytes, torch::jit::Module& compiled, const ForwardFn& run,

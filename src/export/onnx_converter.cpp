@@ -484,6 +484,17 @@ void Converter::unroll(Node* n) {
   for (size_t k = 0; k < carried.size(); ++k) values_[n->output(k)] = carried[k];
 }
 
+// Tests only: QFORGE_TEST_CORRUPT_OP=<op> makes that op's ONNX output wrong
+// (a Sigmoid after it), as a converter fault would, so the tests can show that
+// the check on fresh inputs refuses the file and names the node.
+void Converter::plant_fault_for_tests(const Node* n) {
+  static const char* corrupt = std::getenv("QFORGE_TEST_CORRUPT_OP");
+  if (!corrupt || n->kind().toQualString() != std::string(corrupt)) return;
+  auto found = values_.find(n->output(0));
+  if (found != values_.end() && !found->second.name.empty())
+    found->second.name = b.node1("Sigmoid", {found->second.name});
+}
+
 void Converter::convert(Node* n) {
   const auto kind = n->kind();
   if (kind == c10::prim::Constant) {
@@ -552,6 +563,9 @@ void Converter::convert(Node* n) {
       fail(n, "internal error: output " + std::to_string(i) + " was not converted");
     }
     attach_examples(found->second, outputs.at(i));
+    const auto& e = outputs.at(i);
+    if (options.probe && !found->second.name.empty() && e.isTensor() && at::isFloatingType(e.toTensor().scalar_type()))
+      probes.push_back({found->second.name, e.toTensor(), std::string(n->kind().toQualString()) + where(n)});
   }
   // An in-place op: scripted graphs go on reading the value it changed.
   if (op.back() == '_' && op.size() > 2 && op[op.size() - 2] != '_' && !n->inputs().empty() && n->outputs().size() == 1)

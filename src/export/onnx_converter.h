@@ -54,10 +54,20 @@ struct QuantizerRecord {
   at::Tensor scale, zero_point;
 };
 
+// A tensor the converter computed at run time, kept for finding where a file
+// parts from its model: its ONNX name, its value on the example inputs as
+// TorchScript computes it, and the node that made it.
+struct Probe {
+  std::string name;
+  at::Tensor expected;
+  std::string node;  // "aten::linear (layer 'c', model.py:12)"
+};
+
 struct ConvertOptions {
   int64_t opset = 17;
   bool quantized = true;                                  // false: every quantizer left out (the float model)
   bool dynamic = true;                                    // false: sizes are constants of the example inputs
+  bool probe = false;                                     // record every floating tensor computed at run time
   std::map<std::string, std::string> layer_of_attribute;  // "_qforge__layer1_0_conv1__input" -> "layer1.0.conv1"
 };
 
@@ -147,11 +157,13 @@ class Converter {
   OnnxBuilder& b;
   const ConvertOptions options;
   std::vector<QuantizerRecord> quantizers;
+  std::vector<Probe> probes;  // with options.probe, in the order the nodes ran
   std::map<std::string, std::string> activation_qdq;  // "x|scale|zp|range" -> the DQ output, shared by consumers
   std::vector<std::string> notes;
 
  private:
   void convert(torch::jit::Node* n);
+  void plant_fault_for_tests(const torch::jit::Node* n);
   void unroll(torch::jit::Node* loop);
   void evaluate(torch::jit::Node* n, std::vector<c10::IValue>& outputs) const;
   void fold(torch::jit::Node* n, std::vector<c10::IValue>& outputs);

@@ -185,11 +185,18 @@ OnnxModel export_onnx(const torch::jit::Module& original, const std::string& met
   convert.quantized = options.quantized;
   convert.dynamic = options.dynamic;
   convert.layer_of_attribute = attribute_layers(options.layer_names);
+  convert.probe = options.probe;
   onnx_export::OnnxBuilder b(options.graph_name);
   Converter cx(b, convert);
   bind_inputs(cx, module, *graph, method, binding, inputs);
   cx.run(graph->block());
   add_outputs(cx.val(graph->outputs()[0]), b, model.outputs);
+  for (const auto& probe : cx.probes) {  // after the model's own outputs, so those keep their places
+    const std::string out = b.fresh("probe");
+    b.named_node("Identity", {probe.name}, out);
+    b.output(out, onnx_export::element_type(probe.expected.scalar_type()), probe.expected.dim());
+    model.probes.push_back({out, probe.expected, probe.node});
+  }
 
   for (const auto& input : inputs) {
     std::vector<int64_t> dims = input.example.sizes().vec();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "export/onnx_converter.h"
 #include "graph/model.h"
 #include "qforge/config.h"
 
@@ -27,6 +28,7 @@ struct OnnxExportOptions {
   bool dynamic = true;    // false: every dimension fixed at the example's size
   std::string graph_name = "model";
   std::vector<std::string> layer_names;  // for messages: quantization attributes name their layer
+  bool probe = false;  // every floating tensor computed at run time also an output (OnnxModel::probes)
 };
 
 struct OnnxModel {
@@ -35,6 +37,9 @@ struct OnnxModel {
   int64_t quantized_weights = 0, quantized_activations = 0;
   std::vector<std::string> inputs, outputs;
   std::vector<std::string> notes;  // what the user should know (fixed pooling windows, ...)
+  // With OnnxExportOptions::probe: outputs after the model's own, one per intermediate tensor, with
+  // what TorchScript computed for it on the example inputs.
+  std::vector<onnx_export::Probe> probes;
 };
 
 // Converts `method` of `module` (a compiled model) for the target. ExportError

@@ -550,6 +550,31 @@ def test_group_and_instance_norms_and_recurrent_layers(work):
         check(sqnr_db(ref, y) >= 30, f"{name}: {sqnr_db(ref, y):.1f} dB")
 
 
+def test_a_file_that_parts_from_its_model_is_not_written_and_the_node_is_named(work):
+    """A converter fault planted at run time (QFORGE_TEST_CORRUPT_OP=aten::relu makes the converter
+    write Relu as Sigmoid): the compile's check on fresh inputs refuses the file, exit 7, naming the
+    output and the first node where the file and the model part, and writes nothing."""
+    path, data = traced_with_rows(work, "net", __import__("torchvision").models.resnet18(num_classes=10), (3, 32, 32))
+    cfg = write_config("corrupt.yaml", f"""
+model: {{path: {path}}}
+out_dir: corrupt
+calibration_inputs: {{files: [{data}], batch_size: 4}}
+deployment_settings: {{target: onnxruntime}}
+quantization_settings: {{}}
+""")
+    require_onnxruntime()
+    os.environ["QFORGE_TEST_CORRUPT_OP"] = "aten::relu_"
+    try:
+        code, text = run(["compile", cfg], expect=None)
+    finally:
+        del os.environ["QFORGE_TEST_CORRUPT_OP"]
+    error = next((l for l in text.splitlines() if "parts from the model" in l), text[-800:])
+    print(f"exit {code}: {error}")
+    check(code == EXIT_EXPORT, f"exit {code}, expected {EXIT_EXPORT}:\n{text[-2000:]}")
+    check("first node where they part: aten::relu_" in error and "layer 'relu'" in error, error)
+    check(not os.path.exists(os.path.join(work, "corrupt", "model.qforge.onnx")), "the refused file was written")
+
+
 def test_adaptive_average_pooling_with_uneven_windows(work):
     """Adaptive average pooling whose windows differ in size (VGG's 7x7 from 10x10,
     AlexNet's 6x6 from 1x1 on small images) compiles for onnxruntime and runs there
