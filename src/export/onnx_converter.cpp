@@ -495,6 +495,16 @@ void Converter::plant_fault_for_tests(const Node* n) {
     found->second.name = b.node1("Sigmoid", {found->second.name});
 }
 
+// Dropout and its kin are nondeterministic ops, but with `train` false (eval mode) they are the identity.
+bool Converter::draws_random_numbers(const Node* n) const {
+  if (!n->isNondeterministic()) return false;
+  const auto* schema = n->maybeSchema();
+  const auto train = schema ? schema->argumentIndexWithName("train") : c10::nullopt;
+  if (!train) return true;
+  const auto found = values_.find(n->input(*train));
+  return found == values_.end() || !found->second.example.isBool() || found->second.example.toBool();
+}
+
 void Converter::convert(Node* n) {
   const auto kind = n->kind();
   if (kind == c10::prim::Constant) {
@@ -529,7 +539,7 @@ void Converter::convert(Node* n) {
 
   // A random draw (rand, bernoulli, dropout while training) would fold into the one sample the
   // examples gave, and the file would repeat it for every input.
-  if (n->isNondeterministic())
+  if (draws_random_numbers(n))
     fail(n, "draws random numbers at run time, which qforge does not write into the file; call eval() before "
             "saving the model, or draw them outside it");
   std::vector<c10::IValue> outputs;

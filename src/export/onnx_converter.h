@@ -164,6 +164,7 @@ class Converter {
  private:
   void convert(torch::jit::Node* n);
   void plant_fault_for_tests(const torch::jit::Node* n);
+  bool draws_random_numbers(const torch::jit::Node* n) const;
   void unroll(torch::jit::Node* loop);
   void evaluate(torch::jit::Node* n, std::vector<c10::IValue>& outputs) const;
   void fold(torch::jit::Node* n, std::vector<c10::IValue>& outputs);

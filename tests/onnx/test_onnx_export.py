@@ -575,6 +575,38 @@ quantization_settings: {{}}
     check(not os.path.exists(os.path.join(work, "corrupt", "model.qforge.onnx")), "the refused file was written")
 
 
+def test_a_random_draw_is_refused_and_eval_dropout_is_not(work):
+    """Noise drawn inside the model (torch.rand_like) would fold into the one sample the converter
+    evaluates, and the file would add the same noise to every input: refused, exit 7, naming the op.
+    Dropout in eval mode (train=False) draws nothing and exports as the identity."""
+    import torch
+
+    class Noisy(torch.nn.Module):
+        def __init__(self, train):
+            super().__init__()
+            self.fc, self.drop, self.train_noise = torch.nn.Linear(8, 4), torch.nn.Dropout(0.5), train
+
+        def forward(self, x):
+            x = self.drop(self.fc(x))
+            return x + 0.1 * torch.rand_like(x) if self.train_noise else x
+    require_onnxruntime()
+    for name, noisy in (("noisy", True), ("dropout", False)):
+        path, data = traced_with_rows(work, name, Noisy(noisy), (8,))
+        cfg = write_config(f"{name}.yaml", f"""
+model: {{path: {path}}}
+out_dir: {name}
+calibration_inputs: {{files: [{data}], batch_size: 4}}
+deployment_settings: {{target: onnxruntime}}
+quantization_settings: {{}}
+""")
+        code, text = run(["compile", cfg], expect=None)
+        if noisy:
+            check(code == EXIT_EXPORT and "aten::rand_like" in text and "draws random numbers" in text,
+                  f"exit {code}:\n{text[-1500:]}")
+        else:
+            check(code == 0, f"eval-mode dropout refused, exit {code}:\n{text[-1500:]}")
+
+
 def test_adaptive_average_pooling_with_uneven_windows(work):
     """Adaptive average pooling whose windows differ in size (VGG's 7x7 from 10x10,
     AlexNet's 6x6 from 1x1 on small images) compiles for onnxruntime and runs there
