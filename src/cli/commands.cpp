@@ -219,8 +219,13 @@ int cmd_compile(const std::vector<std::string>& argv, bool users_terminal) {
   log::debug("qforge " + version() + " rank " + std::to_string(rt.rank()) + " of " + std::to_string(rt.size()) +
              " on " + rt.host() + " (local rank " + std::to_string(rt.local_rank()) + ")");
   // SIGTERM / SIGUSR1 while fine-tuning: checkpoint and stop at the next step.
-  // (Without fine-tuning there is nothing to resume: signals keep their default, ending the run.)
-  if (config.compile_options.fine_tune.enabled && !config.is_dry_run) install_stop_handlers();
+  // Without fine-tuning there is nothing to resume: SIGTERM and SIGINT end the run, with a line
+  // saying so, and rank 0 removes its lock on out_dir.
+  if (config.compile_options.fine_tune.enabled && !config.is_dry_run)
+    install_stop_handlers();
+  else
+    install_ending_handlers(rt.is_root() ? (std::filesystem::weakly_canonical(config.out_dir) / ".qforge.lock").c_str()
+                                         : "");
   ProgressPrinter progress(rt.is_root(), users_terminal, config.compile_options.fine_tune.log_every);
   CompileCallbacks callbacks;
   callbacks.fine_tune_progress = [&progress](const FineTuneProgress& p) { progress(p); };

@@ -17,4 +17,10 @@ int stop_signal();
 // Records `signal` as if it had been received (tests).
 void request_stop(int signal);
 
+// A run with nothing to resume (no fine-tuning): SIGTERM and SIGINT end it at
+// once, as before, but with a line saying so and, on the rank holding it, the
+// output directory's lock (`lock_file`, empty on other ranks) removed, so the
+// next compile there needs no takeover. Exits 128 + the signal.
+void install_ending_handlers(const char* lock_file);
+
 }  // namespace qforge

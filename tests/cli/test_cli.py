@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import qforge_testing as qt  # noqa: E402
 from qforge_testing import (ASSETS, MPIEXEC, QFORGE, SOURCE, artifacts, check, compile_config, contains,  # noqa: E402
-                            freeze_mid_fine_tune, run, send, write_config)
+                            freeze_mid_fine_tune, freeze_when, log_grew, run, send, write_config)
 
 
 @pytest.fixture(autouse=True)
@@ -492,6 +492,31 @@ compile_options:
     out = run(["compile", cfg, "--set", "out_dir=ft_other", "--set", "compile_options.fine_tune.lora_rank=2"],
               ranks=2, expect=3)
     contains(out, "fine_tune.pt", "belongs to another model or other fine-tuning settings")
+
+
+def test_sigterm_mid_calibration_says_so_and_leaves_no_lock(work):
+    """SIGTERM to mpirun mid-calibration (a job cancelled, a Ctrl-C): the run ends with a line
+    saying it was stopped by a signal and what out_dir keeps, removes its lock, and the next
+    compile starts without taking a stale lock over."""
+    import signal
+    cfg = image_config(out="term")
+    log = os.path.join(work, "term", "logs", "rank-0.log")
+    cmd = [MPIEXEC, "-np", "2", "--oversubscribe", QFORGE, "compile", cfg]
+    p = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def calibrating():
+        text = open(log).read() if os.path.exists(log) else ""
+        check("compiled '" not in text, "the compile finished before it could be stopped")
+        return "calibration:" in text
+    ranks = freeze_when([cfg], 2, calibrating, "calibrating", begun=log_grew(log))
+    os.kill(p.pid, signal.SIGTERM)
+    send(ranks, signal.SIGCONT)
+    out = p.communicate(timeout=120)[0].decode()
+    check(p.returncode != 0, f"a stopped compile exits 0:\n{out}")
+    contains(out, "stopped by a signal before the compile finished", "keeps its previous set")
+    check(not os.path.exists(os.path.join(work, "term", ".qforge.lock")), "the stopped run left its lock")
+    out = run(["compile", cfg], ranks=2, timeout=300)
+    check("taking over the lock" not in out, f"the next run took a stale lock over:\n{out}")
 
 
 def test_compile_fine_tune_signal_checkpoints_and_resumes(work):
