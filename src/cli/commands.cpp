@@ -418,7 +418,9 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   for (const auto& l : layers)
     std::cout << "  " << std::left << std::setw(36) << l.name << std::setw(24) << l.type << std::setw(10)
               << l.parameters << std::setw(20) << (l.weight_shape.empty() ? "-" : shape_text(l.weight_shape))
-              << (l.quantizable ? "yes" : "no: " + l.reason) << "\n";
+              << (l.quantizable ? "yes" : "no: " + l.reason)
+              << (l.shares_weight_with.empty() ? "" : " (its weight is " + l.shares_weight_with + "'s: tied, counted once)")
+              << "\n";
   return kExitOk;
 }
 

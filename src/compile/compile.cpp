@@ -23,7 +23,6 @@
 #include "compile/sensitivity.h"
 #include "finetune/fine_tune.h"
 #include "graph/fake_quant_graph.h"
-#include "graph/transposed_linear.h"
 #include "plan/solve_steps.h"
 #include "quant/bias_headroom.h"
 #include "quant/gptq.h"
@@ -123,6 +122,16 @@ std::optional<std::string> computes_in_float32(const torch::jit::Module& model, 
   return std::nullopt;
 }
 
+// Inputs go to the method by position: a name that differs from the argument
+// it reaches is said, so a file written for another model shows.
+void say_how_inputs_bind(const CallBinding& binding, const MethodSignature& signature) {
+  if (binding.mode != CallBinding::Mode::Positional) return;
+  for (size_t i = 0; i < binding.names.size() && i < signature.arguments.size(); ++i)
+    if (binding.names[i] != signature.arguments[i].name)
+      log::info("the data's input '" + binding.names[i] + "' is passed as argument " + std::to_string(i) + " '" +
+                signature.arguments[i].name + "' of " + signature.method + " (inputs bind by position)");
+}
+
 bool observed_anything(const ActivationObserver& observer) {
   return std::isfinite(observer.observed_min()) && std::isfinite(observer.observed_max());
 }
@@ -175,7 +184,7 @@ void CompileSession::prepare() {
       cast_to_float32(p.model->module());
       add_note(*why);
     }
-    const auto transposed = linears_from_transposed_layers(p.model->module());
+    const auto& transposed = p.model->transposed_layers();
     if (!transposed.empty())
       log::info(std::to_string(transposed.size()) +
                 " layer(s) holding their weight transposed (GPT-2's Conv1D: addmm(bias, x, weight)) compute as "
@@ -187,7 +196,10 @@ void CompileSession::prepare() {
     if (config_.calibration_inputs) {
       const auto& cal = *config_.calibration_inputs;
       p.data = inspect_dataset(cal.files, cal.groups, cal.max_samples);
-      if (!callbacks_.forward) p.binding = p.model->bind(p.data, config_.forward.kwargs);
+      if (!callbacks_.forward) {
+        p.binding = p.model->bind(p.data, config_.forward.kwargs);
+        say_how_inputs_bind(p.binding, p.model->signature());
+      }
       p.transform =
           callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, p.data);
     }

@@ -143,7 +143,9 @@ std::string Plan::to_text() const {
       << to_string(data.kind) << " samples (" << join(data.input_names) << ")\n";
   out << "  ranks: " << shards.size() << "\n";
   for (const auto& s : shards)
-    out << "    rank " << s.rank << " on " << s.host << ": rows " << s.rows.begin << ".." << s.rows.end - 1 << " ("
+    out << "    rank " << s.rank << " on " << s.host << ": "
+        << (s.rows.size() ? "rows " + std::to_string(s.rows.begin) + ".." + std::to_string(s.rows.end - 1) + " ("
+                          : std::string("no rows ("))
         << s.rows.size() << " rows, " << s.batches << " batches), peak memory " << size_text(s.peak_rss_bytes) << "\n";
   for (const auto& a : axes)
     out << "  input '" << a.input << "': shape " << shape_text(a.min_shape)

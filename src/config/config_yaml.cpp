@@ -414,6 +414,9 @@ ExperimentConfig parse_config(const std::string& yaml_text, const std::string& s
   Reader reader(origin, root, "");
   schema::describe(reader, config);
   reader.finish();
+  // "out/" and "out": one directory, and paths joined to it print without "//".
+  for (std::string* dir : {&config.out_dir, &config.logs_dir})
+    while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
   try {
     config.validate();
   } catch (const ConfigError& e) {

@@ -99,7 +99,11 @@ E enum_from_string(const std::string& text, const std::string& key_path) {
   }
   std::string list;
   for (const auto& n : valid) list += (list.empty() ? "" : ", ") + n;
-  auto near = nearest_names(text, valid, 1);
+  // A name the text begins (`onnx` for onnxruntime) before the nearest by edits (`none`).
+  std::vector<std::string> near;
+  for (const auto& n : valid)
+    if (!text.empty() && n.rfind(text, 0) == 0) near.push_back(n);
+  if (near.size() != 1) near = nearest_names(text, valid, 1);
   throw ConfigError(key_path + ": '" + text + "' is not one of " + list +
                     (near.empty() ? "" : "; did you mean '" + near[0] + "'?"));
 }

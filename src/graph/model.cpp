@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <set>
 
+#include "graph/transposed_linear.h"
 #include "qforge/errors.h"
 #include "util/text.h"
 
@@ -99,6 +100,7 @@ Model Model::load(const std::string& path, const std::string& method) {
                      ": not a loadable TorchScript model (save it with torch.jit.trace/script(...).save()): " + why);
   }
   model.check_method();
+  model.transposed_ = linears_from_transposed_layers(model.module_);
   return model;
 }
 
@@ -108,6 +110,7 @@ Model Model::wrap(torch::jit::Module module, const std::string& name, const std:
   model.method_ = method;
   model.module_ = std::move(module);
   model.check_method();
+  model.transposed_ = linears_from_transposed_layers(model.module_);
   return model;
 }
 
@@ -150,7 +153,9 @@ MethodSignature Model::signature() const {
 
 int64_t Model::parameter_count() const {
   int64_t n = 0;
-  for (const auto& p : module_.parameters()) n += p.numel();
+  std::set<const void*> seen;  // tied parameters are one tensor
+  for (const auto& p : module_.parameters())
+    if (seen.insert(p.unsafeGetTensorImpl()).second) n += p.numel();
   return n;
 }
 
@@ -251,14 +256,21 @@ c10::IValue run_module(torch::jit::Module& module, const std::string& method, co
     };
     const at::ScalarType weights = module_float_dtype(module);
     std::string hint;
-    for (const auto& t : batch.inputs)
-      if (at::isFloatingType(t.scalar_type()) && t.scalar_type() != weights) {
-        hint = "; the data is " + name(t.scalar_type()) + ", the model's weights " + name(weights) +
+    const std::string cause = interpreter_error_summary(e);
+    for (size_t i = 0; i < batch.inputs.size() && hint.empty(); ++i) {
+      const at::ScalarType t = batch.inputs[i].scalar_type();
+      if (at::isFloatingType(t) && t != weights)
+        hint = "; the data is " + name(t) + ", the model's weights " + name(weights) +
                ": cast the data with data_transform: [{op: cast, dtype: " + name(weights) + "}]";
-        break;
-      }
+      // Integers the model takes as floats (int32 pixels), or as int64 where it wants those.
+      else if (at::isIntegralType(t, /*includeBool=*/false) && t != at::kLong &&
+               cause.find("type") != std::string::npos)
+        hint = "; the data's '" + binding.names.at(i) + "' is " + c10::toString(t) +
+               ": if the model takes it as floats, cast it with data_transform: [{op: cast, dtype: " + name(weights) +
+               ", inputs: [" + binding.names.at(i) + "]}] (int64 for indices)";
+    }
     throw ModelError(what + ": " + method + " failed on sample " + std::to_string(batch.global_begin) + " (" + shapes +
-                     "): " + interpreter_error_summary(e) + hint);
+                     "): " + cause + hint);
   }
 }
 

@@ -28,7 +28,9 @@ struct CallBinding {
 
 class Model {
  public:
-  // Loads with torch::jit::load; ModelError names the file and why.
+  // Loads with torch::jit::load; ModelError names the file and why. Layers that
+  // hold their weight transposed (GPT-2's Conv1D) become Linear layers
+  // (graph/transposed_linear.h), here and in wrap().
   static Model load(const std::string& path, const std::string& method = "forward");
   // A module already in memory (C++ API); `name` stands for the path in messages.
   static Model wrap(torch::jit::Module module, const std::string& name, const std::string& method = "forward");
@@ -37,6 +39,8 @@ class Model {
   const torch::jit::Module& module() const { return module_; }
   const std::string& path() const { return path_; }
   const std::string& method() const { return method_; }
+  // The layers loading rewrote as Linear layers (their weight was [inputs, outputs]).
+  const std::vector<std::string>& transposed_layers() const { return transposed_; }
 
   // The submodule at a dotted path ("layer1.0.conv1"); ModelError if there is none.
   torch::jit::Module submodule(const std::string& path) const;
@@ -67,6 +71,7 @@ class Model {
   torch::jit::Module module_;
   std::string path_;
   std::string method_;
+  std::vector<std::string> transposed_;
 };
 
 // The submodule of `module` at a dotted path ("layer1.0.conv1"); ModelError

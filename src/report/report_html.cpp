@@ -12,7 +12,10 @@ std::string report_html(const std::vector<std::pair<std::string, std::string>>& 
     run["dir"] = dir;
     boost::system::error_code ec;
     run["report"] = json::parse(text, ec);
-    if (ec) throw Error(dir + "/report.json is not JSON: " + ec.message());
+    // The file is input here, as a calibration file is to a compile: a bad one is a data error.
+    if (ec)
+      throw DataError(dir + "/report.json is not a whole JSON report (truncated, or not written by qforge): " +
+                      ec.message() + "; compile again to write it");
     list.push_back(run);
   }
   json::object data;

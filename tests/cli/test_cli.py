@@ -519,6 +519,40 @@ def test_sigterm_mid_calibration_says_so_and_leaves_no_lock(work):
     check("taking over the lock" not in out, f"the next run took a stale lock over:\n{out}")
 
 
+def test_small_things_users_saw(work):
+    """A target's prefix suggests the target; a rank without rows says so; a trailing slash in
+    out_dir prints no "//"; a truncated report.json is a data error; inspect says a tied table
+    is one tensor."""
+    import torch
+    cfg = image_config()
+    contains(run(["compile", cfg, "--set", "deployment_settings.target=onnx"], expect=3), "did you mean 'onnxruntime'")
+    out = run(["compile", cfg, "--dry-run", "--set", "calibration_inputs.max_samples=2"], ranks=3)
+    contains(out, "rank 2 on", "no rows")
+    check("..-1" not in out, f"a rank without rows as a range:\n{out}")
+    out = run(["compile", cfg, "--set", "out_dir=slash/", "--set", "calibration_inputs.max_samples=8"])
+    check("//" not in out, f"a path printed with //:\n{out}")
+    report = os.path.join(work, "slash", "report.json")
+    text = open(report).read()
+    with open(report, "w") as f:
+        f.write(text[:len(text) // 2])
+    contains(run(["report", os.path.join(work, "slash")], expect=4), "report.json is not a whole JSON report")
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 8)
+            self.head = torch.nn.Linear(8, 50, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids):
+            return self.head(self.embed(ids))
+    model = os.path.join(work, "tied.pt")
+    torch.jit.trace(Tied().eval(), torch.zeros(1, 4, dtype=torch.long)).save(model)
+    out = run(["inspect", model])
+    contains(out, "tied, counted once", "400")  # 50 x 8 parameters, once
+    check("800" not in out, f"the tied table counted twice:\n{out}")
+
+
 def test_compile_fine_tune_signal_checkpoints_and_resumes(work):
     # SIGUSR1 (what SLURM's --signal sends to the tasks) to one rank only,
     # mid-fine-tune: every rank stops at the same step, rank 0 checkpoints, the
