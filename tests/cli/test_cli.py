@@ -552,6 +552,27 @@ def test_small_things_users_saw(work):
     contains(out, "tied, counted once", "400")  # 50 x 8 parameters, once
     check("800" not in out, f"the tied table counted twice:\n{out}")
 
+    # int32 pixels for a float model: the cast that fixes it; a data input named apart from the
+    # model's argument: said, with both names.
+    import numpy as np
+    from qforge_h5 import write_samples
+    net = os.path.join(work, "net.pt")
+    torch.jit.trace(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval(), torch.randn(1, 12)).save(net)
+    for name, dtype in (("int32", np.int32), ("pixels", np.float32)):
+        data = os.path.join(work, f"{name}.h5")
+        write_samples(data, "tensor", [name], {"all": {name: np.arange(96).reshape(8, 12).astype(dtype)}})
+        cfg = write_config(f"{name}.yaml", f"""
+model: {{path: {net}}}
+out_dir: {name}
+calibration_inputs: {{files: [{data}], batch_size: 4}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{}}
+""")
+        if dtype == np.int32:
+            contains(run(["compile", cfg], expect=5), "is Int", "data_transform: [{op: cast, dtype: float32, inputs: [int32]}]")
+        else:
+            contains(run(["compile", cfg]), "the data's input 'pixels' is passed as argument 0 'input'")
+
 
 def test_compile_fine_tune_signal_checkpoints_and_resumes(work):
     # SIGUSR1 (what SLURM's --signal sends to the tasks) to one rank only,
