@@ -76,9 +76,12 @@ void check_against_target(Target target, const TensorQuantSettings& w, const Ten
       return;
     case Target::TensorRT:
       if (w.enabled) {
-        rule.require(w.bits == 8, "weights.bits", "int8 weights");
+        // 4-bit weights in blocks are TensorRT-LLM's weight-only scheme, not TensorRT's int8 graph.
+        const std::string four_bit = "int8 weights; 4-bit weights in groups deploy with target tensorrt_llm";
+        rule.require(w.bits == 8, "weights.bits", w.bits == 4 ? four_bit : "int8 weights");
         rule.require(w.symmetric && w.is_signed, "weights.symmetric", "signed symmetric weights");
-        rule.require(w.granularity != Granularity::Group, "weights.granularity", "weights per tensor or per channel");
+        rule.require(w.granularity != Granularity::Group, "weights.granularity",
+                     "weights per tensor or per channel; weights in groups deploy with target tensorrt_llm");
       }
       if (a.enabled) {
         rule.require(a.bits == 8, "activations.bits", "int8 activations");

@@ -44,7 +44,8 @@ TEST(Deployment, PresetsFillUnsetKeys) {
 
 TEST(Deployment, ContradictionsNameTheKeyAndTheTarget) {
   expect_error<ConfigError>([] { with_target("tensorrt", "{weights: {bits: 4}}"); },
-                            {"exp.yaml", "quantization_settings.weights.bits", "tensorrt runs int8 weights"});
+                            {"exp.yaml", "quantization_settings.weights.bits", "tensorrt runs int8 weights",
+                             "4-bit weights in groups deploy with target tensorrt_llm"});
   expect_error<ConfigError>([] { with_target("tensorrt", "{activations: {symmetric: false}}"); },
                             {"quantization_settings.activations.symmetric", "signed symmetric activations"});
   expect_error<ConfigError>([] { with_target("onnxruntime", "{weights: {granularity: group}}"); },
