@@ -1,6 +1,7 @@
 """Models users hold, as they hold them: Hugging Face transformers (GPT-2, Llama with sdpa and eager
 attention, Qwen2, Mistral, OPT, BERT with a dict of input_ids and attention_mask, ViT) and timm,
-small configurations with random weights, traced through the wrapper docs/transformers.md shows,
+small configurations with random weights (and a Llama held in bfloat16, as transformers loads LLMs),
+traced through the wrapper docs/transformers.md shows,
 compiled by qforge for three recipes (INT8 for onnxruntime, 4-bit GPTQ in groups of 128 for
 tensorrt_llm, W8A8 SmoothQuant for tensorrt) on the GPU and the CPU, on 1 rank and on 2 (the CPU,
 compared byte for byte). Each compile's ONNX file runs in onnxruntime on fresh inputs (ids at a
@@ -116,7 +117,7 @@ def decoder(name):
 
 
 MODELS = ["gpt2", "llama_sdpa", "llama_eager", "qwen2", "mistral", "opt", "bert", "vit",
-          "timm_convnext_atto", "timm_efficientnet_b0", "timm_deit_tiny"]
+          "timm_convnext_atto", "timm_efficientnet_b0", "timm_deit_tiny", "llama_bf16"]
 DECODERS = MODELS[:6]
 
 
@@ -127,8 +128,9 @@ def ids(rows, length, seed):
 def build(name, work):
     """(traced model path, float module, data path, input names, kind, fresh inputs) for a model."""
     rng = np.random.default_rng(1)
-    if name in DECODERS:
-        module = Logits(decoder(name))
+    if name in DECODERS or name == "llama_bf16":
+        # llama_bf16: held in bfloat16 as transformers loads LLMs; compiled in bfloat16
+        module = Logits(decoder(name) if name in DECODERS else decoder("llama_sdpa").to(torch.bfloat16))
         example = (torch.from_numpy(ids(2, 16, 2)),)
         names, kind = ["input_ids"], "tensor"
         groups = {"len16": {"input_ids": ids(32, 16, 3)}, "len32": {"input_ids": ids(16, 32, 4)}}
@@ -401,6 +403,10 @@ def test_bert():
 
 def test_vit():
     check_model("vit")
+
+
+def test_llama_bf16():
+    check_model("llama_bf16")
 
 
 def test_timm():
