@@ -321,6 +321,9 @@ struct OnnxSummary {
   // dynamic axis at a size the data lacks): one line per batch with each output's SQNR.
   std::vector<std::string> verified_on;
   double verified_worst_db = std::numeric_limits<double>::infinity();
+  // The same inputs with onnxruntime's optimizations on (integer kernels), and a note when below the threshold.
+  double verified_optimized_worst_db = std::numeric_limits<double>::infinity();
+  std::string optimized_note;
   std::string not_verified;  // why it was not run (no onnxruntime found)
 };
 

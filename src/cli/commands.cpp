@@ -331,6 +331,7 @@ int cmd_export(const std::vector<std::string>& argv) {
               << " on fresh inputs in " << checked.runtime << ": " << join(checked.verified_on, "; ") << "\n";
   else
     std::cerr << "qforge export: note: not checked on fresh inputs: " << checked.not_verified << "\n";
+  if (!checked.optimized_note.empty()) std::cerr << "qforge export: note: " << checked.optimized_note << "\n";
   for (const auto& note : onnx.notes) std::cerr << "qforge export: note: " << note << "\n";
   std::cout << "qforge: wrote " << path << " (" << onnx.bytes.size() << " bytes, opset " << onnx.opset << ", target "
             << to_string(options.target) << ", " << onnx.quantized_weights << " quantized weights, "

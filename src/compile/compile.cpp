@@ -704,6 +704,7 @@ void CompileSession::export_onnx() {
                     join(result_.onnx.verified_on, "; "));
         else
           log::warn("ONNX file not checked on fresh inputs: " + result_.onnx.not_verified);
+        if (!result_.onnx.optimized_note.empty()) log::warn("ONNX file: " + result_.onnx.optimized_note);
         result_.onnx.bytes = onnx.bytes;
         result_.onnx.opset = onnx.opset;
         result_.onnx.quantized_weights = onnx.quantized_weights;

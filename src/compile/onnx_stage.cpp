@@ -115,6 +115,8 @@ void verify_export(const OnnxModel& onnx, const torch::jit::Module& compiled, to
                   options.quantized ? kMinOnnxSqnrDb : kMinFloatOnnxSqnrDb);
   summary.verified_on = v.batches;
   summary.verified_worst_db = v.worst_db;
+  summary.verified_optimized_worst_db = v.optimized_worst_db;
+  summary.optimized_note = v.optimized_note;
   summary.not_verified = v.not_verified;
   if (summary.runtime.empty()) summary.runtime = v.runtime;
 }

@@ -4,7 +4,10 @@
 // dynamic axis at a size the data does not hold. A file that parts from its
 // model is not written: the error names the output, and the first node where
 // the two part, found by converting again with those inputs as the examples
-// and every intermediate tensor an output of the file.
+// and every intermediate tensor an output of the file. The verdict runs the
+// file as the ONNX standard defines it (onnxruntime's basic optimizations);
+// onnxruntime's fused integer kernels are measured beside it, since they are
+// the runtime's arithmetic, not the file's.
 #pragma once
 #include <functional>
 #include <limits>
@@ -26,6 +29,10 @@ struct OnnxVerification {
   std::string not_verified;           // why it was not run (no onnxruntime)
   std::vector<std::string> batches;   // the fresh inputs' shapes, one line a batch
   double worst_db = std::numeric_limits<double>::infinity();
+  // The same batches with onnxruntime's optimizations on (Q/DQ fused into integer
+  // kernels, as a deployment runs it): a figure, and a note when below min_db.
+  double optimized_worst_db = std::numeric_limits<double>::infinity();
+  std::string optimized_note;
 };
 
 // `reference` computes what the file must (run by `run`); `examples` are the

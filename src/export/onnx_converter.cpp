@@ -574,8 +574,9 @@ void Converter::convert(Node* n) {
     }
     attach_examples(found->second, outputs.at(i));
     const auto& e = outputs.at(i);
+    // Cloned: a later in-place op (relu_, hardtanh_) changes the tensor the node returned.
     if (options.probe && !found->second.name.empty() && e.isTensor() && at::isFloatingType(e.toTensor().scalar_type()))
-      probes.push_back({found->second.name, e.toTensor(), std::string(n->kind().toQualString()) + where(n)});
+      probes.push_back({found->second.name, e.toTensor().clone(), std::string(n->kind().toQualString()) + where(n)});
   }
   // An in-place op: scripted graphs go on reading the value it changed.
   if (op.back() == '_' && op.size() > 2 && op[op.size() - 2] != '_' && !n->inputs().empty() && n->outputs().size() == 1)

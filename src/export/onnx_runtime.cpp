@@ -106,7 +106,7 @@ struct TemporaryDirectory {
 
 std::optional<OnnxRuntimeRun> run_in_onnxruntime(const std::string& model_path, const std::vector<std::string>& names,
                                                  const std::vector<at::Tensor>& inputs, int64_t batch_size,
-                                                 std::string& why) {
+                                                 std::string& why, const std::string& optimization) {
   TemporaryDirectory dir;
   json::object manifest;
   json::array list;
@@ -123,6 +123,7 @@ std::optional<OnnxRuntimeRun> run_in_onnxruntime(const std::string& model_path, 
   manifest["inputs"] = list;
   manifest["batch_size"] = batch_size;
   manifest["threads"] = 0;
+  manifest["graph_optimization_level"] = optimization;
   // 4-bit weights behind a blocked DequantizeLinear before MatMul become onnxruntime's
   // MatMulNBits, which by default also rounds the activations to int8 (accuracy level 4);
   // level 1 computes in float, as the file's weight-only scheme says.

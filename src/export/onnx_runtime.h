@@ -20,8 +20,11 @@ struct OnnxRuntimeRun {
 // Runs `model_path` on the rows of `inputs` (named as the graph's inputs) in
 // batches of `batch_size`. nullopt, with the reason in `why`, when no runner
 // finds an onnxruntime; ExportError when the runtime fails on the model.
+// `optimization`: onnxruntime's graph optimization level. "all" (what a
+// deployment runs) fuses Q/DQ pairs into integer kernels; "basic" folds
+// constants only, so the file computes as the ONNX standard defines it.
 std::optional<OnnxRuntimeRun> run_in_onnxruntime(const std::string& model_path, const std::vector<std::string>& names,
                                                  const std::vector<at::Tensor>& inputs, int64_t batch_size,
-                                                 std::string& why);
+                                                 std::string& why, const std::string& optimization = "all");
 
 }  // namespace qforge
