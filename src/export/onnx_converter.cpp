@@ -495,14 +495,26 @@ void Converter::plant_fault_for_tests(const Node* n) {
     found->second.name = b.node1("Sigmoid", {found->second.name});
 }
 
-// Dropout and its kin are nondeterministic ops, but with `train` false (eval mode) they are the identity.
+// Dropout and its kin, and attention with dropout, are nondeterministic ops, but
+// they draw nothing with `train` false (eval mode) or a probability of 0.
 bool Converter::draws_random_numbers(const Node* n) const {
   if (!n->isNondeterministic()) return false;
   const auto* schema = n->maybeSchema();
-  const auto train = schema ? schema->argumentIndexWithName("train") : c10::nullopt;
-  if (!train) return true;
-  const auto found = values_.find(n->input(*train));
-  return found == values_.end() || !found->second.example.isBool() || found->second.example.toBool();
+  if (!schema) return true;
+  const auto argument = [&](const char* name) -> c10::optional<c10::IValue> {
+    const auto index = schema->argumentIndexWithName(name);
+    if (!index) return c10::nullopt;
+    const auto found = values_.find(n->input(*index));
+    if (found == values_.end()) return c10::nullopt;
+    return found->second.example;
+  };
+  const auto train = argument("train");
+  if (train && train->isBool() && !train->toBool()) return false;
+  for (const char* probability : {"p", "dropout_p"}) {
+    const auto p = argument(probability);
+    if (p && p->isDouble() && p->toDouble() == 0.0) return false;
+  }
+  return true;
 }
 
 void Converter::convert(Node* n) {
