@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "export/onnx_runtime.h"
+#include "graph/module_tensors.h"
 #include "metrics/output_error.h"
 #include "qforge/errors.h"
 #include "util/text.h"
@@ -221,10 +222,11 @@ OnnxVerification verify_onnx(const OnnxModel& onnx, torch::jit::Module& referenc
 
 torch::jit::Module without_fake_quantization(const torch::jit::Module& compiled, const std::string& method) {
   torch::jit::Module copy = compiled.clone();
-  auto graph = torch::jit::toGraphFunction(copy.get_method(method).function()).graph();
-  std::vector<torch::jit::Node*> quantizers;
-  for (torch::jit::Node* n : graph->nodes())
-    if (std::string(n->kind().toQualString()).find("fake_quantize") != std::string::npos) quantizers.push_back(n);
+  // Every graph: a scripted model's quantizers also sit in its submodules' methods.
+  std::set<torch::jit::Node*> quantizers;
+  edit_every_graph(copy, [&](torch::jit::Node* n) {
+    if (std::string(n->kind().toQualString()).find("fake_quantize") != std::string::npos) quantizers.insert(n);
+  });
   for (torch::jit::Node* n : quantizers) {
     n->output()->replaceAllUsesWith(n->input(0));
     n->destroy();
