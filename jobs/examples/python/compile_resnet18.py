@@ -7,6 +7,7 @@ import torchvision
 
 import qforge
 
+torch.manual_seed(0)                                                # the same model and data each run
 model = torchvision.models.resnet18(num_classes=10).eval()
 images = [torch.randn(16, 3, 64, 64) for _ in range(6)]            # your calibration batches
 compiled = qforge.compile(model, calibration_inputs=images[:4], evaluation_inputs=images[4:],
