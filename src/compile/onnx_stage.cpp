@@ -105,10 +105,13 @@ void verify_export(const OnnxModel& onnx, const torch::jit::Module& compiled, to
                    const ForwardFn& run, const ExperimentConfig& config, const CallBinding& binding,
                    const OnnxExportOptions& options, const DataTransformFn& transform, OnnxSummary& summary) {
   const OnnxExamples examples = onnx_examples(config, transform);
+  // The search for the parting node converts the model the file must equal: for a float file, the
+  // compiled model without its quantizers, whose intermediate values are the float ones.
+  const torch::jit::Module& source = options.quantized ? compiled : reference;
   const auto convert = [&](const std::vector<OnnxInputSpec>& specs) {
     OnnxExportOptions probing = options;
     probing.probe = true;
-    return export_onnx(compiled, config.model.method, binding, specs, probing);
+    return export_onnx(source, config.model.method, binding, specs, probing);
   };
   const OnnxVerification v =
       verify_onnx(onnx, reference, run, examples.specs, examples.info, convert, config.dynamic,
