@@ -40,8 +40,11 @@ def tv(name, **kwargs):
 
 def vit():
     from torchvision.models.vision_transformer import VisionTransformer
-    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                             num_classes=10)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                              num_classes=10)
+    # torchvision starts the head at zero: every output would be 0 and every comparison "inf dB"
+    torch.nn.init.normal_(model.heads.head.weight, std=0.1)
+    return model
 
 
 def swin():
