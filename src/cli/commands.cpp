@@ -318,7 +318,7 @@ int cmd_export(const std::vector<std::string>& argv) {
   const OnnxModel onnx = export_for_experiment(model.module(), config, binding, options);
   // Checked before it is written: against the compiled model, or the float one it computes without its quantizers.
   torch::jit::Module reference =
-      float_only ? without_fake_quantization(model.module(), config.model.method) : model.module();
+      float_only ? without_fake_quantization(model.module()) : model.module();
   const ForwardFn run = [&](torch::jit::Module& m, const Batch& b) {
     return run_module(m, config.model.method, binding, b, dir + "/model.qforge.pt");
   };

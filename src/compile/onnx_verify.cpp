@@ -220,7 +220,7 @@ OnnxVerification verify_onnx(const OnnxModel& onnx, torch::jit::Module& referenc
   return v;
 }
 
-torch::jit::Module without_fake_quantization(const torch::jit::Module& compiled, const std::string& method) {
+torch::jit::Module without_fake_quantization(const torch::jit::Module& compiled) {
   torch::jit::Module copy = compiled.clone();
   // Every graph: a scripted model's quantizers also sit in its submodules' methods.
   std::set<torch::jit::Node*> quantizers;

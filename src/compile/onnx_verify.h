@@ -50,6 +50,6 @@ OnnxVerification verify_onnx(const OnnxModel& onnx, torch::jit::Module& referenc
 
 // A copy of a compiled model with its fake-quantization ops taken out: what a
 // float export (qforge export --float) computes.
-torch::jit::Module without_fake_quantization(const torch::jit::Module& compiled, const std::string& method);
+torch::jit::Module without_fake_quantization(const torch::jit::Module& compiled);
 
 }  // namespace qforge
