@@ -212,11 +212,13 @@ OnnxVerification verify_onnx(const OnnxModel& onnx, torch::jit::Module& referenc
   }
   v.verified = true;
   if (!(v.optimized_worst_db >= min_db))
-    v.optimized_note = "onnxruntime's optimized kernels (graph optimization level all: Q/DQ fused into integer "
-                       "kernels) compute this file at " + db_text(v.optimized_worst_db) +
-                       " dB against the model on fresh inputs, while the file as ONNX defines it is at " +
-                       db_text(v.worst_db) + " dB: that is onnxruntime's arithmetic on this CPU; check the "
-                       "accuracy in your deployment runtime, or run onnxruntime at graph optimization level basic";
+    v.optimized_note =
+        "onnxruntime's optimized kernels (graph optimization level all: Q/DQ fused into integer "
+        "kernels) compute this file at " +
+        db_text(v.optimized_worst_db) +
+        " dB against the model on fresh inputs, while the file as ONNX defines it is at " + db_text(v.worst_db) +
+        " dB: that is onnxruntime's arithmetic on this CPU; check the "
+        "accuracy in your deployment runtime, or run onnxruntime at graph optimization level basic";
   return v;
 }
 

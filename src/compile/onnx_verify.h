@@ -29,9 +29,9 @@ constexpr double kMinFloatOnnxSqnrDb = 60.0;  // float files: the same arithmeti
 
 struct OnnxVerification {
   bool verified = false;
-  std::string runtime;                // the onnxruntime that ran the file
-  std::string not_verified;           // why it was not run (no onnxruntime)
-  std::vector<std::string> batches;   // the fresh inputs' shapes, one line a batch
+  std::string runtime;               // the onnxruntime that ran the file
+  std::string not_verified;          // why it was not run (no onnxruntime)
+  std::vector<std::string> batches;  // the fresh inputs' shapes, one line a batch
   double worst_db = std::numeric_limits<double>::infinity();
   // The same batches with onnxruntime's optimizations on (Q/DQ fused into integer
   // kernels, as a deployment runs it): a figure, and a note when below min_db.
@@ -40,9 +40,9 @@ struct OnnxVerification {
 };
 
 // `reference` computes what the file must (run by `run`); `examples` are the
-// file's inputs as exported, `info` the data whose shape groups they come from; `convert` exports the same model for other
-// example inputs (with OnnxExportOptions::probe, for the search). ExportError
-// (exit 7) when an output is below `min_db`.
+// file's inputs as exported, `info` the data whose shape groups they come from; `convert` exports the same model for
+// other example inputs (with OnnxExportOptions::probe, for the search). ExportError (exit 7) when an output is below
+// `min_db`.
 OnnxVerification verify_onnx(const OnnxModel& onnx, torch::jit::Module& reference, const ForwardFn& run,
                              const std::vector<OnnxInputSpec>& examples, const DatasetInfo& info,
                              const std::function<OnnxModel(const std::vector<OnnxInputSpec>&)>& convert, bool dynamic,

@@ -12,9 +12,9 @@ namespace {
 
 struct Recurrent {
   const char* op;
-  int64_t gates;                 // 4 (LSTM) or 3 (GRU)
-  std::vector<int64_t> order;    // ONNX's gate k is PyTorch's gate order[k]
-  size_t first_flag;             // index of has_biases among the node's inputs
+  int64_t gates;               // 4 (LSTM) or 3 (GRU)
+  std::vector<int64_t> order;  // ONNX's gate k is PyTorch's gate order[k]
+  size_t first_flag;           // index of has_biases among the node's inputs
 };
 
 const Recurrent kLstm{"LSTM", 4, {0, 3, 1, 2}, 3};
@@ -70,8 +70,8 @@ void recurrent(Converter& cx, const Node* n, const Recurrent& r) {
                                        cx.constant(at::stack(rw).to(dt), stem + ".weight_hh"),
                                        cx.constant(at::stack(bias).to(dt), stem + ".bias"), ""};
     const auto states = [&](const std::string& all) {  // this layer's slice of [layers * directions, ...]
-      return b.node1("Slice", {all, b.int64s({layer * directions}), b.int64s({(layer + 1) * directions}),
-                               b.int64s({0})});
+      return b.node1("Slice",
+                     {all, b.int64s({layer * directions}), b.int64s({(layer + 1) * directions}), b.int64s({0})});
     };
     for (const auto& s : initial) inputs.push_back(states(s));
     Attributes attributes = {{"hidden_size", hidden},
