@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "qforge/errors.h"
@@ -102,17 +103,17 @@ class ColumnParams {
 };
 
 // The upper Cholesky factor of H⁻¹ after dampening; ModelError when H is not positive definite.
-at::Tensor inverse_hessian_factor(at::Tensor h, double dampening, const std::string& layer) {
+at::Tensor inverse_hessian_factor(at::Tensor h, double dampening, const std::string& layer,
+                                  const std::string& dampening_key, const std::string& instead) {
   const double damp = dampening * h.diagonal().mean().item<double>();
   h.diagonal().add_(damp);
   auto [lower, info] = at::linalg_cholesky_ex(h);
   at::Tensor factor;
   if (info.item<int64_t>() == 0) std::tie(factor, info) = at::linalg_cholesky_ex(at::cholesky_inverse(lower), true);
   if (info.item<int64_t>() != 0)
-    throw ModelError("layer '" + layer + "': GPTQ's Hessian of the layer's inputs is not positive definite with " +
-                     "dampening " + std::to_string(dampening) +
-                     " (its inputs are linearly dependent); raise quantization_settings.weights.gptq.dampening, or "
-                     "set weights.algorithm: rtn for this layer in layer_quantization_settings");
+    throw ModelError("layer '" + layer + "': the Hessian of the layer's inputs is not positive definite with " +
+                     "dampening " + std::to_string(dampening) + " (its inputs are linearly dependent); raise " +
+                     dampening_key + ", or set " + instead + " for this layer in layer_quantization_settings");
   return factor;
 }
 
@@ -124,43 +125,77 @@ int64_t solve_block(const WeightQuantSettings& settings, int64_t columns) {
   return block;
 }
 
-}  // namespace
-
-bool gptq_applies(const LayerInfo& layer) { return layer.linear; }
-
-GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
-                         const std::string& layer) {
-  if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) || hessian.size(1) != weight.size(1))
-    throw ModelError("layer '" + layer + "': GPTQ needs a [outputs, inputs] weight and an [inputs, inputs] Hessian");
-  const int64_t columns = weight.size(1);
-  at::Tensor w = weight.detach().to(at::kDouble).clone();
-  at::Tensor h = hessian.to(w.device(), at::kDouble).clone();
-  // Inputs that are always zero carry no information: their weights round to zero.
-  const at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1.0);
-  w.index_put_({Slice(), dead}, 0.0);
-  at::Tensor order;  // act_order: solve position -> original column
-  if (settings.gptq.act_order)
-    order = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
-  ColumnParams params(w, settings, order.defined() ? order.cpu() : at::Tensor());  // from the weight in its order
-  if (order.defined()) {
-    w = w.index_select(1, order);
-    h = h.index_select(0, order).index_select(1, order);
+// Which weights of the columns a solve reaches stay (true) or become zero:
+// held from an earlier pruning, or chosen as the solve goes (SparseGPT) where
+// removing them costs least, w² / [H⁻¹]²ⱼⱼ, on the weights as updated so far.
+class ColumnMask {
+ public:
+  ColumnMask(const SolveSparsity& sparsity, const at::Tensor& w) : sparsity_(sparsity) {
+    if (sparsity.held.defined()) mask_ = sparsity.held.to(w.device(), at::kBool).reshape(w.sizes()).clone();
+    if (sparsity.chooses()) mask_ = at::ones(w.sizes(), w.options().dtype(at::kBool));
   }
-  const at::Tensor u = inverse_hessian_factor(h, settings.gptq.dampening, layer);
+  bool active() const { return mask_.defined(); }
+  const at::Tensor& mask() const { return mask_; }
+  void permute(const at::Tensor& order) {
+    if (mask_.defined()) mask_ = mask_.index_select(1, order);
+  }
+  // Unstructured: a block's share of its weights, at the block's start.
+  void start_block(const at::Tensor& wb, const at::Tensor& ub, int64_t b0) {
+    if (!sparsity_.chooses() || sparsity_.m > 0) return;
+    const at::Tensor cost = wb.square() / ub.diagonal().square().unsqueeze(0);
+    const int64_t pruned = static_cast<int64_t>(std::llround(sparsity_.sparsity * static_cast<double>(cost.numel())));
+    prune_least(cost.reshape({-1}), pruned, mask_.narrow(1, b0, wb.size(1)));
+  }
+  // N:M: every M columns, the M-N weights of each row that cost least.
+  void start_column(const at::Tensor& wb, const at::Tensor& ub, int64_t i, int64_t column) {
+    if (!sparsity_.chooses() || sparsity_.m == 0 || column % sparsity_.m != 0) return;
+    const int64_t m = sparsity_.m;
+    const at::Tensor cost = wb.narrow(1, i, m).square() / ub.diagonal().narrow(0, i, m).square().unsqueeze(0);
+    const at::Tensor order = std::get<1>(at::sort(cost, /*stable=*/true, /*dim=*/1, /*descending=*/false));
+    mask_.narrow(1, column, m).scatter_(1, order.narrow(1, 0, m - sparsity_.n), false);
+  }
+  at::Tensor apply(const at::Tensor& value, int64_t column) const {
+    return mask_.defined() ? value * mask_.select(1, column).to(value.scalar_type()) : value;
+  }
+  // Columns [first, first + n) as they will be kept: a group's parameters see no pruned weight.
+  at::Tensor kept(const at::Tensor& columns, int64_t first) const {
+    return mask_.defined() ? columns * mask_.narrow(1, first, columns.size(1)).to(columns.scalar_type()) : columns;
+  }
+
+ private:
+  // The `count` entries of `cost` (flattened over `mask`) that cost least leave `mask`; ties by position.
+  static void prune_least(const at::Tensor& cost, int64_t count, at::Tensor mask) {
+    if (count <= 0) return;
+    const at::Tensor order = std::get<1>(at::sort(cost, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+    at::Tensor flat = at::ones({cost.numel()}, mask.options());
+    flat.index_fill_(0, order.narrow(0, 0, count), false);
+    mask.copy_(flat.reshape(mask.sizes()));
+  }
+  SolveSparsity sparsity_;
+  at::Tensor mask_;
+};
+
+// The solve GPTQ and SparseGPT share (optimal brain surgery one column at a
+// time): each column takes its value (rounded onto the grid, and zero where
+// the mask prunes it), and its error is spread over the columns after it
+// through the upper Cholesky factor `u` of H⁻¹. `round` may be empty (no quantization).
+at::Tensor solve_columns(at::Tensor w, const at::Tensor& u, int64_t block, ColumnParams* round, ColumnMask& mask) {
+  const int64_t columns = w.size(1);
   at::Tensor q = at::zeros_like(w);
-  const int64_t block = solve_block(settings, columns);
   for (int64_t b0 = 0; b0 < columns; b0 += block) {
     const int64_t b1 = std::min(b0 + block, columns);
     at::Tensor wb = w.index({Slice(), Slice(b0, b1)}).clone();
     at::Tensor errors = at::zeros_like(wb);
     const at::Tensor ub = u.index({Slice(b0, b1), Slice(b0, b1)});
+    mask.start_block(wb, ub, b0);
     for (int64_t i = 0; i < b1 - b0; ++i) {
       const int64_t column = b0 + i;
-      if (params.groups_follow_solve() && column % params.group_size() == 0)
-        params.set_group(column / params.group_size(), wb.index({Slice(), Slice(i, i + params.group_size())}));
+      mask.start_column(wb, ub, i, column);
+      if (round && round->groups_follow_solve() && column % round->group_size() == 0)
+        round->set_group(column / round->group_size(),
+                         mask.kept(wb.index({Slice(), Slice(i, i + round->group_size())}), column));
       const at::Tensor wi = wb.select(1, i);
-      const at::Tensor qi = params.round(wi, column);
+      const at::Tensor qi = mask.apply(round ? round->round(wi, column) : wi, column);
       q.select(1, column).copy_(qi);
       const at::Tensor error = (wi - qi) / ub[i][i];
       wb.index({Slice(), Slice(i, at::indexing::None)}) -=
@@ -171,11 +206,59 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
       w.index({Slice(), Slice(b1, at::indexing::None)}) -=
           errors.mm(u.index({Slice(b0, b1), Slice(b1, at::indexing::None)}));
   }
+  return q;
+}
+
+// The weight and Hessian in float64, inputs that are always zero removed
+// (they carry no information: their weights become zero).
+std::pair<at::Tensor, at::Tensor> solve_inputs(const at::Tensor& weight, const at::Tensor& hessian,
+                                               const std::string& layer, const char* algorithm) {
+  if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) || hessian.size(1) != weight.size(1))
+    throw ModelError("layer '" + layer + "': " + algorithm +
+                     " needs a [outputs, inputs] weight and an [inputs, inputs] Hessian");
+  at::Tensor w = weight.detach().to(at::kDouble).clone();
+  at::Tensor h = hessian.to(w.device(), at::kDouble).clone();
+  const at::Tensor dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(dead, 1.0);
+  w.index_put_({Slice(), dead}, 0.0);
+  return {w, h};
+}
+
+}  // namespace
+
+bool gptq_applies(const LayerInfo& layer) { return layer.linear; }
+
+GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
+                         const std::string& layer, const SolveSparsity& sparsity) {
+  auto [w, h] = solve_inputs(weight, hessian, layer, "GPTQ");
+  at::Tensor order;  // act_order: solve position -> original column
+  if (settings.gptq.act_order)
+    order = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  ColumnParams params(w, settings, order.defined() ? order.cpu() : at::Tensor());  // from the weight in its order
+  ColumnMask mask(sparsity, w);
+  if (order.defined()) {
+    w = w.index_select(1, order);
+    h = h.index_select(0, order).index_select(1, order);
+    mask.permute(order);
+  }
+  const at::Tensor u = inverse_hessian_factor(h, settings.gptq.dampening, layer,
+                                              "quantization_settings.weights.gptq.dampening", "weights.algorithm: rtn");
+  at::Tensor q = solve_columns(w, u, solve_block(settings, w.size(1)), &params, mask);
   if (order.defined()) q = q.index_select(1, at::argsort(order));
   GptqResult result;
   result.weight = q.to(weight.scalar_type()).reshape(weight.sizes());
   result.quant = params.result(weight.detach());
   return result;
+}
+
+SparseGptResult sparsegpt_prune(const at::Tensor& weight, const at::Tensor& hessian, const SolveSparsity& sparsity,
+                                double dampening, int64_t block_size, const std::string& layer) {
+  auto [w, h] = solve_inputs(weight, hessian, layer, "SparseGPT");
+  ColumnMask mask(sparsity, w);
+  const at::Tensor u =
+      inverse_hessian_factor(h, dampening, layer, "pruning_settings.dampening", "pruning.method: magnitude");
+  const at::Tensor pruned = solve_columns(w, u, std::min(block_size, w.size(1)), nullptr, mask);
+  return {pruned.to(weight.scalar_type()).reshape(weight.sizes()), mask.mask().reshape(weight.sizes())};
 }
 
 }  // namespace qforge

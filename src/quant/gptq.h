@@ -37,6 +37,17 @@ class HessianSum {
   at::Tensor sums_;
 };
 
+// Which weights a solve sets to zero. `held`: a mask kept from an earlier
+// pruning (bool, the weight's shape, true = kept). Otherwise the solve chooses
+// (SparseGPT): `sparsity` of every block of columns (m = 0), or n kept of
+// every m consecutive columns of each row.
+struct SolveSparsity {
+  at::Tensor held;
+  double sparsity = 0;
+  int64_t n = 0, m = 0;
+  bool chooses() const { return !held.defined() && (m > 0 || sparsity > 0); }
+};
+
 struct GptqResult {
   at::Tensor weight;  // on the grid, in the weight's shape, dtype and device
   WeightQuant quant;  // in the layout observe_weight gives for the same settings
@@ -48,8 +59,20 @@ struct GptqResult {
 // columns as they stand when the solve reaches them, or with act_order from
 // the original weight, so groups stay contiguous). ModelError names `layer`
 // when the dampened Hessian is not positive definite.
+// With a held mask, the pruned weights stay zero and their neighbours make up
+// for the rounding as before (pruning and quantization through one Hessian).
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const WeightQuantSettings& settings,
-                         const std::string& layer);
+                         const std::string& layer, const SolveSparsity& sparsity = {});
+
+// SparseGPT (Frantar & Alistarh, 2023): GPTQ's solve without the grid; the
+// weights `sparsity` chooses become zero and the kept ones of later columns
+// make up for them. Returns the pruned weight (the weight's dtype) and its mask.
+struct SparseGptResult {
+  at::Tensor weight;
+  at::Tensor mask;  // bool, true = kept
+};
+SparseGptResult sparsegpt_prune(const at::Tensor& weight, const at::Tensor& hessian, const SolveSparsity& sparsity,
+                                double dampening, int64_t block_size, const std::string& layer);
 
 // Whether GPTQ can solve a layer of this type and weight shape (Linear).
 bool gptq_applies(const LayerInfo& layer);
