@@ -122,6 +122,15 @@ struct CompileCallbacks {
 
 // ---- The plan: what happens to each layer and which rows each rank reads ----
 
+// The pruning planned for one layer: pruning_settings with its overrides.
+struct LayerPruning {
+  PruningMethod method = PruningMethod::Magnitude;
+  double sparsity = 0;   // share of the weights set to zero (1 - n/m for N:M)
+  int64_t n = 0, m = 0;  // N:M: n kept of every m inputs; m = 0: unstructured
+  std::string note;      // what was planned otherwise than asked, and why (wanda on a convolution: magnitude)
+  std::string pattern() const;  // "unstructured" or "2:4"
+};
+
 struct LayerPlan {
   LayerInfo layer;
   bool quantize = false;
@@ -132,6 +141,8 @@ struct LayerPlan {
   WeightQuantSettings weights;       // effective settings, overrides applied
   TensorQuantSettings activations;
   bool smoothed = false;  // activations.smoothing scales its input (SmoothQuant)
+  std::optional<LayerPruning> pruning;  // null: the layer stays dense
+  std::string dense_reason;             // with pruning_settings: why the layer stays dense
 };
 
 struct RankShard {
@@ -235,6 +246,17 @@ struct LayerResult {
   std::optional<double> sensitivity;     // relative output error with only this layer quantized
   std::optional<double> weight_sqnr_db;  // weight vs its quantized values (before fine-tuning)
   bool fine_tuned = false;               // its weight carries a merged QA-LoRA adapter
+  // What pruning did to the layer's weight (pruning_settings): the mask
+  // (bool, true = kept), held through quantization and fine-tuning.
+  struct Pruned {
+    std::string method;     // magnitude | wanda | sparsegpt
+    std::string pattern;    // unstructured | N:M
+    double planned = 0;     // the sparsity asked for
+    double sparsity = 0;    // the share of zeros in the weight as pruned
+    std::optional<double> output_error;  // relative output error on the calibration inputs (Linear layers)
+    at::Tensor mask;
+  };
+  std::optional<Pruned> pruned;
   int64_t weight_elements = 0;
 };
 

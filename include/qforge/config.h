@@ -23,6 +23,7 @@ enum class BlockOffload { Auto, Cpu, None };
 enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
 enum class FineTuneMethod { QaLora, Lora };
+enum class PruningMethod { Magnitude, Wanda, SparseGpt };
 enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
 
 // model:
@@ -137,6 +138,27 @@ struct QuantizationSettings {
   std::optional<double> sensitivity_threshold;  // sensitivity_threshold: relative error above which a layer stays FP
 };
 
+// pruning_settings: weights set to zero before quantization, each layer's
+// calibration inputs measured on the model whose earlier layers are pruned.
+struct PruningSettings {
+  PruningMethod method = PruningMethod::Wanda;  // method: magnitude | wanda | sparsegpt
+  double sparsity = 0.5;                        // sparsity: share of each layer's weights set to zero, [0, 1)
+  std::string pattern = "unstructured";         // pattern: unstructured | N:M (2:4, 4:8): N kept of every M inputs
+  double dampening = 0.01;                      // dampening: sparsegpt, as gptq.dampening
+  int64_t block_size = 128;                     // block_size: sparsegpt: columns whose mask is chosen together
+  std::string blocks = "auto";                  // blocks: as gptq.blocks: the layers pruned together, in order
+  // sensitivity_threshold: relative output error above which a layer is pruned less (down to dense); null = off
+  std::optional<double> sensitivity_threshold;
+};
+
+// Per-layer pruning override (layer_quantization_settings.<layer>.pruning).
+struct PruningOverride {
+  std::optional<bool> enabled;
+  std::optional<PruningMethod> method;
+  std::optional<double> sparsity;
+  std::optional<std::string> pattern;
+};
+
 // Per-layer override: every field unset inherits the global setting.
 struct TensorQuantOverride {
   std::optional<bool> enabled;
@@ -158,6 +180,7 @@ struct LayerQuantizationSettings {
   bool skip = false;                // skip: keep this layer in floating point
   WeightQuantOverride weights;      // weights: overrides of quantization_settings.weights
   TensorQuantOverride activations;  // activations: overrides of quantization_settings.activations
+  PruningOverride pruning;          // pruning: overrides of pruning_settings
 };
 
 // compile_options.fine_tune: quantization-aware LoRA after calibration.
@@ -231,6 +254,7 @@ struct ExperimentConfig {
   std::optional<DeploymentSettings> deployment_settings;
   std::optional<QuantizationSettings> quantization_settings;
   std::map<std::string, LayerQuantizationSettings> layer_quantization_settings;
+  std::optional<PruningSettings> pruning_settings;
   CompileOptions compile_options;
   bool discard_input_model = true;
   bool is_model_pretrained = true;
@@ -260,6 +284,13 @@ E enum_from_string(const std::string& text, const std::string& key_path);
 // Every YAML name of an enum, in declaration order.
 template <class E>
 std::vector<std::string> enum_names();
+
+// A pruning pattern: "unstructured" (m = 0), or "N:M", n kept of every m
+// (1 <= n < m); ConfigError naming `key` otherwise.
+struct SparsityPattern {
+  int64_t n = 0, m = 0;
+};
+SparsityPattern parse_sparsity_pattern(const std::string& text, const std::string& key);
 
 // Bytes of one element of dtype.
 int64_t dtype_size(DType dtype);

@@ -68,18 +68,52 @@ json::object layer_params_json(const LayerResult& l) {
   }
   if (l.sensitivity) o["sensitivity"] = *l.sensitivity;
   if (l.fine_tuned) o["fine_tuned"] = true;
+  if (l.pruned) {
+    const auto& p = *l.pruned;
+    json::object pruning{
+        {"method", p.method}, {"pattern", p.pattern}, {"planned_sparsity", p.planned}, {"sparsity", p.sparsity}};
+    if (p.output_error) pruning["output_error"] = *p.output_error;
+    o["pruning"] = pruning;
+  } else if (!l.plan.dense_reason.empty()) {
+    o["pruning"] = json::object{{"dense", l.plan.dense_reason}};
+  }
   return o;
+}
+
+// Pruning over the whole model: the pruned layers' weights and the zeros among them.
+struct PruningTotals {
+  int64_t layers = 0, weights = 0, zeros = 0;
+};
+
+PruningTotals pruning_totals(const CompileResult& result) {
+  PruningTotals t;
+  for (const auto& l : result.layers) {
+    if (!l.pruned) continue;
+    const int64_t n = l.pruned->mask.numel();
+    ++t.layers;
+    t.weights += n;
+    t.zeros += n - l.pruned->mask.sum().item<int64_t>();
+  }
+  return t;
+}
+
+// The pruned layers, one line each, after the layer table.
+void write_pruning_text(std::ostream& out, const CompileResult& result) {
+  const PruningTotals t = pruning_totals(result);
+  if (t.layers == 0) return;
+  out << "\n  pruning: " << t.layers << " layers, " << t.zeros << " of their " << t.weights << " weights zero ("
+      << fixed(100.0 * static_cast<double>(t.zeros) / static_cast<double>(t.weights), 1) << "%)\n";
+  for (const auto& l : result.layers) {
+    if (!l.pruned) continue;
+    const auto& p = *l.pruned;
+    out << "    " << l.plan.layer.name << ": " << p.method << " " << p.pattern << ", " << fixed(100.0 * p.sparsity, 1)
+        << "% zero" << (p.planned != p.sparsity ? " (planned " + fixed(100.0 * p.planned, 1) + "%)" : "")
+        << (p.output_error ? ", relative output error " + fixed(*p.output_error, 5) : "") << "\n";
+  }
 }
 
 // JSON has no infinity: an exact match is reported as null.
 json::value finite_or_null(double v) { return std::isfinite(v) ? json::value(v) : json::value(nullptr); }
-
-std::string fixed(double v, int digits) {
-  if (!std::isfinite(v)) return v > 0 ? "inf" : "-";
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(digits) << v;
-  return out.str();
-}
 
 std::string percent(int64_t part, int64_t whole) { return whole ? fixed(100.0 * part / whole, 2) + "%" : "-"; }
 
@@ -116,10 +150,11 @@ json::object onnx_json(const OnnxSummary& o) {
   out["quantized_activations"] = o.quantized_activations;
   out["notes"] = json::array(o.notes.begin(), o.notes.end());
   if (o.not_verified.empty()) {
-    out["fresh_inputs"] = json::object{{"runtime", o.runtime},
-                                       {"batches", json::array(o.verified_on.begin(), o.verified_on.end())},
-                                       {"worst_output_sqnr_db", finite_or_null(o.verified_worst_db)},
-                                       {"optimized_worst_output_sqnr_db", finite_or_null(o.verified_optimized_worst_db)}};
+    out["fresh_inputs"] =
+        json::object{{"runtime", o.runtime},
+                     {"batches", json::array(o.verified_on.begin(), o.verified_on.end())},
+                     {"worst_output_sqnr_db", finite_or_null(o.verified_worst_db)},
+                     {"optimized_worst_output_sqnr_db", finite_or_null(o.verified_optimized_worst_db)}};
     if (!o.optimized_note.empty()) out["fresh_inputs"].as_object()["optimized_note"] = o.optimized_note;
   } else {
     out["not_verified"] = o.not_verified;
@@ -230,6 +265,8 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
     layers.push_back(o);
   }
   root["layers"] = layers;
+  if (const PruningTotals t = pruning_totals(result); t.layers > 0)
+    root["pruning"] = json::object{{"layers", t.layers}, {"weights", t.weights}, {"zeros", t.zeros}};
   json::object sizes;
   sizes["float_bytes"] = result.float_bytes;
   sizes["deployed_bytes"] = result.deployed_bytes;
@@ -315,6 +352,7 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
         << (l.quantized ? "quantize" + algorithm_text(l) + fine_tuned : (l.plan.tied ? "tied: " : "float: ") + l.reason)
         << "\n";
   }
+  write_pruning_text(out, result);
   for (const auto& note : result.notes) out << "\n  note: " << note;
   if (!result.notes.empty()) out << "\n";
   out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)
@@ -326,9 +364,9 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
         << " quantized activations)\n";
     if (result.onnx.not_verified.empty())
       out << "  ONNX against model.qforge.pt on fresh inputs (" << result.onnx.verified_on.size()
-          << " batch(es), every shape and each dynamic axis at a new size): worst output " << fixed(result.onnx.verified_worst_db, 1)
-          << " dB as ONNX defines it, " << fixed(result.onnx.verified_optimized_worst_db, 1)
-          << " dB with onnxruntime's optimized kernels\n";
+          << " batch(es), every shape and each dynamic axis at a new size): worst output "
+          << fixed(result.onnx.verified_worst_db, 1) << " dB as ONNX defines it, "
+          << fixed(result.onnx.verified_optimized_worst_db, 1) << " dB with onnxruntime's optimized kernels\n";
     else
       out << "  ONNX not checked on fresh inputs: " << result.onnx.not_verified << "\n";
     if (result.onnx.evaluation)

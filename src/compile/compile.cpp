@@ -232,6 +232,7 @@ void CompileSession::prepare() {
     }
     if (p.quantizing) refuse_quantizing_nothing(p.plans);
     plan_gptq_steps();
+    plan_pruning_steps();
     plan_input_scales();
     if (!config_.compile_options.ptq)
       for (const auto& plan : p.plans)
@@ -316,6 +317,8 @@ void CompileSession::plan_activation_points() {
     p.points.push_back({p.plans[i].layer.name, p.plans[i].activations, true});
   }
 }
+
+torch::jit::Module& CompileSession::reference_model() { return dense_ ? *dense_ : prepared_.model->module(); }
 
 at::Tensor CompileSession::float_weight(const std::string& layer) const {
   return prepared_.model->submodule(layer).attr("weight").toTensor().detach();
@@ -462,6 +465,7 @@ void CompileSession::quantize() {
         l.output_range = quant_range(l.plan.activations.bits, l.plan.activations.is_signed);
       }
       if (auto s = input_scaling_.find(l.plan.layer.name); s != input_scaling_.end()) l.input_scaling = s->second;
+      if (auto s = pruned_.find(l.plan.layer.name); s != pruned_.end()) l.pruned = s->second;
       result_.layers.push_back(std::move(l));
     }
   });
@@ -532,7 +536,8 @@ bool CompileSession::fine_tune() {
           });
       if (wanted && l.weight) {
         targets.push_back({fake_quant_of(l), l.plan.weights,
-                           l.solved_weight.defined() ? l.solved_weight : float_weight(l.plan.layer.name)});
+                           l.solved_weight.defined() ? l.solved_weight : float_weight(l.plan.layer.name),
+                           l.pruned ? l.pruned->mask : at::Tensor()});
         l.fine_tuned = true;
       } else {
         options.others.push_back(fake_quant_of(l));
@@ -566,7 +571,7 @@ bool CompileSession::fine_tune() {
       EvaluationSums sums;
       const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
       rt_.collective_phase("evaluate at step " + std::to_string(step),
-                           [&] { sums = evaluate_shard(p.model->module(), student, run, evaluation_source()); });
+                           [&] { sums = evaluate_shard(reference_model(), student, run, evaluation_source()); });
       evaluations.push_back({step, reduce_evaluation(sums, *p.comm)});
       return evaluations.back().result;
     };
@@ -576,6 +581,7 @@ bool CompileSession::fine_tune() {
       if (rt_.is_root()) log_progress(progress, log_every);
     };
   const CollectiveTraffic traffic = collective_traffic();
+  if (dense_) options.teacher = &*dense_;  // pruned: the dense model teaches
   const FineTuneReport tuned = qforge::fine_tune(p.model->module(), options, p.comm.get(), rt_, hooks);
   timer_.record("fine-tune", tuned.seconds, traffic);
   if (!tuned.finished) {  // stop_after_steps or a signal: the checkpoint is the only output of this run
@@ -674,7 +680,7 @@ void CompileSession::evaluate() {
     const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return this->run(m, b); };
     EvaluationSums sums;
     timer_.run(
-        "evaluate", [&] { sums = evaluate_shard(prepared_.model->module(), result_.model, run, evaluation_source()); },
+        "evaluate", [&] { sums = evaluate_shard(reference_model(), result_.model, run, evaluation_source()); },
         [&] { result_.evaluation = reduce_evaluation(sums, *prepared_.comm); });
   }
   // Deployable anywhere: the compiled model leaves on the CPU, and runs on the
@@ -751,6 +757,7 @@ CompileResult compile(const ExperimentConfig& config, const CompileCallbacks& ca
   }
   CompileSession session(config, callbacks, input);
   session.prepare();
+  session.prune();
   session.smooth();
   session.calibrate();
   session.quantize();

@@ -61,10 +61,24 @@ json::object layer_json(const LayerPlan& p) {
     o["weights"] = qforge::to_json(p.weights);
     o["activations"] = qforge::to_json(p.activations);
   }
+  if (p.pruning)
+    o["pruning"] = json::object{{"method", to_string(p.pruning->method)},
+                                {"pattern", p.pruning->pattern()},
+                                {"sparsity", p.pruning->sparsity}};
+  else if (!p.dense_reason.empty())
+    o["pruning"] = json::object{{"dense", p.dense_reason}};
   json::array matched;
   for (const auto& m : p.matched) matched.emplace_back(m);
   o["matched_settings"] = matched;
   return o;
+}
+
+// " + prune wanda 50%", " + prune 2:4 sparsegpt", " (dense: why)", or nothing without pruning_settings.
+std::string pruning_text(const LayerPlan& p) {
+  if (p.pruning)
+    return std::string(" + prune ") + to_string(p.pruning->method) + " " +
+           (p.pruning->m > 0 ? p.pruning->pattern() : fixed(100.0 * p.pruning->sparsity, 0) + "%");
+  return p.dense_reason.empty() ? std::string() : " (dense: " + p.dense_reason + ")";
 }
 
 }  // namespace
@@ -173,6 +187,7 @@ std::string Plan::to_text() const {
                   (l.activations.enabled ? " a" + std::to_string(l.activations.bits) : " a-fp") +
                   (l.smoothed ? " smoothquant" : "")
             : "skip: " + l.reason;
+    decision += pruning_text(l);
     out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
         << std::setw(10) << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }

@@ -21,6 +21,7 @@
 #include "graph/model.h"
 #include "output/output_dir.h"
 #include "plan/solve_steps.h"
+#include "prune/prune_weight.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
 #include "runtime/communicator.h"
@@ -47,6 +48,7 @@ struct PreparedCompile {
   std::vector<InputGroup> scale_groups;
   std::vector<bool> group_awq;
   SolveSteps awq_steps;
+  SolveSteps prune_steps;  // the layers Wanda and SparseGPT prune, block by block
 };
 
 // A planned layer whose input no observer saw on any rank is not run as a
@@ -68,6 +70,7 @@ class CompileSession {
   CompileSession& operator=(const CompileSession&) = delete;
 
   void prepare();              // claim out_dir; load, bind, fold batch norms, plan layers and activation points
+  void prune();                // pruning_settings: weights set to zero, the masks kept for the later stages
   void smooth();               // AWQ and SmoothQuant: input scales from the calibration data, applied to the model
   void calibrate();            // activation ranges over every rank's shard
   void quantize();             // weight and activation parameters per layer (GPTQ's solves among them)
@@ -103,17 +106,37 @@ class CompileSession {
   std::vector<at::Tensor> awq_group_scales(const std::vector<size_t>& groups, const std::string& phase,
                                            std::vector<double>& alphas);
   void solve_gptq_layers();  // step by step (block by block), each step's XᵀX on the solved model
-  bool solve_gptq_on_kept_inputs(const std::vector<SolveSteps::Step>& steps, const std::map<std::string, size_t>& index,
-                                 std::vector<std::string>& unreached);  // false: the blocks cannot be run alone
-  void solve_gptq_from_model_inputs(const std::vector<SolveSteps::Step>& steps,
-                                    const std::map<std::string, size_t>& index, std::vector<std::string>& unreached);
-  std::vector<size_t> solve_gptq_step(const SolveSteps::Step& step, const std::string& title, torch::jit::Module& model,
-                                      const std::string& method, const Sweep& sweep,
-                                      const std::map<std::string, size_t>& index, std::vector<std::string>& unreached);
-  void set_solved_weights(torch::jit::Module& model, const std::vector<size_t>& layers) const;
+  // The block-by-block pass GPTQ and pruning share (compile/hessian_steps.cpp):
+  // each step's layers get their XᵀX on the model whose earlier steps are
+  // solved; `solve` gets them (undefined where no input of the layer's width
+  // reached it) and returns the weights the later steps compute with.
+  using StepSolve = std::function<std::map<std::string, at::Tensor>(
+      const std::vector<std::string>& layers, const std::vector<at::Tensor>& hessians, const std::string& title)>;
+  void solve_in_steps(const std::vector<SolveSteps::Step>& steps, const std::string& algorithm,
+                      const StepSolve& solve);
+  bool solve_on_kept_inputs(const std::vector<SolveSteps::Step>& steps, const std::string& algorithm,
+                            const StepSolve& solve);  // false: the blocks cannot be run alone
+  void solve_from_model_inputs(const std::vector<SolveSteps::Step>& steps, const std::string& algorithm,
+                               const StepSolve& solve);
+  std::map<std::string, at::Tensor> solve_step(const SolveSteps::Step& step, const std::string& title,
+                                               torch::jit::Module& model, const std::string& method,
+                                               const Sweep& sweep, const StepSolve& solve);
+  void set_weights(torch::jit::Module& model, const std::map<std::string, at::Tensor>& weights) const;
   void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
                        const std::string& phase);
   void claim_output_directory();
+  void plan_pruning_steps();
+  bool reads_inputs_to_prune(const LayerPlan& plan) const;
+  std::map<std::string, at::Tensor> prune_and_share(const std::vector<std::string>& names,
+                                                    const std::vector<at::Tensor>& hessians, const std::string& title);
+  std::vector<LayerPruning> allocate_sparsity(const std::vector<std::string>& names,
+                                              const std::vector<at::Tensor>& hessians,
+                                              const std::vector<LayerPruning>& planned, const std::string& title);
+  void record_pruned(const LayerPlan& plan, const LayerPruning& chosen, const PrunedWeight& w,
+                     const at::Tensor& hessian);
+  const LayerPlan& plan_of(const std::string& layer) const;
+  // The model compiled results are measured against: the dense one where pruning changed the model.
+  torch::jit::Module& reference_model();
 
   const ExperimentConfig& config_;
   const CompileCallbacks& callbacks_;
@@ -126,6 +149,8 @@ class CompileSession {
   PreparedCompile prepared_;
   std::vector<ActivationObserver> observers_;
   torch::jit::Module base_;                                         // the model the compiled one is assembled from
+  std::optional<torch::jit::Module> dense_;                         // the model before pruning (pruning_settings)
+  std::map<std::string, LayerResult::Pruned> pruned_;               // layer -> what pruning did to it
   std::map<std::string, LayerResult::InputScaling> input_scaling_;  // layer -> its input's scales (smooth)
   CompileResult result_;
 };

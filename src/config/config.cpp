@@ -2,6 +2,7 @@
 #include "qforge/config.h"
 
 #include <filesystem>
+#include <sstream>
 
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
@@ -35,7 +36,38 @@ void check_activation_settings(const ActivationQuantSettings& s, const std::stri
     check(s.smoothing->alpha >= 0 && s.smoothing->alpha <= 1, key + ".smoothing.alpha", "a strength from 0 to 1");
 }
 
+void check_pruning_settings(const PruningSettings& s, bool has_calibration) {
+  const std::string key = "pruning_settings";
+  check(s.sparsity >= 0 && s.sparsity < 1, key + ".sparsity",
+        "a share from 0 to below 1, got " + std::to_string(s.sparsity));
+  const SparsityPattern pattern = parse_sparsity_pattern(s.pattern, key + ".pattern");
+  check(s.dampening >= 0, key + ".dampening", "a non-negative share of the Hessian's mean diagonal");
+  check(s.block_size > 0, key + ".block_size", "a positive column count");
+  if (pattern.m > 0 && s.method == PruningMethod::SparseGpt)
+    check(s.block_size % pattern.m == 0, key + ".block_size",
+          "a multiple of M (" + std::to_string(pattern.m) + ") with pattern " + s.pattern);
+  check(!s.blocks.empty(), key + ".blocks", "auto, none, or a glob naming the blocks");
+  if (s.sensitivity_threshold)
+    check(*s.sensitivity_threshold >= 0, key + ".sensitivity_threshold", "a non-negative relative error");
+  if (s.method != PruningMethod::Magnitude || s.sensitivity_threshold)
+    check(
+        has_calibration, key + ".method",
+        std::string("calibration_inputs: ") +
+            (s.method != PruningMethod::Magnitude ? "wanda and sparsegpt measure" : "sensitivity_threshold measures") +
+            " the layers' inputs on them (or method: magnitude)");
+}
+
 }  // namespace
+
+SparsityPattern parse_sparsity_pattern(const std::string& text, const std::string& key) {
+  if (text == "unstructured") return {};
+  SparsityPattern p;
+  char colon = 0, rest = 0;
+  std::istringstream in(text);
+  if (!(in >> p.n >> colon >> p.m) || colon != ':' || (in >> rest) || p.n < 1 || p.m <= p.n || p.m > 64)
+    throw ConfigError(key + ": expected unstructured or N:M with 1 <= N < M <= 64 (2:4, 4:8), got '" + text + "'");
+  return p;
+}
 
 std::string ExperimentConfig::effective_graph_name() const {
   return graph_name.empty() ? std::filesystem::path(model.path).stem().string() : graph_name;
@@ -94,9 +126,16 @@ void ExperimentConfig::validate() const {
       check(*quantization_settings->sensitivity_threshold >= 0, "quantization_settings.sensitivity_threshold",
             "a non-negative relative error");
   }
+  if (pruning_settings) check_pruning_settings(*pruning_settings, calibration_inputs.has_value());
   for (const auto& [pattern, layer] : layer_quantization_settings) {
     const std::string key = "layer_quantization_settings[" + pattern + "]";
     check(!pattern.empty(), "layer_quantization_settings", "non-empty layer names or globs");
+    const PruningOverride& pruning = layer.pruning;
+    if (pruning.sparsity)
+      check(*pruning.sparsity >= 0 && *pruning.sparsity < 1, key + ".pruning.sparsity", "a share from 0 to below 1");
+    if (pruning.pattern) parse_sparsity_pattern(*pruning.pattern, key + ".pruning.pattern");
+    if (pruning.enabled || pruning.method || pruning.sparsity || pruning.pattern)
+      check(pruning_settings.has_value(), key + ".pruning", "pruning_settings, which its keys override");
     for (const TensorQuantOverride* o : {static_cast<const TensorQuantOverride*>(&layer.weights), &layer.activations}) {
       if (o->bits) check(*o->bits >= 2 && *o->bits <= 8, key, "bits from 2 to 8");
       if (o->group_size) check(*o->group_size > 0, key, "a positive group_size");

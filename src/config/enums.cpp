@@ -73,6 +73,11 @@ struct Names<FineTuneMethod> {
                                                                      {FineTuneMethod::Lora, "lora"}};
 };
 template <>
+struct Names<PruningMethod> {
+  static constexpr std::pair<PruningMethod, const char*> table[] = {
+      {PruningMethod::Magnitude, "magnitude"}, {PruningMethod::Wanda, "wanda"}, {PruningMethod::SparseGpt, "sparsegpt"}};
+};
+template <>
 struct Names<DType> {
   static constexpr std::pair<DType, const char*> table[] = {{DType::Float32, "float32"}, {DType::Float64, "float64"},
                                                             {DType::Float16, "float16"}, {DType::BFloat16, "bfloat16"},
@@ -132,6 +137,7 @@ QFORGE_ENUM_INSTANTIATE(TransformOp)
 QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)
 QFORGE_ENUM_INSTANTIATE(FineTuneMethod)
+QFORGE_ENUM_INSTANTIATE(PruningMethod)
 #undef QFORGE_ENUM_INSTANTIATE
 
 int64_t dtype_size(DType dtype) {

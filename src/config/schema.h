@@ -128,6 +128,34 @@ void describe(V& v, QuantizationSettings& s) {
 }
 
 template <class V>
+void describe(V& v, PruningSettings& s) {
+  v("method", s.method,
+    "magnitude (the smallest |w| of the layer) | wanda (the smallest |w|·‖x‖ of each output row, x the "
+    "calibration inputs; Linear layers) | sparsegpt (chosen and made up for through the Hessian of the "
+    "calibration inputs, as GPTQ rounds; Linear layers); others fall back to magnitude, with a note");
+  v("sparsity", s.sparsity, "share of each layer's weights set to zero, 0 to below 1 (pattern unstructured)");
+  v("pattern", s.pattern,
+    "unstructured | N:M (2:4, 4:8): N weights kept of every M consecutive inputs of an output row (input channels "
+    "at each kernel position of a convolution); sparsity is then 1 - N/M");
+  v("dampening", s.dampening, "sparsegpt: added to the Hessian's diagonal, as a share of the diagonal's mean");
+  v("block_size", s.block_size, "sparsegpt: columns whose mask is chosen together (a multiple of M)");
+  v("blocks", s.blocks,
+    "as gptq.blocks: the layers pruned together, in order, each block's inputs computed by the pruned blocks "
+    "before it");
+  v("sensitivity_threshold", s.sensitivity_threshold,
+    "relative output error on the calibration inputs above which a layer is pruned less (sparsity 3/4, 1/2, 1/4, "
+    "0 of its own; N:M: not at all), the shortfall moved to the layers of its block that stay below it; null = off");
+}
+
+template <class V>
+void describe(V& v, PruningOverride& s) {
+  v("enabled", s.enabled, "false keeps the layer dense");
+  v("method", s.method, "override of method");
+  v("sparsity", s.sparsity, "override of sparsity");
+  v("pattern", s.pattern, "override of pattern");
+}
+
+template <class V>
 void describe(V& v, TensorQuantOverride& s) {
   v("enabled", s.enabled, "override of enabled");
   v("bits", s.bits, "override of bits");
@@ -150,6 +178,7 @@ void describe(V& v, LayerQuantizationSettings& s) {
   v("skip", s.skip, "keep the layer in floating point");
   v("weights", s.weights, "overrides of quantization_settings.weights");
   v("activations", s.activations, "overrides of quantization_settings.activations");
+  v("pruning", s.pruning, "overrides of pruning_settings");
 }
 
 template <class V>
@@ -237,6 +266,8 @@ void describe(V& v, ExperimentConfig& c) {
   v("quantization_settings", c.quantization_settings, "global quantization settings; null = no quantization");
   v("layer_quantization_settings", c.layer_quantization_settings,
     "per-layer overrides keyed by layer name or glob (layer4.*)");
+  v("pruning_settings", c.pruning_settings,
+    "weights set to zero before quantization (magnitude, Wanda, SparseGPT; unstructured or N:M); null = none");
   v("compile_options", c.compile_options, "algorithms and their hyper-parameters (the clika_compile_options argument)");
   v("discard_input_model", c.discard_input_model, "false keeps the caller's module untouched (C++ API)");
   v("is_model_pretrained", c.is_model_pretrained,

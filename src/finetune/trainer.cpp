@@ -110,7 +110,7 @@ double learning_rate_at(const FineTuneSettings& s, int64_t step) {
 QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions options, Communicator* comm)
     : options_(std::move(options)),
       comm_(comm),
-      teacher_(model),
+      teacher_(options_.teacher ? *options_.teacher : model),
       teacher_outputs_(std::make_unique<TeacherCache>(std::vector<BatchSlice>{}, 0)),  // until planned
       breakdown_(options_.reading.cuda_device) {
   const FineTuneSettings& settings = options_.settings;
@@ -132,6 +132,7 @@ QaLoraTrainer::QaLoraTrainer(const torch::jit::Module& model, FineTuneOptions op
                     .requires_grad_();
     adapter.b = torch::zeros({outputs, settings.lora_rank}, on_device).requires_grad_();
     if (settings.lora_dropout > 0) masks_.push_back(adapter.mask = torch::ones({settings.lora_rank}, on_device));
+    if (t.keep.defined()) adapter.keep = t.keep.to(device, t.weight.scalar_type());
     parameters_.push_back(adapter.a);
     parameters_.push_back(adapter.b);
     LayerFakeQuant layer;  // plain LoRA: the adapters on float weights, nothing quantized
@@ -286,7 +287,8 @@ MergedAdapters QaLoraTrainer::merge() const {
   const bool through_quantizer = options_.settings.method == FineTuneMethod::QaLora;
   for (size_t i = 0; i < options_.targets.size(); ++i) {
     const auto& t = options_.targets[i];
-    const LoraAdapter adapter{parameters_[2 * i].detach(), parameters_[2 * i + 1].detach(), scale_, {}};  // mask: none
+    LoraAdapter adapter{parameters_[2 * i].detach(), parameters_[2 * i + 1].detach(), scale_, {}};  // mask: none
+    if (t.keep.defined()) adapter.keep = t.keep.to(t.weight.device(), t.weight.scalar_type());
     out.adapters[t.quant.layer] = adapter;
     const at::Tensor adapted = adapted_weight(t.weight, adapter);
     if (!through_quantizer) {

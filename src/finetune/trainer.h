@@ -42,6 +42,7 @@ struct FineTuneTarget {
   LayerFakeQuant quant;         // the layer's calibrated quantization
   TensorQuantSettings weights;  // its weight settings (for the merge)
   at::Tensor weight;            // its float weight W
+  at::Tensor keep;              // a pruned layer's mask (bool, true = kept): its zeros stay zero; else undefined
 };
 
 // Checkpoints of a fine-tuning run, and how this run continues or stops.
@@ -55,6 +56,7 @@ struct CheckpointPlan {
 // Everything a fine-tuning run is given.
 struct FineTuneOptions {
   std::string method = "forward";       // the model's method that is trained
+  const torch::jit::Module* teacher = nullptr;  // the model whose outputs are learned (a dense one); null: the model
   std::vector<FineTuneTarget> targets;  // the layers that get adapters
   // The quantized layers that are not targets: they compute quantized, frozen
   // (float with method lora).

@@ -126,7 +126,8 @@ std::optional<std::string> attribute_path(const Value* value, const Value* self)
 
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter) {
   const at::Tensor b = adapter.mask.defined() ? adapter.b.mul(adapter.mask) : adapter.b;
-  return weight.add(b.matmul(adapter.a).reshape(weight.sizes()).mul(adapter.scale));
+  const at::Tensor adapted = weight.add(b.matmul(adapter.a).reshape(weight.sizes()).mul(adapter.scale));
+  return adapter.keep.defined() ? adapted.mul(adapter.keep) : adapted;
 }
 
 at::Tensor learned_scale(const at::Tensor& scale, const at::Tensor& log_multiplier) {
@@ -232,11 +233,18 @@ torch::jit::Module with_fake_quantization(const torch::jit::Module& original, co
           b = graph->insert(
               c10::aten::mul,
               {b, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_mask"), layer.lora->mask)});
-        if (!quantizes_anything(layer) && only_read_by_linear(weight)) {
+        if (!quantizes_anything(layer) && !layer.lora->keep.defined() && only_read_by_linear(weight)) {
           add_beside_linear_layers(*graph, weight, a, b, layer.lora->scale);
           continue;
         }
         weight = replace_with_adapted(*graph, weight, a, b, layer.lora->scale);
+        if (layer.lora->keep.defined()) {  // a pruned layer: its zeros stay zero
+          Value* kept = graph->insert(
+              c10::aten::mul, {weight, add_tensor_attribute(module, *graph, attribute_name(layer.layer, "lora_keep"),
+                                                            layer.lora->keep)});
+          weight->replaceAllUsesAfterNodeWith(kept->node(), kept);
+          weight = kept;
+        }
       }
       Value* quantized = weight;
       if (layer.weight) {

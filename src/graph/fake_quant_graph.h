@@ -30,9 +30,10 @@ struct LoraAdapter {
   at::Tensor b;
   double scale = 1.0;
   at::Tensor mask;  // [rank]
+  at::Tensor keep;  // the weight's shape: a pruned layer's mask, the adapted weight multiplied by it; else undefined
 };
 
-// W + scale·(B·A), with the ops the rewritten graph uses where it adapts the
+// (W + scale·(B·A))·keep, with the ops the rewritten graph uses where it adapts the
 // weight (plain LoRA beside a linear layer adds its own product instead).
 at::Tensor adapted_weight(const at::Tensor& weight, const LoraAdapter& adapter);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "plan/layer_selection.h"
+#include "prune/prune_plan.h"
 #include "qforge/config_yaml.h"
 #include "qforge/deployment.h"
 #include "qforge/errors.h"
@@ -105,6 +106,7 @@ std::vector<LayerPlan> plan_layers(const std::vector<LayerInfo>& layers, const E
           plan.matched.empty() ? "quantization_settings" : "layer_quantization_settings[" + plan.matched.back() + "]");
     plans.push_back(std::move(plan));
   }
+  plan_pruning(plans, layers, config);
   return plans;
 }
 

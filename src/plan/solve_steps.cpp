@@ -51,7 +51,9 @@ std::vector<std::string> named_blocks(const std::string& glob, const std::vector
   for (const auto& l : all_layers)
     if (fnmatch(glob.c_str(), l.name.c_str(), 0) == 0) blocks.push_back(l.name);
   if (blocks.empty())
-    throw ConfigError("quantization_settings.weights." + algorithm + ".blocks: '" + glob +
+    throw ConfigError((algorithm == "pruning" ? std::string("pruning_settings")
+                                              : "quantization_settings.weights." + algorithm) +
+                      ".blocks: '" + glob +
                       "' names no layer of the model (qforge inspect lists them); use auto, none, or a glob such as "
                       "'layers.*'");
   return blocks;

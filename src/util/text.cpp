@@ -1,6 +1,7 @@
 #include "util/text.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iomanip>
 #include <sstream>
 
@@ -35,6 +36,13 @@ std::string size_text(int64_t bytes) {
     out << static_cast<double>(bytes) / (1 << 10) << " KiB";
   else
     out << bytes << " B";
+  return out.str();
+}
+
+std::string fixed(double value, int digits) {
+  if (!std::isfinite(value)) return value > 0 ? "inf" : "-";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
   return out.str();
 }
 
