@@ -1,0 +1,307 @@
+"""Pruning as a user runs it: magnitude, Wanda and SparseGPT against references
+written here with plain torch ops, unstructured and 2:4; the same masks and weights
+on 1 to 4 ranks; masks held through GPTQ, fine-tuning and the ONNX file; the
+sensitivity threshold's allocation; and bad settings refused by key and layer.
+Each test_* function is a ctest case (pruning_<case>)."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
+import qforge_testing as qt  # noqa: E402
+from qforge_testing import ASSETS, check, contains, run, write_config  # noqa: E402
+from test_gptq import BATCH, MODEL, hessian, layer_inputs  # noqa: E402
+
+LAYERS = ("fc1", "fc2", "head")  # wide_mlp: 64->128, 128->128, 128->10
+
+
+@pytest.fixture(autouse=True)
+def work():
+    with qt.work_dir("qforge-pruning-") as path:
+        yield path
+
+
+def pruning_config(pruning, out="out", extra=""):
+    return write_config("pruning.yaml", f"""
+model: {{path: {MODEL}}}
+out_dir: {out}
+calibration_inputs: {{files: [{ASSETS}/vectors64.h5], batch_size: {BATCH}}}
+pruning_settings: {pruning}
+""" + extra)
+
+
+def keep_highest(score, sparsity, n, m, per_row):
+    """The mask keeping the highest scores: `sparsity` of the tensor (or of each row)
+    pruned, or n kept of every m columns of each row; ties by position."""
+    mask = torch.ones_like(score, dtype=torch.bool)
+    if m:
+        groups = score.reshape(score.shape[0], -1, m)
+        order = torch.sort(groups, dim=2, stable=True).indices
+        return mask.reshape(groups.shape).scatter_(2, order[:, :, :m - n], False).reshape(score.shape)
+    flat = score if per_row else score.reshape(1, -1)
+    pruned = round(sparsity * flat.shape[1])
+    order = torch.sort(flat, dim=1, stable=True).indices
+    return mask.reshape(flat.shape).scatter_(1, order[:, :pruned], False).reshape(score.shape)
+
+
+def sparsegpt_reference(weight, h, sparsity, n, m, block=128, dampening=0.01):
+    """SparseGPT (Frantar & Alistarh, 2023) column by column, every step a plain torch op."""
+    w = weight.double().clone()
+    h = h.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    columns = w.shape[1]
+    h += dampening * torch.diag(h).mean() * torch.eye(columns, dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    mask = torch.ones_like(w, dtype=torch.bool)
+    q = torch.zeros_like(w)
+    for b0 in range(0, columns, block):
+        b1 = min(b0 + block, columns)
+        wb, ub = w[:, b0:b1].clone(), u[b0:b1, b0:b1]
+        errors = torch.zeros_like(wb)
+        if not m:  # a block's share of its weights, where removing them costs least
+            cost = wb ** 2 / torch.diag(ub).unsqueeze(0) ** 2
+            mask[:, b0:b1] = keep_highest(cost, sparsity, 0, 0, per_row=False)
+        for i in range(b1 - b0):
+            c = b0 + i
+            if m and c % m == 0:
+                cost = wb[:, i:i + m] ** 2 / torch.diag(ub)[i:i + m].unsqueeze(0) ** 2
+                mask[:, c:c + m] = keep_highest(cost, 0, n, m, per_row=True)
+            q[:, c] = wb[:, i] * mask[:, c]
+            error = (wb[:, i] - q[:, c]) / ub[i, i]
+            wb[:, i:] -= error.unsqueeze(1) @ ub[i, i:].unsqueeze(0)
+            errors[:, i] = error
+        if b1 < columns:
+            w[:, b1:] -= errors @ u[b0:b1, b1:]
+    return q.float(), mask
+
+
+def reference(method, weight, h, sparsity, n, m):
+    if method == "sparsegpt":
+        return sparsegpt_reference(weight, h, sparsity, n, m)
+    score = weight.abs().double()
+    if method == "wanda":  # |w|·‖x‖, compared within each output row
+        score = score * torch.diag(h).sqrt().unsqueeze(0)
+    mask = keep_highest(score, sparsity, n, m, per_row=method == "wanda")
+    return weight * mask, mask
+
+
+def compiled(out):
+    model = torch.jit.load(os.path.join(qt.WORK, out, "model.qforge.pt"))
+    report = json.load(open(os.path.join(qt.WORK, out, "report.json")))
+    return model, {layer["name"]: layer for layer in report["layers"]}, report
+
+
+def output_error(weight, pruned, x):
+    return (((x @ (weight - pruned).t().double()) ** 2).sum() / ((x @ weight.t().double()) ** 2).sum()).item()
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_pruning_matches_references(pattern):
+    n, m = (2, 4) if pattern == "2:4" else (0, 0)
+    model, inputs = layer_inputs()  # one step: wide_mlp has no repeated blocks
+    errors = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        out = run(["compile", pruning_config(f"{{method: {method}, sparsity: 0.5, pattern: '{pattern}'}}", out=method)])
+        contains(out, "pruning: 3 layers, 50.0% of their weights set to zero")
+        pruned, layers, report = compiled(method)
+        check(report["pruning"]["zeros"] * 2 == report["pruning"]["weights"], f"{method}: {report['pruning']}")
+        for name in LAYERS:
+            weight = getattr(model, name).weight.detach()
+            x = inputs[name].double()
+            expected, mask = reference(method, weight, hessian(inputs[name]), 0.5, n, m)
+            got = getattr(pruned, name).weight.detach()
+            check(torch.equal(got != 0, mask), f"{method} {pattern}: {name}: the mask differs from the reference")
+            check(torch.allclose(got, expected, rtol=1e-5, atol=1e-6),
+                  f"{method} {pattern}: {name}: weights differ from the reference by "
+                  f"{(got - expected).abs().max().item()}")
+            if m:  # every group of 4 inputs of every row keeps 2
+                check(bool(((got.reshape(got.shape[0], -1, 4) != 0).sum(2) == 2).all()), f"{name}: not 2:4")
+            info = layers[name]["pruning"]
+            check(info["method"] == method and info["pattern"] == pattern and info["sparsity"] == 0.5, f"{info}")
+            errors[method, name] = output_error(weight, got, x)
+            if method != "magnitude":  # measured on the calibration inputs, as computed here
+                check(abs(info["output_error"] - errors[method, name]) < 1e-6 * max(1, errors[method, name]),
+                      f"{method} {name}: reported output error {info['output_error']}, here {errors[method, name]}")
+    for name in LAYERS:  # SparseGPT's solve makes up for what it prunes
+        check(errors["sparsegpt", name] < errors["wanda", name] and errors["sparsegpt", name] < errors["magnitude", name],
+              f"{pattern} {name}: output errors {[(k, v) for k, v in errors.items() if k[1] == name]}")
+    summary = open(os.path.join(qt.WORK, "sparsegpt", "summary.txt")).read()
+    contains(summary, "pruning: 3 layers,", f"fc1: sparsegpt {pattern}, 50.0% zero, relative output error")
+
+
+def llama_config(out, pruning, extra=""):
+    from qforge_h5 import write_samples
+    ids = torch.randint(0, 100, (36, 12), generator=torch.Generator().manual_seed(1))
+    write_samples(os.path.join(qt.WORK, "ids.h5"), "tensor", ["ids"], {"t12": {"ids": ids.numpy()}})
+    return write_config("llama.yaml", f"""
+model: {{path: {ASSETS}/llama_decoder_scripted.pt}}
+out_dir: {out}
+calibration_inputs: {{files: [ids.h5], batch_size: 4}}
+evaluation_inputs: {{files: [ids.h5], batch_size: 4}}
+pruning_settings: {pruning}
+""" + extra)
+
+
+def test_pruning_identical_on_1_to_4_ranks():
+    # SparseGPT 2:4 block by block, then GPTQ 4-bit holding the masks: the Hessians are
+    # summed exactly and the solves broadcast, so any rank count gives the same bytes.
+    gptq = ("deployment_settings: {target: libtorch}\nquantization_settings:\n"
+            "  weights: {bits: 4, granularity: group, group_size: 16, algorithm: gptq}\n"
+            "  activations: {enabled: false}\n")
+    files = {}
+    for ranks in (0, 2, 3, 4):
+        out = run(["compile", llama_config(f"r{ranks}", "{method: sparsegpt, pattern: '2:4'}", gptq)],
+                  ranks=ranks, timeout=300)
+        contains(out, "pruning layers.2: block inputs kept", "gptq layers.2: block inputs kept")
+        state = torch.jit.load(os.path.join(qt.WORK, f"r{ranks}", "model.qforge.pt")).state_dict()
+        files[ranks] = [open(os.path.join(qt.WORK, f"r{ranks}", "quant_params.json"), "rb").read(), state]
+    for ranks in (2, 3, 4):
+        check(files[ranks][0] == files[0][0], f"quant_params.json on {ranks} ranks differs from 1 rank")
+        for key, value in files[0][1].items():
+            check(torch.equal(files[ranks][1][key], value), f"{key} on {ranks} ranks differs from 1 rank")
+    params = json.loads(files[0][0])
+    pruned = [layer["name"] for layer in params["layers"] if "sparsity" in layer.get("pruning", {})]
+    check(len(pruned) == 22, f"pruned layers: {pruned}")  # 7 per block and the head; not the embedding
+    embed = next(layer for layer in params["layers"] if layer["name"] == "embed")
+    check("embedding table" in embed["pruning"]["dense"], f"embed: {embed.get('pruning')}")
+    for name in pruned:  # GPTQ held the masks: every group of 4 still keeps at most 2
+        w = files[0][1][name + ".weight"]
+        check(bool(((w.reshape(w.shape[0], -1, 4) != 0).sum(2) <= 2).all()), f"{name}: GPTQ filled a pruned weight")
+    # The evaluation measures the compiled model against the dense float model, not the pruned one.
+    report = json.load(open(os.path.join(qt.WORK, "r4", "report.json")))
+    import h5py
+    with h5py.File(os.path.join(qt.WORK, "ids.h5")) as f:
+        ids = torch.from_numpy(f["samples/t12/ids"][:])
+    with torch.no_grad():
+        dense = torch.jit.load(f"{ASSETS}/llama_decoder_scripted.pt")(ids).double()
+        ours = torch.jit.load(os.path.join(qt.WORK, "r4", "model.qforge.pt"))(ids).double()
+    sqnr = 10 * torch.log10((dense ** 2).sum() / ((dense - ours) ** 2).sum()).item()
+    check(abs(report["evaluation"]["output_sqnr_db"] - sqnr) < 0.5,
+          f"evaluation's SQNR {report['evaluation']['output_sqnr_db']} dB; against the dense model here {sqnr} dB")
+
+
+def nonzero_per_group(w, m=4):
+    return (w.reshape(w.shape[0], -1, m) != 0).sum(2)
+
+
+@pytest.mark.parametrize("method", ["qa_lora", "lora"])
+def test_masks_hold_through_fine_tuning_and_onnx(method):
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import numpy_helper
+    quantize = ("deployment_settings: {target: onnxruntime}\n"
+                "quantization_settings: {weights: {bits: 8}, activations: {bits: 8}}\n")
+    tune = (f"compile_options: {{fine_tune: {{enabled: true, method: {method}, steps: 6, batch_size: 8, "
+            "warmup_steps: 0, learning_rate: 0.05}}\n")
+    run(["compile", pruning_config("{method: wanda, pattern: '2:4'}", out="start", extra=quantize)])
+    out = run(["compile", pruning_config("{method: wanda, pattern: '2:4'}", out="tuned", extra=quantize + tune)],
+              timeout=300)
+    start, _, _ = compiled("start")
+    tuned, layers, _ = compiled("tuned")
+    moved = 0
+    for name in LAYERS:
+        before, after = getattr(start, name).weight.detach(), getattr(tuned, name).weight.detach()
+        check(layers[name].get("fine_tuned"), f"{name} was not fine-tuned")
+        check(bool((nonzero_per_group(after) <= 2).all()), f"{method}: {name}: a pruned weight came back")
+        moved += int((before != after).sum())
+    check(moved > 0, f"{method}: fine-tuning changed no weight")
+    onnx_path = os.path.join(qt.WORK, "tuned", "model.qforge.onnx")
+    if not os.path.exists(onnx_path):
+        pytest.skip("no onnxruntime to check the ONNX file against")
+    contains(out, "ONNX file checked against model.qforge.pt on fresh inputs")
+    graph = onnx.load(onnx_path).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    int8 = [torch.from_numpy(a.astype("int64")) for a in weights.values() if a.dtype.name == "int8" and a.ndim == 2]
+    check(len(int8) == 3, f"int8 weights in the ONNX file: {[a.shape for a in int8]}")
+    for w in int8:  # the integers the runtime reads ([inputs, outputs] for MatMul): 2 of every 4 inputs zero
+        check(bool((nonzero_per_group(w.t()) <= 2).all()), f"ONNX weight {tuple(w.shape)} is not 2:4")
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_sensitivity_threshold_prunes_sensitive_layers_less(method):
+    run(["compile", pruning_config(f"{{method: {method}, sparsity: 0.5}}", out="plain")])
+    _, layers, _ = compiled("plain")
+    errors = {name: layers[name]["pruning"]["output_error"] for name in LAYERS}
+    worst = max(errors, key=errors.get)
+    ordered = sorted(errors.values())
+    threshold = (ordered[1] + ordered[2]) / 2  # above two layers' error, below the worst one's
+    out = run(["compile", pruning_config(f"{{method: {method}, sparsity: 0.5, sensitivity_threshold: {threshold}}}",
+                                         out="allocated")])
+    contains(out, f"pruning: layer '{worst}' errs")
+    _, layers, report = compiled("allocated")
+    for name in LAYERS:
+        p = layers[name]["pruning"]
+        check(p["output_error"] <= threshold * (1 + 1e-9), f"{name}: error {p['output_error']} above {threshold}")
+    check(layers[worst]["pruning"]["sparsity"] < 0.5, f"{worst}: {layers[worst]['pruning']}")
+    raised = [n for n in LAYERS if layers[n]["pruning"]["sparsity"] > 0.5]
+    shortfall = [note for note in report["notes"] if "stay that the plan prunes" in note]
+    check(raised or shortfall, f"nothing made up for the weights {worst} keeps: {report['notes']}")
+    if not shortfall:  # the planned share held overall
+        check(report["pruning"]["zeros"] >= 0.5 * report["pruning"]["weights"] - 64, f"{report['pruning']}")
+
+
+def test_bad_pruning_settings_are_refused_by_key_and_layer():
+    for pruning, message in [
+            ("{sparsity: 1.0}", "pruning_settings.sparsity: expected a share from 0 to below 1"),
+            ("{pattern: '4:2'}", "pruning_settings.pattern: expected unstructured or N:M with 1 <= N < M"),
+            ("{pattern: 2-4}", "pruning_settings.pattern: expected unstructured or N:M"),
+            ("{method: sparsegpt, pattern: '2:4', block_size: 6}", "pruning_settings.block_size: expected a multiple of M"),
+            ("{method: prune_all}", "pruning_settings.method")]:
+        out = run(["compile", pruning_config(pruning)], expect=3)
+        contains(out, message)
+        check("calibration:" not in out, f"refused only after calibrating:\n{out}")
+    out = run(["compile", write_config("nocal.yaml", f"model: {{path: {MODEL}}}\npruning_settings: {{method: wanda}}\n")],
+              expect=3)
+    contains(out, "pruning_settings.method: expected calibration_inputs")
+    out = run(["compile", write_config("noprune.yaml", f"""
+model: {{path: {MODEL}}}
+layer_quantization_settings: {{fc1: {{pruning: {{sparsity: 0.3}}}}}}
+""")], expect=3)
+    contains(out, "layer_quantization_settings[fc1].pruning: expected pruning_settings")
+
+
+def resnet_config(extra):
+    return write_config("resnet.yaml", f"""
+model: {{path: {ASSETS}/resnet18_traced.pt}}
+calibration_inputs: {{files: [{ASSETS}/images.h5], batch_size: 8, groups: [s32]}}
+pruning_settings: {{method: magnitude, pattern: '2:4'}}
+""" + extra)
+
+
+def test_layers_that_cannot_take_a_pattern_stay_dense_or_are_refused_when_named():
+    # conv1 reads 3 input channels: 2:4 cannot apply. Globally it stays dense with the reason;
+    # named in the overrides it is refused before calibration.
+    plan = run(["compile", resnet_config(""), "--dry-run", "--set", "out_dir=plan"])
+    contains(plan, "(dense: 3 input channels per group are not a multiple of M=4 of pattern 2:4)",
+             "+ prune magnitude 2:4")
+    out = run(["compile", resnet_config("layer_quantization_settings: {conv1: {pruning: {enabled: true}}}\n")],
+              expect=3)
+    contains(out, "layer_quantization_settings[conv1].pruning: layer 'conv1' cannot be pruned: 3 input channels")
+    check("calibration:" not in out, f"refused only after calibrating:\n{out}")
+    # A convolution's 2:4 groups run along its input channels at each kernel position (as TensorRT reads them).
+    run(["compile", resnet_config("layer_quantization_settings: {fc: {pruning: {enabled: false}}}\n")], timeout=300)
+    model = torch.jit.load(os.path.join(qt.WORK, "qforge_out", "model.qforge.pt"))
+    w = getattr(model.layer1, "0").conv1.weight.detach()
+    check(bool(((w.permute(0, 2, 3, 1) != 0).reshape(-1, w.shape[1] // 4, 4).sum(2) == 2).all()),
+          "layer1.0.conv1 is not 2:4 along its input channels")
+    check(bool((model.conv1.weight != 0).all()) and bool((model.fc.weight != 0).all()), "conv1 or fc was pruned")
+
+
+def test_a_tied_output_layer_is_kept_dense_or_refused_when_named():
+    cfg = f"""
+model: {{path: {ASSETS}/hf_llama_traced.pt}}
+calibration_inputs: {{files: [{ASSETS}/tokens.h5], batch_size: 4, groups: [len12]}}
+pruning_settings: {{method: magnitude, sparsity: 0.5}}
+"""
+    plan = run(["compile", write_config("tied.yaml", cfg), "--dry-run", "--set", "out_dir=plan"])
+    contains(plan, "pruning it would prune both uses")
+    tied = [line.split()[0] for line in plan.splitlines() if "pruning it would prune both uses" in line]
+    out = run(["compile", write_config("tied_named.yaml", cfg + f"layer_quantization_settings: "
+                                       f"{{'{tied[-1]}': {{pruning: {{sparsity: 0.3}}}}}}\n")], expect=3)
+    contains(out, f"layer '{tied[-1]}' cannot be pruned: its weight is tied to")
