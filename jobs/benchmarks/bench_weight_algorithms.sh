@@ -10,34 +10,12 @@
 #   (the larger decoder: LM="fortunes-6x384 out/fortunes384 3000 --width 384 --depth 6 --heads 6
 #   --lr 1e-3 --device cuda"); RANKS (default 2) and DEVICE (default cpu) of the compiles.
 set -euo pipefail
-SOURCE=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "$1" && pwd)
-RESULTS=${2:-$BUILD/bench_weight_algorithms.md}
-PY=${QFORGE_PYTHON:-/usr/bin/python3}
-RANKS=${RANKS:-2}
-DEVICE=${DEVICE:-cpu}
-read -r -a lm <<< "${LM:-fortunes-3x128 $BUILD/fortunes 1000}"  # 1000 steps: the test's model
-LM_NAME=${lm[0]} DATA=${lm[1]}
-WORK=$BUILD/bench_weight_algorithms/$LM_NAME
-mkdir -p "$WORK"
-"$PY" "$SOURCE/jobs/examples/fortunes/make_fortunes_lm.py" "$DATA" "${lm[@]:2}"  # trains once
-sed "s|fortunes/|$DATA/|" "$SOURCE/configs/fortunes_w4_qalora.yaml" > "$WORK/experiment.yaml"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-rows=()
-
-# compile NAME SETTING... : one compile with the embeddings float and no fine-tuning unless a setting says so.
-compile() {
-  local name=$1
-  shift
-  local sets=()
-  for s in "$@"; do sets+=(--set "$s"); done
-  ${MPIEXEC:-mpirun} -np "$RANKS" --oversubscribe "$BUILD/qforge" compile "$WORK/experiment.yaml" \
-    --set out_dir="$WORK/$name" --set graph_name="$name" --set deployment_settings.onnx=false --set device="$DEVICE" \
-    --set 'layer_quantization_settings[tokens].skip=true' --set 'layer_quantization_settings[positions].skip=true' \
-    --set compile_options.fine_tune.enabled=false --set compile_options.fine_tune.eval_every=0 "${sets[@]}" \
-    > "$WORK/$name.log" 2>&1 || { tail -30 "$WORK/$name.log"; exit 1; }
-  rows+=("$name")
-}
+BENCH=bench_weight_algorithms
+RESULTS=${2:-$BUILD/$BENCH.md}
+# The embeddings float: both methods work on Linear layers.
+FIXED_SETS=('layer_quantization_settings[tokens].skip=true' 'layer_quantization_settings[positions].skip=true')
+source "$(dirname "$0")/bench_fortunes_common.sh"
 
 W=quantization_settings.weights
 for scheme in "4 g128" "4 g32" "4 channel" "3 g64"; do
@@ -64,9 +42,6 @@ for alpha in none 0.5 0.8; do
     $A.enabled=true $A.bits=8 "${smoothing[@]}"
 done
 
-COMMIT=$(git -C "$SOURCE" rev-parse --short HEAD 2>/dev/null || echo "no git")
-MACHINE=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
-[ "$DEVICE" = cuda ] && MACHINE="$MACHINE; $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), one per rank"
 "$PY" - "$WORK" "$RESULTS" "$COMMIT" "$LM_NAME $RANKS $MACHINE" "${rows[@]}" <<'PY'
 import json, platform, sys
 work, results, commit, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5:]
