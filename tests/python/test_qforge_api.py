@@ -271,6 +271,24 @@ def test_every_argument_changes_the_outcome(work):
     check([l["decision"] for l in loose.report["layers"]] == ["quantize", "quantize", "float"], "fullgraph=False")
 
 
+def test_pruning_settings_as_clika_passes_them(work):
+    # PruningSettings beside the quantization: fc1 pruned 2:4, fc2 kept dense by its override,
+    # the conv's 3 input channels too few for 2:4 (dense, with the reason).
+    compiled = qforge.compile(net(), calibration_inputs=images(3), deployment_settings=ort(), quantization_settings={},
+                              pruning_settings=qforge.PruningSettings(method="wanda", pattern="2:4"),
+                              layer_quantization_settings={"fc2": {"pruning": {"enabled": False}}},
+                              out_dir="pruned", progress=False)
+    layers = {l["name"]: l for l in compiled.report["layers"]}
+    check(layers["fc1"]["pruning"]["pattern"] == "2:4", f"fc1: {layers['fc1'].get('pruning')}")
+    check("disabled by layer_quantization_settings[fc2]" in layers["fc2"]["pruning"]["dense"], f"{layers['fc2']}")
+    check("not a multiple of M=4" in layers["conv"]["pruning"]["dense"], f"{layers['conv']}")
+    w = torch.jit.load("pruned/model.qforge.pt").fc1.weight
+    check(bool(((w.reshape(16, 2, 4) != 0).sum(2) <= 2).all()), "fc1 is not 2:4 in model.qforge.pt")
+    with pytest.raises(qforge.ConfigError, match="pruning_settings.sparsity"):
+        qforge.compile(net(), calibration_inputs=images(2), pruning_settings={"sparsity": 1.5}, out_dir="bad",
+                       progress=False)
+
+
 def test_clika_compile_is_the_same_call(work):
     import inspect
     signature = inspect.signature(qforge.clika_compile)
