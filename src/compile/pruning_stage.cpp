@@ -11,8 +11,8 @@
 
 #include "compile/session.h"
 #include "prune/prune_allocation.h"
-#include "qforge/errors.h"
 #include "prune/prune_weight.h"
+#include "qforge/errors.h"
 #include "runtime/logger.h"
 #include "util/text.h"
 
@@ -155,7 +155,7 @@ std::vector<LayerPruning> CompileSession::allocate_sparsity(const std::vector<st
       });
   std::vector<SparsityChoice> choices;
   for (size_t k = 0; k < names.size(); ++k) {
-    SparsityChoice c{names[k], plan_of(names[k]).layer.parameters, candidates[k], {}};
+    SparsityChoice c{names[k], float_weight(names[k]).numel(), candidates[k], {}};
     const at::Tensor e = errors[k].cpu();
     for (int64_t i = 0; i < e.numel(); ++i) c.errors.push_back(e[i].item<double>());
     choices.push_back(c);
@@ -171,7 +171,7 @@ void CompileSession::record_pruned(const LayerPlan& plan, const LayerPruning& ch
   r.method = to_string(chosen.method);
   r.pattern = chosen.pattern();
   r.planned = plan.pruning->sparsity;
-  r.mask = w.mask;
+  r.mask = w.mask.cpu();  // one byte a weight, kept off the GPU until a stage holds it
   r.sparsity = 1.0 - static_cast<double>(w.mask.sum().item<int64_t>()) / static_cast<double>(w.mask.numel());
   if (hessian.defined()) r.output_error = relative_output_error(float_weight(plan.layer.name), w.weight, hessian);
   pruned_[plan.layer.name] = r;

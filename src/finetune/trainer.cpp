@@ -224,7 +224,9 @@ std::string QaLoraTrainer::fingerprint() const {
                      " method=" + std::to_string(static_cast<int>(s.method)) + " dropout=" + c10::str(s.lora_dropout) +
                      " ranges=" + std::to_string(learned_ranges_) +
                      " rows=" + std::to_string(options_.data.total_rows()) + " layers=";
-  for (const auto& t : options_.targets) text += t.quant.layer + c10::str(t.weight.sizes()) + ",";
+  for (const auto& t : options_.targets)  // a pruned layer's mask: adapters trained for another one do not fit
+    text += t.quant.layer + c10::str(t.weight.sizes()) +
+            (t.keep.defined() ? " kept " + std::to_string(t.keep.sum().item<int64_t>()) : std::string()) + ",";
   return text;
 }
 
