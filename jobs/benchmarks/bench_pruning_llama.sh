@@ -39,7 +39,7 @@ out=$RESULTS/pruning_llama.md
   echo "| compile | pruning s | GPTQ s | compile s | peak GPU memory |"
   echo "| --- | ---: | ---: | ---: | ---: |"
 } > "$out"
-for name in dense_gptq wanda-unstructured wanda-2of4 sparsegpt-unstructured sparsegpt-2of4 sparsegpt-2of4-gptq; do
+for name in ${NAMES:-dense_gptq wanda-unstructured wanda-2of4 sparsegpt-unstructured sparsegpt-2of4 sparsegpt-2of4-gptq}; do
   for r in $(seq "$REPEAT"); do
     start=$(date +%s.%N)
     "$QFORGE" compile "$WORK/$name.yaml" --set out_dir="$WORK/$name-$r" --set device=cuda > "$WORK/$name-$r.log" 2>&1 \
