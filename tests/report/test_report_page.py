@@ -118,6 +118,9 @@ def check_run_page(out_dir):
                 "sqnr": len(weighted) + sum(1 for l in weighted if l.get("sensitivity", 0) > 0)}
     if sensitivity:
         expected["sensitivity"] = sensitivity
+    pruned = [l for l in layers if "sparsity" in l.get("pruning", {})]
+    if pruned:
+        expected["sparsity"] = len(pruned)
     if report.get("fine_tune", {}).get("loss"):
         expected["loss"] = len(report["fine_tune"]["loss"])
         if report["fine_tune"]["evaluations"]:
@@ -167,6 +170,20 @@ def check_threshold_drawn(out_dir):
     print(f"threshold {threshold:.6g}: one line, one layer drawn as kept in floating point")
 
 
+def pruned_run():
+    """wide_mlp pruned 2:4 by Wanda and quantized: the page's sparsity chart, a bar per pruned layer."""
+    config = qt.write_config("pruned.yaml", f"""
+model: {{path: {qt.ASSETS}/wide_mlp_traced.pt}}
+out_dir: pruned
+calibration_inputs: {{files: [{qt.ASSETS}/vectors64.h5], batch_size: 8}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{activations: {{enabled: false}}}}
+pruning_settings: {{method: wanda, pattern: "2:4"}}
+""")
+    qt.run(["compile", config])
+    return os.path.join(qt.WORK, "pruned")
+
+
 def test_in_chromium(work):
     build, screenshot = os.environ["QFORGE_BUILD_DIR"], os.environ.get("QFORGE_REPORT_SCREENSHOT")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
@@ -178,6 +195,7 @@ def test_in_chromium(work):
         pytest.skip("no MNIST or fortunes compiles under " + build + " (their tests were skipped)")
     pages = [check_run_page(r) for r in runs]
     check_threshold_drawn(runs[0])
+    check_run_page(pruned_run())
 
     # A laptop's screen: not blank; the first page's picture is the README's screenshot.
     shot = os.path.join(work, "page.png")
