@@ -3,7 +3,8 @@
 # each of its compiles) set: the language model trained once, its experiment, the machine
 # lines, and
 #   compile NAME SETTING...   one compile on RANKS ranks into $WORK/NAME (no ONNX file, no
-#                             fine-tuning unless a setting says so), added to `rows`.
+#                             fine-tuning unless a setting says so), added to `rows`; with REUSE=1
+#                             a compile whose report.json is there is not run again.
 # LM="NAME DIR ARGS...": another model, trained once into DIR by make_fortunes_lm.py with ARGS;
 # RANKS (default 2) and DEVICE (default cpu) of the compiles.
 SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,6 +26,10 @@ rows=()
 compile() {
   local name=$1
   shift
+  if [ -n "${REUSE:-}" ] && [ -f "$WORK/$name/report.json" ]; then
+    rows+=("$name")
+    return
+  fi
   local sets=()
   for s in "${FIXED_SETS[@]}" "$@"; do sets+=(--set "$s"); done
   ${MPIEXEC:-mpirun} -np "$RANKS" --oversubscribe "$BUILD/qforge" compile "$WORK/experiment.yaml" \
