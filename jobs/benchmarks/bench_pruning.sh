@@ -7,7 +7,7 @@
 # already made). The
 # output layer and the embeddings stay dense, as the methods' papers compare.
 # Writes a markdown table: perplexity, its change against the dense float model, and
-# whether the issue's targets hold.
+# whether the goals docs/pruning.md states hold.
 # Usage: bash jobs/benchmarks/bench_pruning.sh BUILD_DIR [RESULTS.md]
 #   LM="NAME DIR ARGS...", RANKS, DEVICE: as bench_weight_algorithms.sh (the 6x384 decoder:
 #   LM="fortunes-6x384 out/fortunes384 3000 --width 384 --depth 6 --heads 6 --lr 1e-3 --device cuda").
