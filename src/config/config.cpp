@@ -134,6 +134,9 @@ void ExperimentConfig::validate() const {
     if (pruning.sparsity)
       check(*pruning.sparsity >= 0 && *pruning.sparsity < 1, key + ".pruning.sparsity", "a share from 0 to below 1");
     if (pruning.pattern) parse_sparsity_pattern(*pruning.pattern, key + ".pruning.pattern");
+    if (pruning.method && *pruning.method != PruningMethod::Magnitude)
+      check(calibration_inputs.has_value(), key + ".pruning.method",
+            "calibration_inputs: wanda and sparsegpt measure the layer's inputs on them (or method: magnitude)");
     if (pruning.enabled || pruning.method || pruning.sparsity || pruning.pattern)
       check(pruning_settings.has_value(), key + ".pruning", "pruning_settings, which its keys override");
     for (const TensorQuantOverride* o : {static_cast<const TensorQuantOverride*>(&layer.weights), &layer.activations}) {

@@ -62,6 +62,10 @@ void plan_pruning(std::vector<LayerPlan>& plans, const std::vector<LayerInfo>& l
       continue;
     }
     const SparsityPattern pattern = parse_sparsity_pattern(w.settings.pattern, where + ".pattern");
+    if (w.settings.method == PruningMethod::SparseGpt && pattern.m > 0 && w.settings.block_size % pattern.m != 0)
+      throw ConfigError(where + ".pattern: " + w.settings.pattern +
+                        " with sparsegpt needs pruning_settings.block_size (" + std::to_string(w.settings.block_size) +
+                        ") to be a multiple of M");
     if (const std::string why = cannot_prune(plan, layers, pattern); !why.empty()) {
       if (!w.named_by.empty())
         throw ConfigError(where + ": layer '" + plan.layer.name + "' cannot be pruned: " + why +

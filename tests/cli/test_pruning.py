@@ -264,6 +264,11 @@ model: {{path: {MODEL}}}
 layer_quantization_settings: {{fc1: {{pruning: {{sparsity: 0.3}}}}}}
 """)], expect=3)
     contains(out, "layer_quantization_settings[fc1].pruning: expected pruning_settings")
+    # An override's pattern SparseGPT's blocks cannot hold, named by its key before any work.
+    out = run(["compile", pruning_config("{method: sparsegpt}", extra="layer_quantization_settings: "
+                                         "{fc2: {pruning: {pattern: '3:7'}}}\n")], expect=3)
+    contains(out, "layer_quantization_settings[fc2].pruning.pattern: 3:7 with sparsegpt needs")
+    check("calibration:" not in out, f"refused only after calibrating:\n{out}")
 
 
 def resnet_config(extra):
