@@ -318,6 +318,14 @@ void CompileSession::plan_activation_points() {
   }
 }
 
+const LayerPlan& CompileSession::plan_of(const std::string& layer) const {
+  const auto& plans = prepared_.plans;
+  const auto found =
+      std::find_if(plans.begin(), plans.end(), [&](const LayerPlan& p) { return p.layer.name == layer; });
+  if (found == plans.end()) throw Error("no plan for layer '" + layer + "'");
+  return *found;
+}
+
 torch::jit::Module& CompileSession::reference_model() { return dense_ ? *dense_ : prepared_.model->module(); }
 
 at::Tensor CompileSession::float_weight(const std::string& layer) const {

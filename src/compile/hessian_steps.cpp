@@ -134,10 +134,8 @@ std::map<std::string, at::Tensor> CompileSession::solve_step(const SolveSteps::S
   std::vector<at::Tensor> hessians;
   for (size_t k = 0; k < points.size(); ++k) {
     const at::Tensor& h = stats.hessians[k];
-    const auto plan = std::find_if(p.plans.begin(), p.plans.end(),
-                                   [&](const LayerPlan& l) { return l.layer.name == step.layers[k]; });
-    const bool fits = plan != p.plans.end() && plan->layer.weight_shape.size() == 2 && h.defined() &&
-                      h.size(0) == plan->layer.weight_shape[1];
+    const auto& shape = plan_of(step.layers[k]).layer.weight_shape;
+    const bool fits = shape.size() == 2 && h.defined() && h.size(0) == shape[1];
     hessians.push_back(fits ? h : at::Tensor());
   }
   return solve(step.layers, hessians, title);

@@ -12,7 +12,6 @@
 #include "compile/session.h"
 #include "prune/prune_allocation.h"
 #include "prune/prune_weight.h"
-#include "qforge/errors.h"
 #include "runtime/logger.h"
 #include "util/text.h"
 
@@ -175,14 +174,6 @@ void CompileSession::record_pruned(const LayerPlan& plan, const LayerPruning& ch
   r.sparsity = 1.0 - static_cast<double>(w.mask.sum().item<int64_t>()) / static_cast<double>(w.mask.numel());
   if (hessian.defined()) r.output_error = relative_output_error(float_weight(plan.layer.name), w.weight, hessian);
   pruned_[plan.layer.name] = r;
-}
-
-const LayerPlan& CompileSession::plan_of(const std::string& layer) const {
-  const auto& plans = prepared_.plans;
-  const auto found =
-      std::find_if(plans.begin(), plans.end(), [&](const LayerPlan& p) { return p.layer.name == layer; });
-  if (found == plans.end()) throw Error("no plan for layer '" + layer + "'");
-  return *found;
 }
 
 }  // namespace qforge

@@ -89,13 +89,20 @@ def round_to(w, scale, zero, qmin, qmax):
     return ((torch.clamp(torch.round(w.float() * inv) + zero, qmin, qmax) - zero) * scale).double()
 
 
-def gptq_reference(weight, h, bits, group, symmetric, act_order, dampening=0.01):
-    """GPTQ column by column (Frantar et al., 2022), every step a plain torch op."""
+def without_dead_inputs(weight, h):
+    """The weight and Hessian in float64, inputs that are always zero removed: their weights become
+    zero and their diagonal 1, as GPTQ's and SparseGPT's solves start."""
     w = weight.double().clone()
     h = h.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
+    return w, h
+
+
+def gptq_reference(weight, h, bits, group, symmetric, act_order, dampening=0.01):
+    """GPTQ column by column (Frantar et al., 2022), every step a plain torch op."""
+    w, h = without_dead_inputs(weight, h)
     columns = w.shape[1]
     order = torch.arange(columns)
     if act_order:

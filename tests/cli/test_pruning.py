@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
 import qforge_testing as qt  # noqa: E402
 from qforge_testing import ASSETS, check, contains, run, write_config  # noqa: E402
-from test_gptq import BATCH, MODEL, hessian, layer_inputs  # noqa: E402
+from test_gptq import BATCH, MODEL, hessian, layer_inputs, without_dead_inputs  # noqa: E402
 
 LAYERS = ("fc1", "fc2", "head")  # wide_mlp: 64->128, 128->128, 128->10
 
@@ -50,11 +50,7 @@ def keep_highest(score, sparsity, n, m, per_row):
 
 def sparsegpt_reference(weight, h, sparsity, n, m, block=128, dampening=0.01):
     """SparseGPT (Frantar & Alistarh, 2023) column by column, every step a plain torch op."""
-    w = weight.double().clone()
-    h = h.clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1
-    w[:, dead] = 0
+    w, h = without_dead_inputs(weight, h)
     columns = w.shape[1]
     h += dampening * torch.diag(h).mean() * torch.eye(columns, dtype=torch.float64)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
