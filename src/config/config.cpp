@@ -49,12 +49,32 @@ void check_pruning_settings(const PruningSettings& s, bool has_calibration) {
   check(!s.blocks.empty(), key + ".blocks", "auto, none, or a glob naming the blocks");
   if (s.sensitivity_threshold)
     check(*s.sensitivity_threshold >= 0, key + ".sensitivity_threshold", "a non-negative relative error");
+  if (s.method == PruningMethod::Structured) {
+    check(pattern.m == 0, key + ".pattern", "unstructured with method structured (whole channels are removed)");
+    check(!s.sensitivity_threshold, key + ".sensitivity_threshold",
+          "null with method structured (every channel group loses the same share)");
+    if (s.importance == ChannelImportance::Activation)
+      check(has_calibration, key + ".importance",
+            "calibration_inputs: activation measures the channels on them (or importance: l1 or l2)");
+    return;
+  }
   if (s.method != PruningMethod::Magnitude || s.sensitivity_threshold)
     check(
         has_calibration, key + ".method",
         std::string("calibration_inputs: ") +
             (s.method != PruningMethod::Magnitude ? "wanda and sparsegpt measure" : "sensitivity_threshold measures") +
             " the layers' inputs on them (or method: magnitude)");
+}
+
+// Structured pruning removes channels from every layer a group couples: it is
+// chosen for the whole model, and a layer can only be left out or pruned less.
+void check_structured_override(const PruningOverride& o, const std::optional<PruningSettings>& settings,
+                               const std::string& key) {
+  const bool structured = settings && settings->method == PruningMethod::Structured;
+  if (o.method)
+    check(*o.method != PruningMethod::Structured && !structured, key + ".pruning.method",
+          "no method per layer with structured pruning (set pruning_settings.method; per layer: enabled, sparsity)");
+  if (o.pattern) check(!structured, key + ".pruning.pattern", "no pattern with method structured");
 }
 
 }  // namespace
@@ -134,6 +154,7 @@ void ExperimentConfig::validate() const {
     if (pruning.sparsity)
       check(*pruning.sparsity >= 0 && *pruning.sparsity < 1, key + ".pruning.sparsity", "a share from 0 to below 1");
     if (pruning.pattern) parse_sparsity_pattern(*pruning.pattern, key + ".pruning.pattern");
+    check_structured_override(pruning, pruning_settings, key);
     if (pruning.method && *pruning.method != PruningMethod::Magnitude)
       check(calibration_inputs.has_value(), key + ".pruning.method",
             "calibration_inputs: wanda and sparsegpt measure the layer's inputs on them (or method: magnitude)");

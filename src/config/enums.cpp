@@ -75,7 +75,15 @@ struct Names<FineTuneMethod> {
 template <>
 struct Names<PruningMethod> {
   static constexpr std::pair<PruningMethod, const char*> table[] = {
-      {PruningMethod::Magnitude, "magnitude"}, {PruningMethod::Wanda, "wanda"}, {PruningMethod::SparseGpt, "sparsegpt"}};
+      {PruningMethod::Magnitude, "magnitude"},
+      {PruningMethod::Wanda, "wanda"},
+      {PruningMethod::SparseGpt, "sparsegpt"},
+      {PruningMethod::Structured, "structured"}};
+};
+template <>
+struct Names<ChannelImportance> {
+  static constexpr std::pair<ChannelImportance, const char*> table[] = {
+      {ChannelImportance::L1, "l1"}, {ChannelImportance::L2, "l2"}, {ChannelImportance::Activation, "activation"}};
 };
 template <>
 struct Names<DType> {
@@ -138,6 +146,7 @@ QFORGE_ENUM_INSTANTIATE(DType)
 QFORGE_ENUM_INSTANTIATE(Distillation)
 QFORGE_ENUM_INSTANTIATE(FineTuneMethod)
 QFORGE_ENUM_INSTANTIATE(PruningMethod)
+QFORGE_ENUM_INSTANTIATE(ChannelImportance)
 #undef QFORGE_ENUM_INSTANTIATE
 
 int64_t dtype_size(DType dtype) {

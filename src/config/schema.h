@@ -132,8 +132,16 @@ void describe(V& v, PruningSettings& s) {
   v("method", s.method,
     "magnitude (the smallest |w| of the layer) | wanda (the smallest |w|·‖x‖ of each output row, x the "
     "calibration inputs; Linear layers) | sparsegpt (chosen and made up for through the Hessian of the "
-    "calibration inputs, as GPTQ rounds; Linear layers); others fall back to magnitude, with a note");
-  v("sparsity", s.sparsity, "share of each layer's weights set to zero, 0 to below 1 (pattern unstructured)");
+    "calibration inputs, as GPTQ rounds; Linear layers); others fall back to magnitude, with a note | "
+    "structured (whole channels and MLP neurons removed from the model, with every layer the graph couples "
+    "to them: residual adds, depthwise convolutions, concatenation, flatten into a Linear, SwiGLU)");
+  v("sparsity", s.sparsity,
+    "share of each layer's weights set to zero, 0 to below 1 (pattern unstructured); structured: share of each "
+    "channel group's channels removed");
+  v("importance", s.importance,
+    "structured: how channels are ranked, summed over the group's layers: l1 | l2 (norms of the weights "
+    "writing and reading each channel) | activation (‖x‖ of each channel over the calibration inputs times the "
+    "norm of the weights reading it)");
   v("pattern", s.pattern,
     "unstructured | N:M (2:4, 4:8): N weights kept of every M consecutive inputs of an output row (input channels "
     "at each kernel position of a convolution); sparsity is then 1 - N/M");
