@@ -35,7 +35,13 @@ Rewrite::Rewrite(const torch::jit::Module& original, const std::string& method) 
   graph = torch::jit::toGraphFunction(module.get_method(method).function()).graph();
   inline_calls(*graph);
   decompose_fused_attention(*graph);
-  collect_weight_reads(graph->block(), graph->inputs()[0], weight_reads);
+  weight_reads = weight_reads_of(*graph);
+}
+
+std::map<std::string, std::vector<Node*>> weight_reads_of(torch::jit::Graph& graph) {
+  std::map<std::string, std::vector<Node*>> out;
+  collect_weight_reads(graph.block(), graph.inputs()[0], out);
+  return out;
 }
 
 const std::vector<Node*>& Rewrite::reads_of(const std::string& layer, const std::string& method) const {

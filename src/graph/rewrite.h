@@ -28,6 +28,9 @@ struct Rewrite {
   const std::vector<torch::jit::Node*>& reads_of(const std::string& layer, const std::string& method) const;
 };
 
+// Every layer's prim::GetAttr "weight" nodes in `graph` (input 0: the module).
+std::map<std::string, std::vector<torch::jit::Node*>> weight_reads_of(torch::jit::Graph& graph);
+
 // Ops whose input 0 is the activation a weight (input 1) multiplies: linear, convolutions.
 bool consumes_activation(const torch::jit::Node* n);
 
