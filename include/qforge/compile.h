@@ -131,6 +131,24 @@ struct LayerPruning {
   std::string pattern() const;  // "unstructured" or "2:4"
 };
 
+// Structured pruning (method: structured): channels the graph couples, removed
+// together from every layer that writes or reads them.
+struct ChannelGroup {
+  std::vector<std::string> producers;  // layers whose output channels these are
+  std::vector<std::string> readers;    // layers reading them: depthwise convolutions, then consumers
+  int64_t channels = 0;
+  int64_t kept = 0;          // channels kept (= channels when the group stays whole)
+  std::vector<int64_t> kept_channels;  // their indices, ascending (empty when the group stays whole)
+  double sparsity = 0;       // the share of channels asked to be removed
+  std::string reason;        // why every channel is kept (empty when pruned)
+};
+
+struct StructuredPruning {
+  std::string importance;  // l1 | l2 | activation
+  std::vector<ChannelGroup> groups;
+  int64_t dense_parameters = 0, parameters = 0;  // the model's parameters before and after
+};
+
 struct LayerPlan {
   LayerInfo layer;
   bool quantize = false;
@@ -163,6 +181,7 @@ struct Plan {
   DatasetInfo data;
   std::vector<RankShard> shards;
   std::vector<InputAxes> axes;
+  std::optional<StructuredPruning> structured;  // the channel groups and what each keeps
   int64_t estimated_bytes_per_rank = 0;
   std::string resolved_config;  // the experiment as resolved (YAML), recorded in plan.json
   std::string to_text() const;
@@ -358,6 +377,7 @@ struct CompileResult {
   torch::jit::Module model;  // the compiled model (every rank)
   std::vector<LayerResult> layers;
   std::vector<std::string> folded_batch_norms;  // convolutions that absorbed a batch norm
+  std::optional<StructuredPruning> structured;  // channels removed (pruning_settings.method: structured)
   std::optional<EvaluationResult> evaluation;
   std::optional<FineTuneSummary> fine_tune;
   std::vector<PhaseTiming> phases;

@@ -204,47 +204,7 @@ void CompileSession::prepare() {
           callbacks_.data_transform ? callbacks_.data_transform : make_transform(config_.data_transform, p.data);
     }
     if (!p.model->module().is_training()) result_.folded_batch_norms = p.model->fold_conv_batch_norm();
-    p.plans = plan_layers(p.model->layers(), config_);
-    plan_weight_algorithms();
-    if (!config_.is_model_pretrained) observe_full_ranges(p.plans);
-    const auto reached = layers_read_by(p.model->module(), method);
-    const auto is_reached = [&](const std::string& layer) {
-      return std::find(reached.begin(), reached.end(), layer) != reached.end();
-    };
-    for (auto& plan : p.plans) {
-      if (!plan.quantize || is_reached(plan.layer.name)) continue;
-      if (!plan.layer.shares_weight_with.empty() && is_reached(plan.layer.shares_weight_with)) {
-        // A traced graph reads a tied weight through one of its layers only.
-        plan.quantize = false;
-        plan.tied = true;
-        plan.kept_by_choice = true;
-        plan.reason = "computes with the weight of '" + plan.layer.shares_weight_with + "' (tied), quantized there";
-        quantize_tied_inputs(plan, p.plans);
-        continue;
-      }
-      if (config_.fullgraph)
-        throw ModelError(
-            "layer '" + plan.layer.name + "': " + method +
-            " does not read its weight in a way qforge can "
-            "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
-      plan.quantize = false;
-      plan.reason = method + " does not read its weight directly (fullgraph: false)";
-    }
-    if (p.quantizing) refuse_quantizing_nothing(p.plans);
-    plan_gptq_steps();
-    plan_pruning_steps();
-    plan_input_scales();
-    if (!config_.compile_options.ptq)
-      for (const auto& plan : p.plans)
-        if (plan.quantize && (plan.activations.enabled || plan.weights.algorithm != WeightAlgorithm::Rtn))
-          throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name + "' " +
-                            (plan.activations.enabled ? std::string("quantizes activations, whose ranges")
-                                                      : std::string("chooses its weight with ") +
-                                                            to_string(plan.weights.algorithm) + ", whose statistics") +
-                            " only calibration measures; enable ptq, or set "
-                            "quantization_settings.activations.enabled: false and weights.algorithm: rtn");
   });
-  base_ = p.model->module();  // assembled from the float model, or fine-tuning's copy of it
   // One communicator per job: NCCL between GPUs, MPI between CPU ranks (and
   // between ranks sharing a GPU, which NCCL refuses).
   const c10::Device& device = p.placement.device;
@@ -255,7 +215,57 @@ void CompileSession::prepare() {
               ", collectives over " + p.comm->backend() +
               (config_.autocast == Autocast::Off ? "" : std::string(", autocast ") + to_string(config_.autocast)) +
               (config_.matmul_precision == MatmulPrecision::Highest ? "" : ", float32 matrix products in TF32"));
+  if (!config_.disable && config_.pruning_settings && config_.pruning_settings->method == PruningMethod::Structured)
+    prune_channels();
+  if (!config_.disable) timer_.run("plan", [&] { plan_layers_and_steps(); });
+  base_ = p.model->module();  // assembled from the float model, or fine-tuning's copy of it
   plan_activation_points();
+}
+
+// Every layer's plan on the model as loaded (and pruned), the steps the
+// block-by-block algorithms take, and the checks that need them.
+void CompileSession::plan_layers_and_steps() {
+  PreparedCompile& p = prepared_;
+  const std::string& method = config_.model.method;
+  p.plans = plan_layers(p.model->layers(), config_);
+  plan_weight_algorithms();
+  if (!config_.is_model_pretrained) observe_full_ranges(p.plans);
+  const auto reached = layers_read_by(p.model->module(), method);
+  const auto is_reached = [&](const std::string& layer) {
+    return std::find(reached.begin(), reached.end(), layer) != reached.end();
+  };
+  for (auto& plan : p.plans) {
+    if (!plan.quantize || is_reached(plan.layer.name)) continue;
+    if (!plan.layer.shares_weight_with.empty() && is_reached(plan.layer.shares_weight_with)) {
+      // A traced graph reads a tied weight through one of its layers only.
+      plan.quantize = false;
+      plan.tied = true;
+      plan.kept_by_choice = true;
+      plan.reason = "computes with the weight of '" + plan.layer.shares_weight_with + "' (tied), quantized there";
+      quantize_tied_inputs(plan, p.plans);
+      continue;
+    }
+    if (config_.fullgraph)
+      throw ModelError(
+          "layer '" + plan.layer.name + "': " + method +
+          " does not read its weight in a way qforge can "
+          "rewrite (or does not use the layer); skip it in layer_quantization_settings or set fullgraph: false");
+    plan.quantize = false;
+    plan.reason = method + " does not read its weight directly (fullgraph: false)";
+  }
+  if (p.quantizing) refuse_quantizing_nothing(p.plans);
+  plan_gptq_steps();
+  plan_pruning_steps();
+  plan_input_scales();
+  if (!config_.compile_options.ptq)
+    for (const auto& plan : p.plans)
+      if (plan.quantize && (plan.activations.enabled || plan.weights.algorithm != WeightAlgorithm::Rtn))
+        throw ConfigError("compile_options.ptq is false but layer '" + plan.layer.name + "' " +
+                          (plan.activations.enabled ? std::string("quantizes activations, whose ranges")
+                                                    : std::string("chooses its weight with ") +
+                                                          to_string(plan.weights.algorithm) + ", whose statistics") +
+                          " only calibration measures; enable ptq, or set "
+                          "quantization_settings.activations.enabled: false and weights.algorithm: rtn");
 }
 
 // Rank 0 locks out_dir and checks, before any work, that it can hold the

@@ -49,8 +49,9 @@ void observe_inputs(const torch::jit::Module& model, const std::string& method,
   torch::jit::Module observed = with_observers(model, method, points);
   ObserveScope scope([&](int64_t point, const at::Tensor& x) {
     const auto& in = inputs.at(static_cast<size_t>(point));
-    if (x.dim() == 0 || x.size(-1) != in.channels) return;
-    observe(static_cast<size_t>(point), x.detach().reshape({-1, in.channels}));
+    const at::Tensor v = in.channels_first && x.dim() > 1 ? x.movedim(1, -1) : x;
+    if (v.dim() == 0 || v.size(-1) != in.channels) return;
+    observe(static_cast<size_t>(point), v.detach().reshape({-1, in.channels}));
   });
   for_each_batch(shard, [&](const Batch& batch) {
     run(observed, batch);

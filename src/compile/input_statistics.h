@@ -15,10 +15,12 @@
 
 namespace qforge {
 
-// The input of one layer, `channels` wide (its last axis).
+// The input of one layer, `channels` wide (its last axis, or axis 1 of a
+// convolution's [N, C, ...] input).
 struct ObservedInput {
   std::string layer;
   int64_t channels = 0;
+  bool channels_first = false;
 };
 
 struct ChannelStatistics {

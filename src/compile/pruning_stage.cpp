@@ -36,6 +36,7 @@ bool CompileSession::reads_inputs_to_prune(const LayerPlan& plan) const {
 void CompileSession::prune() {
   PreparedCompile& p = prepared_;
   if (!config_.pruning_settings || config_.disable) return;
+  if (config_.pruning_settings->method == PruningMethod::Structured) return;  // done in prepare
   std::vector<std::string> direct;  // pruned from the weight alone
   for (const auto& plan : p.plans) {
     if (plan.pruning && !plan.pruning->note.empty()) add_note("layer '" + plan.layer.name + "': " + plan.pruning->note);

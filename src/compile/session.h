@@ -21,6 +21,7 @@
 #include "graph/model.h"
 #include "output/output_dir.h"
 #include "plan/solve_steps.h"
+#include "prune/channel_groups.h"
 #include "prune/prune_weight.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
@@ -125,6 +126,9 @@ class CompileSession {
   void solve_and_share(const std::vector<size_t>& layers, const std::vector<at::Tensor>& hessians,
                        const std::string& phase);
   void claim_output_directory();
+  void plan_layers_and_steps();  // prepare's planning, on the model as pruned
+  void prune_channels();         // pruning_settings.method structured: channels removed from the model
+  std::map<std::string, at::Tensor> reader_input_means(const std::vector<ChannelDependencyGroup>& groups);
   void plan_pruning_steps();
   bool reads_inputs_to_prune(const LayerPlan& plan) const;
   std::map<std::string, at::Tensor> prune_and_share(const std::vector<std::string>& names,

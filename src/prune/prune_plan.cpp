@@ -51,8 +51,24 @@ std::string LayerPruning::pattern() const {
   return m == 0 ? std::string("unstructured") : std::to_string(n) + ":" + std::to_string(m);
 }
 
+ChannelPlan plan_channel_pruning(const LayerPlan& plan, const std::vector<LayerInfo>& layers,
+                                 const ExperimentConfig& config) {
+  const Wanted w = wanted_for(plan, config);
+  const std::string where =
+      w.named_by.empty() ? "pruning_settings" : "layer_quantization_settings[" + w.named_by + "].pruning";
+  if (!w.enabled) return {0, "pruning disabled by " + where, ""};
+  if (const std::string why = cannot_prune(plan, layers, {}); !why.empty()) {
+    if (!w.named_by.empty())
+      throw ConfigError(where + ": layer '" + plan.layer.name + "' cannot be pruned: " + why +
+                        "; set enabled: false there");
+    return {0, why, ""};
+  }
+  if (w.settings.sparsity == 0) return {0, "sparsity 0 by " + where, ""};
+  return {w.settings.sparsity, "", w.named_by};
+}
+
 void plan_pruning(std::vector<LayerPlan>& plans, const std::vector<LayerInfo>& layers, const ExperimentConfig& config) {
-  if (!config.pruning_settings) return;
+  if (!config.pruning_settings || config.pruning_settings->method == PruningMethod::Structured) return;
   for (auto& plan : plans) {
     const Wanted w = wanted_for(plan, config);
     const std::string where =
