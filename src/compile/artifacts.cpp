@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "compile/structured_report.h"
 #include "graph/model_json.h"
 #include "output/artifact_set.h"
 #include "qforge/config_yaml.h"
@@ -267,6 +268,7 @@ std::string report_json(const CompileResult& result, const ExperimentConfig& con
   root["layers"] = layers;
   if (const PruningTotals t = pruning_totals(result); t.layers > 0)
     root["pruning"] = json::object{{"layers", t.layers}, {"weights", t.weights}, {"zeros", t.zeros}};
+  if (result.structured) root["structured_pruning"] = structured_json(*result.structured);
   json::object sizes;
   sizes["float_bytes"] = result.float_bytes;
   sizes["deployed_bytes"] = result.deployed_bytes;
@@ -353,6 +355,7 @@ std::string summary_text(const CompileResult& result, const std::vector<std::str
         << "\n";
   }
   write_pruning_text(out, result);
+  if (result.structured) write_structured_text(out, *result.structured, false);
   for (const auto& note : result.notes) out << "\n  note: " << note;
   if (!result.notes.empty()) out << "\n";
   out << "\n  model size: " << size_text(result.float_bytes) << " float -> " << size_text(result.deployed_bytes)

@@ -7,6 +7,7 @@
 
 #include "compile/onnx_stage.h"
 #include "compile/session.h"
+#include "compile/structured_report.h"
 #include "graph/dynamic_axes.h"
 #include "graph/fake_quant_graph.h"
 #include "graph/model_json.h"
@@ -142,6 +143,7 @@ std::string Plan::to_json() const {
   for (const auto& l : all_layers)
     if (!l.quantizable) other.push_back(qforge::to_json(l));
   root["not_quantizable"] = other;
+  if (structured) root["structured_pruning"] = structured_json(*structured);
   root["estimated_bytes_per_rank"] = estimated_bytes_per_rank;
   root["config"] = resolved_config;
   return pretty_json(root);
@@ -191,6 +193,7 @@ std::string Plan::to_text() const {
     out << "    " << std::left << std::setw(name_width) << l.layer.name << std::setw(type_width) << l.layer.type
         << std::setw(10) << l.layer.parameters << std::setw(20) << shape_text(l.layer.weight_shape) << decision << "\n";
   }
+  if (structured) write_structured_text(out, *structured, true);
   out << "  estimated memory per rank: " << size_text(estimated_bytes_per_rank) << "\n";
   return out.str();
 }
@@ -256,6 +259,7 @@ Plan dry_run(const ExperimentConfig& config, const CompileCallbacks& callbacks, 
   plan.data = p.data;
   plan.all_layers = p.model->layers();
   plan.layers = p.plans;
+  plan.structured = session.take_result().structured;
   const auto& cal = *config.calibration_inputs;
   const RowRange mine = shard_whole_batches(plan.data.group_rows(), cal.batch_size, rt.rank(), rt.size());
   log::debug("rank " + std::to_string(rt.rank()) + " reads rows " + std::to_string(mine.begin) + ".." +

@@ -121,6 +121,8 @@ def check_run_page(out_dir):
     pruned = [l for l in layers if "sparsity" in l.get("pruning", {})]
     if pruned:
         expected["sparsity"] = len(pruned)
+    if report.get("structured_pruning"):
+        expected["channel-groups"] = len(report["structured_pruning"]["groups"])
     if report.get("fine_tune", {}).get("loss"):
         expected["loss"] = len(report["fine_tune"]["loss"])
         if report["fine_tune"]["evaluations"]:
@@ -184,6 +186,20 @@ pruning_settings: {{method: wanda, pattern: "2:4"}}
     return os.path.join(qt.WORK, "pruned")
 
 
+def structured_run():
+    """wide_mlp with half its neurons removed: the page's channel-group chart, a bar per group."""
+    config = qt.write_config("structured.yaml", f"""
+model: {{path: {qt.ASSETS}/wide_mlp_traced.pt}}
+out_dir: structured
+calibration_inputs: {{files: [{qt.ASSETS}/vectors64.h5], batch_size: 8}}
+deployment_settings: {{target: libtorch}}
+quantization_settings: {{activations: {{enabled: false}}}}
+pruning_settings: {{method: structured, sparsity: 0.5}}
+""")
+    qt.run(["compile", config])
+    return os.path.join(qt.WORK, "structured")
+
+
 def test_in_chromium(work):
     build, screenshot = os.environ["QFORGE_BUILD_DIR"], os.environ.get("QFORGE_REPORT_SCREENSHOT")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
@@ -196,6 +212,7 @@ def test_in_chromium(work):
     pages = [check_run_page(r) for r in runs]
     check_threshold_drawn(runs[0])
     check_run_page(pruned_run())
+    check_run_page(structured_run())
 
     # A laptop's screen: not blank; the first page's picture is the README's screenshot.
     shot = os.path.join(work, "page.png")
