@@ -306,3 +306,149 @@ pruning_settings: {{method: magnitude, sparsity: 0.5}}
     out = run(["compile", write_config("tied_named.yaml", cfg + f"layer_quantization_settings: "
                                        f"{{'{tied[-1]}': {{pruning: {{sparsity: 0.3}}}}}}\n")], expect=3)
     contains(out, f"layer '{tied[-1]}' cannot be pruned: its weight is tied to")
+
+
+# ---- structured pruning: channel groups removed from the model ----
+
+def structured_config(model, out, pruning="{method: structured, sparsity: 0.5}", extra=""):
+    return write_config(f"{out}.yaml", f"""
+model: {{path: {ASSETS}/{model}.pt}}
+out_dir: {out}
+calibration_inputs: {{files: [{ASSETS}/images.h5], batch_size: 8, groups: [s32]}}
+pruning_settings: {pruning}
+""" + extra)
+
+
+def batch_norm_of(conv):
+    """The batch norm after a torchvision convolution: conv1 -> bn1, features.0.0 -> features.0.1."""
+    head, _, last = conv.rpartition(".")
+    name = str(int(last) + 1) if last.isdigit() else last.replace("conv", "bn")
+    return f"{head}.{name}" if head else name
+
+
+def zero_removed_channels(model, groups):
+    """The dense model with every removed channel written as zero: each writer's batch norm
+    (and each depthwise reader's) outputs 0 there, which ReLU keeps 0 for the layers reading it."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for g in groups:
+            if "kept_channels" not in g:
+                continue
+            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            depthwise = [r for r in g["readers"] if modules[r].weight.shape[1] == 1 and modules[r].weight.shape[0] > 1]
+            for conv in g["producers"] + depthwise:
+                bn = modules[batch_norm_of(conv)]
+                bn.weight[removed] = 0
+                bn.bias[removed] = 0
+    return model
+
+
+def group_with(groups, *producers):
+    found = [g for g in groups if set(producers) <= set(g["producers"])]
+    check(len(found) == 1, f"no one group writes {producers}: {[g['producers'] for g in groups]}")
+    return found[0]
+
+
+@pytest.mark.parametrize("model", ["resnet18_traced", "mobilenet_v2_traced"])
+def test_structured_pruning_removes_coupled_channels(model):
+    # Half the channels of every group leave every layer writing or reading them: residual
+    # adds couple their inputs, a depthwise convolution passes its group through, the
+    # flatten feeds the classifier; the smaller model computes what the dense one does
+    # with those channels at zero.
+    run(["compile", structured_config(model, "out")], timeout=300)
+    pruned, _, report = compiled("out")
+    s = report["structured_pruning"]
+    check(s["importance"] == "l2" and s["parameters"] < 0.5 * s["dense_parameters"], f"{s['parameters']} parameters")
+    groups = s["groups"]
+    if model == "resnet18_traced":
+        coupled = [("conv1", "layer1.0.conv2", "layer1.1.conv2"),
+                   ("layer2.0.downsample.0", "layer2.0.conv2", "layer2.1.conv2")]
+        check("fc" in group_with(groups, "layer4.0.downsample.0")["readers"], "the classifier reads layer4")
+    else:
+        coupled = [("features.2.conv.2", "features.3.conv.2"), ("features.0.0",)]
+        check("features.1.conv.0.0" in group_with(groups, "features.0.0")["readers"], "the depthwise conv")
+    for producers in coupled:
+        g = group_with(groups, *producers)
+        check(0 < g["kept"] < g["channels"] and len(g["kept_channels"]) == g["kept"], f"{g}")
+    head = [g for g in groups if g["producers"] == ["classifier.1" if "mobilenet" in model else "fc"]]
+    check(len(head) == 1 and "output of the method" in head[0]["whole"], f"the classifier's group: {head}")
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        dense = zero_removed_channels(torch.jit.load(f"{ASSETS}/{model}.pt"), groups)(x)
+        ours = pruned(x)
+    check(ours.shape == (4, 10), f"output {tuple(ours.shape)}")
+    error = ((ours - dense).abs().max() / dense.abs().max()).item()
+    check(error < 1e-4, f"the pruned model differs from the dense one with the channels at zero by {error}")
+    summary = open(os.path.join(qt.WORK, "out", "summary.txt")).read()
+    contains(summary, "structured pruning (l2):", "channels: ")
+
+
+def mlp_config(out, importance):
+    from qforge_h5 import write_samples
+    ids = torch.randint(0, 100, (24, 12), generator=torch.Generator().manual_seed(1))
+    write_samples(os.path.join(qt.WORK, "ids.h5"), "tensor", ["ids"], {"t12": {"ids": ids.numpy()}})
+    return write_config(f"{out}.yaml", f"""
+model: {{path: {ASSETS}/llama_decoder_scripted.pt}}
+out_dir: {out}
+calibration_inputs: {{files: [ids.h5], batch_size: 4}}
+pruning_settings: {{method: structured, sparsity: 0.5, importance: {importance}}}
+""")
+
+
+def test_structured_pruning_of_a_decoder_is_identical_on_1_and_3_ranks():
+    # SwiGLU: gate and up write one group of neurons that down reads; attention projections
+    # (split into heads) and the residual stream (normed) stay whole with their reasons.
+    # Activation importance sums each neuron's inputs exactly over the ranks' shards.
+    states = {}
+    for ranks in (0, 3):
+        run(["compile", mlp_config(f"r{ranks}", "activation")], ranks=ranks, timeout=300)
+        states[ranks] = torch.jit.load(os.path.join(qt.WORK, f"r{ranks}", "model.qforge.pt")).state_dict()
+    for key, value in states[0].items():
+        check(torch.equal(states[3][key], value), f"{key} on 3 ranks differs from 1 rank")
+    _, _, report = compiled("r0")
+    groups = report["structured_pruning"]["groups"]
+    for block in range(3):
+        g = group_with(groups, f"layers.{block}.mlp.gate", f"layers.{block}.mlp.up")
+        check(g["readers"] == [f"layers.{block}.mlp.down"] and g["kept"] == 32, f"{g}")
+        q = group_with(groups, f"layers.{block}.attn.q")
+        check("whole" in q, f"the attention heads were pruned: {q}")
+    check(states[0]["layers.0.mlp.down.weight"].shape == (32, 32), "down keeps 32 inputs")
+    # The same neurons at zero in the dense model give the same logits.
+    dense = torch.jit.load(f"{ASSETS}/llama_decoder_scripted.pt")
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        for block in range(3):
+            g = group_with(groups, f"layers.{block}.mlp.gate")
+            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            getattr(dense.layers, str(block)).mlp.gate.weight[removed] = 0
+        expected = dense(ids)
+        got = torch.jit.load(os.path.join(qt.WORK, "r0", "model.qforge.pt"))(ids)
+    check(torch.allclose(got, expected, atol=1e-5, rtol=1e-4), f"{(got - expected).abs().max().item()}")
+
+
+def test_structured_pruning_to_int8_onnx_and_bad_settings():
+    pytest.importorskip("onnx")
+    quantize = ("deployment_settings: {target: onnxruntime}\nquantization_settings: {}\n"
+                f"evaluation_inputs: {{files: [{ASSETS}/images.h5], batch_size: 8, groups: [s32]}}\n")
+    out = run(["compile", structured_config("resnet18_traced", "int8", extra=quantize)], timeout=400)
+    onnx_path = os.path.join(qt.WORK, "int8", "model.qforge.onnx")
+    if os.path.exists(onnx_path):
+        contains(out, "ONNX file checked against model.qforge.pt on fresh inputs")
+        import onnx
+        from onnx import numpy_helper
+        shapes = {tuple(numpy_helper.to_array(t).shape) for t in onnx.load(onnx_path).graph.initializer}
+        # conv1 (64 channels) and layer4 (512) as pruned: the ONNX file is the smaller dense graph
+        check({(32, 3, 7, 7), (256, 256, 3, 3)} <= shapes and not {(64, 3, 7, 7), (512, 512, 3, 3)} & shapes,
+              f"the ONNX file's weights: {sorted(s for s in shapes if len(s) == 4)}")
+    # A layer named on purpose whose channels the graph keeps (the classifier writes the output).
+    out = run(["compile", structured_config("resnet18_traced", "bad",
+                                            extra="layer_quantization_settings: {fc: {pruning: {sparsity: 0.3}}}\n")],
+              expect=3)
+    contains(out, "layer_quantization_settings[fc].pruning: layer 'fc' cannot lose channels: its channels are an "
+                  "output of the method")
+    for pruning, key in [("{method: structured, pattern: '2:4'}", "pruning_settings.pattern"),
+                         ("{method: structured, importance: taylor}", "pruning_settings.importance")]:
+        out = run(["compile", structured_config("resnet18_traced", "bad", pruning=pruning)], expect=3)
+        contains(out, key)
+    plan = run(["compile", structured_config("resnet18_traced", "plan"), "--dry-run"])
+    contains(plan, "structured pruning (l2):", "whole (10): fc: its channels are an output of the method")
