@@ -26,6 +26,8 @@
 #   PYTHON=/usr/bin/python3 (makes the models: torch, torchvision, h5py; python3 where that has no torch)
 #   DEVICE= (compile's device, default qforge's)
 #   WORK=out/bench/deploy-work (models, calibration data, compiled artifacts; reused when present)
+#   ASSETS_WORK=$WORK (where the models and calibration data are made; shared by several WORKs)
+#   PRUNING= (pruning_settings of every compile, a YAML mapping: "{method: structured, sparsity: 0.5}")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 QFORGE=${QFORGE:-build/qforge}
@@ -93,14 +95,14 @@ prepare() {
       SOURCE="character LM trained on Debian's fortunes (jobs/examples/fortunes/make_fortunes_lm.py), 64 tokens"
       RUN_ARGS=(--dims '*=64' --int-range 0:128) ;;
     decoder)
-      dir=$WORK/assets-decoder-$DECODER_CONTEXT
+      dir=${ASSETS_WORK:-$WORK}/assets-decoder-$DECODER_CONTEXT
       [ -f "$dir/decoder_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$dir" decoder "$ROWS" "$DECODER_CONTEXT" \
         > "$WORK/decoder_assets.log" 2>&1 || return
       MODEL_PT=$dir/decoder.pt CAL_H5=$dir/decoder_calibration.h5 UNIT=sequences
       SOURCE="jobs/benchmarks/bench_assets.py decoder (134M, random weights), $DECODER_CONTEXT tokens"
       RUN_ARGS=(--dims "*=$DECODER_CONTEXT" --int-range 0:32000) ;;
     *)
-      dir=$WORK/assets-$SIZE
+      dir=${ASSETS_WORK:-$WORK}/assets-$SIZE
       [ -f "$dir/${name}_calibration.h5" ] || "$PY" jobs/benchmarks/bench_assets.py "$dir" "$name" "$ROWS" "$SIZE" \
         > "$WORK/${name}_assets.log" 2>&1 || return
       MODEL_PT=$dir/$name.pt CAL_H5=$dir/${name}_calibration.h5 UNIT=images
@@ -126,6 +128,7 @@ tracing_inputs: {batch_sizes: [1, 2]}
 calibration_inputs: {files: [$CAL_H5], batch_size: $CAL_BATCH, max_samples: $ROWS}
 deployment_settings: {target: onnxruntime}
 quantization_settings: {}
+${PRUNING:+pruning_settings: $PRUNING}
 YAML
   local device=(); [ -n "${DEVICE:-}" ] && device=(--set "device=$DEVICE")
   echo "== $name: compile (1 rank, onnxruntime preset), export float"
