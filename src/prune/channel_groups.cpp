@@ -1,5 +1,6 @@
 #include "prune/channel_groups.h"
 
+#include <algorithm>
 #include <numeric>
 #include <set>
 
@@ -145,12 +146,12 @@ class Analysis {
   void visit(Node* n) {
     const std::string kind = n->kind().toQualString();
     if (const auto layer = layer_of(n)) return visit_layer(n, *layer);
+    if (kind == "aten::cat") return visit_cat(n);  // its flows are in the list it reads
     bool any = false;
     for (Value* in : n->inputs()) any = any || flow_of(in);
     if (!any) return;
     if (passthrough_ops().count(kind)) return visit_passthrough(n);
     if (elementwise_ops().count(kind)) return visit_elementwise(n);
-    if (kind == "aten::cat") return visit_cat(n);
     if (kind == "aten::flatten") return visit_flatten(n);
     if (kind == "aten::view" || kind == "aten::reshape") return visit_reshape(n);
     if (kind == "aten::mean") return visit_mean(n);
@@ -265,6 +266,7 @@ class Analysis {
     if (list->kind() != c10::prim::ListConstruct || !dim || n->input(0)->uses().size() != 1) return;
     std::vector<const Flow*> parts;
     for (Value* v : list->inputs()) parts.push_back(flow_of(v));
+    if (std::none_of(parts.begin(), parts.end(), [](const Flow* p) { return p != nullptr; })) return;
     handled_.insert(list);
     handled_.insert(n);
     for (const Flow* p : parts)
