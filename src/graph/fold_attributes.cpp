@@ -3,6 +3,9 @@
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include <optional>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "graph/fake_quant_graph.h"
@@ -13,21 +16,34 @@ namespace {
 
 bool is_plain(const c10::IValue& v) { return v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isNone(); }
 
-void collect_reads(torch::jit::Block* block, std::vector<torch::jit::Node*>& out) {
+void collect(torch::jit::Block* block, c10::Symbol kind, std::vector<torch::jit::Node*>& out) {
   for (torch::jit::Node* n : block->nodes()) {
-    for (auto* inner : n->blocks()) collect_reads(inner, out);
-    if (n->kind() == c10::prim::GetAttr) out.push_back(n);
+    for (auto* inner : n->blocks()) collect(inner, kind, out);
+    if (n->kind() == kind) out.push_back(n);
   }
+}
+
+// "owner.name" of an attribute node reads or writes, or nullopt when it is not reached from self.
+std::optional<std::string> attribute_of(const torch::jit::Node* n, const torch::jit::Value* self) {
+  const auto owner = attribute_path(n->input(0), self);
+  if (!owner) return std::nullopt;
+  return *owner + "." + n->s(c10::attr::name);
 }
 
 }  // namespace
 
 void fold_plain_attributes(std::shared_ptr<torch::jit::Graph>& graph, const torch::jit::Module& module) {
-  std::vector<torch::jit::Node*> reads;
-  collect_reads(graph->block(), reads);
+  const torch::jit::Value* self = graph->inputs()[0];
+  std::vector<torch::jit::Node*> reads, writes;
+  collect(graph->block(), c10::prim::GetAttr, reads);
+  collect(graph->block(), c10::prim::SetAttr, writes);
+  std::set<std::string> written;  // attributes the method changes (a counter) keep being read
+  for (const torch::jit::Node* n : writes)
+    if (const auto name = attribute_of(n, self)) written.insert(*name);
   for (torch::jit::Node* n : reads) {
-    const auto owner = attribute_path(n->input(), graph->inputs()[0]);
-    if (!owner) continue;
+    const auto owner = attribute_path(n->input(), self);
+    const auto name_in_graph = attribute_of(n, self);
+    if (!owner || written.count(*name_in_graph)) continue;
     const torch::jit::Module m = owner->empty() ? module : submodule(module, *owner, "the model");
     const std::string name = n->s(c10::attr::name);
     if (!m.hasattr(name)) continue;
