@@ -452,3 +452,52 @@ def test_structured_pruning_to_int8_onnx_and_bad_settings():
         contains(out, key)
     plan = run(["compile", structured_config("resnet18_traced", "plan"), "--dry-run"])
     contains(plan, "structured pruning (l2):", "whole (10): fc: its channels are an output of the method")
+
+
+class Branches(torch.nn.Module):
+    """Two convolutions concatenated along the channels, a squeeze-and-excitation gate
+    (an elementwise product coupling two groups) and x.view(batch, features) into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 8, 1)
+        self.c = torch.nn.Conv2d(24, 16, 3, padding=1)
+        self.se = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+        z = torch.relu(self.c(y))
+        z = z * torch.sigmoid(self.se(z.mean((2, 3), keepdim=True)))
+        return self.fc(z.view(z.size(0), 16 * 8 * 8))
+
+
+def test_structured_pruning_follows_concatenation_gates_and_views():
+    from qforge_h5 import write_samples
+    torch.manual_seed(7)
+    model = torch.jit.script(Branches().eval())
+    model.save(os.path.join(qt.WORK, "branches.pt"))
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
+    run(["compile", write_config("branches.yaml", """
+model: {path: branches.pt}
+out_dir: out
+calibration_inputs: {files: [images.h5], batch_size: 4}
+pruning_settings: {method: structured, sparsity: 0.5, importance: l1}
+""")])
+    pruned, _, report = compiled("out")
+    groups = report["structured_pruning"]["groups"]
+    a, b, c = group_with(groups, "a"), group_with(groups, "b"), group_with(groups, "c", "se")
+    check(a["readers"] == ["c"] and b["readers"] == ["c"] and c["readers"] == ["se", "fc"], f"{groups}")
+    check((a["kept"], b["kept"], c["kept"]) == (8, 4, 8), f"kept {a['kept']}, {b['kept']}, {c['kept']}")
+    check(tuple(pruned.c.weight.shape) == (8, 12, 3, 3) and tuple(pruned.fc.weight.shape) == (10, 8 * 64),
+          f"c {tuple(pruned.c.weight.shape)}, fc {tuple(pruned.fc.weight.shape)}")
+    with torch.no_grad():  # the dense model with the removed channels written as zero
+        for g in (a, b, c):
+            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            for name in g["producers"]:
+                getattr(model, name).weight[removed] = 0
+                getattr(model, name).bias[removed] = 0
+        x = torch.randn(2, 3, 8, 8)
+        check(torch.allclose(pruned(x), model(x), atol=1e-5), f"{(pruned(x) - model(x)).abs().max().item()}")
