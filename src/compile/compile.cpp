@@ -663,9 +663,11 @@ void CompileSession::assemble() {
   const std::string& method = config_.model.method;
   timer_.run("assemble", [&] {
     std::vector<LayerFakeQuant> quantized;
-    result_.deployed_bytes = result_.float_bytes;
     std::set<std::string> counted;  // a tied weight is stored once
     const auto float_element = static_cast<int64_t>(c10::elementSize(module_float_dtype(base_)));
+    result_.deployed_bytes = result_.float_bytes;
+    if (result_.structured)  // the channels structured pruning removed are not deployed
+      result_.deployed_bytes -= (result_.structured->dense_parameters - result_.structured->parameters) * float_element;
     for (const auto& l : result_.layers) {
       if (!l.quantized) continue;
       quantized.push_back(fake_quant_of(l));
