@@ -26,19 +26,26 @@ struct Flow {
   }
 };
 
-const std::set<std::string>& passthrough_ops() {
+// Ops applied to each element alike: channels pass in any layout.
+const std::set<std::string>& pointwise_ops() {
   static const std::set<std::string> ops = {
-      "aten::relu",          "aten::relu_",         "aten::relu6",        "aten::hardtanh",
-      "aten::hardtanh_",     "aten::gelu",          "aten::silu",         "aten::silu_",
-      "aten::sigmoid",       "aten::sigmoid_",      "aten::tanh",         "aten::tanh_",
-      "aten::hardswish",     "aten::hardswish_",    "aten::hardsigmoid",  "aten::hardsigmoid_",
-      "aten::leaky_relu",    "aten::leaky_relu_",   "aten::elu",          "aten::elu_",
-      "aten::mish",          "aten::dropout",       "aten::dropout_",     "aten::feature_dropout",
-      "aten::contiguous",    "aten::clone",         "aten::detach",       "aten::to",
-      "aten::max_pool1d",    "aten::max_pool2d",    "aten::max_pool3d",   "aten::avg_pool1d",
-      "aten::avg_pool2d",    "aten::avg_pool3d",    "aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d",
-      "aten::adaptive_avg_pool3d", "aten::adaptive_max_pool2d", "aten::upsample_nearest2d",
-      "aten::upsample_bilinear2d"};
+      "aten::relu",       "aten::relu_",         "aten::relu6",       "aten::hardtanh",    "aten::hardtanh_",
+      "aten::gelu",       "aten::silu",          "aten::silu_",       "aten::sigmoid",     "aten::sigmoid_",
+      "aten::tanh",       "aten::tanh_",         "aten::hardswish",   "aten::hardswish_",  "aten::hardsigmoid",
+      "aten::hardsigmoid_", "aten::leaky_relu",  "aten::leaky_relu_", "aten::elu",         "aten::elu_",
+      "aten::mish",       "aten::dropout",       "aten::dropout_",    "aten::contiguous",  "aten::clone",
+      "aten::detach",     "aten::to"};
+  return ops;
+}
+
+// Ops over the spatial axes of [N, C, ...]: channels pass where they are on axis 1.
+const std::set<std::string>& spatial_ops() {
+  static const std::set<std::string> ops = {
+      "aten::max_pool1d",          "aten::max_pool2d",          "aten::max_pool3d",
+      "aten::avg_pool1d",          "aten::avg_pool2d",          "aten::avg_pool3d",
+      "aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d",
+      "aten::adaptive_max_pool2d", "aten::upsample_nearest2d",  "aten::upsample_bilinear2d",
+      "aten::feature_dropout"};
   return ops;
 }
 
@@ -69,13 +76,16 @@ std::optional<std::vector<int64_t>> constant_ints(Value* v) {
   return out;
 }
 
-// The input channels of a convolution node: where its `groups` argument is.
-std::optional<size_t> groups_index(const Node* n) {
+}  // namespace
+
+std::optional<size_t> convolution_groups_input(const Node* n) {
   const std::string kind = n->kind().toQualString();
   if (kind == "aten::_convolution") return 8;
   if (kind == "aten::conv1d" || kind == "aten::conv2d" || kind == "aten::conv3d") return 6;
   return std::nullopt;
 }
+
+namespace {
 
 class Analysis {
  public:
@@ -83,7 +93,8 @@ class Analysis {
 
   ChannelGraph run() {
     for (Node* n : graph_.nodes()) visit(n);
-    for (const auto& [value, flow] : flows_)
+    for (Value* value : flowing_) {  // in graph order: the first reason found is the one reported
+      const Flow& flow = flows_.at(value);
       for (const auto& use : value->uses())
         if (!handled_.count(use.user)) {
           const std::string what = use.user->kind() == c10::prim::Return
@@ -91,6 +102,7 @@ class Analysis {
                                        : std::string("reach ") + use.user->kind().toQualString();
           block(flow, what);
         }
+    }
     return groups();
   }
 
@@ -137,6 +149,10 @@ class Analysis {
   }
   void add_use(size_t space, ChannelUse use) { spaces_[root(space)].uses.push_back(std::move(use)); }
 
+  void set_flow(Value* v, const Flow& f) {
+    if (flows_.emplace(v, f).second) flowing_.push_back(v);
+  }
+
   const Flow* flow_of(Value* v) const {
     const auto found = flows_.find(v);
     return found == flows_.end() ? nullptr : &found->second;
@@ -150,7 +166,8 @@ class Analysis {
     bool any = false;
     for (Value* in : n->inputs()) any = any || flow_of(in);
     if (!any) return;
-    if (passthrough_ops().count(kind)) return visit_passthrough(n);
+    if (pointwise_ops().count(kind)) return visit_passthrough(n, false);
+    if (spatial_ops().count(kind)) return visit_passthrough(n, true);
     if (elementwise_ops().count(kind)) return visit_elementwise(n);
     if (kind == "aten::flatten") return visit_flatten(n);
     if (kind == "aten::view" || kind == "aten::reshape") return visit_reshape(n);
@@ -183,7 +200,7 @@ class Analysis {
     const LayerFacts& facts = facts_.at(layer);
     const std::string kind = n->kind().toQualString();
     const bool linear = kind == "aten::linear";
-    const auto groups_at = groups_index(n);
+    const auto groups_at = convolution_groups_input(n);
     const int64_t groups = groups_at ? constant_int(n->input(*groups_at)).value_or(-1) : 1;
     const bool transposed = kind.find("transpose") != std::string::npos ||
                             (kind == "aten::_convolution" && torch::jit::toIValue(n->input(6)) &&
@@ -202,7 +219,7 @@ class Analysis {
     add_use(space, {layer, ChannelUse::Role::Writer, 0, 1, n});
     if (!facts.keep_whole.empty()) block_space(space, "'" + layer + "' stays whole: " + facts.keep_whole);
     if (n->input(1)->uses().size() != 1) block_space(space, "'" + layer + "' has its weight read more than once");
-    flows_[n->output()] = Flow{{{space, outputs}}, linear, false};
+    set_flow(n->output(), Flow{{{space, outputs}}, linear, false});
   }
 
   void read_flow(Node* n, const std::string& layer, const Flow& in, bool linear, int64_t groups, bool transposed) {
@@ -232,17 +249,18 @@ class Analysis {
     }
     if (!facts_.at(layer).keep_whole.empty())
       block(in, "pass '" + layer + "', which stays whole: " + facts_.at(layer).keep_whole);
-    flows_[n->output()] = in;
+    set_flow(n->output(), in);
   }
 
   // An op that keeps channels apart: its first input's flow is its output's.
-  void visit_passthrough(Node* n) {
+  // `spatial`: only while the channels are on axis 1 (else it would pool them).
+  void visit_passthrough(Node* n, bool spatial) {
     const Flow* in = flow_of(n->input(0));
     for (size_t i = 1; i < n->inputs().size(); ++i)
       if (flow_of(n->input(i))) return;  // another role than input: left unhandled
-    if (!in) return;
+    if (!in || (spatial && (in->channels_last || in->flat))) return;
     handled_.insert(n);
-    flows_[n->output(0)] = *in;
+    set_flow(n->output(0), *in);
   }
 
   void visit_elementwise(Node* n) {
@@ -257,7 +275,7 @@ class Analysis {
       // broadcast over the channels: removing some would not fit it.
       block(a ? *a : *b, "meet a tensor the analysis cannot follow at " + kind);
     }
-    flows_[n->output()] = a ? *a : *b;
+    set_flow(n->output(), a ? *a : *b);
   }
 
   void visit_cat(Node* n) {
@@ -290,7 +308,7 @@ class Analysis {
     } else {
       for (size_t i = 1; i < parts.size(); ++i) couple(*parts[0], *parts[i], "aten::cat");
     }
-    flows_[n->output()] = out;
+    set_flow(n->output(), out);
   }
 
   void visit_flatten(Node* n) {
@@ -301,7 +319,7 @@ class Analysis {
     handled_.insert(n);
     Flow out = *in;
     out.flat = true;
-    flows_[n->output()] = out;
+    set_flow(n->output(), out);
   }
 
   // x.view(batch, features): a flatten, its constant size recorded.
@@ -316,7 +334,7 @@ class Analysis {
     handled_.insert(n);
     Flow out = *in;
     out.flat = true;
-    flows_[n->output()] = out;
+    set_flow(n->output(), out);
     if (*features != -1) {
       FlattenSize f{list, 1, {}};
       for (const auto& s : in->segments) f.segments.push_back(s);  // spaces, resolved to groups at the end
@@ -337,7 +355,7 @@ class Analysis {
     handled_.insert(n);
     Flow out = *in;
     out.channels_last = !keep->toBool();
-    flows_[n->output()] = out;
+    set_flow(n->output(), out);
   }
 
   ChannelGraph groups() {
@@ -370,6 +388,7 @@ class Analysis {
   std::vector<size_t> parent_;
   std::vector<Space> spaces_;
   std::map<Value*, Flow> flows_;
+  std::vector<Value*> flowing_;  // the keys of flows_, in graph order
   std::set<Node*> handled_;
   std::vector<FlattenSize> flatten_sizes_;
 };

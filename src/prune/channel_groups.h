@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ struct LayerFacts {
   std::vector<int64_t> weight_shape;
   std::string keep_whole;  // why the layer's channels must stay (empty: they may go)
 };
+
+// Where a convolution node takes its `groups` argument (nullopt: not a convolution with one).
+std::optional<size_t> convolution_groups_input(const torch::jit::Node* n);
 
 // `graph`: the inlined method; `self`: its module argument; `facts`: every
 // conv/linear layer the graph reads, by module path.

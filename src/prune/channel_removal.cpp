@@ -69,7 +69,7 @@ void remove_channels(torch::jit::Module& module, torch::jit::Graph& graph, const
   }
   for (const auto& [layer, node] : depthwise) {
     const int64_t channels = submodule(module, layer, "the model").attr("weight").toTensor().size(0);
-    set_constant(graph, node, node->kind().toQualString() == std::string("aten::_convolution") ? 8 : 6, channels);
+    set_constant(graph, node, *convolution_groups_input(node), channels);
   }
   for (const auto& f : groups.flatten_sizes) {
     int64_t before = 0, after = 0;
