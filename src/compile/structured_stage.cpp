@@ -48,8 +48,9 @@ ChannelGroup describe_group(const ChannelDependencyGroup& g, const std::map<std:
   for (const auto& use : g.uses) {
     auto& names = use.role == ChannelUse::Role::Writer ? out.producers : out.readers;
     if (std::find(names.begin(), names.end(), use.layer) == names.end()) names.push_back(use.layer);
-    const auto w = wanted.find(use.layer);
-    out.sparsity = std::min(out.sparsity, w == wanted.end() ? 0.0 : w->second.sparsity);
+    const auto w = wanted.find(use.layer);  // a batch norm follows the layers around it
+    if (use.role != ChannelUse::Role::Norm)
+      out.sparsity = std::min(out.sparsity, w == wanted.end() ? 0.0 : w->second.sparsity);
   }
   if (out.reason.empty() && out.sparsity == 0) out.reason = "a layer of it asks for sparsity 0 or stays whole";
   return out;

@@ -96,7 +96,7 @@ class Analysis {
     for (Value* value : flowing_) {  // in graph order: the first reason found is the one reported
       const Flow& flow = flows_.at(value);
       for (const auto& use : value->uses())
-        if (!handled_.count(use.user)) {
+        if (!handled_.count(use.user) && !reads_no_channel_count(use.user)) {
           const std::string what = use.user->kind() == c10::prim::Return
                                        ? std::string("are an output of the method")
                                        : std::string("reach ") + use.user->kind().toQualString();
@@ -172,13 +172,16 @@ class Analysis {
     if (kind == "aten::flatten") return visit_flatten(n);
     if (kind == "aten::view" || kind == "aten::reshape") return visit_reshape(n);
     if (kind == "aten::mean") return visit_mean(n);
-    if (kind == "aten::dim") return static_cast<void>(handled_.insert(n));  // the rank, not the channels
-    if (kind == "aten::size" && reads_no_channel_count(n)) handled_.insert(n);
+    if (kind == "aten::batch_norm") return visit_batch_norm(n);
   }
 
-  // x.size(0) (the batch), or x.size() only for its length (the rank) or to
-  // fill an adaptive pooling's unset output sizes (spatial): no channel count.
+  // x.dim() (the rank, also in a shape check's message), x.size(0) (the batch),
+  // or x.size() only for its length or to fill an adaptive pooling's unset
+  // output sizes (spatial): nothing that counts channels.
   static bool reads_no_channel_count(const Node* n) {
+    const std::string kind = n->kind().toQualString();
+    if (kind == "aten::dim") return true;
+    if (kind != "aten::size") return false;
     if (n->inputs().size() > 1) return constant_int(n->input(1)) == std::optional<int64_t>(0);
     for (const auto& use : n->output()->uses()) {
       const std::string kind = use.user->kind().toQualString();
@@ -342,6 +345,31 @@ class Analysis {
     }
   }
 
+  // A batch norm a convolution did not absorb (after an add, a concatenation,
+  // a Linear): its per-channel tensors lose the channels its input loses.
+  void visit_batch_norm(Node* n) {
+    const Flow* in = flow_of(n->input(0));
+    std::optional<std::string> module;
+    for (size_t i = 1; i <= 4 && !module; ++i)
+      if (n->input(i)->node()->kind() == c10::prim::GetAttr)
+        module = attribute_path(n->input(i)->node()->input(), graph_.inputs()[0]);
+    for (size_t i = 1; i <= 4; ++i)
+      if (flow_of(n->input(i))) return;
+    if (!in || in->flat || !module) return;
+    handled_.insert(n);
+    const auto [earlier, first] = norm_inputs_.emplace(*module, *in);
+    if (!first) {  // one module normalizing two tensors: both keep their channels
+      block(earlier->second, "pass the batch norm '" + *module + "', which the method calls twice");
+      block(*in, "pass the batch norm '" + *module + "', which the method calls twice");
+    }
+    int64_t offset = 0;
+    for (const auto& [space, width] : in->segments) {
+      add_use(space, {*module, ChannelUse::Role::Norm, offset, 1, n});
+      offset += width;
+    }
+    set_flow(n->output(), *in);
+  }
+
   // A mean over the spatial axes of [N, C, ...]: channels stay on axis 1, or
   // become the last axis when the reduced axes are dropped.
   void visit_mean(Node* n) {
@@ -391,6 +419,7 @@ class Analysis {
   std::vector<Value*> flowing_;  // the keys of flows_, in graph order
   std::set<Node*> handled_;
   std::vector<FlattenSize> flatten_sizes_;
+  std::map<std::string, Flow> norm_inputs_;  // batch norm module -> the flow it normalizes
 };
 
 }  // namespace

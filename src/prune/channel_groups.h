@@ -26,7 +26,9 @@ namespace qforge {
 // channels there (reader); a Linear reading them through a flatten sees
 // `per_channel` features for each.
 struct ChannelUse {
-  enum class Role { Writer, Depthwise, Reader };
+  // Norm: a batch norm over the channels (its weight, bias and running
+  // statistics lose the same ones); `layer` is its module.
+  enum class Role { Writer, Depthwise, Reader, Norm };
   std::string layer;
   Role role = Role::Writer;
   int64_t offset = 0;

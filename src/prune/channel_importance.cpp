@@ -43,6 +43,7 @@ at::Tensor channel_scores(const ChannelDependencyGroup& group, const WeightOf& w
                           const std::map<std::string, at::Tensor>& input_means) {
   at::Tensor total = at::zeros({group.channels}, at::kDouble);
   for (const auto& use : group.uses) {
+    if (use.role == ChannelUse::Role::Norm) continue;  // the weights around it decide
     if (importance == ChannelImportance::Activation && use.role != ChannelUse::Role::Reader) continue;
     at::Tensor s = use_scores(use, weight(use.layer), group.channels, importance, input_means);
     const double mean = s.mean().item<double>();

@@ -47,6 +47,7 @@ void remove_channels(torch::jit::Module& module, torch::jit::Graph& graph, const
                      const std::vector<at::Tensor>& kept) {
   std::map<std::pair<std::string, int64_t>, std::vector<Piece>> axes;  // (layer, weight axis) -> pieces
   std::map<std::string, torch::jit::Node*> depthwise;
+  std::set<std::string> norms;
   bool changes = false;
   for (size_t g = 0; g < groups.groups.size(); ++g) {
     changes = changes || kept[g].defined();
@@ -54,6 +55,7 @@ void remove_channels(torch::jit::Module& module, torch::jit::Graph& graph, const
       const int64_t axis = use.role == ChannelUse::Role::Reader ? 1 : 0;
       axes[{use.layer, axis}].push_back({use.offset, groups.groups[g].channels, use.per_channel, kept[g]});
       if (use.role == ChannelUse::Role::Depthwise) depthwise[use.layer] = use.node;
+      if (use.role == ChannelUse::Role::Norm) norms.insert(use.layer);
     }
   }
   if (!changes) return;
@@ -61,11 +63,18 @@ void remove_channels(torch::jit::Module& module, torch::jit::Graph& graph, const
     const auto& [layer, axis] = key;
     if (std::none_of(pieces.begin(), pieces.end(), [](const Piece& p) { return p.kept.defined(); })) continue;
     torch::jit::Module m = submodule(module, layer, "the model");
-    const at::Tensor weight = m.attr("weight").toTensor();
-    const at::Tensor index = kept_indices(pieces, weight.size(axis), layer).to(weight.device());
-    m.setattr("weight", weight.index_select(axis, index).contiguous());
-    if (axis == 0 && m.hasattr("bias") && m.attr("bias").isTensor())
-      m.setattr("bias", m.attr("bias").toTensor().index_select(0, index).contiguous());
+    // A layer's weight and bias; a batch norm's per-channel tensors (some may be None).
+    const std::vector<std::string> names = norms.count(layer)
+                                               ? std::vector<std::string>{"weight", "bias", "running_mean", "running_var"}
+                                               : std::vector<std::string>{"weight", axis == 0 ? "bias" : ""};
+    at::Tensor index;
+    for (const auto& name : names) {
+      if (name.empty() || !m.hasattr(name) || !m.attr(name).isTensor()) continue;
+      const at::Tensor t = m.attr(name).toTensor();
+      const int64_t along = name == "weight" ? axis : 0;
+      if (!index.defined()) index = kept_indices(pieces, t.size(along), layer).to(t.device());
+      m.setattr(name, t.index_select(along, index).contiguous());
+    }
   }
   for (const auto& [layer, node] : depthwise) {
     const int64_t channels = submodule(module, layer, "the model").attr("weight").toTensor().size(0);

@@ -501,3 +501,58 @@ pruning_settings: {method: structured, sparsity: 0.5, importance: l1}
                 getattr(model, name).bias[removed] = 0
         x = torch.randn(2, 3, 8, 8)
         check(torch.allclose(pruned(x), model(x), atol=1e-5), f"{(pruned(x) - model(x)).abs().max().item()}")
+
+
+class NormsAfterAdds(torch.nn.Module):
+    """Batch norms no convolution absorbs: one after a residual add, one after a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 16, 1)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.c = torch.nn.Conv2d(16, 8, 3, padding=1)
+        self.fc1 = torch.nn.Linear(8 * 8 * 8, 32)
+        self.bn1 = torch.nn.BatchNorm1d(32)
+        self.fc2 = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.a(x) + self.b(x)))
+        z = torch.flatten(torch.relu(self.c(y)), 1)
+        return self.fc2(torch.relu(self.bn1(self.fc1(z))))
+
+
+def test_structured_pruning_takes_batch_norms_along():
+    from qforge_h5 import write_samples
+    torch.manual_seed(9)
+    model = NormsAfterAdds().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn1):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
+    model = torch.jit.script(model)
+    model.save(os.path.join(qt.WORK, "norms.pt"))
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
+    run(["compile", write_config("norms.yaml", """
+model: {path: norms.pt}
+out_dir: out
+calibration_inputs: {files: [images.h5], batch_size: 4}
+pruning_settings: {method: structured, sparsity: 0.5}
+""")])
+    pruned, _, report = compiled("out")
+    groups = report["structured_pruning"]["groups"]
+    ab, fc1 = group_with(groups, "a", "b"), group_with(groups, "fc1")
+    check("bn" in ab["readers"] and "bn1" in fc1["readers"], f"{groups}")
+    check(tuple(pruned.bn.running_mean.shape) == (8,) and tuple(pruned.bn1.weight.shape) == (16,),
+          f"bn {tuple(pruned.bn.running_mean.shape)}, bn1 {tuple(pruned.bn1.weight.shape)}")
+    with torch.no_grad():  # the dense model with every removed channel at zero after its norm
+        for g in groups:
+            if "kept_channels" not in g:
+                continue
+            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            for name in g["producers"] + [r for r in g["readers"] if r.startswith("bn")]:
+                getattr(model, name).weight[removed] = 0
+                getattr(model, name).bias[removed] = 0
+        x = torch.randn(2, 3, 8, 8)
+        check(torch.allclose(pruned(x), model(x), atol=1e-5), f"{(pruned(x) - model(x)).abs().max().item()}")
