@@ -326,6 +326,10 @@ def batch_norm_of(conv):
     return f"{head}.{name}" if head else name
 
 
+def removed_channels(group):
+    return sorted(set(range(group["channels"])) - set(group["kept_channels"]))
+
+
 def zero_removed_channels(model, groups):
     """The dense model with every removed channel written as zero: each writer's batch norm
     (and each depthwise reader's) outputs 0 there, which ReLU keeps 0 for the layers reading it."""
@@ -334,7 +338,7 @@ def zero_removed_channels(model, groups):
         for g in groups:
             if "kept_channels" not in g:
                 continue
-            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            removed = removed_channels(g)
             depthwise = [r for r in g["readers"] if modules[r].weight.shape[1] == 1 and modules[r].weight.shape[0] > 1]
             for conv in g["producers"] + depthwise:
                 bn = modules[batch_norm_of(conv)]
@@ -419,7 +423,7 @@ def test_structured_pruning_of_a_decoder_is_identical_on_1_and_3_ranks():
     with torch.no_grad():
         for block in range(3):
             g = group_with(groups, f"layers.{block}.mlp.gate")
-            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            removed = removed_channels(g)
             getattr(dense.layers, str(block)).mlp.gate.weight[removed] = 0
         expected = dense(ids)
         got = torch.jit.load(os.path.join(qt.WORK, "r0", "model.qforge.pt"))(ids)
@@ -454,6 +458,22 @@ def test_structured_pruning_to_int8_onnx_and_bad_settings():
     contains(plan, "structured pruning (l2):", "whole (10): fc: its channels are an output of the method")
 
 
+def compile_on_images(model, pruning):
+    """Compiles a scripted model made here on 16 random 3x8x8 images; the pruned model and its groups."""
+    from qforge_h5 import write_samples
+    model.save(os.path.join(qt.WORK, "model.pt"))
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
+    run(["compile", write_config("model.yaml", f"""
+model: {{path: model.pt}}
+out_dir: out
+calibration_inputs: {{files: [images.h5], batch_size: 4}}
+pruning_settings: {pruning}
+""")])
+    pruned, _, report = compiled("out")
+    return pruned, report["structured_pruning"]["groups"]
+
+
 class Branches(torch.nn.Module):
     """Two convolutions concatenated along the channels, a squeeze-and-excitation gate
     (an elementwise product coupling two groups) and x.view(batch, features) into a Linear."""
@@ -474,20 +494,9 @@ class Branches(torch.nn.Module):
 
 
 def test_structured_pruning_follows_concatenation_gates_and_views():
-    from qforge_h5 import write_samples
     torch.manual_seed(7)
     model = torch.jit.script(Branches().eval())
-    model.save(os.path.join(qt.WORK, "branches.pt"))
-    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
-    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
-    run(["compile", write_config("branches.yaml", """
-model: {path: branches.pt}
-out_dir: out
-calibration_inputs: {files: [images.h5], batch_size: 4}
-pruning_settings: {method: structured, sparsity: 0.5, importance: l1}
-""")])
-    pruned, _, report = compiled("out")
-    groups = report["structured_pruning"]["groups"]
+    pruned, groups = compile_on_images(model, "{method: structured, sparsity: 0.5, importance: l1}")
     a, b, c = group_with(groups, "a"), group_with(groups, "b"), group_with(groups, "c", "se")
     check(a["readers"] == ["c"] and b["readers"] == ["c"] and c["readers"] == ["se", "fc"], f"{groups}")
     check((a["kept"], b["kept"], c["kept"]) == (8, 4, 8), f"kept {a['kept']}, {b['kept']}, {c['kept']}")
@@ -495,7 +504,7 @@ pruning_settings: {method: structured, sparsity: 0.5, importance: l1}
           f"c {tuple(pruned.c.weight.shape)}, fc {tuple(pruned.fc.weight.shape)}")
     with torch.no_grad():  # the dense model with the removed channels written as zero
         for g in (a, b, c):
-            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            removed = removed_channels(g)
             for name in g["producers"]:
                 getattr(model, name).weight[removed] = 0
                 getattr(model, name).bias[removed] = 0
@@ -523,7 +532,6 @@ class NormsAfterAdds(torch.nn.Module):
 
 
 def test_structured_pruning_takes_batch_norms_along():
-    from qforge_h5 import write_samples
     torch.manual_seed(9)
     model = NormsAfterAdds().eval()
     with torch.no_grad():
@@ -531,17 +539,7 @@ def test_structured_pruning_takes_batch_norms_along():
             bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
             bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
     model = torch.jit.script(model)
-    model.save(os.path.join(qt.WORK, "norms.pt"))
-    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
-    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
-    run(["compile", write_config("norms.yaml", """
-model: {path: norms.pt}
-out_dir: out
-calibration_inputs: {files: [images.h5], batch_size: 4}
-pruning_settings: {method: structured, sparsity: 0.5}
-""")])
-    pruned, _, report = compiled("out")
-    groups = report["structured_pruning"]["groups"]
+    pruned, groups = compile_on_images(model, "{method: structured, sparsity: 0.5}")
     ab, fc1 = group_with(groups, "a", "b"), group_with(groups, "fc1")
     check("bn" in ab["readers"] and "bn1" in fc1["readers"], f"{groups}")
     check(tuple(pruned.bn.running_mean.shape) == (8,) and tuple(pruned.bn1.weight.shape) == (16,),
@@ -550,7 +548,7 @@ pruning_settings: {method: structured, sparsity: 0.5}
         for g in groups:
             if "kept_channels" not in g:
                 continue
-            removed = sorted(set(range(g["channels"])) - set(g["kept_channels"]))
+            removed = removed_channels(g)
             for name in g["producers"] + [r for r in g["readers"] if r.startswith("bn")]:
                 getattr(model, name).weight[removed] = 0
                 getattr(model, name).bias[removed] = 0
