@@ -42,10 +42,9 @@ void fold_plain_attributes(std::shared_ptr<torch::jit::Graph>& graph, const torc
     if (const auto name = attribute_of(n, self)) written.insert(*name);
   for (torch::jit::Node* n : reads) {
     const auto owner = attribute_path(n->input(), self);
-    const auto name_in_graph = attribute_of(n, self);
-    if (!owner || written.count(*name_in_graph)) continue;
-    const torch::jit::Module m = owner->empty() ? module : submodule(module, *owner, "the model");
     const std::string name = n->s(c10::attr::name);
+    if (!owner || written.count(*owner + "." + name)) continue;
+    const torch::jit::Module m = owner->empty() ? module : submodule(module, *owner, "the model");
     if (!m.hasattr(name)) continue;
     const c10::IValue value = m.attr(name);
     if (!is_plain(value)) continue;
