@@ -24,7 +24,7 @@ enum class TransformOp { Cast, Scale, Normalize };
 enum class Distillation { Mse, Kl };
 enum class FineTuneMethod { QaLora, Lora };
 enum class PruningMethod { Magnitude, Wanda, SparseGpt, Structured };
-enum class ChannelImportance { L1, L2, Activation };
+enum class ChannelImportance { L1, L2, Activation, Taylor };
 enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
 
 // model:
@@ -144,7 +144,7 @@ struct QuantizationSettings {
 struct PruningSettings {
   PruningMethod method = PruningMethod::Wanda;  // method: magnitude | wanda | sparsegpt | structured
   double sparsity = 0.5;  // sparsity: share of each layer's weights (structured: of each group's channels) removed
-  ChannelImportance importance = ChannelImportance::L2;  // importance: structured: l1 | l2 | activation
+  ChannelImportance importance = ChannelImportance::L2;  // importance: structured: l1 | l2 | activation | taylor
   std::string pattern = "unstructured";         // pattern: unstructured | N:M (2:4, 4:8): N kept of every M inputs
   double dampening = 0.01;                      // dampening: sparsegpt, as gptq.dampening
   int64_t block_size = 128;                     // block_size: sparsegpt: columns whose mask is chosen together

@@ -129,6 +129,7 @@ class CompileSession {
   void plan_layers_and_steps();  // prepare's planning, on the model as pruned
   void prune_channels();         // pruning_settings.method structured: channels removed from the model
   std::map<std::string, at::Tensor> reader_input_means(const std::vector<ChannelDependencyGroup>& groups);
+  std::vector<at::Tensor> reader_taylor_scores(const std::vector<ChannelDependencyGroup>& groups);
   void plan_pruning_steps();
   bool reads_inputs_to_prune(const LayerPlan& plan) const;
   std::map<std::string, at::Tensor> prune_and_share(const std::vector<std::string>& names,

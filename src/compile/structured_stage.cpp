@@ -9,8 +9,10 @@
 
 #include "compile/input_statistics.h"
 #include "compile/session.h"
+#include "compile/taylor_importance.h"
 #include "graph/fold_attributes.h"
 #include "graph/rewrite.h"
+#include "metrics/predictions.h"
 #include "plan/layer_selection.h"
 #include "prune/channel_importance.h"
 #include "prune/channel_removal.h"
@@ -66,6 +68,37 @@ void refuse_named_layers(const ChannelDependencyGroup& g, const std::map<std::st
   }
 }
 
+// Every layer reading a prunable group, with its input as the layer sees it.
+std::vector<ObservedInput> reader_inputs(const std::vector<ChannelDependencyGroup>& groups, const Model& model) {
+  std::map<std::string, ObservedInput> inputs;
+  for (const auto& g : groups) {
+    if (!g.reason.empty()) continue;
+    for (const auto& use : g.uses) {
+      if (use.role != ChannelUse::Role::Reader) continue;
+      const auto shape = model.submodule(use.layer).attr("weight").toTensor().sizes();
+      const bool linear = use.node->kind().toQualString() == std::string("aten::linear");
+      inputs[use.layer] = {use.layer, shape[1], !linear};
+    }
+  }
+  std::vector<ObservedInput> list;
+  for (const auto& [layer, in] : inputs) list.push_back(in);
+  return list;
+}
+
+// importance taylor's loss of a batch: the cross-entropy of the data's labels
+// where they fit the model's predictions, else of the model's own top
+// predictions (their gradient is what keeping those predictions depends on).
+at::Tensor taylor_loss(const c10::IValue& output, const Batch& batch) {
+  const auto logits = prediction_logits(output, batch.rows());
+  if (!logits)
+    throw ConfigError(
+        "pruning_settings.importance: taylor differentiates the cross-entropy of the model's predictions, and "
+        "its output is not [batch, classes] or [batch, positions, classes] logits (use importance: activation)");
+  const auto labels = class_labels(batch.labels, output.toTensor());
+  const at::Tensor target = labels ? *labels : logits->detach().argmax(-1);
+  return at::cross_entropy_loss(logits->to(at::kFloat), target, {}, at::Reduction::Sum);
+}
+
 }  // namespace
 
 void CompileSession::prune_channels() {
@@ -85,8 +118,10 @@ void CompileSession::prune_channels() {
     for (const auto& g : graph.groups)
       if (!g.reason.empty()) refuse_named_layers(g, wanted);
   });
-  const auto means = settings.importance == ChannelImportance::Activation ? reader_input_means(graph.groups)
-                                                                           : std::map<std::string, at::Tensor>{};
+  std::map<std::string, at::Tensor> means;  // activation
+  std::vector<at::Tensor> taylor;           // taylor: per group
+  if (settings.importance == ChannelImportance::Activation) means = reader_input_means(graph.groups);
+  if (settings.importance == ChannelImportance::Taylor) taylor = reader_taylor_scores(graph.groups);
   StructuredPruning record;
   record.importance = to_string(settings.importance);
   record.dense_parameters = p.model->parameter_count();
@@ -100,7 +135,9 @@ void CompileSession::prune_channels() {
       if (g.reason.empty()) {
         const int64_t keep = channels_to_keep(g.channels, g.sparsity);
         if (keep < g.channels) {
-          kept[i] = highest_channels(channel_scores(graph.groups[i], weight, settings.importance, means), keep);
+          const at::Tensor scores =
+              taylor.empty() ? channel_scores(graph.groups[i], weight, settings.importance, means) : taylor[i];
+          kept[i] = highest_channels(scores, keep);
           g.kept_channels = std::vector<int64_t>(kept[i].data_ptr<int64_t>(), kept[i].data_ptr<int64_t>() + keep);
         }
         g.kept = keep;
@@ -125,23 +162,37 @@ void CompileSession::prune_channels() {
 // prunable group, over every rank's shard, exactly.
 std::map<std::string, at::Tensor> CompileSession::reader_input_means(
     const std::vector<ChannelDependencyGroup>& groups) {
-  std::map<std::string, ObservedInput> inputs;
-  for (const auto& g : groups) {
-    if (!g.reason.empty()) continue;
-    for (const auto& use : g.uses) {
-      if (use.role != ChannelUse::Role::Reader) continue;
-      const auto shape = prepared_.model->submodule(use.layer).attr("weight").toTensor().sizes();
-      const bool linear = use.node->kind().toQualString() == std::string("aten::linear");
-      inputs[use.layer] = {use.layer, shape[1], !linear};
-    }
-  }
-  std::vector<ObservedInput> list;
-  for (const auto& [layer, in] : inputs) list.push_back(in);
+  const auto list = reader_inputs(groups, *prepared_.model);
   const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
   const auto stats = channel_statistics(prepared_.model->module(), config_.model.method, list, run,
                                         calibration_source(), *prepared_.comm, timer_, "prune channels: activations");
   std::map<std::string, at::Tensor> out;
   for (size_t i = 0; i < list.size(); ++i) out[list[i].layer] = stats[i].mean_abs;
+  return out;
+}
+
+// Collective: each prunable group's first-order Taylor scores (compile/taylor_importance.h)
+// over every rank's shard, exactly; undefined for the groups kept whole.
+std::vector<at::Tensor> CompileSession::reader_taylor_scores(const std::vector<ChannelDependencyGroup>& groups) {
+  const auto inputs = reader_inputs(groups, *prepared_.model);
+  std::map<std::string, size_t> input_of;
+  for (size_t i = 0; i < inputs.size(); ++i) input_of[inputs[i].layer] = i;
+  std::vector<SpannedChannels> targets;
+  std::vector<size_t> group_of;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (!groups[g].reason.empty()) continue;
+    SpannedChannels t{groups[g].channels, {}};
+    for (const auto& use : groups[g].uses)
+      if (use.role == ChannelUse::Role::Reader) t.spans.push_back({input_of.at(use.layer), use.offset, use.per_channel});
+    targets.push_back(t);
+    group_of.push_back(g);
+  }
+  std::vector<at::Tensor> out(groups.size());
+  if (targets.empty()) return out;
+  const ForwardFn run = [this](torch::jit::Module& m, const Batch& b) { return run_mixed(m, b); };
+  const auto scores = taylor_scores(prepared_.model->module(), config_.model.method, inputs, targets, run, taylor_loss,
+                                    calibration_source(), *prepared_.comm, timer_, "prune channels: taylor");
+  for (size_t k = 0; k < scores.size(); ++k) out[group_of[k]] = scores[k];
   return out;
 }
 

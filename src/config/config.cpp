@@ -53,9 +53,10 @@ void check_pruning_settings(const PruningSettings& s, bool has_calibration) {
     check(pattern.m == 0, key + ".pattern", "unstructured with method structured (whole channels are removed)");
     check(!s.sensitivity_threshold, key + ".sensitivity_threshold",
           "null with method structured (every channel group loses the same share)");
-    if (s.importance == ChannelImportance::Activation)
+    if (s.importance == ChannelImportance::Activation || s.importance == ChannelImportance::Taylor)
       check(has_calibration, key + ".importance",
-            "calibration_inputs: activation measures the channels on them (or importance: l1 or l2)");
+            std::string("calibration_inputs: ") + to_string(s.importance) +
+                " measures the channels on them (or importance: l1 or l2)");
     return;
   }
   if (s.method != PruningMethod::Magnitude || s.sensitivity_threshold)

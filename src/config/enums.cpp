@@ -83,7 +83,8 @@ struct Names<PruningMethod> {
 template <>
 struct Names<ChannelImportance> {
   static constexpr std::pair<ChannelImportance, const char*> table[] = {
-      {ChannelImportance::L1, "l1"}, {ChannelImportance::L2, "l2"}, {ChannelImportance::Activation, "activation"}};
+      {ChannelImportance::L1, "l1"}, {ChannelImportance::L2, "l2"}, {ChannelImportance::Activation, "activation"},
+      {ChannelImportance::Taylor, "taylor"}};
 };
 template <>
 struct Names<DType> {

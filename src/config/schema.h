@@ -141,7 +141,9 @@ void describe(V& v, PruningSettings& s) {
   v("importance", s.importance,
     "structured: how channels are ranked, summed over the group's layers: l1 | l2 (norms of the weights "
     "writing and reading each channel) | activation (‖x‖ of each channel over the calibration inputs times the "
-    "norm of the weights reading it)");
+    "norm of the weights reading it) | taylor (first-order Taylor estimate of the loss change when the channel is "
+    "removed, (Σ ∂L/∂x·x)² summed over the calibration rows; L: cross-entropy of the labels, else of the model's "
+    "own top predictions)");
   v("pattern", s.pattern,
     "unstructured | N:M (2:4, 4:8): N weights kept of every M consecutive inputs of an output row (input channels "
     "at each kernel position of a convolution); sparsity is then 1 - N/M");

@@ -6,6 +6,7 @@ Each test_* function is a ctest case (pruning_<case>)."""
 import json
 import os
 import sys
+from typing import List, Optional
 
 import pytest
 import torch
@@ -399,13 +400,14 @@ pruning_settings: {{method: structured, sparsity: 0.5, importance: {importance}}
 """)
 
 
-def test_structured_pruning_of_a_decoder_is_identical_on_1_and_3_ranks():
+@pytest.mark.parametrize("importance", ["activation", "taylor"])
+def test_structured_pruning_of_a_decoder_is_identical_on_1_and_3_ranks(importance):
     # SwiGLU: gate and up write one group of neurons that down reads; attention projections
     # (split into heads) and the residual stream (normed) stay whole with their reasons.
-    # Activation importance sums each neuron's inputs exactly over the ranks' shards.
+    # Activation and Taylor importance sum each neuron's scores exactly over the ranks' shards.
     states = {}
     for ranks in (0, 3):
-        run(["compile", mlp_config(f"r{ranks}", "activation")], ranks=ranks, timeout=300)
+        run(["compile", mlp_config(f"r{ranks}", importance)], ranks=ranks, timeout=300)
         states[ranks] = torch.jit.load(os.path.join(qt.WORK, f"r{ranks}", "model.qforge.pt")).state_dict()
     for key, value in states[0].items():
         check(torch.equal(states[3][key], value), f"{key} on 3 ranks differs from 1 rank")
@@ -451,27 +453,84 @@ def test_structured_pruning_to_int8_onnx_and_bad_settings():
     contains(out, "layer_quantization_settings[fc].pruning: layer 'fc' cannot lose channels: its channels are an "
                   "output of the method")
     for pruning, key in [("{method: structured, pattern: '2:4'}", "pruning_settings.pattern"),
-                         ("{method: structured, importance: taylor}", "pruning_settings.importance")]:
+                         ("{method: structured, importance: hessian}", "pruning_settings.importance")]:
         out = run(["compile", structured_config("resnet18_traced", "bad", pruning=pruning)], expect=3)
         contains(out, key)
     plan = run(["compile", structured_config("resnet18_traced", "plan"), "--dry-run"])
     contains(plan, "structured pruning (l2):", "whole (10): fc: its channels are an output of the method")
 
 
-def compile_on_images(model, pruning):
-    """Compiles a scripted model made here on 16 random 3x8x8 images; the pruned model and its groups."""
+def compile_on_images(model, pruning, labels=None, ranks=0):
+    """Compiles a scripted model made here on 16 random 3x8x8 images (with `labels` where given);
+    the pruned model and its groups."""
     from qforge_h5 import write_samples
     model.save(os.path.join(qt.WORK, "model.pt"))
-    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
-    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": images.numpy()}})
+    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": random_images().numpy()}},
+                  labels=None if labels is None else {"s8": labels.numpy()})
     run(["compile", write_config("model.yaml", f"""
 model: {{path: model.pt}}
 out_dir: out
 calibration_inputs: {{files: [images.h5], batch_size: 4}}
 pruning_settings: {pruning}
-""")])
+""")], ranks=ranks)
     pruned, _, report = compiled("out")
     return pruned, report["structured_pruning"]["groups"]
+
+
+def random_images():
+    return torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+
+
+class Residual(torch.nn.Module):
+    """A residual add (conv1's channels read by conv2 and conv3) and a spatial mean into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x, gates: Optional[List[torch.Tensor]] = None):
+        a = torch.relu(self.conv1(x))
+        b = torch.relu(self.conv2(gated(a, gates, 0))) + a
+        c = torch.relu(self.conv3(gated(b, gates, 1)))
+        return self.fc(gated(c.mean((2, 3)), gates, 2))
+
+
+def gated(t, gates: Optional[List[torch.Tensor]], i: int):
+    """The reference's gate on a reader's input channels (ones, to differentiate); none in the compile."""
+    if gates is None:
+        return t
+    g = gates[i]
+    return t * (g.view(g.size(0), g.size(1), 1, 1) if t.dim() == 4 else g)
+
+
+def taylor_reference(model, images, labels):
+    """Molchanov et al.'s score per channel: the sum over rows of the squared sum over a group's
+    readers of dLoss/dgate, the gates (ones) multiplying each reader's input channels."""
+    gates = [torch.ones(len(images), 16, requires_grad=True) for _ in range(3)]
+    logits = model(images, gates)
+    target = labels if labels is not None else logits.detach().argmax(-1)
+    torch.nn.functional.cross_entropy(logits, target, reduction="sum").backward()
+    return {"conv1": (gates[0].grad + gates[1].grad).pow(2).sum(0), "conv3": gates[2].grad.pow(2).sum(0)}
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_structured_taylor_importance_matches_a_reference(labels):
+    # Without labels the loss is the cross-entropy of the model's own top predictions; 2 ranks
+    # with labels (every rank's shard summed exactly).
+    torch.manual_seed(11)
+    model = Residual().eval()
+    y = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(3)) if labels else None
+    expected = taylor_reference(model, random_images(), y)
+    traced = torch.jit.trace(model, random_images()[:2])  # without the gates
+    _, groups = compile_on_images(traced, "{method: structured, sparsity: 0.5, importance: taylor}",
+                                  labels=y, ranks=2 if labels else 0)
+    for writer, scores in expected.items():
+        g = group_with(groups, writer)
+        kept = sorted(scores.topk(8).indices.tolist())
+        check(g.get("kept_channels") == kept, f"{writer}'s group: {g}; the reference keeps {kept}")
 
 
 class Branches(torch.nn.Module):
