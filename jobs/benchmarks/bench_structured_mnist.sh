@@ -6,6 +6,7 @@
 # jobs/examples/mnist/accuracy_table.py's table (held-out top-1 of the dense float model and of
 # each compiled model, sizes, the ONNX file's top-1) and writes it to RESULTS_DIR/mnist.md.
 # Usage: bash jobs/benchmarks/bench_structured_mnist.sh [RESULTS_DIR]   (after jobs/quickstart.sh)
+#   IMPORTANCE: the pruned compiles' pruning_settings.importance (default: the config's, activation).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RESULTS=${1:-bench_results/structured-mnist-$(hostname -s)-$(date -u +%Y-%m-%dT%H%MZ)}
@@ -24,14 +25,14 @@ mkdir -p "$OUT"
 compile dense_int8 --set pruning_settings=null --set compile_options.fine_tune.enabled=false
 for s in 0.3 0.5; do
   pct=${s#0.}0
-  compile "pruned${pct}_float" --set pruning_settings.sparsity=$s --set quantization_settings=null \
-    --set compile_options.fine_tune.enabled=false
-  compile "pruned${pct}_int8" --set pruning_settings.sparsity=$s --set compile_options.fine_tune.enabled=false
-  compile "pruned${pct}_int8_qalora" --set pruning_settings.sparsity=$s
+  prune=(--set pruning_settings.sparsity=$s ${IMPORTANCE:+--set pruning_settings.importance=$IMPORTANCE})
+  compile "pruned${pct}_float" "${prune[@]}" --set quantization_settings=null --set compile_options.fine_tune.enabled=false
+  compile "pruned${pct}_int8" "${prune[@]}" --set compile_options.fine_tune.enabled=false
+  compile "pruned${pct}_int8_qalora" "${prune[@]}"
 done
 {
   echo "MNIST CNN, 2,000 held-out digits; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 2 ranks;"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown). Parameters: dense 105,962."
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); importance ${IMPORTANCE:-activation}. Parameters: dense 105,962."
   echo '```'
   /usr/bin/python3 jobs/examples/mnist/accuracy_table.py "${reports[@]}"
   echo '```'
