@@ -56,11 +56,10 @@ torch::jit::Module with_observed_input_copies(const torch::jit::Module& model, c
   return rewrite.module;
 }
 
-// One input tensor a layer read during the batch, and its version then.
+// One input tensor a layer read during the batch.
 struct Read {
   size_t input;
   at::Tensor x;
-  int64_t version;
 };
 
 // t[n, c] of each input over the batch ([rows, width] float64), undefined for
@@ -68,21 +67,24 @@ struct Read {
 std::vector<at::Tensor> taylor_terms(const std::vector<ObservedInput>& inputs, const std::vector<Read>& reads,
                                      const at::Tensor& loss) {
   std::vector<at::Tensor> terms(inputs.size());
-  if (reads.empty()) return terms;
-  if (!loss.requires_grad())
-    throw Error("structured pruning (importance taylor): no gradient reaches the layers' inputs; "
-                "the model's weights are not parameters (use importance: activation)");
+  std::vector<const Read*> differentiable;
   std::vector<at::Tensor> xs;
-  for (const auto& r : reads) xs.push_back(r.x);
+  for (const auto& r : reads) {
+    if (!r.x.requires_grad()) continue;
+    differentiable.push_back(&r);
+    xs.push_back(r.x);
+  }
+  if (reads.empty()) return terms;
+  if (xs.empty() || !loss.requires_grad())
+    throw ModelError("structured pruning (importance taylor): no gradient reaches the layers' inputs; "
+                "the model's weights are not parameters (use importance: activation)");
   const auto grads = torch::autograd::grad({loss}, xs, {}, /*retain_graph=*/false, /*create_graph=*/false,
                                            /*allow_unused=*/true);
-  for (size_t k = 0; k < reads.size(); ++k) {
-    const Read& r = reads[k];
+  for (size_t k = 0; k < differentiable.size(); ++k) {
+    const Read& r = *differentiable[k];
     const ObservedInput& in = inputs[r.input];
     if (!grads[k].defined()) continue;
-    if (r.x._version() != r.version)
-      throw Error("structured pruning (importance taylor): the input of layer '" + in.layer +
-                  "' is changed in place after the layer reads it (use importance: activation)");
+    // The copy is the layer's alone (with_observed_input_copies): nothing writes it after the read.
     at::Tensor product = grads[k].to(at::kDouble) * r.x.detach().to(at::kDouble);
     if (in.channels_first && product.dim() > 1) product = product.movedim(1, -1);
     if (product.dim() == 0 || product.size(-1) != in.channels) continue;
@@ -133,9 +135,7 @@ std::vector<at::Tensor> taylor_scores(const torch::jit::Module& model, const std
         torch::jit::Module observed = with_observed_input_copies(model, method, inputs);
         GradientsThrough gradients(observed);
         std::vector<Read> reads;
-        ObserveScope scope([&](int64_t point, const at::Tensor& x) {
-          if (x.requires_grad()) reads.push_back({static_cast<size_t>(point), x, x._version()});
-        });
+        ObserveScope scope([&](int64_t point, const at::Tensor& x) { reads.push_back({static_cast<size_t>(point), x}); });
         for_each_batch(shard, [&](const Batch& batch) {
           reads.clear();
           const at::Tensor l = loss(run(observed, batch), batch);

@@ -533,6 +533,36 @@ def test_structured_taylor_importance_matches_a_reference(labels):
         check(g.get("kept_channels") == kept, f"{writer}'s group: {g}; the reference keeps {kept}")
 
 
+class FeatureMap(Residual):
+    """Residual's layers, the output a feature map (no logits to differentiate a cross-entropy of)."""
+
+    def forward(self, x):
+        a = torch.relu(self.conv1(x))
+        return self.conv3(torch.relu(self.conv2(a)) + a)
+
+
+def test_structured_taylor_importance_refuses_what_it_cannot_differentiate():
+    from qforge_h5 import write_samples
+    write_samples(os.path.join(qt.WORK, "images.h5"), "tensor", ["x"], {"s8": {"x": random_images().numpy()}})
+    torch.manual_seed(12)
+    buffers = Residual().eval()  # weights held as buffers: no gradient reaches the layers' inputs
+    for m in (buffers.conv1, buffers.conv2, buffers.conv3, buffers.fc):
+        weight, bias = m.weight.data, m.bias.data
+        del m.weight, m.bias
+        m.register_buffer("weight", weight)
+        m.register_buffer("bias", bias)
+    for model, code, message in [(FeatureMap().eval(), 3, "its output is not [batch, classes]"),
+                                 (buffers, 5, "no gradient reaches the layers' inputs")]:
+        torch.jit.trace(model, random_images()[:2]).save(os.path.join(qt.WORK, "model.pt"))
+        out = run(["compile", write_config("model.yaml", """
+model: {path: model.pt}
+out_dir: out
+calibration_inputs: {files: [images.h5], batch_size: 4}
+pruning_settings: {method: structured, sparsity: 0.5, importance: taylor}
+""")], expect=code)
+        contains(out, "importance", message)
+
+
 class Branches(torch.nn.Module):
     """Two convolutions concatenated along the channels, a squeeze-and-excitation gate
     (an elementwise product coupling two groups) and x.view(batch, features) into a Linear."""
