@@ -29,7 +29,8 @@ std::vector<LayerPruning> sparsity_candidates(const LayerPruning& planned) {
   return out;
 }
 
-SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& layers, double threshold) {
+SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& layers, double threshold,
+                                             const AllocationWords& words) {
   SparsityAllocation out;
   std::vector<size_t> at(layers.size(), 0);
   double shortfall = 0;  // weights planned to be pruned that are kept
@@ -39,7 +40,7 @@ SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& 
     if (at[k] >= l.candidates.size() || raised(at[k])) at[k] = l.candidates.size() > 2 ? kLowered : 1;  // dense
     if (at[k] == 0) continue;
     shortfall += static_cast<double>(l.weights) * (l.candidates[0].sparsity - l.candidates[at[k]].sparsity);
-    out.notes.push_back("pruning: layer '" + l.layer + "' errs " + fixed(l.errors[0], 4) + " at sparsity " +
+    out.notes.push_back("pruning: " + words.unit + " '" + l.layer + "' errs " + fixed(l.errors[0], 4) + " at sparsity " +
                         share(l.candidates[0].sparsity) + ", above sensitivity_threshold " + fixed(threshold, 4) +
                         ": pruned to " + share(l.candidates[at[k]].sparsity));
   }
@@ -64,14 +65,15 @@ SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& 
     out.chosen.push_back(layers[k].candidates[at[k]]);
     planned_weights += layers[k].weights;
     if (raised(at[k]))
-      out.notes.push_back("pruning: layer '" + layers[k].layer + "' pruned to " +
+      out.notes.push_back("pruning: " + words.unit + " '" + layers[k].layer + "' pruned to " +
                           share(layers[k].candidates[at[k]].sparsity) + " (errs " + fixed(layers[k].errors[at[k]], 4) +
-                          ") for the weights its block's other layers keep");
+                          ") for the weights " + words.others + " keep");
   }
   if (shortfall > 0.5)
     out.notes.push_back("pruning: " + share(shortfall / static_cast<double>(std::max<int64_t>(planned_weights, 1))) +
-                        " of the weights of the step of '" + layers.front().layer +
-                        "' stay that the plan prunes: no layer of it could take them below sensitivity_threshold");
+                        " of the weights of " +
+                        (words.scope.empty() ? "the step of '" + layers.front().layer + "'" : words.scope) +
+                        " stay that the plan prunes: " + words.none + " could take them below sensitivity_threshold");
   return out;
 }
 

@@ -27,6 +27,15 @@ struct SparsityAllocation {
 // [planned, dense] (N:M).
 std::vector<LayerPruning> sparsity_candidates(const LayerPruning& planned);
 
-SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& layers, double threshold);
+// What the notes call the units allocated among: a block's layers, or the model's channel groups.
+struct AllocationWords {
+  std::string unit = "layer";                     // "layer 'fc1' errs ..."
+  std::string others = "its block's other layers";  // "... for the weights <others> keep"
+  std::string none = "no layer of it";            // "... stay that the plan prunes: <none> could take them"
+  std::string scope;  // "<share> of the weights of <scope> stay ..."; empty: the step of its first layer
+};
+
+SparsityAllocation allocate_within_threshold(const std::vector<SparsityChoice>& layers, double threshold,
+                                             const AllocationWords& words = {});
 
 }  // namespace qforge
