@@ -22,6 +22,7 @@
 #include "output/output_dir.h"
 #include "plan/solve_steps.h"
 #include "prune/channel_groups.h"
+#include "prune/channel_importance.h"
 #include "prune/prune_weight.h"
 #include "qforge/compile.h"
 #include "qforge/runtime.h"
@@ -130,6 +131,10 @@ class CompileSession {
   void prune_channels();         // pruning_settings.method structured: channels removed from the model
   std::map<std::string, at::Tensor> reader_input_means(const std::vector<ChannelDependencyGroup>& groups);
   std::vector<at::Tensor> reader_taylor_scores(const std::vector<ChannelDependencyGroup>& groups);
+  // pruning_settings.sensitivity_threshold: each group's sparsity (described[i].sparsity) by its measured error.
+  void allocate_channel_sparsity(const std::vector<ChannelDependencyGroup>& groups,
+                                 std::vector<ChannelGroup>& described, const std::vector<at::Tensor>& scores,
+                                 torch::jit::Module& model, const WeightOf& weight);
   void plan_pruning_steps();
   bool reads_inputs_to_prune(const LayerPlan& plan) const;
   std::map<std::string, at::Tensor> prune_and_share(const std::vector<std::string>& names,

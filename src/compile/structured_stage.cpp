@@ -125,19 +125,28 @@ void CompileSession::prune_channels() {
   StructuredPruning record;
   record.importance = to_string(settings.importance);
   record.dense_parameters = p.model->parameter_count();
+  const WeightOf weight = [&](const std::string& layer) {
+    return submodule(rewrite->module, layer, p.model->path()).attr("weight").toTensor();
+  };
+  std::vector<ChannelGroup> described;
+  std::vector<at::Tensor> scores(graph.groups.size());  // the prunable groups'
+  timer_.run("prune channels: scores", [&] {
+    for (size_t i = 0; i < graph.groups.size(); ++i) {
+      described.push_back(describe_group(graph.groups[i], wanted));
+      if (!described[i].reason.empty()) continue;
+      scores[i] = taylor.empty() ? channel_scores(graph.groups[i], weight, settings.importance, means) : taylor[i];
+    }
+  });
+  if (settings.sensitivity_threshold)
+    allocate_channel_sparsity(graph.groups, described, scores, rewrite->module, weight);
   timer_.run("prune channels", [&] {
     std::vector<at::Tensor> kept(graph.groups.size());
-    const WeightOf weight = [&](const std::string& layer) {
-      return submodule(rewrite->module, layer, p.model->path()).attr("weight").toTensor();
-    };
     for (size_t i = 0; i < graph.groups.size(); ++i) {
-      ChannelGroup g = describe_group(graph.groups[i], wanted);
+      ChannelGroup g = described[i];
       if (g.reason.empty()) {
         const int64_t keep = channels_to_keep(g.channels, g.sparsity);
         if (keep < g.channels) {
-          const at::Tensor scores =
-              taylor.empty() ? channel_scores(graph.groups[i], weight, settings.importance, means) : taylor[i];
-          kept[i] = highest_channels(scores, keep);
+          kept[i] = highest_channels(scores[i], keep);
           g.kept_channels = std::vector<int64_t>(kept[i].data_ptr<int64_t>(), kept[i].data_ptr<int64_t>() + keep);
         }
         g.kept = keep;

@@ -51,8 +51,9 @@ void check_pruning_settings(const PruningSettings& s, bool has_calibration) {
     check(*s.sensitivity_threshold >= 0, key + ".sensitivity_threshold", "a non-negative relative error");
   if (s.method == PruningMethod::Structured) {
     check(pattern.m == 0, key + ".pattern", "unstructured with method structured (whole channels are removed)");
-    check(!s.sensitivity_threshold, key + ".sensitivity_threshold",
-          "null with method structured (every channel group loses the same share)");
+    if (s.sensitivity_threshold)
+      check(has_calibration, key + ".sensitivity_threshold",
+            "calibration_inputs: the channel groups' errors are measured on them");
     if (s.importance == ChannelImportance::Activation || s.importance == ChannelImportance::Taylor)
       check(has_calibration, key + ".importance",
             std::string("calibration_inputs: ") + to_string(s.importance) +

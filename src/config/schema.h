@@ -154,7 +154,9 @@ void describe(V& v, PruningSettings& s) {
     "before it");
   v("sensitivity_threshold", s.sensitivity_threshold,
     "relative output error on the calibration inputs above which a layer is pruned less (sparsity 3/4, 1/2, 1/4, "
-    "0 of its own; N:M: not at all), the shortfall moved to the layers of its block that stay below it; null = off");
+    "0 of its own; N:M: not at all), the shortfall moved to the layers of its block that stay below it; structured: "
+    "the model's relative output error with only that channel group pruned, the shortfall moved to the other groups "
+    "(compile_options.sensitivity_samples rows); null = off");
 }
 
 template <class V>
