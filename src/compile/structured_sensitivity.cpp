@@ -80,7 +80,12 @@ void CompileSession::allocate_channel_sparsity(const std::vector<ChannelDependen
   for (size_t i = 0; i < described.size(); ++i) {
     if (!described[i].reason.empty() || described[i].sparsity <= 0 || !scores[i].defined()) continue;
     members.push_back(i);
-    candidates.push_back(sparsity_candidates({PruningMethod::Structured, described[i].sparsity, 0, 0, ""}));
+    // Each share as the kept channel count makes it (16 channels keep 8 or 16: 0.25 is 0).
+    auto shares = sparsity_candidates({PruningMethod::Structured, described[i].sparsity, 0, 0, ""});
+    const int64_t channels = described[i].channels;
+    for (auto& c : shares)
+      c.sparsity = 1.0 - static_cast<double>(channels_to_keep(channels, c.sparsity)) / static_cast<double>(channels);
+    candidates.push_back(shares);
   }
   // One measurement per group and distinct kept count (candidates round to the same counts).
   std::vector<std::pair<size_t, int64_t>> items;
