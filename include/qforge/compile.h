@@ -139,12 +139,12 @@ struct ChannelGroup {
   int64_t channels = 0;
   int64_t kept = 0;          // channels kept (= channels when the group stays whole)
   std::vector<int64_t> kept_channels;  // their indices, ascending (empty when the group stays whole)
-  double sparsity = 0;       // the share of channels asked to be removed
+  double sparsity = 0;       // the share of channels to remove: asked, or sensitivity_threshold's choice
   std::string reason;        // why every channel is kept (empty when pruned)
 };
 
 struct StructuredPruning {
-  std::string importance;  // l1 | l2 | activation
+  std::string importance;  // l1 | l2 | activation | taylor
   std::vector<ChannelGroup> groups;
   int64_t dense_parameters = 0, parameters = 0;  // the model's parameters before and after
 };
